@@ -1,0 +1,197 @@
+//! Input limits and the validation every command passes before it is proposed.
+//!
+//! Validation happens on the node that receives the request, before the
+//! command enters the Raft log, so nothing invalid is ever replicated.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::KvError;
+use super::types::{Command, TxnOp, TxnRequest};
+
+/// Size limits for keys, values and transactions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Longest key accepted, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Most compares, and most ops in one branch, of a transaction.
+    pub max_txn_ops: usize,
+}
+
+/// Default key limit: etcd-compatible keys are short paths.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 4096;
+/// Default value limit, 1.5 MiB as in etcd.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
+/// Default transaction size limit, as in etcd.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks a key used as an exact key: non-empty, within the limit, no NUL.
+    pub fn check_key(&self, key: &str) -> Result<(), KvError> {
+        if key.is_empty() {
+            return Err(KvError::InvalidKey("the key is empty".into()));
+        }
+        self.check_prefix(key)
+    }
+
+    /// Checks a key used as a prefix: like a key, but may be empty (everything).
+    pub fn check_prefix(&self, key: &str) -> Result<(), KvError> {
+        if key.len() > self.max_key_bytes {
+            return Err(KvError::KeyTooLarge {
+                len: key.len(),
+                max: self.max_key_bytes,
+            });
+        }
+        if key.contains('\0') {
+            return Err(KvError::InvalidKey("the key contains a NUL character".into()));
+        }
+        Ok(())
+    }
+
+    fn check_key_or_prefix(&self, key: &str, prefix: bool) -> Result<(), KvError> {
+        if prefix {
+            self.check_prefix(key)
+        } else {
+            self.check_key(key)
+        }
+    }
+
+    /// Checks a value's size.
+    pub fn check_value(&self, value: &[u8]) -> Result<(), KvError> {
+        if value.len() > self.max_value_bytes {
+            return Err(KvError::ValueTooLarge {
+                len: value.len(),
+                max: self.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a whole command before it is proposed.
+    pub fn check_command(&self, command: &Command) -> Result<(), KvError> {
+        match command {
+            Command::Put { key, value, .. } => {
+                self.check_key(key)?;
+                self.check_value(value)
+            }
+            Command::Delete { key, prefix, .. } => self.check_key_or_prefix(key, *prefix),
+            Command::Txn(txn) => self.check_txn(txn),
+        }
+    }
+
+    fn check_txn(&self, txn: &TxnRequest) -> Result<(), KvError> {
+        if txn.compare.len() > self.max_txn_ops {
+            return Err(KvError::TooManyOps {
+                what: "compares",
+                count: txn.compare.len(),
+                max: self.max_txn_ops,
+            });
+        }
+        for compare in &txn.compare {
+            self.check_key(&compare.key)?;
+            if let super::types::CompareTarget::Value(v) = &compare.target {
+                self.check_value(v)?;
+            }
+        }
+        for branch in [&txn.success, &txn.failure] {
+            if branch.len() > self.max_txn_ops {
+                return Err(KvError::TooManyOps {
+                    what: "ops in one branch",
+                    count: branch.len(),
+                    max: self.max_txn_ops,
+                });
+            }
+            self.check_branch(branch)?;
+        }
+        Ok(())
+    }
+
+    /// A branch may not write one key twice (a put and a delete covering the
+    /// same key included): one revision holds at most one event per key.
+    fn check_branch(&self, ops: &[TxnOp]) -> Result<(), KvError> {
+        let mut put_keys = BTreeSet::new();
+        let mut deletes: Vec<(&str, bool)> = Vec::new();
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value } => {
+                    self.check_key(key)?;
+                    self.check_value(value)?;
+                    if !put_keys.insert(key.as_str()) {
+                        return Err(KvError::InvalidRequest(format!(
+                            "key {key:?} is written twice in one transaction branch"
+                        )));
+                    }
+                }
+                TxnOp::Delete { key, prefix } => {
+                    self.check_key_or_prefix(key, *prefix)?;
+                    deletes.push((key.as_str(), *prefix));
+                }
+                TxnOp::Get { key, prefix } => self.check_key_or_prefix(key, *prefix)?,
+            }
+        }
+        for (del, prefix) in &deletes {
+            let overlaps = |k: &&&str| if *prefix { k.starts_with(del) } else { **k == *del };
+            if let Some(k) = put_keys.iter().find(overlaps) {
+                return Err(KvError::InvalidRequest(format!(
+                    "key {k:?} is both put and deleted in one transaction branch"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        let l = Limits {
+            max_key_bytes: 4,
+            ..Limits::default()
+        };
+        assert!(l.check_key("abcd").is_ok());
+        assert!(matches!(l.check_key(""), Err(KvError::InvalidKey(_))));
+        assert!(l.check_prefix("").is_ok());
+        assert!(matches!(l.check_key("abcde"), Err(KvError::KeyTooLarge { len: 5, max: 4 })));
+        assert!(matches!(l.check_key("a\0"), Err(KvError::InvalidKey(_))));
+    }
+
+    #[test]
+    fn txn_branch_conflicts_are_refused() {
+        let l = Limits::default();
+        let put = |k: &str| TxnOp::Put {
+            key: k.into(),
+            value: vec![],
+        };
+        let txn = |ops: Vec<TxnOp>| Command::Txn(TxnRequest {
+            compare: vec![],
+            success: ops,
+            failure: vec![],
+        });
+        assert!(l.check_command(&txn(vec![put("a"), put("b")])).is_ok());
+        assert!(l.check_command(&txn(vec![put("a"), put("a")])).is_err());
+        let del_prefix = TxnOp::Delete {
+            key: "a/".into(),
+            prefix: true,
+        };
+        assert!(l.check_command(&txn(vec![put("a/x"), del_prefix.clone()])).is_err());
+        assert!(l.check_command(&txn(vec![put("b/x"), del_prefix])).is_ok());
+        let many = (0..129).map(|i| put(&format!("k{i}"))).collect();
+        assert!(matches!(l.check_command(&txn(many)), Err(KvError::TooManyOps { .. })));
+    }
+}

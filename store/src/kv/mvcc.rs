@@ -1,0 +1,591 @@
+//! The MVCC key space on RocksDB: applying commands, and reading at the current
+//! or a past revision.
+//!
+//! Layout (column families from [`crate::storage::db`]):
+//! - `kv`: user key → [`Record`] (the latest state, for fast current reads);
+//! - `history`: user key, NUL, big-endian revision → `Option<Record>` (None is a
+//!   tombstone), for reads at past revisions;
+//! - `changes`: big-endian revision → the [`Change`]s of that revision, which the
+//!   watch machinery streams.
+//!
+//! Keys never contain NUL (validation refuses it), so `key NUL revision` sorts
+//! every version of a key together, in revision order, before any longer key.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Bound;
+
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use super::error::KvError;
+use super::types::{
+    Command, CommandResponse, Compare, CompareTarget, KeyValue, TxnOp, TxnOpResponse, TxnRequest,
+};
+use crate::codec;
+use crate::storage::db::{cf, io_err, CF_CHANGES, CF_HISTORY, CF_KV, CF_SM_META};
+
+/// Key in `sm_meta` holding the [`MvccState`].
+pub const MVCC_STATE_KEY: &[u8] = b"mvcc";
+
+/// A key's stored state (the key itself is the RocksDB key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Value bytes.
+    pub value: Vec<u8>,
+    /// Revision that created the key.
+    pub create_revision: u64,
+    /// Revision of the last write.
+    pub mod_revision: u64,
+    /// Writes since creation.
+    pub version: u64,
+}
+
+impl Record {
+    fn into_kv(self, key: String) -> KeyValue {
+        KeyValue {
+            key,
+            value: self.value,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
+    }
+}
+
+/// One event of a revision: a put (with the new record) or a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The key.
+    pub key: String,
+    /// The new record, or `None` for a delete.
+    pub kv: Option<Record>,
+    /// The record before the change, if the key existed.
+    pub prev: Option<Record>,
+}
+
+/// Revision counters and the running state digest, persisted with every
+/// applied batch in the same RocksDB write as the data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MvccState {
+    /// Revision of the last committed mutation (0 for an empty store).
+    pub revision: u64,
+    /// Oldest revision still readable.
+    pub compact_revision: u64,
+    /// Order-independent digest of the live key space: the wrapping sum of a
+    /// 128-bit hash of every (key, record). Two nodes that applied the same log
+    /// have equal digests; it is updated incrementally on every write.
+    pub state_hash: u128,
+}
+
+/// Digest contribution of one live key.
+pub fn entry_hash(key: &str, record: &Record) -> u128 {
+    let mut buf = Vec::with_capacity(key.len() + record.value.len() + 40);
+    buf.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(&record.create_revision.to_le_bytes());
+    buf.extend_from_slice(&record.mod_revision.to_le_bytes());
+    buf.extend_from_slice(&record.version.to_le_bytes());
+    buf.extend_from_slice(&record.value);
+    xxhash_rust::xxh3::xxh3_128(&buf)
+}
+
+/// Builds the `history` key for (key, revision).
+pub fn history_key(key: &str, revision: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 9);
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&revision.to_be_bytes());
+    k
+}
+
+/// Splits a `history` key into (user key bytes, revision).
+fn split_history_key(raw: &[u8]) -> io::Result<(&[u8], u64)> {
+    if raw.len() < 9 || raw[raw.len() - 9] != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed history key"));
+    }
+    let (key, rest) = raw.split_at(raw.len() - 9);
+    let mut rev = [0u8; 8];
+    rev.copy_from_slice(&rest[1..]);
+    Ok((key, u64::from_be_bytes(rev)))
+}
+
+fn utf8_key(raw: &[u8]) -> io::Result<String> {
+    String::from_utf8(raw.to_vec()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads the persisted MVCC counters (defaults for a new store).
+pub fn load_state(db: &DB) -> io::Result<MvccState> {
+    match db.get_cf(cf(db, CF_SM_META)?, MVCC_STATE_KEY).map_err(io_err)? {
+        Some(bytes) => Ok(codec::decode(&bytes)?),
+        None => Ok(MvccState::default()),
+    }
+}
+
+/// Applies commands to the key space, collecting every write into one RocksDB
+/// `WriteBatch` so that a batch of Raft entries lands atomically, together with
+/// the state machine's metadata.
+///
+/// Reads inside the batch see the batch's own earlier writes through an
+/// overlay of pending records.
+pub struct ApplyBatch<'a> {
+    db: &'a DB,
+    batch: WriteBatch,
+    /// Writes of this batch not yet in RocksDB: key → record (None = deleted).
+    pending: BTreeMap<String, Option<Record>>,
+    state: MvccState,
+}
+
+/// Writes collected while applying one command at one revision.
+struct RevisionWriter {
+    revision: u64,
+    changes: Vec<Change>,
+}
+
+impl<'a> ApplyBatch<'a> {
+    /// Starts a batch on top of `state` (the persisted counters).
+    pub fn new(db: &'a DB, state: MvccState) -> Self {
+        ApplyBatch {
+            db,
+            batch: WriteBatch::default(),
+            pending: BTreeMap::new(),
+            state,
+        }
+    }
+
+    /// The counters as of the commands applied so far.
+    pub fn state(&self) -> MvccState {
+        self.state
+    }
+
+    /// Gives access to the underlying write batch, so the caller can add its
+    /// own metadata to the same atomic write.
+    pub fn write_batch(&mut self) -> &mut WriteBatch {
+        &mut self.batch
+    }
+
+    /// Finishes the batch: stores the counters and returns the write batch.
+    pub fn finish(mut self) -> io::Result<(WriteBatch, MvccState)> {
+        let meta = cf(self.db, CF_SM_META)?;
+        self.batch.put_cf(meta, MVCC_STATE_KEY, codec::encode(&self.state)?);
+        Ok((self.batch, self.state))
+    }
+
+    fn current(&self, key: &str) -> io::Result<Option<Record>> {
+        if let Some(pending) = self.pending.get(key) {
+            return Ok(pending.clone());
+        }
+        match self.db.get_cf(cf(self.db, CF_KV)?, key.as_bytes()).map_err(io_err)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Current records under `prefix`, in key order, pending writes included.
+    fn current_prefix(&self, prefix: &str) -> io::Result<BTreeMap<String, Record>> {
+        let mut out = scan_current(self.db, None, prefix, None)?.0;
+        let range = self.pending.range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
+        for (key, record) in range.take_while(|(k, _)| k.starts_with(prefix)) {
+            match record {
+                Some(r) => out.insert(key.clone(), r.clone()),
+                None => out.remove(key),
+            };
+        }
+        Ok(out)
+    }
+
+    fn current_matching(&self, key: &str, prefix: bool) -> io::Result<Vec<(String, Record)>> {
+        if prefix {
+            Ok(self.current_prefix(key)?.into_iter().collect())
+        } else {
+            Ok(self.current(key)?.map(|r| (key.to_string(), r)).into_iter().collect())
+        }
+    }
+
+    fn begin(&self) -> RevisionWriter {
+        RevisionWriter {
+            revision: self.state.revision + 1,
+            changes: Vec::new(),
+        }
+    }
+
+    /// Ends a command: if it wrote anything, its revision becomes current and
+    /// its changes are recorded under that revision.
+    fn commit(&mut self, w: RevisionWriter) -> io::Result<u64> {
+        if w.changes.is_empty() {
+            return Ok(self.state.revision);
+        }
+        let changes_cf = cf(self.db, CF_CHANGES)?;
+        self.batch.put_cf(changes_cf, w.revision.to_be_bytes(), codec::encode(&w.changes)?);
+        self.state.revision = w.revision;
+        Ok(w.revision)
+    }
+
+    fn write(&mut self, w: &mut RevisionWriter, key: &str, new: Option<Record>, prev: Option<Record>) -> io::Result<()> {
+        let kv_cf = cf(self.db, CF_KV)?;
+        let history_cf = cf(self.db, CF_HISTORY)?;
+        if let Some(p) = &prev {
+            self.state.state_hash = self.state.state_hash.wrapping_sub(entry_hash(key, p));
+        }
+        match &new {
+            Some(r) => {
+                self.state.state_hash = self.state.state_hash.wrapping_add(entry_hash(key, r));
+                self.batch.put_cf(kv_cf, key.as_bytes(), codec::encode(r)?);
+            }
+            None => self.batch.delete_cf(kv_cf, key.as_bytes()),
+        }
+        self.batch.put_cf(history_cf, history_key(key, w.revision), codec::encode(&new)?);
+        self.pending.insert(key.to_string(), new.clone());
+        w.changes.push(Change {
+            key: key.to_string(),
+            kv: new,
+            prev,
+        });
+        Ok(())
+    }
+
+    fn put(&mut self, w: &mut RevisionWriter, key: &str, value: &[u8]) -> io::Result<Option<Record>> {
+        let prev = self.current(key)?;
+        let record = match &prev {
+            Some(p) => Record {
+                value: value.to_vec(),
+                create_revision: p.create_revision,
+                mod_revision: w.revision,
+                version: p.version + 1,
+            },
+            None => Record {
+                value: value.to_vec(),
+                create_revision: w.revision,
+                mod_revision: w.revision,
+                version: 1,
+            },
+        };
+        self.write(w, key, Some(record), prev.clone())?;
+        Ok(prev)
+    }
+
+    fn delete(&mut self, w: &mut RevisionWriter, key: &str, prefix: bool) -> io::Result<Vec<KeyValue>> {
+        let victims = self.current_matching(key, prefix)?;
+        let mut deleted = Vec::with_capacity(victims.len());
+        for (k, record) in victims {
+            self.write(w, &k, None, Some(record.clone()))?;
+            deleted.push(record.into_kv(k));
+        }
+        Ok(deleted)
+    }
+
+    fn compare_holds(&self, c: &Compare) -> io::Result<bool> {
+        let current = self.current(&c.key)?;
+        let ordering = match (&c.target, &current) {
+            (CompareTarget::Value(_), None) => return Ok(false),
+            (CompareTarget::Value(v), Some(r)) => r.value.as_slice().cmp(v.as_slice()),
+            (CompareTarget::Version(v), r) => r.as_ref().map_or(0, |r| r.version).cmp(v),
+            (CompareTarget::ModRevision(v), r) => r.as_ref().map_or(0, |r| r.mod_revision).cmp(v),
+            (CompareTarget::CreateRevision(v), r) => r.as_ref().map_or(0, |r| r.create_revision).cmp(v),
+        };
+        Ok(c.op.holds(ordering))
+    }
+
+    fn txn(&mut self, txn: &TxnRequest) -> io::Result<CommandResponse> {
+        let mut succeeded = true;
+        for c in &txn.compare {
+            if !self.compare_holds(c)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let mut w = self.begin();
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                TxnOp::Put { key, value } => {
+                    self.put(&mut w, key, value)?;
+                    TxnOpResponse::Put { revision: w.revision }
+                }
+                TxnOp::Delete { key, prefix } => {
+                    let deleted = self.delete(&mut w, key, *prefix)?.len() as u64;
+                    TxnOpResponse::Delete { deleted }
+                }
+                TxnOp::Get { key, prefix } => {
+                    let kvs = self
+                        .current_matching(key, *prefix)?
+                        .into_iter()
+                        .map(|(k, r)| r.into_kv(k))
+                        .collect();
+                    TxnOpResponse::Get { kvs }
+                }
+            });
+        }
+        let revision = self.commit(w)?;
+        Ok(CommandResponse::Txn {
+            succeeded,
+            revision,
+            responses,
+        })
+    }
+
+    /// Applies one command. Only storage failures are errors; everything the
+    /// caller asked for, including a failed compare, is a response.
+    pub fn apply(&mut self, command: &Command) -> io::Result<CommandResponse> {
+        match command {
+            Command::Put { key, value, prev_kv } => {
+                let mut w = self.begin();
+                let prev = self.put(&mut w, key, value)?;
+                let revision = self.commit(w)?;
+                Ok(CommandResponse::Put {
+                    revision,
+                    prev_kv: prev.filter(|_| *prev_kv).map(|r| r.into_kv(key.clone())),
+                })
+            }
+            Command::Delete { key, prefix, prev_kv } => {
+                let mut w = self.begin();
+                let deleted = self.delete(&mut w, key, *prefix)?;
+                let revision = self.commit(w)?;
+                Ok(CommandResponse::Delete {
+                    revision,
+                    deleted: deleted.len() as u64,
+                    prev_kvs: if *prev_kv { deleted } else { Vec::new() },
+                })
+            }
+            Command::Txn(txn) => self.txn(txn),
+        }
+    }
+}
+
+/// Result of a range read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeResult {
+    /// Revision the read reflects.
+    pub revision: u64,
+    /// Matching key-values in key order.
+    pub kvs: Vec<KeyValue>,
+    /// Whether `limit` cut the result short.
+    pub more: bool,
+}
+
+/// Why a read failed: the caller's request, or the disk.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The request cannot be served (compacted or future revision).
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] io::Error),
+}
+
+/// Scans current records under `prefix` (up to `limit`), reading through `snap`
+/// when given. Returns the records and whether more were left.
+fn scan_current(
+    db: &DB,
+    snap: Option<&rocksdb::Snapshot<'_>>,
+    prefix: &str,
+    limit: Option<usize>,
+) -> io::Result<(BTreeMap<String, Record>, bool)> {
+    let kv_cf = cf(db, CF_KV)?;
+    let mode = IteratorMode::From(prefix.as_bytes(), Direction::Forward);
+    let iter = match snap {
+        Some(s) => s.iterator_cf(kv_cf, mode),
+        None => db.iterator_cf(kv_cf, mode),
+    };
+    let mut out = BTreeMap::new();
+    for item in iter {
+        let (k, v) = item.map_err(io_err)?;
+        if !k.starts_with(prefix.as_bytes()) {
+            break;
+        }
+        if limit.is_some_and(|l| out.len() >= l) {
+            return Ok((out, true));
+        }
+        out.insert(utf8_key(&k)?, codec::decode(&v)?);
+    }
+    Ok((out, false))
+}
+
+/// Read-only access to the key space, each call on one consistent RocksDB
+/// snapshot so the revision it reports matches the data it returns.
+#[derive(Clone)]
+pub struct KvReader {
+    db: std::sync::Arc<DB>,
+}
+
+impl KvReader {
+    /// A reader over `db`.
+    pub fn new(db: std::sync::Arc<DB>) -> Self {
+        KvReader { db }
+    }
+
+    /// The counters as of now.
+    pub fn state(&self) -> io::Result<MvccState> {
+        load_state(&self.db)
+    }
+
+    fn check_revision(state: &MvccState, revision: Option<u64>) -> Result<Option<u64>, KvError> {
+        match revision {
+            None | Some(0) => Ok(None),
+            Some(r) if r > state.revision => Err(KvError::FutureRevision {
+                requested: r,
+                current: state.revision,
+            }),
+            Some(r) if r < state.compact_revision => Err(KvError::Compacted {
+                requested: r,
+                compact_revision: state.compact_revision,
+            }),
+            Some(r) if r == state.revision => Ok(None),
+            Some(r) => Ok(Some(r)),
+        }
+    }
+
+    /// Reads one key, now or at a past `revision`. Returns the revision the
+    /// read reflects with the key-value, if it existed then.
+    pub fn get(&self, key: &str, revision: Option<u64>) -> Result<(u64, Option<KeyValue>), ReadError> {
+        let snap = self.db.snapshot();
+        let state = state_at(&self.db, &snap)?;
+        match Self::check_revision(&state, revision)? {
+            None => {
+                let kv_cf = cf(&self.db, CF_KV)?;
+                let kv = match snap.get_cf(kv_cf, key.as_bytes()).map_err(io_err)? {
+                    Some(bytes) => Some(codec::decode::<Record>(&bytes).map_err(io::Error::from)?.into_kv(key.to_string())),
+                    None => None,
+                };
+                Ok((state.revision, kv))
+            }
+            Some(at) => {
+                let found = history_prefix(&self.db, &snap, key, at, true, None)?;
+                Ok((at, found.0.into_iter().next()))
+            }
+        }
+    }
+
+    /// Reads every key under `prefix` (all keys for an empty prefix), now or at
+    /// a past `revision`, at most `limit` of them.
+    pub fn range(&self, prefix: &str, limit: Option<usize>, revision: Option<u64>) -> Result<RangeResult, ReadError> {
+        let snap = self.db.snapshot();
+        let state = state_at(&self.db, &snap)?;
+        match Self::check_revision(&state, revision)? {
+            None => {
+                let (records, more) = scan_current(&self.db, Some(&snap), prefix, limit)?;
+                Ok(RangeResult {
+                    revision: state.revision,
+                    kvs: records.into_iter().map(|(k, r)| r.into_kv(k)).collect(),
+                    more,
+                })
+            }
+            Some(at) => {
+                let (kvs, more) = history_prefix(&self.db, &snap, prefix, at, false, limit)?;
+                Ok(RangeResult { revision: at, kvs, more })
+            }
+        }
+    }
+
+    /// The events of revision `revision`, if still retained.
+    pub fn changes(&self, revision: u64) -> io::Result<Option<Vec<Change>>> {
+        match self.db.get_cf(cf(&self.db, CF_CHANGES)?, revision.to_be_bytes()).map_err(io_err)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Recomputes the state digest from scratch (for consistency checks; it
+    /// reads every key).
+    pub fn recompute_hash(&self) -> io::Result<u128> {
+        let (records, _) = scan_current(&self.db, None, "", None)?;
+        Ok(records
+            .iter()
+            .fold(0u128, |acc, (k, r)| acc.wrapping_add(entry_hash(k, r))))
+    }
+}
+
+fn state_at(db: &DB, snap: &rocksdb::Snapshot<'_>) -> io::Result<MvccState> {
+    match snap.get_cf(cf(db, CF_SM_META)?, MVCC_STATE_KEY).map_err(io_err)? {
+        Some(bytes) => Ok(codec::decode(&bytes)?),
+        None => Ok(MvccState::default()),
+    }
+}
+
+/// Reads keys as of revision `at` from the history. With `exact`, only the key
+/// `key` itself; otherwise every key starting with `key`.
+fn history_prefix(
+    db: &DB,
+    snap: &rocksdb::Snapshot<'_>,
+    key: &str,
+    at: u64,
+    exact: bool,
+    limit: Option<usize>,
+) -> io::Result<(Vec<KeyValue>, bool)> {
+    let history_cf = cf(db, CF_HISTORY)?;
+    let mut opts = ReadOptions::default();
+    if exact {
+        opts.set_iterate_upper_bound(history_key(key, u64::MAX));
+    }
+    let start: Vec<u8> = if exact { history_key(key, 0) } else { key.as_bytes().to_vec() };
+    let iter = snap.iterator_cf_opt(history_cf, opts, IteratorMode::From(&start, Direction::Forward));
+    let mut out = Vec::new();
+    // The latest version at or before `at` of the key being walked.
+    let mut current: Option<(Vec<u8>, Option<Record>)> = None;
+    let flush = |entry: Option<(Vec<u8>, Option<Record>)>, out: &mut Vec<KeyValue>| -> io::Result<()> {
+        if let Some((k, Some(record))) = entry {
+            out.push(record.into_kv(utf8_key(&k)?));
+        }
+        Ok(())
+    };
+    for item in iter {
+        let (raw, value) = item.map_err(io_err)?;
+        let (user_key, rev) = split_history_key(&raw)?;
+        if exact && user_key != key.as_bytes() {
+            continue;
+        }
+        if !user_key.starts_with(key.as_bytes()) {
+            break;
+        }
+        let same_key = current.as_ref().is_some_and(|(k, _)| k.as_slice() == user_key);
+        if !same_key {
+            flush(current.take(), &mut out)?;
+            if limit.is_some_and(|l| out.len() >= l) {
+                // A further key exists; whether it was live at `at` decides `more`.
+                return Ok((out, more_live_after(&raw, at, snap, history_cf, key)?));
+            }
+            current = Some((user_key.to_vec(), None));
+        }
+        if rev <= at {
+            let record: Option<Record> = codec::decode(&value)?;
+            current = Some((user_key.to_vec(), record));
+        }
+    }
+    flush(current.take(), &mut out)?;
+    Ok((out, false))
+}
+
+/// Whether any key at or after history key `from` under `prefix` was live at `at`.
+fn more_live_after(
+    from: &[u8],
+    at: u64,
+    snap: &rocksdb::Snapshot<'_>,
+    history_cf: &rocksdb::ColumnFamily,
+    prefix: &str,
+) -> io::Result<bool> {
+    let iter = snap.iterator_cf(history_cf, IteratorMode::From(from, Direction::Forward));
+    let mut walking: Option<(Vec<u8>, bool)> = None;
+    for item in iter {
+        let (raw, value) = item.map_err(io_err)?;
+        let (user_key, rev) = split_history_key(&raw)?;
+        if !user_key.starts_with(prefix.as_bytes()) {
+            break;
+        }
+        if walking.as_ref().is_some_and(|(k, _)| k.as_slice() != user_key) {
+            if walking.as_ref().is_some_and(|(_, live)| *live) {
+                return Ok(true);
+            }
+            walking = None;
+        }
+        let live = walking.as_ref().is_some_and(|(_, l)| *l);
+        let live = if rev <= at {
+            codec::decode::<Option<Record>>(&value)?.is_some()
+        } else {
+            live
+        };
+        walking = Some((user_key.to_vec(), live));
+    }
+    Ok(walking.is_some_and(|(_, live)| live))
+}

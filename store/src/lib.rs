@@ -1,0 +1,18 @@
+//! ballast-store: the control plane of ballast.
+//!
+//! # Layout
+//! - [`config`]: the `ballastd` configuration and its validation.
+//! - [`codec`]: versioned postcard encoding for everything persisted or sent.
+//! - [`kv`]: commands, limits and the MVCC key space in RocksDB.
+//! - [`storage`]: the RocksDB Raft log (with group commit) and state machine,
+//!   snapshots.
+//! - [`raft`]: openraft types, the peer network, and [`raft::node::Node`], which
+//!   serves linearizable and local reads and forwards writes to the leader.
+//! - [`api`]: the HTTP API (axum) and its single error mapping.
+//! - [`server`]: wiring it all up: [`run`] starts one node.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod kv;
+pub mod raft;
+pub mod storage;

@@ -1,0 +1,52 @@
+//! The one RocksDB instance a node keeps: column families and open options.
+//!
+//! The Raft log and the state machine share one database and therefore one
+//! write-ahead log. That ordering is what makes the durability rules cheap: a
+//! sync of the WAL (done for every log append and vote) also makes every
+//! earlier state-machine write durable, so nothing the state machine reports
+//! as applied can be newer than what a crash would keep.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+/// Raft metadata: vote, last purged log id, committed log id.
+pub const CF_RAFT_META: &str = "raft_meta";
+/// Raft log entries keyed by big-endian index.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// State-machine metadata: last applied log id, membership, revision, hash.
+pub const CF_SM_META: &str = "sm_meta";
+/// Current key space: user key → latest record.
+pub const CF_KV: &str = "kv";
+/// MVCC history: user key, NUL, big-endian revision → record or tombstone.
+pub const CF_HISTORY: &str = "history";
+/// Changes by revision: big-endian revision → the events of that revision.
+pub const CF_CHANGES: &str = "changes";
+
+/// The state-machine column families, in the order snapshots carry them.
+pub const SM_DATA_CFS: [&str; 3] = [CF_KV, CF_HISTORY, CF_CHANGES];
+
+const ALL_CFS: [&str; 6] = [CF_RAFT_META, CF_RAFT_LOG, CF_SM_META, CF_KV, CF_HISTORY, CF_CHANGES];
+
+/// Opens (creating if needed) the node's database under `dir`.
+pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // Everything is written through the WAL; a crash never loses a synced write.
+    opts.set_max_background_jobs(2);
+    let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
+}
+
+/// Converts a RocksDB error into the `io::Error` openraft's storage traits use.
+pub fn io_err(e: rocksdb::Error) -> std::io::Error {
+    std::io::Error::other(e.into_string())
+}
+
+/// Looks up a column family that [`open`] always creates.
+pub fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, std::io::Error> {
+    db.cf_handle(name)
+        .ok_or_else(|| std::io::Error::other(format!("column family {name} is missing")))
+}

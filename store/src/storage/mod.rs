@@ -1,0 +1,13 @@
+//! Durable storage: one RocksDB instance holding the Raft log and the state machine.
+
+pub mod db;
+pub mod log_store;
+pub mod snapshot;
+pub mod state_machine;
+
+pub use log_store::LogStore;
+pub use snapshot::SnapshotFile;
+pub use state_machine::{Applied, StateMachine};
+
+#[cfg(test)]
+mod suite_test;

@@ -1,0 +1,311 @@
+//! The Raft state machine: applies committed entries to the MVCC key space in
+//! RocksDB, builds snapshots and installs them.
+//!
+//! Each `apply` call writes all of its entries' changes, the last applied log
+//! id, the membership and the MVCC counters in one atomic RocksDB write, so the
+//! applied state on disk always matches the data on disk.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use rocksdb::{IteratorMode, WriteBatch, DB};
+use tokio::sync::watch;
+
+use super::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
+use super::snapshot::{self, SnapshotFile, SnapshotHeader};
+use crate::codec;
+use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
+use crate::kv::types::CommandResponse;
+use crate::raft::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+
+const APPLIED_KEY: &[u8] = b"applied";
+/// Present while a snapshot is being installed; found at open, it means the
+/// install was interrupted and the state machine must be rebuilt.
+const INSTALLING_KEY: &[u8] = b"installing";
+/// Records per RocksDB write when loading a snapshot.
+const INSTALL_BATCH_RECORDS: usize = 4096;
+
+/// What the state machine has applied, published after every applied batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Raft log index of the last applied entry.
+    pub log_index: u64,
+    /// Key-space revision after it.
+    pub revision: u64,
+}
+
+/// The RocksDB-backed state machine.
+pub struct StateMachine {
+    db: Arc<DB>,
+    snapshot_dir: PathBuf,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    mvcc: MvccState,
+    applied_tx: watch::Sender<Applied>,
+}
+
+/// Builds snapshot files from a consistent RocksDB snapshot.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    snapshot_dir: PathBuf,
+}
+
+fn snapshot_path(dir: &Path, last: &Option<LogId>) -> PathBuf {
+    let n = last.as_ref().map_or(0, |id| id.index + 1);
+    dir.join(format!("snap-{n:020}.snap"))
+}
+
+fn snapshot_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Removes every snapshot file but `keep`, and leftover temporary files.
+fn remove_other_snapshots(dir: &Path, keep: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let is_snap = path.extension().is_some_and(|x| x == "snap" || x == "tmp" || x == "recv");
+        if is_snap && path != keep {
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove old snapshot");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_applied(db: &DB) -> io::Result<(Option<LogId>, StoredMembership)> {
+    match db.get_cf(cf(db, CF_SM_META)?, APPLIED_KEY).map_err(io_err)? {
+        Some(bytes) => Ok(codec::decode(&bytes)?),
+        None => Ok((None, StoredMembership::default())),
+    }
+}
+
+/// Deletes everything in the state machine's column families and metadata.
+fn clear_state(db: &DB) -> io::Result<()> {
+    for name in SM_DATA_CFS.iter().chain([CF_SM_META].iter()) {
+        let handle = cf(db, name)?;
+        let first = db.iterator_cf(handle, IteratorMode::Start).next();
+        let last = db.iterator_cf(handle, IteratorMode::End).next();
+        if let (Some(first), Some(last)) = (first, last) {
+            let (first, _) = first.map_err(io_err)?;
+            let (last, _) = last.map_err(io_err)?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(handle, &first, &last);
+            batch.delete_cf(handle, &last);
+            db.write(batch).map_err(io_err)?;
+        }
+    }
+    Ok(())
+}
+
+impl StateMachine {
+    /// Opens the state machine on `db`, keeping snapshot files in `snapshot_dir`.
+    /// Finishes the clean-up of an interrupted snapshot install.
+    pub fn open(db: Arc<DB>, snapshot_dir: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&snapshot_dir)?;
+        if db.get_cf(cf(&db, CF_SM_META)?, INSTALLING_KEY).map_err(io_err)?.is_some() {
+            tracing::warn!("a snapshot install was interrupted; the state machine will be rebuilt");
+            clear_state(&db)?;
+            db.flush_wal(true).map_err(io_err)?;
+        }
+        let (applied, membership) = load_applied(&db)?;
+        let mvcc = mvcc::load_state(&db)?;
+        let (applied_tx, _) = watch::channel(Applied {
+            log_index: applied.as_ref().map_or(0, |id| id.index),
+            revision: mvcc.revision,
+        });
+        Ok(StateMachine {
+            db,
+            snapshot_dir,
+            applied,
+            membership,
+            mvcc,
+            applied_tx,
+        })
+    }
+
+    /// A receiver of the applied position, updated after every applied batch.
+    pub fn subscribe(&self) -> watch::Receiver<Applied> {
+        self.applied_tx.subscribe()
+    }
+
+    fn publish(&self) {
+        let applied = Applied {
+            log_index: self.applied.as_ref().map_or(0, |id| id.index),
+            revision: self.mvcc.revision,
+        };
+        self.applied_tx.send_replace(applied);
+    }
+}
+
+/// Replaces the state machine's contents with a snapshot file, verified first.
+/// The `installing` marker brackets the work so a crash part-way is detected
+/// at the next open.
+fn load_snapshot(db: &DB, path: &Path) -> io::Result<SnapshotHeader> {
+    // Verify the whole file before touching the current state.
+    snapshot::for_each_record(path, |_, _, _| Ok(()))?;
+    let meta_cf = cf(db, CF_SM_META)?;
+    clear_state(db)?;
+    db.put_cf(meta_cf, INSTALLING_KEY, b"1").map_err(io_err)?;
+    let handles = SM_DATA_CFS.iter().map(|n| cf(db, n)).collect::<io::Result<Vec<_>>>()?;
+    let mut batch = WriteBatch::default();
+    let mut count = 0usize;
+    let header = snapshot::for_each_record(path, |index, k, v| {
+        batch.put_cf(handles[index], k, v);
+        count += 1;
+        if count % INSTALL_BATCH_RECORDS == 0 {
+            db.write(std::mem::take(&mut batch)).map_err(io_err)?;
+        }
+        Ok(())
+    })?;
+    let applied = (&header.meta.last_log_id, &header.meta.last_membership);
+    batch.put_cf(meta_cf, APPLIED_KEY, codec::encode(&applied)?);
+    batch.put_cf(meta_cf, MVCC_STATE_KEY, codec::encode(&header.mvcc)?);
+    batch.delete_cf(meta_cf, INSTALLING_KEY);
+    db.write(batch).map_err(io_err)?;
+    db.flush_wal(true).map_err(io_err)?;
+    Ok(header)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        let db = self.db.clone();
+        let dir = self.snapshot_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let snap = db.snapshot();
+            let meta_cf = cf(&db, CF_SM_META)?;
+            let (applied, membership): (Option<LogId>, StoredMembership) =
+                match snap.get_cf(meta_cf, APPLIED_KEY).map_err(io_err)? {
+                    Some(bytes) => codec::decode(&bytes)?,
+                    None => (None, StoredMembership::default()),
+                };
+            let mvcc: MvccState = match snap.get_cf(meta_cf, MVCC_STATE_KEY).map_err(io_err)? {
+                Some(bytes) => codec::decode(&bytes)?,
+                None => MvccState::default(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership,
+            };
+            let path = snapshot_path(&dir, &meta.last_log_id);
+            let header = SnapshotHeader { meta: meta.clone(), mvcc };
+            snapshot::write(&db, &snap, &header, &path)?;
+            remove_other_snapshots(&dir, &path)?;
+            tracing::info!(path = %path.display(), revision = mvcc.revision, "built snapshot");
+            Ok(openraft::Snapshot {
+                meta,
+                snapshot: SnapshotFile { path },
+            })
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        // Read back from RocksDB: report only what is stored, never an
+        // in-memory position ahead of it.
+        load_applied(&self.db)
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let db = self.db.clone();
+        let mut batch = ApplyBatch::new(&db, self.mvcc);
+        let mut responders = Vec::new();
+        let mut applied = self.applied.clone();
+        let mut membership = self.membership.clone();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let response = match &entry.payload {
+                EntryPayload::Blank => CommandResponse::None,
+                EntryPayload::Normal(command) => batch.apply(command)?,
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                    CommandResponse::None
+                }
+            };
+            applied = Some(entry.log_id.clone());
+            if let Some(responder) = responder {
+                responders.push((responder, response));
+            }
+        }
+        self.applied = applied;
+        self.membership = membership;
+        let meta = cf(&self.db, CF_SM_META)?;
+        let encoded = codec::encode(&(&self.applied, &self.membership))?;
+        batch.write_batch().put_cf(meta, APPLIED_KEY, encoded);
+        let (write_batch, mvcc) = batch.finish()?;
+        self.db.write(write_batch).map_err(io_err)?;
+        self.mvcc = mvcc;
+        // Respond only once the changes are readable.
+        for (responder, response) in responders {
+            responder.send(response);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+        if snapshot::read_header(&snapshot.path)?.meta.last_log_id != meta.last_log_id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot file does not match the snapshot meta it was sent with",
+            ));
+        }
+        let final_path = snapshot_path(&self.snapshot_dir, &meta.last_log_id);
+        if snapshot.path != final_path {
+            fs::rename(&snapshot.path, &final_path)?;
+            snapshot::sync_dir(&self.snapshot_dir)?;
+        }
+        let db = self.db.clone();
+        let path = final_path.clone();
+        let header = tokio::task::spawn_blocking(move || load_snapshot(&db, &path))
+            .await
+            .map_err(io::Error::other)??;
+        self.applied = header.meta.last_log_id;
+        self.membership = header.meta.last_membership;
+        self.mvcc = header.mvcc;
+        remove_other_snapshots(&self.snapshot_dir, &final_path)?;
+        tracing::info!(revision = self.mvcc.revision, "installed snapshot");
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        let Some(path) = snapshot_files(&self.snapshot_dir)?.pop() else {
+            return Ok(None);
+        };
+        let header = snapshot::read_header(&path)?;
+        Ok(Some(openraft::Snapshot {
+            meta: header.meta,
+            snapshot: SnapshotFile { path },
+        }))
+    }
+}

@@ -1,0 +1,1 @@
+//! TestCluster fixture (being written).
