@@ -12,7 +12,13 @@
 //! - [`server`]: wiring it all up: [`run`] starts one node.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod codec;
+pub mod config;
 pub mod kv;
 pub mod raft;
+pub mod server;
 pub mod storage;
+
+pub use config::Config;
+pub use server::{run, start, RunningNode};

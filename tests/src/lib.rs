@@ -1,1 +1,294 @@
-//! TestCluster fixture (being written).
+//! The in-process `TestCluster` fixture: N ballast nodes on `127.0.0.1:0`
+//! ports with temporary data directories, and the operations the integration
+//! tests drive them with (`kill`, `restart`, `isolate`, `heal`, `wait_leader`,
+//! `wait_applied`).
+//!
+//! Every node keeps its ports across restarts (they are chosen once, when the
+//! cluster starts), so a restarted node rejoins at the same address.
+
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ballast_store::raft::node::Node;
+use ballast_store::server::Listeners;
+use ballast_store::{Config, RunningNode};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+/// Turns on test logging once (filter with `RUST_LOG`).
+pub fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
+/// A cluster of in-process nodes.
+pub struct TestCluster {
+    /// Owns every node's data directory; removed on drop.
+    _dir: TempDir,
+    configs: Vec<Config>,
+    nodes: Vec<Option<RunningNode>>,
+    http: reqwest::Client,
+}
+
+/// Settings tests commonly change; the rest come from `Config::default()`.
+pub fn test_config() -> Config {
+    Config {
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        request_timeout_ms: 3000,
+        connect_timeout_ms: 300,
+        ..Config::default()
+    }
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with [`test_config`] and waits for a leader.
+    pub async fn start(n: usize) -> Result<TestCluster> {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` nodes with [`test_config`] changed by `tweak`, and waits for
+    /// a leader.
+    pub async fn start_with(n: usize, tweak: impl Fn(&mut Config)) -> Result<TestCluster> {
+        init_logging();
+        let dir = tempfile::Builder::new().prefix("ballast-test-").tempdir()?;
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            let client = TcpListener::bind("127.0.0.1:0").await?;
+            let peer = TcpListener::bind("127.0.0.1:0").await?;
+            listeners.push(Listeners { client, peer });
+        }
+        let mut cluster = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            cluster.push(format!("{}={}/{}", i + 1, l.client.local_addr()?, l.peer.local_addr()?));
+        }
+        let cluster = cluster.join(",");
+        let mut configs = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            let mut c = test_config();
+            tweak(&mut c);
+            c.node_id = (i + 1) as u64;
+            c.data_dir = dir.path().join(format!("node{}", i + 1));
+            c.listen_client = l.client.local_addr()?.to_string();
+            c.listen_peer = l.peer.local_addr()?.to_string();
+            c.initial_cluster = Some(cluster.clone());
+            configs.push(c);
+        }
+        let mut nodes = Vec::new();
+        for (c, l) in configs.iter().zip(listeners) {
+            nodes.push(Some(ballast_store::start(c.clone(), Some(l)).await?));
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let tc = TestCluster {
+            _dir: dir,
+            configs,
+            nodes,
+            http,
+        };
+        tc.wait_leader(Duration::from_secs(20)).await?;
+        Ok(tc)
+    }
+
+    /// Node ids, 1-based.
+    pub fn ids(&self) -> Vec<u64> {
+        (1..=self.configs.len() as u64).collect()
+    }
+
+    /// Ids of the nodes currently running.
+    pub fn running(&self) -> Vec<u64> {
+        self.ids().into_iter().filter(|id| self.nodes[idx(*id)].is_some()).collect()
+    }
+
+    /// The HTTP base URL of node `id`.
+    pub fn endpoint(&self, id: u64) -> String {
+        format!("http://{}", self.configs[idx(id)].listen_client)
+    }
+
+    /// The running node `id`.
+    pub fn node(&self, id: u64) -> Result<&Arc<Node>> {
+        self.nodes[idx(id)]
+            .as_ref()
+            .map(|n| &n.node)
+            .ok_or_else(|| anyhow!("node {id} is not running"))
+    }
+
+    /// An HTTP client for the tests' requests.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Waits until every running, connected node agrees on one running leader.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.agreed_leader() {
+                return Ok(leader);
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn agreed_leader(&self) -> Option<u64> {
+        let mut agreed = None;
+        for id in self.running() {
+            let node = self.node(id).ok()?;
+            if node.fault().is_isolated() {
+                continue;
+            }
+            let leader = node.leader()?.0;
+            if agreed.is_some_and(|a| a != leader) {
+                return None;
+            }
+            agreed = Some(leader);
+        }
+        let leader = agreed?;
+        let node = self.node(leader).ok()?;
+        (!node.fault().is_isolated() && node.raft().is_leader()).then_some(leader)
+    }
+
+    /// Waits for a leader other than `old`.
+    pub async fn wait_new_leader(&self, old: u64, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let leader = self.wait_leader(remaining).await?;
+            if leader != old {
+                return Ok(leader);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every running node has applied key-space revision `revision`.
+    pub async fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let behind: Vec<u64> = self
+                .running()
+                .into_iter()
+                .filter(|id| self.node(*id).map(|n| n.applied().revision < revision).unwrap_or(true))
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("nodes {behind:?} did not apply revision {revision} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops node `id` abruptly: its peer traffic is cut first, then it is shut
+    /// down without waiting for anything to be handed over.
+    pub async fn kill(&mut self, id: u64) -> Result<()> {
+        let node = self.nodes[idx(id)].take().ok_or_else(|| anyhow!("node {id} is not running"))?;
+        node.node.set_isolated(true);
+        node.shutdown().await;
+        Ok(())
+    }
+
+    /// Starts node `id` again on its data directory and ports.
+    pub async fn restart(&mut self, id: u64) -> Result<()> {
+        if self.nodes[idx(id)].is_some() {
+            bail!("node {id} is running");
+        }
+        let config = self.configs[idx(id)].clone();
+        // The database lock and ports may take a moment to be released.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let node = loop {
+            match ballast_store::start(config.clone(), None).await {
+                Ok(n) => break n,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "restart retry");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("restarting node {id}")),
+            }
+        };
+        self.nodes[idx(id)] = Some(node);
+        Ok(())
+    }
+
+    /// Cuts all of node `id`'s peer traffic, both ways.
+    pub fn isolate(&self, id: u64) -> Result<()> {
+        self.node(id)?.set_isolated(true);
+        Ok(())
+    }
+
+    /// Restores node `id`'s peer traffic.
+    pub fn heal(&self, id: u64) -> Result<()> {
+        self.node(id)?.set_isolated(false);
+        Ok(())
+    }
+
+    /// `PUT` through node `id`; returns the revision.
+    pub async fn put(&self, id: u64, key: &str, value: &str) -> Result<u64> {
+        let resp = self
+            .http
+            .put(format!("{}/v1/kv/{key}", self.endpoint(id)))
+            .body(value.to_string())
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("put {key} via node {id}: {status} {body}");
+        }
+        body["revision"].as_u64().ok_or_else(|| anyhow!("no revision in {body}"))
+    }
+
+    /// `GET` one key from node `id` with `consistency`; returns the HTTP status
+    /// and the JSON body.
+    pub async fn get(&self, id: u64, key: &str, consistency: &str) -> Result<(u16, serde_json::Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/kv/{key}?consistency={consistency}", self.endpoint(id)))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await?))
+    }
+
+    /// The value of `key` read from node `id`, if it exists.
+    pub async fn value(&self, id: u64, key: &str, consistency: &str) -> Result<Option<String>> {
+        let (status, body) = self.get(id, key, consistency).await?;
+        match status {
+            200 => Ok(body["kv"]["value"].as_str().map(str::to_string)),
+            404 => Ok(None),
+            _ => bail!("get {key} via node {id}: {status} {body}"),
+        }
+    }
+
+    /// `GET /v1/status` of node `id`.
+    pub async fn status(&self, id: u64) -> Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/status", self.endpoint(id)))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Shuts every node down.
+    pub async fn shutdown(mut self) {
+        for slot in &mut self.nodes {
+            if let Some(node) = slot.take() {
+                node.shutdown().await;
+            }
+        }
+    }
+}
+
+fn idx(id: u64) -> usize {
+    (id - 1) as usize
+}

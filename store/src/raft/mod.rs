@@ -1,4 +1,9 @@
 //! Consensus: openraft types, the peer network and the node that ties Raft to
 //! the key space.
 
+pub mod network;
+pub mod node;
+pub mod peer;
+pub mod pool;
 pub mod types;
+pub mod wire;

@@ -1,0 +1,67 @@
+//! The client HTTP API (axum): routes, the revision header, and JSON errors
+//! for every failure, including malformed requests and unknown routes.
+
+pub mod error;
+pub mod json;
+pub mod kv;
+pub mod status;
+pub mod txn;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+use kv::AppState;
+
+/// Header carrying the responding node's applied revision.
+pub const REVISION_HEADER: &str = "x-ballast-revision";
+/// Header carrying the responding node's id.
+pub const NODE_HEADER: &str = "x-ballast-node";
+/// Room for request framing on top of the value limit.
+const BODY_SLACK_BYTES: usize = 64 * 1024;
+
+async fn stamp(State(node): State<AppState>, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert(REVISION_HEADER, HeaderValue::from(node.applied().revision));
+    headers.insert(NODE_HEADER, HeaderValue::from(node.id()));
+    response
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::RouteNotFound(req.uri().path().to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The client API router for `node`.
+pub fn router(node: AppState) -> Router {
+    let body_limit = node.limits().max_value_bytes + BODY_SLACK_BYTES;
+    let kv_routes = get(kv::get)
+        .put(kv::put)
+        .delete(kv::delete)
+        .fallback(method_not_allowed);
+    Router::new()
+        .route("/v1/kv", kv_routes.clone())
+        .route("/v1/kv/", kv_routes.clone())
+        .route("/v1/kv/{*key}", kv_routes)
+        .route("/v1/txn", post(kv::txn).fallback(method_not_allowed))
+        .route("/v1/status", get(status::status).fallback(method_not_allowed))
+        .route("/health/live", get(status::live).fallback(method_not_allowed))
+        .route("/health/ready", get(status::ready).fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(node.clone(), stamp))
+        .with_state(node)
+}
+
+/// Turns any response into a JSON error (used for 404/405 fallbacks).
+pub fn into_response(e: ApiError) -> Response {
+    e.into_response()
+}

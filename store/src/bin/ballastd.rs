@@ -1,0 +1,145 @@
+//! `ballastd`: one ballast node, or (`ballastd dev`) a local 3-node cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ballast_store::config::{expand_config_file, Config};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// ballast control-plane node.
+#[derive(Parser)]
+#[command(name = "ballastd", version, args_override_self = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a local 3-node cluster on 127.0.0.1 (client ports BASE, BASE+100,
+    /// BASE+200; peer ports one above each) with data under DIR.
+    Dev {
+        /// Data directory of the cluster (one folder per node).
+        #[arg(long, default_value = "data/dev")]
+        dir: PathBuf,
+        /// Client port of node 1.
+        #[arg(long, default_value_t = 2379)]
+        base_port: u16,
+    },
+}
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn dev_configs(dir: &std::path::Path, base_port: u16, template: &Config) -> Result<Vec<Config>, String> {
+    let port = |node: u16, offset: u16| {
+        base_port
+            .checked_add((node - 1) * 100 + offset)
+            .ok_or_else(|| format!("--base-port {base_port} leaves no room for three nodes"))
+    };
+    let mut cluster = Vec::new();
+    for n in 1..=3u16 {
+        cluster.push(format!("{n}=127.0.0.1:{}/127.0.0.1:{}", port(n, 0)?, port(n, 1)?));
+    }
+    let cluster = cluster.join(",");
+    (1..=3u16)
+        .map(|n| {
+            Ok(Config {
+                node_id: u64::from(n),
+                data_dir: dir.join(format!("node{n}")),
+                listen_client: format!("127.0.0.1:{}", port(n, 0)?),
+                listen_peer: format!("127.0.0.1:{}", port(n, 1)?),
+                initial_cluster: Some(cluster.clone()),
+                ..template.clone()
+            })
+        })
+        .collect()
+}
+
+async fn run_dev(dir: PathBuf, base_port: u16, template: Config) -> Result<(), String> {
+    let configs = dev_configs(&dir, base_port, &template)?;
+    let mut nodes = Vec::new();
+    for config in configs {
+        nodes.push(ballast_store::start(config, None).await.map_err(|e| e.to_string())?);
+    }
+    let endpoints: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.client_addr)).collect();
+    println!("ballast dev cluster: 3 nodes, data in {}", dir.display());
+    for (i, e) in endpoints.iter().enumerate() {
+        println!("  node {}: {e}", i + 1);
+    }
+    println!("endpoints: {}", endpoints.join(","));
+    println!("try:");
+    println!("  curl -X PUT {}/v1/kv/app/mode -d green", endpoints[0]);
+    println!("  curl {}/v1/kv/app/mode", endpoints[1]);
+    println!("  curl {}/v1/status", endpoints[2]);
+    println!("press Ctrl-C to stop");
+    shutdown_signal().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match expand_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ballastd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    init_tracing(cli.config.log_json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ballastd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Cmd::Dev { dir, base_port }) => run_dev(dir, base_port, cli.config).await,
+            None => ballast_store::run(cli.config, shutdown_signal()).await.map_err(|e| e.to_string()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ballastd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

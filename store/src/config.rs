@@ -1,0 +1,307 @@
+//! `ballastd` configuration: flags, environment variables and an optional TOML
+//! file, validated before anything starts.
+//!
+//! Precedence: command-line flags, then the TOML file given with `--config`,
+//! then `BALLAST_*` environment variables, then defaults. TOML keys are the
+//! long flag names (`node-id = 2`, `data-dir = "/var/lib/ballast"`).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kv::limits::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_VALUE_BYTES};
+use crate::raft::types::{Member, NodeId};
+use crate::raft::wire::MAX_FRAME_BYTES;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// One node's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+pub struct Config {
+    /// This node's id (non-zero, unique in the cluster).
+    #[arg(long, env = "BALLAST_NODE_ID", default_value_t = 1)]
+    pub node_id: NodeId,
+    /// Directory holding the node's RocksDB data and snapshots.
+    #[arg(long, env = "BALLAST_DATA_DIR", default_value = "data/node1")]
+    pub data_dir: PathBuf,
+    /// Address the client HTTP API listens on.
+    #[arg(long, env = "BALLAST_LISTEN_CLIENT", default_value = "127.0.0.1:2379")]
+    pub listen_client: String,
+    /// Address the peer (Raft) listener listens on.
+    #[arg(long, env = "BALLAST_LISTEN_PEER", default_value = "127.0.0.1:2380")]
+    pub listen_peer: String,
+    /// The cluster to form on first start: `ID=CLIENT_ADDR/PEER_ADDR,...`, this node
+    /// included. Ignored once the node has state. Without it, a new node waits to be
+    /// added to an existing cluster.
+    #[arg(long, env = "BALLAST_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Leader heartbeat interval, milliseconds.
+    #[arg(long, env = "BALLAST_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout, milliseconds.
+    #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MIN_MS", default_value_t = 1000)]
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout, milliseconds.
+    #[arg(long, env = "BALLAST_ELECTION_TIMEOUT_MAX_MS", default_value_t = 2000)]
+    pub election_timeout_max_ms: u64,
+    /// Longest a client request may wait for Raft before it is answered with a
+    /// `503 timeout`, milliseconds.
+    #[arg(long, env = "BALLAST_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+    /// Peer connect timeout, milliseconds.
+    #[arg(long, env = "BALLAST_CONNECT_TIMEOUT_MS", default_value_t = 500)]
+    pub connect_timeout_ms: u64,
+    /// Build a snapshot (and purge the log before it) every this many entries.
+    #[arg(long, env = "BALLAST_SNAPSHOT_LOGS", default_value_t = 10_000)]
+    pub snapshot_logs: u64,
+    /// Longest key, bytes.
+    #[arg(long, env = "BALLAST_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
+    pub max_key_bytes: usize,
+    /// Largest value, bytes.
+    #[arg(long, env = "BALLAST_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// Most compares, and most ops per branch, in a transaction.
+    #[arg(long, env = "BALLAST_MAX_TXN_OPS", default_value_t = DEFAULT_MAX_TXN_OPS)]
+    pub max_txn_ops: usize,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "BALLAST_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Defaults live in one place: the clap attributes above.
+        match Only::try_parse_from(["ballastd"]) {
+            Ok(only) => only.config,
+            Err(e) => unreachable!("defaults must parse: {e}"),
+        }
+    }
+}
+
+fn parse_addr(what: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
+    addr.parse()
+        .map_err(|e| invalid(format!("{what} {addr:?} is not an IP:port address: {e}")))
+}
+
+/// Parses `ID=CLIENT_ADDR/PEER_ADDR,...`.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, Member>, ConfigError> {
+    let mut members = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || invalid(format!("initial-cluster entry {part:?} is not ID=CLIENT_ADDR/PEER_ADDR"));
+        let (id, addrs) = part.split_once('=').ok_or_else(bad)?;
+        let (client, peer) = addrs.split_once('/').ok_or_else(bad)?;
+        let id: NodeId = id.trim().parse().map_err(|_| bad())?;
+        if id == 0 {
+            return Err(invalid("node ids must be non-zero"));
+        }
+        parse_addr("client address", client)?;
+        parse_addr("peer address", peer)?;
+        let member = Member {
+            client_addr: client.to_string(),
+            peer_addr: peer.to_string(),
+        };
+        if members.insert(id, member).is_some() {
+            return Err(invalid(format!("node {id} appears twice in initial-cluster")));
+        }
+    }
+    if members.is_empty() {
+        return Err(invalid("initial-cluster is empty"));
+    }
+    Ok(members)
+}
+
+impl Config {
+    /// Checks every value; the error names the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("node-id must be non-zero"));
+        }
+        parse_addr("listen-client", &self.listen_client)?;
+        parse_addr("listen-peer", &self.listen_peer)?;
+        if self.listen_client == self.listen_peer {
+            return Err(invalid("listen-client and listen-peer must differ"));
+        }
+        if let Some(cluster) = &self.initial_cluster {
+            let members = parse_initial_cluster(cluster)?;
+            if !members.contains_key(&self.node_id) {
+                return Err(invalid(format!("initial-cluster does not include this node ({})", self.node_id)));
+            }
+        }
+        if self.heartbeat_ms == 0 {
+            return Err(invalid("heartbeat-ms must be positive"));
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms * 2 {
+            return Err(invalid("election-timeout-min-ms must be more than twice heartbeat-ms"));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(invalid("election-timeout-max-ms must be above election-timeout-min-ms"));
+        }
+        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err(invalid("request-timeout-ms and connect-timeout-ms must be positive"));
+        }
+        if self.snapshot_logs == 0 {
+            return Err(invalid("snapshot-logs must be positive"));
+        }
+        if self.max_key_bytes == 0 || self.max_txn_ops == 0 || self.max_value_bytes == 0 {
+            return Err(invalid("max-key-bytes, max-value-bytes and max-txn-ops must be positive"));
+        }
+        // A full transaction must fit in one peer frame.
+        if self.max_value_bytes.saturating_mul(2) > MAX_FRAME_BYTES / 4 {
+            return Err(invalid(format!("max-value-bytes must be at most {} bytes", MAX_FRAME_BYTES / 8)));
+        }
+        Ok(())
+    }
+
+    /// The initial cluster, if configured.
+    pub fn initial_members(&self) -> Result<Option<BTreeMap<NodeId, Member>>, ConfigError> {
+        self.initial_cluster.as_deref().map(parse_initial_cluster).transpose()
+    }
+
+    /// Input limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            max_txn_ops: self.max_txn_ops,
+        }
+    }
+
+    /// Request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Peer connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// Expands `--config FILE` into flags placed before the real command line, so
+/// that flags given on the command line win (the command must be built with
+/// `args_override_self`). Returns the arguments unchanged without `--config`.
+pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, ConfigError> {
+    let mut path = None;
+    let mut rest = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy().to_string();
+        if text == "--config" {
+            path = iter.next().map(|p| p.to_string_lossy().to_string());
+            if path.is_none() {
+                return Err(invalid("--config needs a file path"));
+            }
+        } else if let Some(p) = text.strip_prefix("--config=") {
+            path = Some(p.to_string());
+        } else {
+            rest.push(arg);
+        }
+    }
+    let Some(path) = path else { return Ok(rest) };
+    let file_err = |message: String| ConfigError::File {
+        path: path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| file_err(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+    let mut expanded: Vec<OsString> = rest.first().cloned().into_iter().collect();
+    for (key, value) in table {
+        let flag = format!("--{key}");
+        match value {
+            toml::Value::Boolean(true) => expanded.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => expanded.push(format!("{flag}={s}").into()),
+            toml::Value::Integer(i) => expanded.push(format!("{flag}={i}").into()),
+            other => return Err(file_err(format!("key {key:?} has an unsupported value {other}"))),
+        }
+    }
+    expanded.extend(rest.into_iter().skip(1));
+    Ok(expanded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_garbage() {
+        let m = parse_initial_cluster("1=127.0.0.1:1/127.0.0.1:2, 2=127.0.0.1:3/127.0.0.1:4").expect("parses");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&2].peer_addr, "127.0.0.1:4");
+        for bad in ["", "1", "1=a/b", "0=127.0.0.1:1/127.0.0.1:2", "x=127.0.0.1:1/127.0.0.1:2", "1=127.0.0.1:1"] {
+            assert!(parse_initial_cluster(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(parse_initial_cluster("1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:3/127.0.0.1:4").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c = Config {
+            initial_cluster: Some("2=127.0.0.1:1/127.0.0.1:2".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("does not include this node"));
+        c.initial_cluster = None;
+        c.election_timeout_max_ms = c.election_timeout_min_ms;
+        assert!(c.validate().is_err());
+        c = Config {
+            listen_client: "nope".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("listen-client"));
+    }
+
+    #[test]
+    fn config_file_values_come_before_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "node-id = 3\ndata-dir = \"/x\"\nlog-json = true\n").expect("write");
+        let args: Vec<OsString> = ["ballastd", "--config", path.to_str().expect("utf8"), "--node-id", "4"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let out: Vec<String> = expand_config_file(args)
+            .expect("expands")
+            .iter()
+            .map(|a| a.to_string_lossy().to_string())
+            .collect();
+        assert_eq!(out[0], "ballastd");
+        let file_pos = out.iter().position(|a| a == "--node-id=3").expect("file value");
+        let flag_pos = out.iter().position(|a| a == "--node-id").expect("flag");
+        assert!(file_pos < flag_pos);
+        assert!(out.contains(&"--log-json".to_string()));
+    }
+}

@@ -1,0 +1,70 @@
+//! Pooled peer connections for forwarded writes and read-index requests, which
+//! run concurrently (one connection each) unlike openraft's replication.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::network::NetFault;
+use super::wire::{self, CallError, PeerConn, PeerRequest, PeerResponse};
+
+/// Most idle connections kept per target.
+const MAX_IDLE_PER_TARGET: usize = 64;
+
+/// A pool of idle peer connections keyed by address.
+pub struct PeerPool {
+    idle: Mutex<HashMap<String, Vec<PeerConn>>>,
+    fault: NetFault,
+    connect_timeout: Duration,
+}
+
+impl PeerPool {
+    /// An empty pool whose traffic obeys `fault`.
+    pub fn new(fault: NetFault, connect_timeout: Duration) -> Self {
+        PeerPool {
+            idle: Mutex::new(HashMap::new()),
+            fault,
+            connect_timeout,
+        }
+    }
+
+    fn take(&self, addr: &str) -> Option<PeerConn> {
+        self.idle.lock().ok()?.get_mut(addr)?.pop()
+    }
+
+    fn give_back(&self, addr: &str, conn: PeerConn) {
+        if let Ok(mut idle) = self.idle.lock() {
+            let conns = idle.entry(addr.to_string()).or_default();
+            if conns.len() < MAX_IDLE_PER_TARGET {
+                conns.push(conn);
+            }
+        }
+    }
+
+    /// Drops every idle connection (after the node's traffic was cut, so that
+    /// healing starts from fresh connections).
+    pub fn clear(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    /// Sends `req` to `addr` and waits up to `timeout` for the answer.
+    pub async fn call(&self, addr: &str, req: &PeerRequest, timeout: Duration) -> Result<PeerResponse, CallError> {
+        if self.fault.is_isolated() {
+            return Err(CallError::Connect {
+                addr: addr.to_string(),
+                message: "this node's peer traffic is cut".into(),
+            });
+        }
+        let mut conn = match self.take(addr) {
+            Some(c) => c,
+            None => wire::connect(addr, self.connect_timeout.min(timeout)).await?,
+        };
+        let result = wire::call(&mut conn, addr, req, timeout).await;
+        if result.is_ok() {
+            self.give_back(addr, conn);
+        }
+        result
+    }
+}

@@ -1,0 +1,197 @@
+//! Starting and stopping a node: storage, Raft, the peer listener and the
+//! client HTTP API.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::kv::KvReader;
+use crate::raft::network::{NetFault, PeerNetwork};
+use crate::raft::node::{Node, NodeOptions};
+use crate::raft::peer;
+use crate::raft::types::{Member, Raft};
+use crate::storage::{db, LogStore, StateMachine};
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Raft failed to start or initialize.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// How long shutdown waits for in-flight requests before cutting them off.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Pre-bound listeners (tests bind `127.0.0.1:0` first to learn the ports).
+pub struct Listeners {
+    /// Client HTTP API listener.
+    pub client: TcpListener,
+    /// Peer listener.
+    pub peer: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both listeners of `config`.
+    pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            client: bind(config.listen_client.clone()).await?,
+            peer: bind(config.listen_peer.clone()).await?,
+        })
+    }
+}
+
+/// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    /// The node's request paths.
+    pub node: Arc<Node>,
+    /// Where the client API listens.
+    pub client_addr: SocketAddr,
+    /// Where the peer listener listens.
+    pub peer_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Stops serving and shuts Raft down; the data directory can then be
+    /// reopened by a new node.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.node.raft().shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        // The listeners close gracefully (idle keep-alive connections first), so
+        // that every handle on the database is gone when this returns.
+        for mut task in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, ServerError> {
+    let raft = openraft::Config {
+        cluster_name: "ballast".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        max_in_snapshot_log_to_keep: config.snapshot_logs.min(1000),
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    Ok(Arc::new(raft.validate().map_err(|e| ServerError::Raft(e.to_string()))?))
+}
+
+/// Starts a node: opens its data directory, starts Raft, the peer listener and
+/// the client API, and forms the initial cluster on a first start.
+pub async fn start(config: Config, listeners: Option<Listeners>) -> Result<RunningNode, ServerError> {
+    config.validate()?;
+    let listeners = match listeners {
+        Some(l) => l,
+        None => Listeners::bind(&config).await?,
+    };
+    let client_addr = listeners.client.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
+    let peer_addr = listeners.peer.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage(e.to_string()))?;
+
+    let database = db::open(&config.data_dir.join("db")).map_err(|e| ServerError::Storage(e.to_string()))?;
+    let log_store = LogStore::new(database.clone()).map_err(|e| ServerError::Storage(e.to_string()))?;
+    let snapshot_dir = config.data_dir.join("snapshots");
+    let state_machine =
+        StateMachine::open(database.clone(), snapshot_dir.clone()).map_err(|e| ServerError::Storage(e.to_string()))?;
+    let applied = state_machine.subscribe();
+    let fault = NetFault::default();
+    let network = PeerNetwork::new(fault.clone(), config.connect_timeout());
+    let raft = Raft::new(config.node_id, raft_config(&config)?, network, log_store, state_machine)
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+
+    let node = Node::new(
+        config.node_id,
+        raft.clone(),
+        KvReader::new(database),
+        applied,
+        fault,
+        NodeOptions {
+            request_timeout: config.request_timeout(),
+            connect_timeout: config.connect_timeout(),
+            limits: config.limits(),
+        },
+    );
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(peer::serve(
+        listeners.peer,
+        node.clone(),
+        snapshot_dir,
+        stop_rx.clone(),
+    )));
+    let app = crate::api::router(node.clone());
+    let mut http_stop = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listeners.client, app).with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "client API stopped");
+        }
+    }));
+
+    if let Some(members) = config.initial_members()? {
+        let initialized = raft.is_initialized().await.map_err(|e| ServerError::Raft(e.to_string()))?;
+        if !initialized {
+            tracing::info!(node = config.node_id, members = members.len(), "forming the initial cluster");
+            let members: std::collections::BTreeMap<u64, Member> = members;
+            if let Err(e) = raft.initialize(members).await {
+                // Another member may have initialized first; that is fine.
+                tracing::info!(error = %e, "initialize skipped");
+            }
+        }
+    }
+    tracing::info!(node = config.node_id, %client_addr, %peer_addr, "node started");
+    Ok(RunningNode {
+        node,
+        client_addr,
+        peer_addr,
+        stop,
+        tasks,
+    })
+}
+
+/// Runs one node until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let node = start(config, None).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Cluster behaviour: replication, failover, restarts, snapshots, partitions.
+
+mod t10_basic;
+mod t20_failover;
+mod t30_restart;
+mod t40_snapshot;
+mod t50_partition;
