@@ -1,0 +1,370 @@
+//! [`Client`] and [`ClientBuilder`]: the typed API. Each method builds a
+//! [`Call`] and hands it to the [`Transport`], which owns retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use tracing::instrument;
+
+use crate::endpoints::{kv_path, Endpoints};
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
+use crate::transport::{chain, truncate, Answer, Call, Kind, Transport};
+use crate::txn::{cas_result, cas_txn, CasResult, Txn, TxnResponse, WireTxnResponse};
+use crate::types::{
+    DeleteOptions, DeleteResponse, GetResponse, PutOptions, PutResponse, RangeOptions,
+    RangeResponse, ReadOptions, Status, WireDelete, WireGet, WirePut, WireRange,
+};
+
+/// Default for [`ClientBuilder::request_timeout`].
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`ClientBuilder::connect_timeout`].
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection to a ballast cluster for control-plane work: linearizable reads,
+/// writes and transactions.
+///
+/// Cheap to clone (the clones share the HTTP connection pool and the preferred
+/// endpoint). See the [crate docs](crate) for the retry and error rules.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Transport>,
+}
+
+/// Configures and builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    retry: RetryPolicy,
+    pool_max_idle_per_endpoint: Option<usize>,
+}
+
+impl ClientBuilder {
+    /// A builder with the defaults: 5 s request timeout, 2 s connect timeout,
+    /// [`RetryPolicy::default`].
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            retry: RetryPolicy::default(),
+            pool_max_idle_per_endpoint: None,
+        }
+    }
+
+    /// Time limit for one attempt, from sending the request to reading the whole
+    /// answer. A write that hits it is `Indeterminate`.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Time limit for opening a TCP connection. A write that hits it was not sent.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Attempts per call, the first included; `1` disables retries.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.retry.max_attempts = attempts;
+        self
+    }
+
+    /// No retry starts later than this after the call began.
+    pub fn retry_deadline(mut self, deadline: Duration) -> Self {
+        self.retry.deadline = deadline;
+        self
+    }
+
+    /// Backoff after the first failed pass over all endpoints, doubling per pass
+    /// up to `max` (jittered).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.retry.initial_backoff = initial;
+        self.retry.max_backoff = max;
+        self
+    }
+
+    /// The whole retry policy at once.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Idle keep-alive connections kept per endpoint (unbounded by default).
+    /// Load generators set this to pin a client to a fixed number of connections.
+    pub fn pool_max_idle_per_endpoint(mut self, max: usize) -> Self {
+        self.pool_max_idle_per_endpoint = Some(max);
+        self
+    }
+
+    /// Validates the settings and builds the client. No network call is made.
+    pub fn build(self) -> Result<Client> {
+        let endpoints = Endpoints::new(&self.endpoints)?;
+        if self.retry.max_attempts == 0 {
+            return Err(Error::InvalidArgument(
+                "max_attempts must be at least 1".to_owned(),
+            ));
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "timeouts must be greater than zero".to_owned(),
+            ));
+        }
+        let mut http = reqwest::Client::builder()
+            .timeout(self.request_timeout)
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .user_agent(concat!("ballast-client/", env!("CARGO_PKG_VERSION")));
+        if let Some(max) = self.pool_max_idle_per_endpoint {
+            http = http.pool_max_idle_per_host(max);
+        }
+        let http = http
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("HTTP client: {}", chain(&e))))?;
+        Ok(Client {
+            inner: Arc::new(Transport {
+                http,
+                endpoints,
+                retry: self.retry,
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// A client with default settings. `endpoints` are `http://host:port` or
+    /// `host:port`; an empty list or a malformed entry is `InvalidArgument`.
+    pub fn new(endpoints: Vec<String>) -> Result<Self> {
+        ClientBuilder::new(endpoints).build()
+    }
+
+    /// A builder for custom timeouts and retry settings.
+    pub fn builder(endpoints: Vec<String>) -> ClientBuilder {
+        ClientBuilder::new(endpoints)
+    }
+
+    /// The configured endpoints, normalized (`http://host:port`).
+    pub fn endpoints(&self) -> &[String] {
+        self.inner.endpoints.urls()
+    }
+
+    /// The endpoint the next call will try first.
+    pub fn preferred_endpoint(&self) -> &str {
+        self.inner.endpoints.preferred().1
+    }
+
+    /// Linearizable read of one key. A missing key is `Ok` with `kv: None`.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn get(&self, key: &str) -> Result<GetResponse> {
+        self.get_with(key, ReadOptions::default()).await
+    }
+
+    /// Read of one key with a chosen consistency and optional past revision.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn get_with(&self, key: &str, options: ReadOptions) -> Result<GetResponse> {
+        require_key(key)?;
+        let mut query = Query::default();
+        query.push("consistency", options.consistency.as_query());
+        if let Some(rev) = options.revision {
+            query.push("revision", rev);
+        }
+        let call = Call {
+            method: Method::GET,
+            target: format!("{}{}", kv_path(key)?, query.finish()),
+            body: None,
+            kind: Kind::Read,
+        };
+        match self.inner.execute(call).await {
+            Ok(answer) => decode::<WireGet>(&answer)?.into_response(answer.revision_header),
+            Err(Error::Api {
+                status: 404,
+                code,
+                revision: Some(revision),
+                ..
+            }) if code == "key_not_found" => Ok(GetResponse { revision, kv: None }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads every key starting with `prefix` (`""` = the whole key space), in
+    /// key order, up to `options.limit`.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn range(&self, prefix: &str, options: RangeOptions) -> Result<RangeResponse> {
+        let mut query = Query::default();
+        query.push("prefix", "true");
+        if let Some(limit) = options.limit {
+            query.push("limit", limit);
+        }
+        if let Some(rev) = options.revision {
+            query.push("revision", rev);
+        }
+        query.push("consistency", options.consistency.as_query());
+        let call = Call {
+            method: Method::GET,
+            target: format!("{}{}", kv_path(prefix)?, query.finish()),
+            body: None,
+            kind: Kind::Read,
+        };
+        let answer = self.inner.execute(call).await?;
+        decode::<WireRange>(&answer)?.into_response(answer.revision_header)
+    }
+
+    /// Sets `key` to `value`.
+    #[instrument(skip(self, value), level = "debug")]
+    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<PutResponse> {
+        self.put_with(key, value, PutOptions::default()).await
+    }
+
+    /// Sets `key` to `value`, optionally returning the previous value.
+    #[instrument(skip(self, value), level = "debug")]
+    pub async fn put_with(
+        &self,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        options: PutOptions,
+    ) -> Result<PutResponse> {
+        require_key(key)?;
+        let mut query = Query::default();
+        if options.prev_kv {
+            query.push("prev_kv", "true");
+        }
+        let call = Call {
+            method: Method::PUT,
+            target: format!("{}{}", kv_path(key)?, query.finish()),
+            body: Some(("application/octet-stream", value.into())),
+            kind: Kind::Write,
+        };
+        let answer = self.inner.execute(call).await?;
+        decode::<WirePut>(&answer)?.into_response(answer.revision_header)
+    }
+
+    /// Deletes `key`. Deleting a missing key succeeds with `deleted: 0`.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn delete(&self, key: &str) -> Result<DeleteResponse> {
+        self.delete_with(key, DeleteOptions::default()).await
+    }
+
+    /// Deletes every key starting with `prefix`. An empty prefix deletes every key.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<DeleteResponse> {
+        let options = DeleteOptions {
+            prefix: true,
+            ..DeleteOptions::default()
+        };
+        self.delete_with(prefix, options).await
+    }
+
+    /// Deletes a key or a prefix, optionally returning what was deleted.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn delete_with(&self, key: &str, options: DeleteOptions) -> Result<DeleteResponse> {
+        if !options.prefix {
+            require_key(key)?;
+        }
+        let mut query = Query::default();
+        if options.prefix {
+            query.push("prefix", "true");
+        }
+        if options.prev_kv {
+            query.push("prev_kv", "true");
+        }
+        let call = Call {
+            method: Method::DELETE,
+            target: format!("{}{}", kv_path(key)?, query.finish()),
+            body: None,
+            kind: Kind::Write,
+        };
+        let answer = self.inner.execute(call).await?;
+        decode::<WireDelete>(&answer)?.into_response(answer.revision_header)
+    }
+
+    /// Runs a transaction atomically. Never re-sent once it may have reached a
+    /// node: an unknown outcome is [`Error::Indeterminate`].
+    #[instrument(
+        skip(self, txn),
+        level = "debug",
+        fields(compare = txn.compare.len(), success = txn.success.len(), failure = txn.failure.len())
+    )]
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let body = serde_json::to_vec(&txn.to_wire())
+            .map_err(|e| Error::InvalidArgument(format!("txn does not serialize: {e}")))?;
+        let call = Call {
+            method: Method::POST,
+            target: "/v1/txn".to_owned(),
+            body: Some(("application/json", body)),
+            kind: Kind::Write,
+        };
+        let answer = self.inner.execute(call).await?;
+        decode::<WireTxnResponse>(&answer)?.into_response(answer.revision_header)
+    }
+
+    /// Sets `key` to `new_value` only if it currently holds `expected`
+    /// (`None` = only if the key does not exist). One transaction; on failure
+    /// [`CasResult::current`] holds what the key held instead.
+    #[instrument(skip(self, expected, new_value), level = "debug")]
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new_value: impl Into<Vec<u8>>,
+    ) -> Result<CasResult> {
+        require_key(key)?;
+        let resp = self.txn(cas_txn(key, expected, new_value.into())).await?;
+        Ok(cas_result(resp))
+    }
+
+    /// Status of the node that answers (the preferred endpoint, or the next
+    /// healthy one).
+    #[instrument(skip(self), level = "debug")]
+    pub async fn status(&self) -> Result<Status> {
+        let call = Call {
+            method: Method::GET,
+            target: "/v1/status".to_owned(),
+            body: None,
+            kind: Kind::Read,
+        };
+        let answer = self.inner.execute(call).await?;
+        decode::<Status>(&answer)
+    }
+}
+
+fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T> {
+    serde_json::from_slice(&answer.body).map_err(|e| {
+        Error::Decode(format!(
+            "{e} in {}",
+            truncate(&String::from_utf8_lossy(&answer.body))
+        ))
+    })
+}
+
+fn require_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidArgument("empty key".to_owned()));
+    }
+    Ok(())
+}
+
+/// A query string of simple `name=value` pairs (values here never need escaping).
+#[derive(Default)]
+struct Query(String);
+
+impl Query {
+    fn push(&mut self, name: &str, value: impl std::fmt::Display) {
+        self.0.push(if self.0.is_empty() { '?' } else { '&' });
+        self.0.push_str(name);
+        self.0.push('=');
+        self.0.push_str(&value.to_string());
+    }
+
+    fn finish(self) -> String {
+        self.0
+    }
+}
+
+#[cfg(test)]
+#[path = "client_test.rs"]
+mod tests;

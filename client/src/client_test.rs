@@ -1,0 +1,508 @@
+//! The request loop against tiny in-process HTTP servers on `127.0.0.1:0`:
+//! request shapes, failover, leader hints, and indeterminate writes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::txn::{Compare, CompareOp, TxnOp};
+use std::time::Duration;
+
+/// What a test server does with a request.
+enum Reply {
+    /// Answer with this status, JSON body and extra headers.
+    Json(u16, Value, Vec<(&'static str, String)>),
+    /// Accept the request and never answer.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: Method,
+    uri: String,
+    body: Vec<u8>,
+}
+
+type Responder = dyn Fn(&Recorded) -> Reply + Send + Sync;
+
+struct ServerState {
+    hits: AtomicUsize,
+    requests: Mutex<Vec<Recorded>>,
+    reply: Box<Responder>,
+}
+
+struct TestServer {
+    url: String,
+    state: Arc<ServerState>,
+}
+
+impl TestServer {
+    fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.state
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let rec = Recorded {
+        method,
+        uri: uri.to_string(),
+        body: body.to_vec(),
+    };
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let reply = (state.reply)(&rec);
+    if let Ok(mut r) = state.requests.lock() {
+        r.push(rec);
+    }
+    match reply {
+        Reply::Json(status, body, headers) => {
+            let status = StatusCode::from_u16(status).expect("valid test status");
+            let mut resp = (status, axum::Json(body)).into_response();
+            resp.headers_mut()
+                .insert("x-ballast-revision", "42".parse().expect("header value"));
+            resp.headers_mut()
+                .insert("x-ballast-node", "1".parse().expect("header value"));
+            for (name, value) in headers {
+                resp.headers_mut()
+                    .insert(name, value.parse().expect("header value"));
+            }
+            resp
+        }
+        Reply::Hang => std::future::pending::<Response>().await,
+    }
+}
+
+async fn serve(reply: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> TestServer {
+    let state = Arc::new(ServerState {
+        hits: AtomicUsize::new(0),
+        requests: Mutex::new(Vec::new()),
+        reply: Box::new(reply),
+    });
+    let app = Router::new().fallback(handle).with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    TestServer {
+        url: format!("http://{addr}"),
+        state,
+    }
+}
+
+/// An address nothing listens on: connecting is refused.
+async fn dead_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+fn ok(body: Value) -> Reply {
+    Reply::Json(200, body, vec![])
+}
+
+fn err(status: u16, code: &str) -> Reply {
+    Reply::Json(
+        status,
+        json!({"error": {"code": code, "message": format!("test {code}")}}),
+        vec![],
+    )
+}
+
+fn client(endpoints: Vec<String>) -> Client {
+    Client::builder(endpoints)
+        .request_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .build()
+        .expect("valid test client")
+}
+
+fn kv_json(key: &str, value: &str) -> Value {
+    json!({"key": key, "value": value, "create_revision": 7, "mod_revision": 43, "version": 3})
+}
+
+#[tokio::test]
+async fn sends_the_contract_shapes() {
+    let server = serve(|r| match (r.method.as_str(), r.uri.as_str()) {
+        ("PUT", _) => ok(json!({"revision": 43, "prev_kv": kv_json("/services/a b", "old")})),
+        ("GET", u) if u.contains("prefix=true") => ok(
+            json!({"revision": 43, "kvs": [kv_json("app/x", "1"), kv_json("app/y", "2")], "more": true}),
+        ),
+        ("GET", "/v1/status") => ok(json!({
+            "node_id": 1, "leader": 1, "term": 3, "revision": 45, "compact_revision": 0,
+            "state_hash": "ab", "raft": {"last_log_index": 9, "committed": 9, "applied": 9,
+            "state": "Leader"}, "members": []})),
+        ("GET", _) => ok(json!({"revision": 43, "kv": kv_json("/services/a b", "green")})),
+        ("DELETE", _) => ok(json!({"revision": 44, "deleted": 5})),
+        _ => err(400, "invalid_request"),
+    })
+    .await;
+    let c = client(vec![server.url.clone()]);
+
+    let put = c
+        .put_with("/services/a b", "new", PutOptions { prev_kv: true })
+        .await
+        .expect("put");
+    assert_eq!(put.revision, 43);
+    assert_eq!(put.prev_kv.map(|kv| kv.value), Some(b"old".to_vec()));
+
+    let get = c
+        .get_with(
+            "/services/a b",
+            ReadOptions {
+                consistency: crate::Consistency::Serializable,
+                revision: Some(5),
+            },
+        )
+        .await
+        .expect("get");
+    assert_eq!(get.kv.map(|kv| kv.value), Some(b"green".to_vec()));
+
+    let range = c
+        .range(
+            "app/",
+            RangeOptions {
+                limit: Some(10),
+                ..RangeOptions::default()
+            },
+        )
+        .await
+        .expect("range");
+    assert_eq!((range.kvs.len(), range.more), (2, true));
+    c.range("", RangeOptions::default())
+        .await
+        .expect("range all");
+
+    let del = c.delete_prefix("app/").await.expect("delete");
+    assert_eq!((del.revision, del.deleted), (44, 5));
+    c.delete("app/x").await.expect("delete one");
+
+    let status = c.status().await.expect("status");
+    assert_eq!((status.node_id, status.leader), (1, Some(1)));
+
+    let seen: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.method.to_string(), r.uri))
+        .collect();
+    let expect = |m: &str, u: &str| (m.to_owned(), u.to_owned());
+    assert_eq!(
+        seen,
+        vec![
+            expect("PUT", "/v1/kv//services/a%20b?prev_kv=true"),
+            expect(
+                "GET",
+                "/v1/kv//services/a%20b?consistency=serializable&revision=5"
+            ),
+            expect(
+                "GET",
+                "/v1/kv/app/?prefix=true&limit=10&consistency=linearizable"
+            ),
+            expect("GET", "/v1/kv/?prefix=true&consistency=linearizable"),
+            expect("DELETE", "/v1/kv/app/?prefix=true"),
+            expect("DELETE", "/v1/kv/app/x"),
+            expect("GET", "/v1/status"),
+        ]
+    );
+    assert_eq!(server.requests()[0].body, b"new".to_vec());
+}
+
+#[tokio::test]
+async fn missing_key_is_none_with_revision() {
+    let server = serve(|_| {
+        Reply::Json(
+            404,
+            json!({"error": {"code": "key_not_found", "message": "no such key"}, "revision": 43}),
+            vec![],
+        )
+    })
+    .await;
+    let got = client(vec![server.url.clone()])
+        .get("nope")
+        .await
+        .expect("404 is not an error");
+    assert_eq!(
+        got,
+        GetResponse {
+            revision: 43,
+            kv: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn txn_and_cas_bodies() {
+    let server = serve(|r| {
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        if body["compare"][0]["target"] == "version" && body["compare"][0]["op"] == "=" {
+            ok(json!({"succeeded": false, "revision": 50,
+                      "responses": [{"get": {"kvs": [kv_json("k", "taken")]}}]}))
+        } else {
+            ok(json!({"succeeded": true, "revision": 51, "responses": [{"put": {"revision": 51}}]}))
+        }
+    })
+    .await;
+    let c = client(vec![server.url.clone()]);
+
+    let cas = c.compare_and_swap("k", None, "mine").await.expect("cas");
+    assert!(!cas.succeeded);
+    assert_eq!(
+        cas.current.and_then(|kv| kv.value_str().map(str::to_owned)),
+        Some("taken".to_owned())
+    );
+
+    let txn = Txn::new()
+        .when(vec![Compare::mod_revision("k", CompareOp::Less, 60)])
+        .and_then(vec![TxnOp::put("k", "v")]);
+    let resp = c.txn(txn).await.expect("txn");
+    assert!(resp.succeeded);
+    assert_eq!(resp.revision, 51);
+
+    let reqs = server.requests();
+    assert!(reqs
+        .iter()
+        .all(|r| r.method == Method::POST && r.uri == "/v1/txn"));
+    let sent: Value = serde_json::from_slice(&reqs[1].body).expect("JSON body");
+    assert_eq!(
+        sent,
+        json!({"compare": [{"key": "k", "target": "mod_revision", "op": "<", "mod_revision": 60}],
+               "success": [{"put": {"key": "k", "value": "v"}}], "failure": []})
+    );
+}
+
+#[tokio::test]
+async fn fails_over_when_a_node_refuses_connections() {
+    let live = serve(|_| ok(json!({"revision": 43}))).await;
+    let c = client(vec![dead_endpoint().await, live.url.clone()]);
+    // A write that could not connect was never sent, so it may go elsewhere.
+    let put = c.put("k", "v").await.expect("failover put");
+    assert_eq!(put.revision, 43);
+    assert_eq!(live.hits(), 1);
+    assert_eq!(c.preferred_endpoint(), live.url);
+}
+
+#[tokio::test]
+async fn follows_the_leader_hint_on_503() {
+    let leader = serve(|_| ok(json!({"revision": 43}))).await;
+    let bystander = serve(|_| ok(json!({"revision": 43}))).await;
+    let leader_url = leader.url.clone();
+    let follower = serve(move |_| {
+        Reply::Json(
+            503,
+            json!({"error": {"code": "no_leader", "message": "forwarding failed"}}),
+            vec![
+                ("x-ballast-leader", leader_url.clone()),
+                ("retry-after", "1".to_owned()),
+            ],
+        )
+    })
+    .await;
+    let c = client(vec![
+        follower.url.clone(),
+        bystander.url.clone(),
+        leader.url.clone(),
+    ]);
+    c.put("k", "v").await.expect("redirected put");
+    assert_eq!(
+        (follower.hits(), bystander.hits(), leader.hits()),
+        (1, 0, 1)
+    );
+    assert_eq!(c.preferred_endpoint(), leader.url);
+}
+
+#[tokio::test]
+async fn leader_hint_in_the_error_body() {
+    let leader = serve(|_| ok(json!({"revision": 43}))).await;
+    let addr = leader.url.trim_start_matches("http://").to_owned();
+    let follower = serve(move |_| {
+        Reply::Json(
+            503,
+            json!({"error": {"code": "not_ready", "message": "m",
+                             "leader": {"id": 2, "client_addr": addr.clone()}}}),
+            vec![],
+        )
+    })
+    .await;
+    let other = serve(|_| ok(json!({"revision": 1}))).await;
+    let c = client(vec![
+        follower.url.clone(),
+        other.url.clone(),
+        leader.url.clone(),
+    ]);
+    c.put("k", "v").await.expect("redirected put");
+    assert_eq!((other.hits(), leader.hits()), (0, 1));
+}
+
+#[tokio::test]
+async fn unanswered_txn_is_indeterminate_and_sent_once() {
+    let hang = serve(|_| Reply::Hang).await;
+    let other = serve(|_| ok(json!({"succeeded": true, "revision": 1, "responses": []}))).await;
+    let c = || {
+        Client::builder(vec![hang.url.clone(), other.url.clone()])
+            .request_timeout(Duration::from_millis(200))
+            .build()
+            .expect("client")
+    };
+    let txn = Txn::new().and_then(vec![TxnOp::put("k", "v")]);
+    let result = c().txn(txn).await;
+    assert!(
+        matches!(result, Err(Error::Indeterminate { .. })),
+        "{result:?}"
+    );
+    let cas = c().compare_and_swap("k", Some(b"v"), "w").await;
+    assert!(matches!(cas, Err(Error::Indeterminate { .. })), "{cas:?}");
+    let client = c();
+    let put = client.put("k", "v").await;
+    assert!(matches!(put, Err(Error::Indeterminate { .. })), "{put:?}");
+    assert_eq!((hang.hits(), other.hits()), (3, 0));
+    // The sick node is no longer preferred for the next call.
+    assert_eq!(client.preferred_endpoint(), other.url);
+}
+
+#[tokio::test]
+async fn server_side_timeout_and_500_are_indeterminate_for_writes() {
+    for (status, code) in [(503, "timeout"), (500, "internal"), (504, "gateway")] {
+        let sick = serve(move |_| err(status, code)).await;
+        let other = serve(|_| ok(json!({"revision": 1}))).await;
+        let c = || client(vec![sick.url.clone(), other.url.clone()]);
+        let put = c().put("k", "v").await;
+        assert!(
+            matches!(put, Err(Error::Indeterminate { .. })),
+            "{status}: {put:?}"
+        );
+        let del = c().delete("k").await;
+        assert!(
+            matches!(del, Err(Error::Indeterminate { .. })),
+            "{status}: {del:?}"
+        );
+        assert_eq!((sick.hits(), other.hits()), (2, 0), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn reads_retry_past_timeouts_and_5xx() {
+    let hang = serve(|_| Reply::Hang).await;
+    let sick = serve(|_| err(500, "internal")).await;
+    let live = serve(|_| ok(json!({"revision": 43, "kv": kv_json("k", "v")}))).await;
+    let c = Client::builder(vec![hang.url.clone(), sick.url.clone(), live.url.clone()])
+        .request_timeout(Duration::from_millis(200))
+        .build()
+        .expect("client");
+    let got = c.get("k").await.expect("read retried");
+    assert_eq!(got.revision, 43);
+    assert_eq!((hang.hits(), sick.hits(), live.hits()), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn no_leader_everywhere_exhausts_the_budget() {
+    let a = serve(|_| err(503, "no_leader")).await;
+    let b = serve(|_| err(503, "no_leader")).await;
+    let c = Client::builder(vec![a.url.clone(), b.url.clone()])
+        .max_attempts(4)
+        .backoff(Duration::from_millis(1), Duration::from_millis(2))
+        .build()
+        .expect("client");
+    let put = c.put("k", "v").await;
+    assert!(
+        matches!(&put, Err(Error::Api { status: 503, code, .. }) if code == "no_leader"),
+        "{put:?}"
+    );
+    assert!(put
+        .as_ref()
+        .err()
+        .is_some_and(Error::is_definitely_not_applied));
+    assert_eq!(a.hits() + b.hits(), 4);
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let a = serve(|_| err(400, "invalid_key")).await;
+    let b = serve(|_| ok(json!({"revision": 1}))).await;
+    let c = client(vec![a.url.clone(), b.url.clone()]);
+    let put = c.put("k", "v").await;
+    assert!(
+        matches!(&put, Err(Error::Api { status: 400, code, revision: Some(42), .. }) if code == "invalid_key"),
+        "{put:?}"
+    );
+    let get = c.get("k").await;
+    assert!(
+        matches!(get, Err(Error::Api { status: 400, .. })),
+        "{get:?}"
+    );
+    assert_eq!((a.hits(), b.hits()), (2, 0));
+}
+
+#[tokio::test]
+async fn unreachable_cluster_is_a_transport_error() {
+    let c = client(vec![dead_endpoint().await, dead_endpoint().await]);
+    let put = c.put("k", "v").await;
+    assert!(matches!(put, Err(Error::Transport { .. })), "{put:?}");
+    assert!(put
+        .as_ref()
+        .err()
+        .is_some_and(Error::is_definitely_not_applied));
+    let get = c.get("k").await;
+    assert!(matches!(get, Err(Error::Transport { .. })), "{get:?}");
+}
+
+#[tokio::test]
+async fn undecodable_success_is_a_decode_error() {
+    let s = serve(|_| ok(json!({"kvs": "not a list"}))).await;
+    let r = client(vec![s.url.clone()])
+        .range("a", RangeOptions::default())
+        .await;
+    assert!(matches!(r, Err(Error::Decode(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn invalid_arguments_are_refused_locally() {
+    assert!(matches!(
+        Client::new(vec![]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        Client::new(vec!["https://127.0.0.1:1".to_owned()]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        Client::builder(vec!["127.0.0.1:1".to_owned()])
+            .max_attempts(0)
+            .build(),
+        Err(Error::InvalidArgument(_))
+    ));
+    let c = client(vec![dead_endpoint().await]);
+    assert!(matches!(c.get("").await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.put("", "v").await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.delete("a/../b").await,
+        Err(Error::InvalidArgument(_))
+    ));
+}

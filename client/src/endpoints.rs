@@ -1,0 +1,239 @@
+//! The endpoint list, the preferred endpoint, and how keys become URL paths.
+//!
+//! Any healthy node accepts writes (followers forward them to the leader), so the
+//! client does not chase the leader on every call: it sticks to one *preferred*
+//! endpoint and moves on only when that endpoint fails, jumping to the leader when
+//! the server names it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::error::{Error, Result};
+
+/// Bytes left as they are in a key segment: RFC 3986 "unreserved" characters.
+/// Everything else (including `%`, `?`, `#`, spaces and non-ASCII) is escaped.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Turns a user-supplied endpoint (`http://127.0.0.1:2379`, `127.0.0.1:2379`,
+/// `localhost:2379/`) into the base URL the client prefixes paths with
+/// (`http://127.0.0.1:2379`).
+pub(crate) fn normalize_endpoint(raw: &str) -> Result<String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(Error::InvalidArgument("empty endpoint".to_owned()));
+    }
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let url = reqwest::Url::parse(&with_scheme)
+        .map_err(|e| Error::InvalidArgument(format!("endpoint {raw:?}: {e}")))?;
+    if url.scheme() != "http" {
+        // The client is built without TLS; refusing here beats a confusing
+        // transport error on every call.
+        return Err(Error::InvalidArgument(format!(
+            "endpoint {raw:?}: only http:// endpoints are supported"
+        )));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| Error::InvalidArgument(format!("endpoint {raw:?}: no host")))?;
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "endpoint {raw:?}: must not carry a path or query"
+        )));
+    }
+    Ok(match url.port() {
+        Some(port) => format!("http://{host}:{port}"),
+        None => format!("http://{host}"),
+    })
+}
+
+/// The path (and nothing else) for a key: `/v1/kv/` followed by each
+/// `/`-separated segment percent-encoded, separators kept.
+///
+/// `services/api` → `/v1/kv/services/api`; `/services/api` →
+/// `/v1/kv//services/api`; `a b/ü` → `/v1/kv/a%20b/%C3%BC`.
+///
+/// Segments `.` and `..` are refused: URL normalization (which treats `%2E` like
+/// `.`) would silently turn them into a different key.
+pub(crate) fn kv_path(key: &str) -> Result<String> {
+    let mut path = String::with_capacity(7 + key.len() * 3 / 2);
+    path.push_str("/v1/kv/");
+    for (i, segment) in key.split('/').enumerate() {
+        if segment == "." || segment == ".." {
+            return Err(Error::InvalidArgument(format!(
+                "key {key:?}: a \".\" or \"..\" path segment cannot be sent in a URL"
+            )));
+        }
+        if i > 0 {
+            path.push('/');
+        }
+        path.extend(utf8_percent_encode(segment, SEGMENT));
+    }
+    Ok(path)
+}
+
+/// The configured endpoints and which one the client currently prefers.
+#[derive(Debug)]
+pub(crate) struct Endpoints {
+    urls: Vec<String>,
+    preferred: AtomicUsize,
+}
+
+impl Endpoints {
+    /// Normalizes and de-duplicates `raw`; an empty list is an error.
+    pub(crate) fn new(raw: &[String]) -> Result<Self> {
+        let mut urls: Vec<String> = Vec::with_capacity(raw.len());
+        for r in raw {
+            let url = normalize_endpoint(r)?;
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        if urls.is_empty() {
+            return Err(Error::InvalidArgument(
+                "at least one endpoint is required".to_owned(),
+            ));
+        }
+        Ok(Self {
+            urls,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// Number of endpoints.
+    pub(crate) fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    /// All endpoints, normalized.
+    pub(crate) fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Index and URL of the preferred endpoint.
+    pub(crate) fn preferred(&self) -> (usize, &str) {
+        let i = self.preferred.load(Ordering::Relaxed) % self.urls.len();
+        (i, &self.urls[i])
+    }
+
+    /// Endpoint `failed` did not work: prefer the next one, unless another
+    /// request already moved the preference elsewhere.
+    pub(crate) fn mark_failed(&self, failed: usize) {
+        let next = (failed + 1) % self.urls.len();
+        let _ = self
+            .preferred
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The server named a leader: prefer it if it is one of our endpoints.
+    /// Returns whether the hint matched. Hints for addresses we were not given are
+    /// ignored on purpose: a node may advertise a bind address (`0.0.0.0:2379`)
+    /// that is not reachable from here.
+    pub(crate) fn prefer_hint(&self, hint: &str) -> bool {
+        let Ok(url) = normalize_endpoint(hint) else {
+            return false;
+        };
+        match self.urls.iter().position(|u| *u == url) {
+            Some(i) => {
+                self.preferred.store(i, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_endpoints() {
+        let ok = |raw: &str| normalize_endpoint(raw).ok();
+        assert_eq!(
+            ok("http://127.0.0.1:2379").as_deref(),
+            Some("http://127.0.0.1:2379")
+        );
+        assert_eq!(
+            ok("127.0.0.1:2379").as_deref(),
+            Some("http://127.0.0.1:2379")
+        );
+        assert_eq!(
+            ok(" localhost:2379/ ").as_deref(),
+            Some("http://localhost:2379")
+        );
+        assert_eq!(
+            ok("http://[::1]:2379").as_deref(),
+            Some("http://[::1]:2379")
+        );
+        assert_eq!(ok("http://example").as_deref(), Some("http://example"));
+        assert!(ok("").is_none());
+        assert!(ok("https://127.0.0.1:2379").is_none());
+        assert!(ok("http://127.0.0.1:2379/v1").is_none());
+        assert!(ok("http://127.0.0.1:99999").is_none());
+    }
+
+    #[test]
+    fn encodes_key_paths() {
+        let p = |k: &str| kv_path(k).ok();
+        assert_eq!(p("app/mode").as_deref(), Some("/v1/kv/app/mode"));
+        assert_eq!(
+            p("/services/api/timeout").as_deref(),
+            Some("/v1/kv//services/api/timeout")
+        );
+        assert_eq!(p("app/").as_deref(), Some("/v1/kv/app/"));
+        assert_eq!(p("").as_deref(), Some("/v1/kv/"));
+        assert_eq!(p("a b/ü").as_deref(), Some("/v1/kv/a%20b/%C3%BC"));
+        assert_eq!(p("q?x=1#f%").as_deref(), Some("/v1/kv/q%3Fx%3D1%23f%25"));
+        assert_eq!(p("v1.2_x-y~z").as_deref(), Some("/v1/kv/v1.2_x-y~z"));
+        assert_eq!(p("a//b").as_deref(), Some("/v1/kv/a//b"));
+        assert!(p("a/../b").is_none());
+        assert!(p("./b").is_none());
+        assert!(p("a/.").is_none());
+        assert_eq!(p("a/.../b").as_deref(), Some("/v1/kv/a/.../b"));
+    }
+
+    #[test]
+    fn encoded_paths_survive_url_parsing() {
+        for key in ["/services/api", "a b/ü", "x%2Fy", "q?x#y", "a//b", "app/"] {
+            let Ok(path) = kv_path(key) else {
+                panic!("{key} refused");
+            };
+            let url = reqwest::Url::parse(&format!("http://h:1{path}"));
+            assert_eq!(url.map(|u| u.path().to_owned()).ok(), Some(path), "{key}");
+        }
+    }
+
+    #[test]
+    fn endpoint_list() {
+        assert!(Endpoints::new(&[]).is_err());
+        let raw: Vec<String> = ["127.0.0.1:1", "http://127.0.0.1:1", "127.0.0.1:2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let Ok(eps) = Endpoints::new(&raw) else {
+            panic!("valid endpoints refused");
+        };
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps.preferred(), (0, "http://127.0.0.1:1"));
+        eps.mark_failed(0);
+        assert_eq!(eps.preferred().0, 1);
+        // A stale failure report does not move the preference again.
+        eps.mark_failed(0);
+        assert_eq!(eps.preferred().0, 1);
+        eps.mark_failed(1);
+        assert_eq!(eps.preferred().0, 0);
+        assert!(eps.prefer_hint("127.0.0.1:2"));
+        assert_eq!(eps.preferred().0, 1);
+        assert!(!eps.prefer_hint("0.0.0.0:2379"));
+        assert_eq!(eps.preferred().0, 1);
+    }
+}

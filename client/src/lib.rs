@@ -1,0 +1,92 @@
+//! # Layout
+//!
+//! The control-plane client for ballast, a strongly consistent configuration store.
+//!
+//! - `client.rs`: [`Client`] and [`ClientBuilder`], the typed async API.
+//! - `transport.rs`: the single request loop: sends a call, classifies the
+//!   outcome (not sent / not applied / unknown / answered) and decides what may
+//!   be retried and on which endpoint.
+//! - `endpoints.rs`: endpoint normalization, the preferred endpoint and leader
+//!   hints, and the percent-encoding of keys into `/v1/kv/...` paths.
+//! - `retry.rs`: [`RetryPolicy`], the retry budget and jittered backoff.
+//! - `types.rs`: options and responses for reads and single-key writes
+//!   ([`KeyValue`], [`GetResponse`], [`RangeResponse`], [`Status`], ...) and the
+//!   value wire encoding (UTF-8 string or base64).
+//! - `txn.rs`: the [`Txn`] builder ([`Compare`], [`TxnOp`]) and [`TxnResponse`],
+//!   [`CasResult`].
+//! - `error.rs`: [`Error`].
+//!
+//! # Errors and retries
+//!
+//! The client keeps three outcomes apart:
+//!
+//! - [`Error::Transport`]: no endpoint could be reached; a write was never sent.
+//! - [`Error::Api`]: a node answered with an error document (`invalid_key`,
+//!   `compacted`, `no_leader` after the retry budget ran out, ...).
+//! - [`Error::Indeterminate`]: a write was (or may have been) sent and the answer
+//!   was lost. The client never re-sends such a write; read the key to find out.
+//!
+//! Reads (`get`, `range`, `status`) are retried across endpoints with jittered
+//! exponential backoff, within [`RetryPolicy`]'s attempt count and deadline. Writes
+//! are retried only when they certainly were not applied: the connection could
+//! not be opened, or a node answered 503 `no_leader` / `not_ready`. Any node
+//! accepts writes (followers forward them to the leader); a 503 that names the
+//! leader (`X-Ballast-Leader` or `error.leader`) sends the next attempt there.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use ballast_client::{Client, Compare, CompareOp, Txn, TxnOp};
+//!
+//! # async fn run() -> Result<(), ballast_client::Error> {
+//! let client = Client::new(vec![
+//!     "http://127.0.0.1:2379".to_owned(),
+//!     "127.0.0.1:2479".to_owned(),
+//! ])?;
+//!
+//! let put = client.put("/services/api/timeout", "250ms").await?;
+//! let got = client.get("/services/api/timeout").await?;
+//! assert_eq!(got.kv.map(|kv| kv.value), Some(b"250ms".to_vec()));
+//! println!("written at revision {}", put.revision);
+//!
+//! // Create-if-absent, then flip a flag only if nobody changed it meanwhile.
+//! let cas = client.compare_and_swap("/app/mode", None, "green").await?;
+//! if !cas.succeeded {
+//!     println!("already set: {:?}", cas.current);
+//! }
+//! let txn = Txn::new()
+//!     .when(vec![Compare::value("/app/mode", CompareOp::Equal, "green")])
+//!     .and_then(vec![TxnOp::put("/app/mode", "blue")])
+//!     .or_else(vec![TxnOp::get("/app/mode")]);
+//! match client.txn(txn).await {
+//!     Ok(resp) => println!("succeeded={} at {}", resp.succeeded, resp.revision),
+//!     Err(ballast_client::Error::Indeterminate { message }) => {
+//!         // Maybe applied, maybe not: re-read before deciding anything.
+//!         eprintln!("unknown outcome: {message}");
+//!     }
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(missing_docs)]
+
+mod client;
+mod endpoints;
+mod error;
+mod retry;
+mod transport;
+mod txn;
+mod types;
+
+pub use client::{Client, ClientBuilder};
+pub use error::{Error, Result};
+pub use retry::RetryPolicy;
+pub use txn::{
+    CasResult, Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+pub use types::{
+    Consistency, DeleteOptions, DeleteResponse, GetResponse, KeyValue, Member, PutOptions,
+    PutResponse, RaftStatus, RangeOptions, RangeResponse, ReadOptions, Status,
+};

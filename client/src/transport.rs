@@ -1,0 +1,306 @@
+//! The request loop: send one call, classify what happened, and decide
+//! whether it may be tried again and where.
+//!
+//! The retry rule in one table:
+//!
+//! | what happened                                   | read       | write               |
+//! |-------------------------------------------------|------------|---------------------|
+//! | connect failed (refused, DNS, connect timeout)  | next node  | next node (not sent)|
+//! | 503 `no_leader` / `not_ready` (or no code)      | next node  | next node (not applied) |
+//! | 503 `timeout`, other 5xx, timeout or reset after sending | next node | `Indeterminate` |
+//! | 2xx                                             | done       | done                |
+//! | other status                                    | `Api` error| `Api` error         |
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use tracing::debug;
+
+use crate::endpoints::Endpoints;
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
+use crate::types::WireErrorDoc;
+
+/// Header carrying the responding node's applied revision.
+const REVISION_HEADER: &str = "x-ballast-revision";
+/// Header a node sets on a 503 to name the leader's client address.
+const LEADER_HEADER: &str = "x-ballast-leader";
+/// How much of an unparsable error body goes into an error message.
+const MAX_BODY_IN_MESSAGE: usize = 200;
+
+/// The HTTP pool, the endpoints and the retry policy shared by a client's clones.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    pub(crate) http: reqwest::Client,
+    pub(crate) endpoints: Endpoints,
+    pub(crate) retry: RetryPolicy,
+}
+
+/// Whether a request may have changed state, which decides what a retry may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Read,
+    Write,
+}
+
+/// A request that can be sent again as is.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    /// Path and query, e.g. `/v1/kv/a?prefix=true`.
+    pub(crate) target: String,
+    /// Content type and bytes; kept whole so a safe retry can send them again.
+    pub(crate) body: Option<(&'static str, Vec<u8>)>,
+    pub(crate) kind: Kind,
+}
+
+/// A 2xx answer, read in full.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// `X-Ballast-Revision`, the fallback when a body lacks its revision.
+    pub(crate) revision_header: Option<u64>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// What one attempt led to.
+enum Outcome {
+    /// 2xx.
+    Done(Answer),
+    /// A final error: no retry can change it.
+    Final(Error),
+    /// Definitely not applied (not sent, or refused with 503 `no_leader`/`not_ready`).
+    NotApplied {
+        error: Error,
+        hint: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    /// Sent; outcome unknown. Retryable for reads only.
+    Unknown { error: Error, message: String },
+}
+
+impl Transport {
+    /// Sends `call` until it succeeds, fails for good, or the retry budget runs out.
+    pub(crate) async fn execute(&self, call: Call) -> Result<Answer> {
+        let inner = self;
+        let policy = inner.retry;
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        let last_error = loop {
+            attempt += 1;
+            let (index, endpoint) = inner.endpoints.preferred();
+            let (last_error, retry_after);
+            match self.attempt(endpoint, &call).await {
+                Outcome::Done(answer) => return Ok(answer),
+                Outcome::Final(error) => return Err(error),
+                Outcome::Unknown { error, message } => {
+                    // Either way this node looks sick: the next call starts elsewhere.
+                    inner.endpoints.mark_failed(index);
+                    if call.kind == Kind::Write {
+                        return Err(Error::Indeterminate { message });
+                    }
+                    debug!(endpoint, attempt, %message, "read failed, trying another node");
+                    last_error = error;
+                    retry_after = None;
+                }
+                Outcome::NotApplied {
+                    error,
+                    hint,
+                    retry_after: after,
+                } => {
+                    let redirected = hint
+                        .as_deref()
+                        .is_some_and(|h| inner.endpoints.prefer_hint(h))
+                        && inner.endpoints.preferred().0 != index;
+                    if !redirected {
+                        inner.endpoints.mark_failed(index);
+                    }
+                    debug!(endpoint, attempt, redirected, %error, "not applied, trying again");
+                    last_error = error;
+                    retry_after = after;
+                }
+            }
+            if attempt >= policy.max_attempts {
+                break last_error;
+            }
+            let delay = policy.delay_before(attempt + 1, inner.endpoints.len(), retry_after);
+            if started.elapsed() + delay > policy.deadline {
+                break last_error;
+            }
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        };
+        let message = format!(
+            "gave up after {attempt} attempt(s) in {:?}",
+            started.elapsed()
+        );
+        Err(match last_error {
+            Error::Transport {
+                endpoint,
+                message: cause,
+            } => Error::Transport {
+                endpoint,
+                message: format!("{cause}; {message}"),
+            },
+            other => other,
+        })
+    }
+
+    /// One attempt against one endpoint.
+    async fn attempt(&self, endpoint: &str, call: &Call) -> Outcome {
+        let url = format!("{endpoint}{}", call.target);
+        let mut request = self.http.request(call.method.clone(), &url);
+        if let Some((content_type, body)) = &call.body {
+            request = request
+                .header(CONTENT_TYPE, *content_type)
+                .body(body.clone());
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return classify_send_error(endpoint, &e),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = match response.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => {
+                let message = format!(
+                    "{endpoint}: reading the answer to {} {} failed after status {status}: {}",
+                    call.method,
+                    call.target,
+                    chain(&e)
+                );
+                return Outcome::Unknown {
+                    error: Error::Transport {
+                        endpoint: endpoint.to_owned(),
+                        message: message.clone(),
+                    },
+                    message,
+                };
+            }
+        };
+        let revision_header = header_u64(&headers, REVISION_HEADER);
+        if status.is_success() {
+            return Outcome::Done(Answer {
+                revision_header,
+                body,
+            });
+        }
+        classify_error_answer(endpoint, call, status, &headers, revision_header, &body)
+    }
+}
+
+/// A request that produced no response.
+fn classify_send_error(endpoint: &str, e: &reqwest::Error) -> Outcome {
+    let cause = chain(e);
+    let error = Error::Transport {
+        endpoint: endpoint.to_owned(),
+        message: cause.clone(),
+    };
+    if e.is_builder() {
+        return Outcome::Final(Error::InvalidArgument(cause));
+    }
+    if e.is_connect() {
+        // No connection, so no request bytes left this process.
+        return Outcome::NotApplied {
+            error,
+            hint: None,
+            retry_after: None,
+        };
+    }
+    let what = if e.is_timeout() {
+        "timed out after sending"
+    } else {
+        "failed after sending"
+    };
+    Outcome::Unknown {
+        message: format!("{endpoint}: request {what}: {cause}"),
+        error,
+    }
+}
+
+/// A non-2xx answer.
+fn classify_error_answer(
+    endpoint: &str,
+    call: &Call,
+    status: StatusCode,
+    headers: &HeaderMap,
+    revision_header: Option<u64>,
+    body: &[u8],
+) -> Outcome {
+    let doc = serde_json::from_slice::<WireErrorDoc>(body).ok();
+    let hint = header_str(headers, LEADER_HEADER).or_else(|| {
+        doc.as_ref()
+            .and_then(|d| d.error.leader.as_ref())
+            .and_then(|l| l.client_addr.clone())
+    });
+    let error = match doc {
+        Some(d) => Error::Api {
+            status: status.as_u16(),
+            code: d.error.code,
+            message: d.error.message,
+            revision: d.revision.or(revision_header),
+        },
+        None => Error::Api {
+            status: status.as_u16(),
+            code: "unknown".to_owned(),
+            message: truncate(&String::from_utf8_lossy(body)),
+            revision: revision_header,
+        },
+    };
+    let code = error.code().unwrap_or_default();
+    if status == StatusCode::SERVICE_UNAVAILABLE && code != "timeout" {
+        return Outcome::NotApplied {
+            error,
+            hint,
+            retry_after: header_u64(headers, RETRY_AFTER.as_str()).map(Duration::from_secs),
+        };
+    }
+    if status.is_server_error() {
+        let message = format!(
+            "{endpoint}: {} {} answered {status} ({error}); the request may have been applied",
+            call.method, call.target
+        );
+        return Outcome::Unknown { error, message };
+    }
+    Outcome::Final(error)
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    header_str(headers, name).and_then(|s| s.parse().ok())
+}
+
+/// An error with its sources, `a: b: c`; reqwest's own message alone hides the cause.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+pub(crate) fn truncate(s: &str) -> String {
+    if s.len() <= MAX_BODY_IN_MESSAGE {
+        return s.to_owned();
+    }
+    let mut end = MAX_BODY_IN_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
