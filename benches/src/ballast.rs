@@ -1,0 +1,83 @@
+//! [`Target`] for a ballast cluster, through `ballast-client`.
+//!
+//! Each connection is a `ballast_client::Client` pinned to one endpoint with
+//! retries off (so every failure is counted, not hidden) and a single pooled
+//! HTTP/1.1 connection.
+
+use std::time::Duration;
+
+use ballast_client::{Client, Consistency, ReadOptions};
+
+use crate::target::{Connection, OpError, ReadConsistency, Target};
+
+/// Drives ballastd's HTTP API.
+#[derive(Debug, Clone)]
+pub struct BallastTarget {
+    request_timeout: Duration,
+}
+
+impl BallastTarget {
+    /// A target whose requests time out after `request_timeout`.
+    pub fn new(request_timeout: Duration) -> Self {
+        Self { request_timeout }
+    }
+}
+
+impl Target for BallastTarget {
+    type Conn = BallastConn;
+
+    fn name(&self) -> &'static str {
+        "ballast"
+    }
+
+    fn connect(&self, endpoint: &str) -> anyhow::Result<BallastConn> {
+        let client = Client::builder(vec![endpoint.to_owned()])
+            .request_timeout(self.request_timeout)
+            .max_attempts(1)
+            .pool_max_idle_per_endpoint(1)
+            .build()?;
+        Ok(BallastConn { client })
+    }
+}
+
+/// One ballast connection.
+#[derive(Debug, Clone)]
+pub struct BallastConn {
+    client: Client,
+}
+
+fn op_error(e: ballast_client::Error) -> OpError {
+    match e {
+        ballast_client::Error::Api { status, code, .. } => OpError(format!("{status} {code}")),
+        other => OpError(other.to_string()),
+    }
+}
+
+impl Connection for BallastConn {
+    async fn warm_up(&self) -> Result<(), OpError> {
+        self.client.status().await.map(|_| ()).map_err(op_error)
+    }
+
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), OpError> {
+        self.client
+            .put(key, value.to_vec())
+            .await
+            .map(|_| ())
+            .map_err(op_error)
+    }
+
+    async fn get(&self, key: &str, consistency: ReadConsistency) -> Result<(), OpError> {
+        let options = ReadOptions {
+            consistency: match consistency {
+                ReadConsistency::Linearizable => Consistency::Linearizable,
+                ReadConsistency::Serializable => Consistency::Serializable,
+            },
+            revision: None,
+        };
+        match self.client.get_with(key, options).await {
+            Ok(resp) if resp.kv.is_some() => Ok(()),
+            Ok(_) => Err(OpError("404 key_not_found".to_owned())),
+            Err(e) => Err(op_error(e)),
+        }
+    }
+}
