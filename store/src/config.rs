@@ -74,7 +74,9 @@ pub struct Config {
     #[arg(long, env = "BALLAST_CONNECT_TIMEOUT_MS", default_value_t = 500)]
     pub connect_timeout_ms: u64,
     /// Build a snapshot (and purge the log before it) every this many entries.
-    #[arg(long, env = "BALLAST_SNAPSHOT_LOGS", default_value_t = 10_000)]
+    /// A snapshot copies the whole key space and its history, so it is kept
+    /// rare (as etcd does).
+    #[arg(long, env = "BALLAST_SNAPSHOT_LOGS", default_value_t = 100_000)]
     pub snapshot_logs: u64,
     /// Longest key, bytes.
     #[arg(long, env = "BALLAST_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]

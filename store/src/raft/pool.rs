@@ -9,7 +9,7 @@ use super::network::NetFault;
 use super::wire::{self, CallError, PeerConn, PeerRequest, PeerResponse};
 
 /// Most idle connections kept per target.
-const MAX_IDLE_PER_TARGET: usize = 64;
+const MAX_IDLE_PER_TARGET: usize = 512;
 
 /// A pool of idle peer connections keyed by address.
 pub struct PeerPool {

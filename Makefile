@@ -1,0 +1,22 @@
+# The two commands of the README, and a few more. Each one installs what the
+# machine lacks first (scripts/env.sh).
+SHELL := /bin/bash
+ENV := set -eo pipefail; source scripts/env.sh;
+
+.PHONY: cluster test bench check
+
+## Start a local 3-node cluster on 127.0.0.1 (data in ./data/dev).
+cluster:
+	@$(ENV) cargo run -p ballast-store --bin ballastd -- dev
+
+## Run the whole test suite.
+test:
+	@$(ENV) cargo test --workspace
+
+## Load-test a running cluster (start one with `make cluster` first).
+bench:
+	@$(ENV) cargo run --release -p ballast-bench -- $(ARGS)
+
+## Formatting and lints.
+check:
+	@$(ENV) cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
