@@ -1,7 +1,7 @@
 //! # Layout
 //!
 //! `ballast-bench`, a closed-loop load generator measuring a running cluster the
-//! way `BASELINES.md` measured etcd: 256-byte values over 1,000 keys, N concurrent
+//! way the etcd baseline in `docs/benchmarks.md` was measured: 256-byte values over 1,000 keys, N concurrent
 //! clients spread round-robin over connections to every endpoint, a fixed time
 //! per row, latency percentiles from an HDR histogram.
 //!

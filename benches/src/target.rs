@@ -2,7 +2,7 @@
 //!
 //! The runner only knows [`Target`] (opens connections) and [`Connection`] (does
 //! one put or get). ballast is the first implementation (`ballast.rs`); another
-//! store (etcd over gRPC, for the side-by-side table in BASELINES.md) slots in as
+//! store (etcd over gRPC, for a side-by-side table) slots in as
 //! a second pair of impls and a `TargetKind` variant, with no runner change.
 
 use std::fmt;

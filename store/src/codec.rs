@@ -62,7 +62,10 @@ mod tests {
     fn unknown_version_and_empty_are_rejected() {
         let mut bytes = encode(&1u32).expect("encode");
         bytes[0] = 99;
-        assert!(matches!(decode::<u32>(&bytes), Err(CodecError::UnsupportedVersion { found: 99 })));
+        assert!(matches!(
+            decode::<u32>(&bytes),
+            Err(CodecError::UnsupportedVersion { found: 99 })
+        ));
         assert!(matches!(decode::<u32>(&[]), Err(CodecError::Empty)));
     }
 }

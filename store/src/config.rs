@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kv::limits::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_VALUE_BYTES};
+use crate::kv::limits::{
+    Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_VALUE_BYTES,
+};
 use crate::raft::types::{Member, NodeId};
 use crate::raft::wire::MAX_FRAME_BYTES;
 
@@ -117,7 +119,11 @@ fn parse_addr(what: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, Member>, ConfigError> {
     let mut members = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || invalid(format!("initial-cluster entry {part:?} is not ID=CLIENT_ADDR/PEER_ADDR"));
+        let bad = || {
+            invalid(format!(
+                "initial-cluster entry {part:?} is not ID=CLIENT_ADDR/PEER_ADDR"
+            ))
+        };
         let (id, addrs) = part.split_once('=').ok_or_else(bad)?;
         let (client, peer) = addrs.split_once('/').ok_or_else(bad)?;
         let id: NodeId = id.trim().parse().map_err(|_| bad())?;
@@ -131,7 +137,9 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, Member>, Config
             peer_addr: peer.to_string(),
         };
         if members.insert(id, member).is_some() {
-            return Err(invalid(format!("node {id} appears twice in initial-cluster")));
+            return Err(invalid(format!(
+                "node {id} appears twice in initial-cluster"
+            )));
         }
     }
     if members.is_empty() {
@@ -154,37 +162,54 @@ impl Config {
         if let Some(cluster) = &self.initial_cluster {
             let members = parse_initial_cluster(cluster)?;
             if !members.contains_key(&self.node_id) {
-                return Err(invalid(format!("initial-cluster does not include this node ({})", self.node_id)));
+                return Err(invalid(format!(
+                    "initial-cluster does not include this node ({})",
+                    self.node_id
+                )));
             }
         }
         if self.heartbeat_ms == 0 {
             return Err(invalid("heartbeat-ms must be positive"));
         }
         if self.election_timeout_min_ms <= self.heartbeat_ms * 2 {
-            return Err(invalid("election-timeout-min-ms must be more than twice heartbeat-ms"));
+            return Err(invalid(
+                "election-timeout-min-ms must be more than twice heartbeat-ms",
+            ));
         }
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
-            return Err(invalid("election-timeout-max-ms must be above election-timeout-min-ms"));
+            return Err(invalid(
+                "election-timeout-max-ms must be above election-timeout-min-ms",
+            ));
         }
         if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
-            return Err(invalid("request-timeout-ms and connect-timeout-ms must be positive"));
+            return Err(invalid(
+                "request-timeout-ms and connect-timeout-ms must be positive",
+            ));
         }
         if self.snapshot_logs == 0 {
             return Err(invalid("snapshot-logs must be positive"));
         }
         if self.max_key_bytes == 0 || self.max_txn_ops == 0 || self.max_value_bytes == 0 {
-            return Err(invalid("max-key-bytes, max-value-bytes and max-txn-ops must be positive"));
+            return Err(invalid(
+                "max-key-bytes, max-value-bytes and max-txn-ops must be positive",
+            ));
         }
         // A full transaction must fit in one peer frame.
         if self.max_value_bytes.saturating_mul(2) > MAX_FRAME_BYTES / 4 {
-            return Err(invalid(format!("max-value-bytes must be at most {} bytes", MAX_FRAME_BYTES / 8)));
+            return Err(invalid(format!(
+                "max-value-bytes must be at most {} bytes",
+                MAX_FRAME_BYTES / 8
+            )));
         }
         Ok(())
     }
 
     /// The initial cluster, if configured.
     pub fn initial_members(&self) -> Result<Option<BTreeMap<NodeId, Member>>, ConfigError> {
-        self.initial_cluster.as_deref().map(parse_initial_cluster).transpose()
+        self.initial_cluster
+            .as_deref()
+            .map(parse_initial_cluster)
+            .transpose()
     }
 
     /// Input limits.
@@ -233,7 +258,9 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, ConfigEr
         message,
     };
     let text = std::fs::read_to_string(&path).map_err(|e| file_err(e.to_string()))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
     let mut expanded: Vec<OsString> = rest.first().cloned().into_iter().collect();
     for (key, value) in table {
         let flag = format!("--{key}");
@@ -242,7 +269,11 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, ConfigEr
             toml::Value::Boolean(false) => {}
             toml::Value::String(s) => expanded.push(format!("{flag}={s}").into()),
             toml::Value::Integer(i) => expanded.push(format!("{flag}={i}").into()),
-            other => return Err(file_err(format!("key {key:?} has an unsupported value {other}"))),
+            other => {
+                return Err(file_err(format!(
+                    "key {key:?} has an unsupported value {other}"
+                )))
+            }
         }
     }
     expanded.extend(rest.into_iter().skip(1));
@@ -260,13 +291,26 @@ mod tests {
 
     #[test]
     fn initial_cluster_parses_and_rejects_garbage() {
-        let m = parse_initial_cluster("1=127.0.0.1:1/127.0.0.1:2, 2=127.0.0.1:3/127.0.0.1:4").expect("parses");
+        let m = parse_initial_cluster("1=127.0.0.1:1/127.0.0.1:2, 2=127.0.0.1:3/127.0.0.1:4")
+            .expect("parses");
         assert_eq!(m.len(), 2);
         assert_eq!(m[&2].peer_addr, "127.0.0.1:4");
-        for bad in ["", "1", "1=a/b", "0=127.0.0.1:1/127.0.0.1:2", "x=127.0.0.1:1/127.0.0.1:2", "1=127.0.0.1:1"] {
-            assert!(parse_initial_cluster(bad).is_err(), "{bad:?} must be refused");
+        for bad in [
+            "",
+            "1",
+            "1=a/b",
+            "0=127.0.0.1:1/127.0.0.1:2",
+            "x=127.0.0.1:1/127.0.0.1:2",
+            "1=127.0.0.1:1",
+        ] {
+            assert!(
+                parse_initial_cluster(bad).is_err(),
+                "{bad:?} must be refused"
+            );
         }
-        assert!(parse_initial_cluster("1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:3/127.0.0.1:4").is_err());
+        assert!(
+            parse_initial_cluster("1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:3/127.0.0.1:4").is_err()
+        );
     }
 
     #[test]
@@ -275,7 +319,11 @@ mod tests {
             initial_cluster: Some("2=127.0.0.1:1/127.0.0.1:2".into()),
             ..Config::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("does not include this node"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("does not include this node"));
         c.initial_cluster = None;
         c.election_timeout_max_ms = c.election_timeout_min_ms;
         assert!(c.validate().is_err());
@@ -283,7 +331,11 @@ mod tests {
             listen_client: "nope".into(),
             ..Config::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("listen-client"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("listen-client"));
     }
 
     #[test]
@@ -291,17 +343,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("b.toml");
         std::fs::write(&path, "node-id = 3\ndata-dir = \"/x\"\nlog-json = true\n").expect("write");
-        let args: Vec<OsString> = ["ballastd", "--config", path.to_str().expect("utf8"), "--node-id", "4"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> = [
+            "ballastd",
+            "--config",
+            path.to_str().expect("utf8"),
+            "--node-id",
+            "4",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
         let out: Vec<String> = expand_config_file(args)
             .expect("expands")
             .iter()
             .map(|a| a.to_string_lossy().to_string())
             .collect();
         assert_eq!(out[0], "ballastd");
-        let file_pos = out.iter().position(|a| a == "--node-id=3").expect("file value");
+        let file_pos = out
+            .iter()
+            .position(|a| a == "--node-id=3")
+            .expect("file value");
         let flag_pos = out.iter().position(|a| a == "--node-id").expect("flag");
         assert!(file_pos < flag_pos);
         assert!(out.contains(&"--log-json".to_string()));

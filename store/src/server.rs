@@ -88,7 +88,10 @@ impl RunningNode {
         // The listeners close gracefully (idle keep-alive connections first), so
         // that every handle on the database is gone when this returns.
         for mut task in self.tasks {
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
                 task.abort();
                 let _ = task.await;
             }
@@ -107,32 +110,52 @@ fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, ServerError> {
         enable_pre_vote: Some(true),
         ..Default::default()
     };
-    Ok(Arc::new(raft.validate().map_err(|e| ServerError::Raft(e.to_string()))?))
+    Ok(Arc::new(
+        raft.validate()
+            .map_err(|e| ServerError::Raft(e.to_string()))?,
+    ))
 }
 
 /// Starts a node: opens its data directory, starts Raft, the peer listener and
 /// the client API, and forms the initial cluster on a first start.
-pub async fn start(config: Config, listeners: Option<Listeners>) -> Result<RunningNode, ServerError> {
+pub async fn start(
+    config: Config,
+    listeners: Option<Listeners>,
+) -> Result<RunningNode, ServerError> {
     config.validate()?;
     let listeners = match listeners {
         Some(l) => l,
         None => Listeners::bind(&config).await?,
     };
-    let client_addr = listeners.client.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
-    let peer_addr = listeners.peer.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
+    let client_addr = listeners
+        .client
+        .local_addr()
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let peer_addr = listeners
+        .peer
+        .local_addr()
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage(e.to_string()))?;
 
-    let database = db::open(&config.data_dir.join("db")).map_err(|e| ServerError::Storage(e.to_string()))?;
-    let log_store = LogStore::new(database.clone()).map_err(|e| ServerError::Storage(e.to_string()))?;
+    let database =
+        db::open(&config.data_dir.join("db")).map_err(|e| ServerError::Storage(e.to_string()))?;
+    let log_store =
+        LogStore::new(database.clone()).map_err(|e| ServerError::Storage(e.to_string()))?;
     let snapshot_dir = config.data_dir.join("snapshots");
-    let state_machine =
-        StateMachine::open(database.clone(), snapshot_dir.clone()).map_err(|e| ServerError::Storage(e.to_string()))?;
+    let state_machine = StateMachine::open(database.clone(), snapshot_dir.clone())
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
     let applied = state_machine.subscribe();
     let fault = NetFault::default();
     let network = PeerNetwork::new(fault.clone(), config.connect_timeout());
-    let raft = Raft::new(config.node_id, raft_config(&config)?, network, log_store, state_machine)
-        .await
-        .map_err(|e| ServerError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        config.node_id,
+        raft_config(&config)?,
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| ServerError::Raft(e.to_string()))?;
 
     let node = Node::new(
         config.node_id,
@@ -167,9 +190,16 @@ pub async fn start(config: Config, listeners: Option<Listeners>) -> Result<Runni
     }));
 
     if let Some(members) = config.initial_members()? {
-        let initialized = raft.is_initialized().await.map_err(|e| ServerError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
         if !initialized {
-            tracing::info!(node = config.node_id, members = members.len(), "forming the initial cluster");
+            tracing::info!(
+                node = config.node_id,
+                members = members.len(),
+                "forming the initial cluster"
+            );
             let members: std::collections::BTreeMap<u64, Member> = members;
             if let Err(e) = raft.initialize(members).await {
                 // Another member may have initialized first; that is fine.

@@ -22,7 +22,10 @@ pub fn init_logging() {
     ONCE.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
     });
 }
 
@@ -66,7 +69,12 @@ impl TestCluster {
         }
         let mut cluster = Vec::new();
         for (i, l) in listeners.iter().enumerate() {
-            cluster.push(format!("{}={}/{}", i + 1, l.client.local_addr()?, l.peer.local_addr()?));
+            cluster.push(format!(
+                "{}={}/{}",
+                i + 1,
+                l.client.local_addr()?,
+                l.peer.local_addr()?
+            ));
         }
         let cluster = cluster.join(",");
         let mut configs = Vec::new();
@@ -84,7 +92,9 @@ impl TestCluster {
         for (c, l) in configs.iter().zip(listeners) {
             nodes.push(Some(ballast_store::start(c.clone(), Some(l)).await?));
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
         let tc = TestCluster {
             _dir: dir,
             configs,
@@ -102,7 +112,10 @@ impl TestCluster {
 
     /// Ids of the nodes currently running.
     pub fn running(&self) -> Vec<u64> {
-        self.ids().into_iter().filter(|id| self.nodes[idx(*id)].is_some()).collect()
+        self.ids()
+            .into_iter()
+            .filter(|id| self.nodes[idx(*id)].is_some())
+            .collect()
     }
 
     /// The HTTP base URL of node `id`.
@@ -175,7 +188,11 @@ impl TestCluster {
             let behind: Vec<u64> = self
                 .running()
                 .into_iter()
-                .filter(|id| self.node(*id).map(|n| n.applied().revision < revision).unwrap_or(true))
+                .filter(|id| {
+                    self.node(*id)
+                        .map(|n| n.applied().revision < revision)
+                        .unwrap_or(true)
+                })
                 .collect();
             if behind.is_empty() {
                 return Ok(());
@@ -190,7 +207,9 @@ impl TestCluster {
     /// Stops node `id` abruptly: its peer traffic is cut first, then it is shut
     /// down without waiting for anything to be handed over.
     pub async fn kill(&mut self, id: u64) -> Result<()> {
-        let node = self.nodes[idx(id)].take().ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let node = self.nodes[idx(id)]
+            .take()
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
         node.node.set_isolated(true);
         node.shutdown().await;
         Ok(())
@@ -243,15 +262,25 @@ impl TestCluster {
         if !status.is_success() {
             bail!("put {key} via node {id}: {status} {body}");
         }
-        body["revision"].as_u64().ok_or_else(|| anyhow!("no revision in {body}"))
+        body["revision"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no revision in {body}"))
     }
 
     /// `GET` one key from node `id` with `consistency`; returns the HTTP status
     /// and the JSON body.
-    pub async fn get(&self, id: u64, key: &str, consistency: &str) -> Result<(u16, serde_json::Value)> {
+    pub async fn get(
+        &self,
+        id: u64,
+        key: &str,
+        consistency: &str,
+    ) -> Result<(u16, serde_json::Value)> {
         let resp = self
             .http
-            .get(format!("{}/v1/kv/{key}?consistency={consistency}", self.endpoint(id)))
+            .get(format!(
+                "{}/v1/kv/{key}?consistency={consistency}",
+                self.endpoint(id)
+            ))
             .send()
             .await?;
         let status = resp.status().as_u16();
@@ -277,6 +306,12 @@ impl TestCluster {
             .await?
             .json()
             .await?)
+    }
+
+    /// The HTTP status of node `id`'s `/health/ready`.
+    pub async fn ready(&self, id: u64) -> Result<u16> {
+        let url = format!("{}/health/ready", self.endpoint(id));
+        Ok(self.http.get(url).send().await?.status().as_u16())
     }
 
     /// Shuts every node down.

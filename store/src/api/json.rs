@@ -23,9 +23,9 @@ pub enum Encoding {
 pub fn decode_value(value: String, encoding: Option<Encoding>) -> Result<Vec<u8>, ApiError> {
     match encoding {
         None | Some(Encoding::Utf8) => Ok(value.into_bytes()),
-        Some(Encoding::Base64) => BASE64
-            .decode(value.as_bytes())
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("value is not valid base64: {e}"))),
+        Some(Encoding::Base64) => BASE64.decode(value.as_bytes()).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("value is not valid base64: {e}"))
+        }),
     }
 }
 
@@ -171,7 +171,10 @@ mod tests {
         assert!(text.get("encoding").is_none());
         let binary = serde_json::to_value(KvJson::from(kv(vec![0xff, 0x00]))).expect("json");
         assert_eq!(binary["encoding"], "base64");
-        let back = decode_value(binary["value"].as_str().expect("str").to_string(), Some(Encoding::Base64));
+        let back = decode_value(
+            binary["value"].as_str().expect("str").to_string(),
+            Some(Encoding::Base64),
+        );
         assert_eq!(back.expect("decode"), vec![0xff, 0x00]);
         assert!(decode_value("%%%".into(), Some(Encoding::Base64)).is_err());
     }

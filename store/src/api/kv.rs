@@ -67,7 +67,9 @@ pub type AppState = Arc<Node>;
 
 /// The key from the path (`/v1/kv/{*key}`), empty on the bare `/v1/kv/` routes.
 fn path_key(path: Result<RawPathParams, RawPathParamsRejection>) -> Result<String, ApiError> {
-    let params = path.map_err(|e| ApiError::bad_request("invalid_key", format!("bad key in path: {}", e.body_text())))?;
+    let params = path.map_err(|e| {
+        ApiError::bad_request("invalid_key", format!("bad key in path: {}", e.body_text()))
+    })?;
     Ok(params
         .iter()
         .find(|(name, _)| *name == "key")
@@ -81,7 +83,9 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 fn unexpected(resp: CommandResponse) -> ApiError {
-    ApiError::Node(NodeError::Internal(format!("unexpected state machine response {resp:?}")))
+    ApiError::Node(NodeError::Internal(format!(
+        "unexpected state machine response {resp:?}"
+    )))
 }
 
 /// `GET /v1/kv/{key}`: one key, or a prefix with `prefix=true`.
@@ -94,7 +98,10 @@ pub async fn get(
     let key = path_key(path)?;
     let q = query(q)?;
     if q.limit.is_some() && !q.prefix {
-        return Err(ApiError::bad_request("invalid_query", "limit is only valid with prefix=true"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit is only valid with prefix=true",
+        ));
     }
     if q.prefix {
         node.limits().check_prefix(&key)?;
@@ -191,10 +198,16 @@ pub async fn delete(
 }
 
 /// `POST /v1/txn`.
-pub async fn txn(State(node): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<TxnJson>, ApiError> {
-    let body = body.map_err(|e| ApiError::BodyTooLarge(format!("could not read the body: {}", e.body_text())))?;
-    let parsed: TxnRequestJson = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid transaction JSON: {e}")))?;
+pub async fn txn(
+    State(node): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TxnJson>, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::BodyTooLarge(format!("could not read the body: {}", e.body_text()))
+    })?;
+    let parsed: TxnRequestJson = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("invalid transaction JSON: {e}"))
+    })?;
     let txn = TxnRequest::try_from(parsed)?;
     match node.write(Command::Txn(txn)).await? {
         CommandResponse::Txn {

@@ -18,20 +18,23 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Largest gap between the committed and the applied log index for which a
-/// node still calls itself ready.
-pub const READY_MAX_APPLY_LAG: u64 = 1000;
+/// How long a readiness check may take.
+pub const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// `GET /health/ready`: the node knows a leader and has applied (nearly) all
-/// it knows to be committed.
+/// `GET /health/ready`: the node can serve linearizable requests now: a
+/// leader with a quorum confirmed it (read-index barrier) and this node has
+/// applied everything committed before the check.
 pub async fn ready(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let status = node.status()?;
-    let Some(leader) = status.leader else {
-        return Err(ApiError::NotReady("no leader is known".into()));
-    };
-    let lag = status.raft.committed.saturating_sub(status.raft.applied);
-    if lag > READY_MAX_APPLY_LAG {
-        return Err(ApiError::NotReady(format!("{lag} committed entries not yet applied")));
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, node.linearizable_barrier()).await {
+        Err(_) => Err(ApiError::NotReady(format!(
+            "no confirmed leader within {READY_CHECK_TIMEOUT:?}"
+        ))),
+        Ok(Err(e)) => Err(ApiError::NotReady(e.to_string())),
+        Ok(Ok(())) => {
+            let status = node.status()?;
+            Ok(Json(
+                json!({ "status": "ready", "leader": status.leader, "revision": status.revision }),
+            ))
+        }
     }
-    Ok(Json(json!({ "status": "ready", "leader": leader, "revision": status.revision })))
 }

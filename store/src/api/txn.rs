@@ -120,7 +120,10 @@ fn operand(c: &CompareJson) -> Result<CompareTarget, ApiError> {
     let missing = |name: &str| {
         ApiError::bad_request(
             "invalid_request",
-            format!("compare on {name} of key {:?} needs exactly one operand field, {name:?}", c.key),
+            format!(
+                "compare on {name} of key {:?} needs exactly one operand field, {name:?}",
+                c.key
+            ),
         )
     };
     if count != 1 {
@@ -137,7 +140,10 @@ fn operand(c: &CompareJson) -> Result<CompareTarget, ApiError> {
             let v = c.value.clone().ok_or_else(|| missing("value"))?;
             Ok(CompareTarget::Value(decode_value(v, c.encoding)?))
         }
-        TargetJson::Version => c.version.map(CompareTarget::Version).ok_or_else(|| missing("version")),
+        TargetJson::Version => c
+            .version
+            .map(CompareTarget::Version)
+            .ok_or_else(|| missing("version")),
         TargetJson::ModRevision => c
             .mod_revision
             .map(CompareTarget::ModRevision)
@@ -170,8 +176,14 @@ impl TryFrom<TxnRequestJson> for TxnRequest {
     type Error = ApiError;
 
     fn try_from(t: TxnRequestJson) -> Result<Self, ApiError> {
-        if t.compare.iter().any(|c| c.encoding.is_some() && c.value.is_none()) {
-            return Err(ApiError::bad_request("invalid_request", "\"encoding\" given without \"value\""));
+        if t.compare
+            .iter()
+            .any(|c| c.encoding.is_some() && c.value.is_none())
+        {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "\"encoding\" given without \"value\"",
+            ));
         }
         let compare = t
             .compare
@@ -202,8 +214,8 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<TxnRequest, ApiError> {
-        let json: TxnRequestJson =
-            serde_json::from_str(s).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+        let json: TxnRequestJson = serde_json::from_str(s)
+            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
         TxnRequest::try_from(json)
     }
 
@@ -217,17 +229,31 @@ mod tests {
         .expect("valid");
         assert_eq!(t.compare[0].target, CompareTarget::Value(b"green".to_vec()));
         assert_eq!(t.compare[0].op, CompareOp::Equal);
-        assert!(matches!(&t.success[0], TxnOp::Put { key, value } if key == "app/mode" && value == b"blue"));
+        assert!(
+            matches!(&t.success[0], TxnOp::Put { key, value } if key == "app/mode" && value == b"blue")
+        );
         assert!(matches!(&t.failure[0], TxnOp::Get { prefix: false, .. }));
     }
 
     #[test]
     fn operands_must_match_the_target() {
-        assert!(parse(r#"{"compare": [{"key": "k", "target": "version", "op": "=", "version": 0}]}"#).is_ok());
-        assert!(parse(r#"{"compare": [{"key": "k", "target": "version", "op": "=", "value": "x"}]}"#).is_err());
+        assert!(parse(
+            r#"{"compare": [{"key": "k", "target": "version", "op": "=", "version": 0}]}"#
+        )
+        .is_ok());
+        assert!(parse(
+            r#"{"compare": [{"key": "k", "target": "version", "op": "=", "value": "x"}]}"#
+        )
+        .is_err());
         assert!(parse(r#"{"compare": [{"key": "k", "target": "version", "op": "="}]}"#).is_err());
-        assert!(parse(r#"{"compare": [{"key": "k", "target": "size", "op": "=", "version": 1}]}"#).is_err());
-        assert!(parse(r#"{"compare": [{"key": "k", "target": "version", "op": "<=", "version": 1}]}"#).is_err());
+        assert!(
+            parse(r#"{"compare": [{"key": "k", "target": "size", "op": "=", "version": 1}]}"#)
+                .is_err()
+        );
+        assert!(parse(
+            r#"{"compare": [{"key": "k", "target": "version", "op": "<=", "version": 1}]}"#
+        )
+        .is_err());
         assert!(parse(r#"{"success": [{"put": {"key": "k"}}]}"#).is_err());
         assert!(parse(r#"{"success": [{"put": {"key": "k", "value": "v", "ttl": 3}}]}"#).is_err());
         assert!(parse(r#"{"sucess": []}"#).is_err());

@@ -32,8 +32,11 @@ enum Cmd {
 }
 
 fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -63,7 +66,11 @@ async fn shutdown_signal() {
     }
 }
 
-fn dev_configs(dir: &std::path::Path, base_port: u16, template: &Config) -> Result<Vec<Config>, String> {
+fn dev_configs(
+    dir: &std::path::Path,
+    base_port: u16,
+    template: &Config,
+) -> Result<Vec<Config>, String> {
     let port = |node: u16, offset: u16| {
         base_port
             .checked_add((node - 1) * 100 + offset)
@@ -71,7 +78,11 @@ fn dev_configs(dir: &std::path::Path, base_port: u16, template: &Config) -> Resu
     };
     let mut cluster = Vec::new();
     for n in 1..=3u16 {
-        cluster.push(format!("{n}=127.0.0.1:{}/127.0.0.1:{}", port(n, 0)?, port(n, 1)?));
+        cluster.push(format!(
+            "{n}=127.0.0.1:{}/127.0.0.1:{}",
+            port(n, 0)?,
+            port(n, 1)?
+        ));
     }
     let cluster = cluster.join(",");
     (1..=3u16)
@@ -92,9 +103,16 @@ async fn run_dev(dir: PathBuf, base_port: u16, template: Config) -> Result<(), S
     let configs = dev_configs(&dir, base_port, &template)?;
     let mut nodes = Vec::new();
     for config in configs {
-        nodes.push(ballast_store::start(config, None).await.map_err(|e| e.to_string())?);
+        nodes.push(
+            ballast_store::start(config, None)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
-    let endpoints: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.client_addr)).collect();
+    let endpoints: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("http://{}", n.client_addr))
+        .collect();
     println!("ballast dev cluster: 3 nodes, data in {}", dir.display());
     for (i, e) in endpoints.iter().enumerate() {
         println!("  node {}: {e}", i + 1);
@@ -132,7 +150,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Cmd::Dev { dir, base_port }) => run_dev(dir, base_port, cli.config).await,
-            None => ballast_store::run(cli.config, shutdown_signal()).await.map_err(|e| e.to_string()),
+            None => ballast_store::run(cli.config, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string()),
         }
     });
     match result {

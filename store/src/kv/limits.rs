@@ -56,7 +56,9 @@ impl Limits {
             });
         }
         if key.contains('\0') {
-            return Err(KvError::InvalidKey("the key contains a NUL character".into()));
+            return Err(KvError::InvalidKey(
+                "the key contains a NUL character".into(),
+            ));
         }
         Ok(())
     }
@@ -143,7 +145,13 @@ impl Limits {
             }
         }
         for (del, prefix) in &deletes {
-            let overlaps = |k: &&&str| if *prefix { k.starts_with(del) } else { **k == *del };
+            let overlaps = |k: &&&str| {
+                if *prefix {
+                    k.starts_with(del)
+                } else {
+                    **k == *del
+                }
+            };
             if let Some(k) = put_keys.iter().find(overlaps) {
                 return Err(KvError::InvalidRequest(format!(
                     "key {k:?} is both put and deleted in one transaction branch"
@@ -167,7 +175,10 @@ mod tests {
         assert!(l.check_key("abcd").is_ok());
         assert!(matches!(l.check_key(""), Err(KvError::InvalidKey(_))));
         assert!(l.check_prefix("").is_ok());
-        assert!(matches!(l.check_key("abcde"), Err(KvError::KeyTooLarge { len: 5, max: 4 })));
+        assert!(matches!(
+            l.check_key("abcde"),
+            Err(KvError::KeyTooLarge { len: 5, max: 4 })
+        ));
         assert!(matches!(l.check_key("a\0"), Err(KvError::InvalidKey(_))));
     }
 
@@ -178,20 +189,27 @@ mod tests {
             key: k.into(),
             value: vec![],
         };
-        let txn = |ops: Vec<TxnOp>| Command::Txn(TxnRequest {
-            compare: vec![],
-            success: ops,
-            failure: vec![],
-        });
+        let txn = |ops: Vec<TxnOp>| {
+            Command::Txn(TxnRequest {
+                compare: vec![],
+                success: ops,
+                failure: vec![],
+            })
+        };
         assert!(l.check_command(&txn(vec![put("a"), put("b")])).is_ok());
         assert!(l.check_command(&txn(vec![put("a"), put("a")])).is_err());
         let del_prefix = TxnOp::Delete {
             key: "a/".into(),
             prefix: true,
         };
-        assert!(l.check_command(&txn(vec![put("a/x"), del_prefix.clone()])).is_err());
+        assert!(l
+            .check_command(&txn(vec![put("a/x"), del_prefix.clone()]))
+            .is_err());
         assert!(l.check_command(&txn(vec![put("b/x"), del_prefix])).is_ok());
         let many = (0..129).map(|i| put(&format!("k{i}"))).collect();
-        assert!(matches!(l.check_command(&txn(many)), Err(KvError::TooManyOps { .. })));
+        assert!(matches!(
+            l.check_command(&txn(many)),
+            Err(KvError::TooManyOps { .. })
+        ));
     }
 }

@@ -102,7 +102,10 @@ pub fn history_key(key: &str, revision: u64) -> Vec<u8> {
 /// Splits a `history` key into (user key bytes, revision).
 fn split_history_key(raw: &[u8]) -> io::Result<(&[u8], u64)> {
     if raw.len() < 9 || raw[raw.len() - 9] != 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed history key"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "malformed history key",
+        ));
     }
     let (key, rest) = raw.split_at(raw.len() - 9);
     let mut rev = [0u8; 8];
@@ -116,7 +119,10 @@ fn utf8_key(raw: &[u8]) -> io::Result<String> {
 
 /// Reads the persisted MVCC counters (defaults for a new store).
 pub fn load_state(db: &DB) -> io::Result<MvccState> {
-    match db.get_cf(cf(db, CF_SM_META)?, MVCC_STATE_KEY).map_err(io_err)? {
+    match db
+        .get_cf(cf(db, CF_SM_META)?, MVCC_STATE_KEY)
+        .map_err(io_err)?
+    {
         Some(bytes) => Ok(codec::decode(&bytes)?),
         None => Ok(MvccState::default()),
     }
@@ -167,7 +173,8 @@ impl<'a> ApplyBatch<'a> {
     /// Finishes the batch: stores the counters and returns the write batch.
     pub fn finish(mut self) -> io::Result<(WriteBatch, MvccState)> {
         let meta = cf(self.db, CF_SM_META)?;
-        self.batch.put_cf(meta, MVCC_STATE_KEY, codec::encode(&self.state)?);
+        self.batch
+            .put_cf(meta, MVCC_STATE_KEY, codec::encode(&self.state)?);
         Ok((self.batch, self.state))
     }
 
@@ -175,7 +182,11 @@ impl<'a> ApplyBatch<'a> {
         if let Some(pending) = self.pending.get(key) {
             return Ok(pending.clone());
         }
-        match self.db.get_cf(cf(self.db, CF_KV)?, key.as_bytes()).map_err(io_err)? {
+        match self
+            .db
+            .get_cf(cf(self.db, CF_KV)?, key.as_bytes())
+            .map_err(io_err)?
+        {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
         }
@@ -184,7 +195,9 @@ impl<'a> ApplyBatch<'a> {
     /// Current records under `prefix`, in key order, pending writes included.
     fn current_prefix(&self, prefix: &str) -> io::Result<BTreeMap<String, Record>> {
         let mut out = scan_current(self.db, None, prefix, None)?.0;
-        let range = self.pending.range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
+        let range = self
+            .pending
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
         for (key, record) in range.take_while(|(k, _)| k.starts_with(prefix)) {
             match record {
                 Some(r) => out.insert(key.clone(), r.clone()),
@@ -198,7 +211,11 @@ impl<'a> ApplyBatch<'a> {
         if prefix {
             Ok(self.current_prefix(key)?.into_iter().collect())
         } else {
-            Ok(self.current(key)?.map(|r| (key.to_string(), r)).into_iter().collect())
+            Ok(self
+                .current(key)?
+                .map(|r| (key.to_string(), r))
+                .into_iter()
+                .collect())
         }
     }
 
@@ -216,12 +233,22 @@ impl<'a> ApplyBatch<'a> {
             return Ok(self.state.revision);
         }
         let changes_cf = cf(self.db, CF_CHANGES)?;
-        self.batch.put_cf(changes_cf, w.revision.to_be_bytes(), codec::encode(&w.changes)?);
+        self.batch.put_cf(
+            changes_cf,
+            w.revision.to_be_bytes(),
+            codec::encode(&w.changes)?,
+        );
         self.state.revision = w.revision;
         Ok(w.revision)
     }
 
-    fn write(&mut self, w: &mut RevisionWriter, key: &str, new: Option<Record>, prev: Option<Record>) -> io::Result<()> {
+    fn write(
+        &mut self,
+        w: &mut RevisionWriter,
+        key: &str,
+        new: Option<Record>,
+        prev: Option<Record>,
+    ) -> io::Result<()> {
         let kv_cf = cf(self.db, CF_KV)?;
         let history_cf = cf(self.db, CF_HISTORY)?;
         if let Some(p) = &prev {
@@ -234,7 +261,11 @@ impl<'a> ApplyBatch<'a> {
             }
             None => self.batch.delete_cf(kv_cf, key.as_bytes()),
         }
-        self.batch.put_cf(history_cf, history_key(key, w.revision), codec::encode(&new)?);
+        self.batch.put_cf(
+            history_cf,
+            history_key(key, w.revision),
+            codec::encode(&new)?,
+        );
         self.pending.insert(key.to_string(), new.clone());
         w.changes.push(Change {
             key: key.to_string(),
@@ -244,7 +275,12 @@ impl<'a> ApplyBatch<'a> {
         Ok(())
     }
 
-    fn put(&mut self, w: &mut RevisionWriter, key: &str, value: &[u8]) -> io::Result<Option<Record>> {
+    fn put(
+        &mut self,
+        w: &mut RevisionWriter,
+        key: &str,
+        value: &[u8],
+    ) -> io::Result<Option<Record>> {
         let prev = self.current(key)?;
         let record = match &prev {
             Some(p) => Record {
@@ -264,7 +300,12 @@ impl<'a> ApplyBatch<'a> {
         Ok(prev)
     }
 
-    fn delete(&mut self, w: &mut RevisionWriter, key: &str, prefix: bool) -> io::Result<Vec<KeyValue>> {
+    fn delete(
+        &mut self,
+        w: &mut RevisionWriter,
+        key: &str,
+        prefix: bool,
+    ) -> io::Result<Vec<KeyValue>> {
         let victims = self.current_matching(key, prefix)?;
         let mut deleted = Vec::with_capacity(victims.len());
         for (k, record) in victims {
@@ -281,7 +322,9 @@ impl<'a> ApplyBatch<'a> {
             (CompareTarget::Value(v), Some(r)) => r.value.as_slice().cmp(v.as_slice()),
             (CompareTarget::Version(v), r) => r.as_ref().map_or(0, |r| r.version).cmp(v),
             (CompareTarget::ModRevision(v), r) => r.as_ref().map_or(0, |r| r.mod_revision).cmp(v),
-            (CompareTarget::CreateRevision(v), r) => r.as_ref().map_or(0, |r| r.create_revision).cmp(v),
+            (CompareTarget::CreateRevision(v), r) => {
+                r.as_ref().map_or(0, |r| r.create_revision).cmp(v)
+            }
         };
         Ok(c.op.holds(ordering))
     }
@@ -294,14 +337,20 @@ impl<'a> ApplyBatch<'a> {
                 break;
             }
         }
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let mut w = self.begin();
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             responses.push(match op {
                 TxnOp::Put { key, value } => {
                     self.put(&mut w, key, value)?;
-                    TxnOpResponse::Put { revision: w.revision }
+                    TxnOpResponse::Put {
+                        revision: w.revision,
+                    }
                 }
                 TxnOp::Delete { key, prefix } => {
                     let deleted = self.delete(&mut w, key, *prefix)?.len() as u64;
@@ -329,7 +378,11 @@ impl<'a> ApplyBatch<'a> {
     /// caller asked for, including a failed compare, is a response.
     pub fn apply(&mut self, command: &Command) -> io::Result<CommandResponse> {
         match command {
-            Command::Put { key, value, prev_kv } => {
+            Command::Put {
+                key,
+                value,
+                prev_kv,
+            } => {
                 let mut w = self.begin();
                 let prev = self.put(&mut w, key, value)?;
                 let revision = self.commit(w)?;
@@ -338,7 +391,11 @@ impl<'a> ApplyBatch<'a> {
                     prev_kv: prev.filter(|_| *prev_kv).map(|r| r.into_kv(key.clone())),
                 })
             }
-            Command::Delete { key, prefix, prev_kv } => {
+            Command::Delete {
+                key,
+                prefix,
+                prev_kv,
+            } => {
                 let mut w = self.begin();
                 let deleted = self.delete(&mut w, key, *prefix)?;
                 let revision = self.commit(w)?;
@@ -439,14 +496,22 @@ impl KvReader {
 
     /// Reads one key, now or at a past `revision`. Returns the revision the
     /// read reflects with the key-value, if it existed then.
-    pub fn get(&self, key: &str, revision: Option<u64>) -> Result<(u64, Option<KeyValue>), ReadError> {
+    pub fn get(
+        &self,
+        key: &str,
+        revision: Option<u64>,
+    ) -> Result<(u64, Option<KeyValue>), ReadError> {
         let snap = self.db.snapshot();
         let state = state_at(&self.db, &snap)?;
         match Self::check_revision(&state, revision)? {
             None => {
                 let kv_cf = cf(&self.db, CF_KV)?;
                 let kv = match snap.get_cf(kv_cf, key.as_bytes()).map_err(io_err)? {
-                    Some(bytes) => Some(codec::decode::<Record>(&bytes).map_err(io::Error::from)?.into_kv(key.to_string())),
+                    Some(bytes) => Some(
+                        codec::decode::<Record>(&bytes)
+                            .map_err(io::Error::from)?
+                            .into_kv(key.to_string()),
+                    ),
                     None => None,
                 };
                 Ok((state.revision, kv))
@@ -460,7 +525,12 @@ impl KvReader {
 
     /// Reads every key under `prefix` (all keys for an empty prefix), now or at
     /// a past `revision`, at most `limit` of them.
-    pub fn range(&self, prefix: &str, limit: Option<usize>, revision: Option<u64>) -> Result<RangeResult, ReadError> {
+    pub fn range(
+        &self,
+        prefix: &str,
+        limit: Option<usize>,
+        revision: Option<u64>,
+    ) -> Result<RangeResult, ReadError> {
         let snap = self.db.snapshot();
         let state = state_at(&self.db, &snap)?;
         match Self::check_revision(&state, revision)? {
@@ -474,14 +544,22 @@ impl KvReader {
             }
             Some(at) => {
                 let (kvs, more) = history_prefix(&self.db, &snap, prefix, at, false, limit)?;
-                Ok(RangeResult { revision: at, kvs, more })
+                Ok(RangeResult {
+                    revision: at,
+                    kvs,
+                    more,
+                })
             }
         }
     }
 
     /// The events of revision `revision`, if still retained.
     pub fn changes(&self, revision: u64) -> io::Result<Option<Vec<Change>>> {
-        match self.db.get_cf(cf(&self.db, CF_CHANGES)?, revision.to_be_bytes()).map_err(io_err)? {
+        match self
+            .db
+            .get_cf(cf(&self.db, CF_CHANGES)?, revision.to_be_bytes())
+            .map_err(io_err)?
+        {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
         }
@@ -498,7 +576,10 @@ impl KvReader {
 }
 
 fn state_at(db: &DB, snap: &rocksdb::Snapshot<'_>) -> io::Result<MvccState> {
-    match snap.get_cf(cf(db, CF_SM_META)?, MVCC_STATE_KEY).map_err(io_err)? {
+    match snap
+        .get_cf(cf(db, CF_SM_META)?, MVCC_STATE_KEY)
+        .map_err(io_err)?
+    {
         Some(bytes) => Ok(codec::decode(&bytes)?),
         None => Ok(MvccState::default()),
     }
@@ -519,17 +600,26 @@ fn history_prefix(
     if exact {
         opts.set_iterate_upper_bound(history_key(key, u64::MAX));
     }
-    let start: Vec<u8> = if exact { history_key(key, 0) } else { key.as_bytes().to_vec() };
-    let iter = snap.iterator_cf_opt(history_cf, opts, IteratorMode::From(&start, Direction::Forward));
+    let start: Vec<u8> = if exact {
+        history_key(key, 0)
+    } else {
+        key.as_bytes().to_vec()
+    };
+    let iter = snap.iterator_cf_opt(
+        history_cf,
+        opts,
+        IteratorMode::From(&start, Direction::Forward),
+    );
     let mut out = Vec::new();
     // The latest version at or before `at` of the key being walked.
     let mut current: Option<(Vec<u8>, Option<Record>)> = None;
-    let flush = |entry: Option<(Vec<u8>, Option<Record>)>, out: &mut Vec<KeyValue>| -> io::Result<()> {
-        if let Some((k, Some(record))) = entry {
-            out.push(record.into_kv(utf8_key(&k)?));
-        }
-        Ok(())
-    };
+    let flush =
+        |entry: Option<(Vec<u8>, Option<Record>)>, out: &mut Vec<KeyValue>| -> io::Result<()> {
+            if let Some((k, Some(record))) = entry {
+                out.push(record.into_kv(utf8_key(&k)?));
+            }
+            Ok(())
+        };
     for item in iter {
         let (raw, value) = item.map_err(io_err)?;
         let (user_key, rev) = split_history_key(&raw)?;
@@ -539,7 +629,9 @@ fn history_prefix(
         if !user_key.starts_with(key.as_bytes()) {
             break;
         }
-        let same_key = current.as_ref().is_some_and(|(k, _)| k.as_slice() == user_key);
+        let same_key = current
+            .as_ref()
+            .is_some_and(|(k, _)| k.as_slice() == user_key);
         if !same_key {
             flush(current.take(), &mut out)?;
             if limit.is_some_and(|l| out.len() >= l) {
@@ -573,7 +665,10 @@ fn more_live_after(
         if !user_key.starts_with(prefix.as_bytes()) {
             break;
         }
-        if walking.as_ref().is_some_and(|(k, _)| k.as_slice() != user_key) {
+        if walking
+            .as_ref()
+            .is_some_and(|(k, _)| k.as_slice() != user_key)
+        {
             if walking.as_ref().is_some_and(|(_, live)| *live) {
                 return Ok(true);
             }

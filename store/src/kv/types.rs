@@ -91,7 +91,8 @@ pub struct Compare {
 /// The field a [`Compare`] looks at, with the operand to compare it against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareTarget {
-    /// The value bytes (a missing key never matches `=`, `<` or `>`).
+    /// The value bytes. A missing key has no value, so every value compare on
+    /// it is false, `!=` included (etcd compares only existing keys' values).
     Value(Vec<u8>),
     /// The key's version (0 when missing).
     Version(u64),

@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::alias::SnapshotOf;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::TypeConfigExt;
-use openraft::alias::SnapshotOf;
 use openraft::RaftNetworkV2;
 
 use super::types::{Member, NodeId, TypeConfig, Vote};
@@ -51,7 +51,10 @@ pub struct PeerNetwork {
 impl PeerNetwork {
     /// A network whose traffic obeys `fault`.
     pub fn new(fault: NetFault, connect_timeout: Duration) -> Self {
-        PeerNetwork { fault, connect_timeout }
+        PeerNetwork {
+            fault,
+            connect_timeout,
+        }
     }
 }
 
@@ -98,14 +101,22 @@ fn unexpected(resp: PeerResponse) -> RPCError<TypeConfig> {
 }
 
 impl PeerClient {
-    async fn call(&mut self, req: &PeerRequest, timeout: Duration) -> Result<PeerResponse, CallError> {
+    async fn call(
+        &mut self,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, CallError> {
         if self.fault.is_isolated() {
             return Err(CallError::Connect {
                 addr: self.addr.clone(),
                 message: "this node's peer traffic is cut".into(),
             });
         }
-        let mut conn = match self.conn.take() {
+        let reusable = self
+            .conn
+            .take()
+            .and_then(|mut c| wire::is_usable(&mut c).then_some(c));
+        let mut conn = match reusable {
             Some(c) => c,
             None => wire::connect(&self.addr, self.connect_timeout.min(timeout)).await?,
         };
@@ -123,7 +134,8 @@ impl PeerClient {
         option: &RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let path = snapshot.snapshot.path.clone();
-        let mut file = std::fs::File::open(&path).map_err(|e| StreamingError::Network(network(e)))?;
+        let mut file =
+            std::fs::File::open(&path).map_err(|e| StreamingError::Network(network(e)))?;
         let mut offset = 0u64;
         loop {
             let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
@@ -140,15 +152,22 @@ impl PeerClient {
                 data,
                 done,
             };
-            let resp = self.call(&req, option.hard_ttl()).await.map_err(|e| match e {
-                CallError::Connect { .. } => StreamingError::Unreachable(unreachable(e)),
-                other => StreamingError::Network(network(other)),
-            })?;
+            let resp = self
+                .call(&req, option.hard_ttl())
+                .await
+                .map_err(|e| match e {
+                    CallError::Connect { .. } => StreamingError::Unreachable(unreachable(e)),
+                    other => StreamingError::Network(network(other)),
+                })?;
             offset += len;
             match resp {
                 PeerResponse::Snapshot(Some(r)) if done => return Ok(r),
                 PeerResponse::Snapshot(None) if !done => continue,
-                other => return Err(StreamingError::Network(network(format!("unexpected response: {other:?}")))),
+                other => {
+                    return Err(StreamingError::Network(network(format!(
+                        "unexpected response: {other:?}"
+                    ))))
+                }
             }
         }
     }
@@ -162,7 +181,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&PeerRequest::AppendEntries(rpc), option.hard_ttl()).await.map_err(rpc_error)? {
+        match self
+            .call(&PeerRequest::AppendEntries(rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_error)?
+        {
             PeerResponse::AppendEntries(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -173,7 +196,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&PeerRequest::Vote(rpc), option.hard_ttl()).await.map_err(rpc_error)? {
+        match self
+            .call(&PeerRequest::Vote(rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_error)?
+        {
             PeerResponse::Vote(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -184,7 +211,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&PeerRequest::PreVote(rpc), option.hard_ttl()).await.map_err(rpc_error)? {
+        match self
+            .call(&PeerRequest::PreVote(rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_error)?
+        {
             PeerResponse::Vote(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -209,7 +240,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&PeerRequest::TransferLeader(req), option.hard_ttl()).await.map_err(rpc_error)? {
+        match self
+            .call(&PeerRequest::TransferLeader(req), option.hard_ttl())
+            .await
+            .map_err(rpc_error)?
+        {
             PeerResponse::TransferLeader(r) => Ok(r),
             other => Err(unexpected(other)),
         }

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::{ReadPolicy, ServerState};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -62,6 +62,10 @@ impl From<ForwardError> for NodeError {
                 reason: m,
                 leader: None,
             },
+            ForwardError::Invalid(m) => NodeError::Kv(KvError::InvalidRequest(format!(
+                "refused by the leader: {m}"
+            ))),
+            ForwardError::Internal(m) => NodeError::Internal(format!("on the leader: {m}")),
         }
     }
 }
@@ -81,7 +85,8 @@ impl NodeError {
         match self {
             NodeError::NoLeader { leader, .. } => ForwardError::NotLeader { leader },
             NodeError::Timeout(m) => ForwardError::Timeout(m),
-            other => ForwardError::Unavailable(other.to_string()),
+            NodeError::Kv(k) => ForwardError::Invalid(k.to_string()),
+            NodeError::Internal(m) => ForwardError::Internal(m),
         }
     }
 }
@@ -266,14 +271,22 @@ impl Node {
         }
     }
 
-    async fn forward_write(&self, peer_addr: &str, command: Command) -> Result<CommandResponse, NodeError> {
+    async fn forward_write(
+        &self,
+        peer_addr: &str,
+        command: Command,
+    ) -> Result<CommandResponse, NodeError> {
         let req = PeerRequest::Forward(command);
         // A little longer than the leader's own timeout, so the leader answers first.
         let timeout = self.options.request_timeout + self.options.connect_timeout;
         match self.pool.call(peer_addr, &req, timeout).await {
             Ok(PeerResponse::Forward(result)) => result.map_err(NodeError::from),
-            Ok(other) => Err(NodeError::Internal(format!("unexpected peer response: {other:?}"))),
-            Err(CallError::Connect { message, .. }) => Err(self.no_leader(&format!("leader unreachable: {message}"))),
+            Ok(other) => Err(NodeError::Internal(format!(
+                "unexpected peer response: {other:?}"
+            ))),
+            Err(CallError::Connect { message, .. }) => {
+                Err(self.no_leader(&format!("leader unreachable: {message}")))
+            }
             Err(CallError::Lost { message, .. }) => Err(NodeError::Timeout(format!(
                 "the leader did not answer ({message}); the write may or may not take effect"
             ))),
@@ -285,33 +298,48 @@ impl Node {
     /// forward again (one hop only).
     pub async fn handle_forward(&self, command: Command) -> Result<CommandResponse, ForwardError> {
         if let Err(e) = self.options.limits.check_command(&command) {
-            return Err(ForwardError::Unavailable(e.to_string()));
+            return Err(ForwardError::Invalid(e.to_string()));
         }
-        self.propose(command).await.map_err(NodeError::into_forward_error)
+        self.propose(command)
+            .await
+            .map_err(NodeError::into_forward_error)
     }
 
     /// On the leader: confirms leadership with a quorum and returns the log
     /// index a linearizable read must have applied.
     pub async fn read_index(&self) -> Result<u64, NodeError> {
         let timeout = self.options.request_timeout;
-        match tokio::time::timeout(timeout, self.raft.get_read_linearizer(ReadPolicy::ReadIndex)).await {
-            Err(_) => Err(NodeError::Timeout(format!("leadership not confirmed within {timeout:?}"))),
+        match tokio::time::timeout(
+            timeout,
+            self.raft.get_read_linearizer(ReadPolicy::ReadIndex),
+        )
+        .await
+        {
+            Err(_) => Err(NodeError::Timeout(format!(
+                "leadership not confirmed within {timeout:?}"
+            ))),
             Ok(Ok(linearizer)) => Ok(linearizer.read_log_id().index()),
-            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => Err(NodeError::NoLeader {
-                reason: format!("this node is not the leader ({:?})", f.reason),
-                leader: forward_hint(&f),
-            }),
-            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => Err(NodeError::NoLeader {
-                reason: format!("the leader cannot reach a quorum: {q}"),
-                leader: None,
-            }),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                Err(NodeError::NoLeader {
+                    reason: format!("this node is not the leader ({:?})", f.reason),
+                    leader: forward_hint(&f),
+                })
+            }
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => {
+                Err(NodeError::NoLeader {
+                    reason: format!("the leader cannot reach a quorum: {q}"),
+                    leader: None,
+                })
+            }
             Ok(Err(e)) => Err(NodeError::Internal(e.to_string())),
         }
     }
 
     /// Answers a follower's read-index request.
     pub async fn handle_read_index(&self) -> Result<u64, ForwardError> {
-        self.read_index().await.map_err(NodeError::into_forward_error)
+        self.read_index()
+            .await
+            .map_err(NodeError::into_forward_error)
     }
 
     /// Waits until the read-index barrier has passed on this node: afterwards a
@@ -322,25 +350,41 @@ impl Node {
             Some((id, _)) if id == self.id => self.read_index().await?,
             Some((_, member)) => {
                 let timeout = self.options.request_timeout;
-                match self.pool.call(&member.peer_addr, &PeerRequest::ReadIndex, timeout).await {
+                match self
+                    .pool
+                    .call(&member.peer_addr, &PeerRequest::ReadIndex, timeout)
+                    .await
+                {
                     Ok(PeerResponse::ReadIndex(r)) => r.map_err(NodeError::from)?,
-                    Ok(other) => return Err(NodeError::Internal(format!("unexpected peer response: {other:?}"))),
+                    Ok(other) => {
+                        return Err(NodeError::Internal(format!(
+                            "unexpected peer response: {other:?}"
+                        )))
+                    }
                     Err(CallError::Connect { message, .. }) => {
                         return Err(self.no_leader(&format!("leader unreachable: {message}")))
                     }
-                    Err(CallError::Lost { message, .. }) => return Err(NodeError::Timeout(message)),
+                    Err(CallError::Lost { message, .. }) => {
+                        return Err(NodeError::Timeout(message))
+                    }
                     Err(CallError::Remote(m)) => return Err(NodeError::Internal(m)),
                 }
             }
-            None => return Err(self.no_leader("no leader is known (election in progress or no quorum)")),
+            None => {
+                return Err(self.no_leader("no leader is known (election in progress or no quorum)"))
+            }
         };
-        self.wait_applied_index(index, self.options.request_timeout).await
+        self.wait_applied_index(index, self.options.request_timeout)
+            .await
     }
 
     /// Waits until this node has applied log index `index`.
     pub async fn wait_applied_index(&self, index: u64, timeout: Duration) -> Result<(), NodeError> {
         let mut rx = self.applied.clone();
-        let waited = tokio::time::timeout(timeout, async { rx.wait_for(|a| a.log_index >= index).await.map(|_| ()) }).await;
+        let waited = tokio::time::timeout(timeout, async {
+            rx.wait_for(|a| a.log_index >= index).await.map(|_| ())
+        })
+        .await;
         match waited {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(NodeError::Internal("the state machine has stopped".into())),
@@ -352,7 +396,10 @@ impl Node {
 
     /// The node's status for `/v1/status`.
     pub fn status(&self) -> Result<NodeStatus, NodeError> {
-        let mvcc = self.reader.state().map_err(|e| NodeError::Internal(e.to_string()))?;
+        let mvcc = self
+            .reader
+            .state()
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();

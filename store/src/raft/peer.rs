@@ -16,6 +16,9 @@ use super::wire::{self, PeerRequest, PeerResponse};
 use crate::codec;
 use crate::storage::SnapshotFile;
 
+/// Numbers incoming snapshot streams.
+static NEXT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A snapshot being received on one connection.
 struct Incoming {
     file: std::fs::File,
@@ -29,7 +32,12 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Serves peer connections on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, node: Arc<Node>, snapshot_dir: PathBuf, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    snapshot_dir: PathBuf,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut stop = shutdown.clone();
     loop {
         tokio::select! {
@@ -84,7 +92,12 @@ async fn serve_conn(
     }
 }
 
-async fn handle(req: PeerRequest, node: &Node, snapshot_dir: &std::path::Path, incoming: &mut Option<Incoming>) -> PeerResponse {
+async fn handle(
+    req: PeerRequest,
+    node: &Node,
+    snapshot_dir: &std::path::Path,
+    incoming: &mut Option<Incoming>,
+) -> PeerResponse {
     let raft = node.raft();
     match req {
         PeerRequest::AppendEntries(r) => match raft.append_entries(r).await {
@@ -137,10 +150,17 @@ async fn handle(req: PeerRequest, node: &Node, snapshot_dir: &std::path::Path, i
     }
 }
 
-fn receive_chunk(dir: &std::path::Path, incoming: &mut Option<Incoming>, offset: u64, data: &[u8]) -> std::io::Result<()> {
+fn receive_chunk(
+    dir: &std::path::Path,
+    incoming: &mut Option<Incoming>,
+    offset: u64,
+    data: &[u8],
+) -> std::io::Result<()> {
     if offset == 0 {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("incoming-{}.recv", std::process::id()));
+        // One file per stream: two streams to one node never share a file.
+        let stream = NEXT_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("incoming-{stream}.recv"));
         let file = std::fs::File::create(&path)?;
         *incoming = Some(Incoming {
             file,

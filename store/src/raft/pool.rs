@@ -29,7 +29,12 @@ impl PeerPool {
     }
 
     fn take(&self, addr: &str) -> Option<PeerConn> {
-        self.idle.lock().ok()?.get_mut(addr)?.pop()
+        loop {
+            let mut conn = self.idle.lock().ok()?.get_mut(addr)?.pop()?;
+            if wire::is_usable(&mut conn) {
+                return Some(conn);
+            }
+        }
     }
 
     fn give_back(&self, addr: &str, conn: PeerConn) {
@@ -50,7 +55,12 @@ impl PeerPool {
     }
 
     /// Sends `req` to `addr` and waits up to `timeout` for the answer.
-    pub async fn call(&self, addr: &str, req: &PeerRequest, timeout: Duration) -> Result<PeerResponse, CallError> {
+    pub async fn call(
+        &self,
+        addr: &str,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, CallError> {
         if self.fault.is_isolated() {
             return Err(CallError::Connect {
                 addr: addr.to_string(),

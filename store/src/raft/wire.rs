@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
@@ -68,6 +68,12 @@ pub enum ForwardError {
     /// Refused before it was proposed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The leader refused the request as invalid (its limits differ).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The leader failed internally (storage or Raft).
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 /// The answer to a [`PeerRequest`].
@@ -95,7 +101,9 @@ pub type PeerConn = Framed<TcpStream, LengthDelimitedCodec>;
 /// Wraps a TCP stream in the peer framing.
 pub fn framed(stream: TcpStream) -> PeerConn {
     let _ = stream.set_nodelay(true);
-    let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec();
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec();
     Framed::new(stream, codec)
 }
 
@@ -123,6 +131,15 @@ pub enum CallError {
     Remote(String),
 }
 
+/// Whether an idle connection is still usable. Peers never send unsolicited
+/// frames, so anything readable on an idle connection means it was closed
+/// (or broke): reusing it would turn a request that was never delivered into
+/// one whose outcome looks unknown.
+pub fn is_usable(conn: &mut PeerConn) -> bool {
+    use futures::FutureExt;
+    conn.next().now_or_never().is_none()
+}
+
 /// Connects to `addr` within `timeout`.
 pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerConn, CallError> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -140,16 +157,24 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerConn, CallErro
 
 /// Sends one request on `conn` and waits (up to `timeout`) for its response.
 /// On any error the connection must be dropped by the caller.
-pub async fn call(conn: &mut PeerConn, addr: &str, req: &PeerRequest, timeout: Duration) -> Result<PeerResponse, CallError> {
+pub async fn call(
+    conn: &mut PeerConn,
+    addr: &str,
+    req: &PeerRequest,
+    timeout: Duration,
+) -> Result<PeerResponse, CallError> {
     let lost = |message: String| CallError::Lost {
         addr: addr.to_string(),
         message,
     };
     let frame = codec::encode(req).map_err(|e| CallError::Remote(e.to_string()))?;
     let exchange = async {
-        conn.send(Bytes::from(frame)).await.map_err(|e| lost(e.to_string()))?;
+        conn.send(Bytes::from(frame))
+            .await
+            .map_err(|e| lost(e.to_string()))?;
         match conn.next().await {
-            Some(Ok(bytes)) => codec::decode::<PeerResponse>(&bytes).map_err(|e| lost(format!("bad response: {e}"))),
+            Some(Ok(bytes)) => codec::decode::<PeerResponse>(&bytes)
+                .map_err(|e| lost(format!("bad response: {e}"))),
             Some(Err(e)) => Err(lost(e.to_string())),
             None => Err(lost("connection closed".into())),
         }

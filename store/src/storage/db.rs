@@ -27,7 +27,14 @@ pub const CF_CHANGES: &str = "changes";
 /// The state-machine column families, in the order snapshots carry them.
 pub const SM_DATA_CFS: [&str; 3] = [CF_KV, CF_HISTORY, CF_CHANGES];
 
-const ALL_CFS: [&str; 6] = [CF_RAFT_META, CF_RAFT_LOG, CF_SM_META, CF_KV, CF_HISTORY, CF_CHANGES];
+const ALL_CFS: [&str; 6] = [
+    CF_RAFT_META,
+    CF_RAFT_LOG,
+    CF_SM_META,
+    CF_KV,
+    CF_HISTORY,
+    CF_CHANGES,
+];
 
 /// Opens (creating if needed) the node's database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
@@ -36,7 +43,9 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     opts.create_missing_column_families(true);
     // Everything is written through the WAL; a crash never loses a synced write.
     opts.set_max_background_jobs(2);
-    let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let cfs = ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
     Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
 }
 

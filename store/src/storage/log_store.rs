@@ -114,7 +114,9 @@ impl LogStore {
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> io::Result<()> {
         let meta = cf(&self.db, CF_RAFT_META)?;
-        self.db.put_cf(meta, key, codec::encode(value)?).map_err(io_err)
+        self.db
+            .put_cf(meta, key, codec::encode(value)?)
+            .map_err(io_err)
     }
 }
 
@@ -131,7 +133,10 @@ impl RaftLogReader<TypeConfig> for LogReader {
         let log_cf = cf(&self.db, CF_RAFT_LOG)?;
         let from = index_key(start);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(log_cf, IteratorMode::From(&from, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(log_cf, IteratorMode::From(&from, Direction::Forward))
+        {
             let (key, value) = item.map_err(io_err)?;
             let index = entry_index(&key)?;
             if !range.contains(&index) {
@@ -141,7 +146,10 @@ impl RaftLogReader<TypeConfig> for LogReader {
             if entry.log_id.index != index {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("log entry stored at {index} has index {}", entry.log_id.index),
+                    format!(
+                        "log entry stored at {index} has index {}",
+                        entry.log_id.index
+                    ),
                 ));
             }
             out.push(entry);
@@ -159,7 +167,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        LogReader { db: self.db.clone() }.try_get_log_entries(range).await
+        LogReader {
+            db: self.db.clone(),
+        }
+        .try_get_log_entries(range)
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -180,7 +192,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { db: self.db.clone() }
+        LogReader {
+            db: self.db.clone(),
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
@@ -201,7 +215,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(get_meta::<Option<LogId>>(&self.db, COMMITTED_KEY)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -73,7 +73,8 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 fn write_field<W: Write>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("snapshot field over 4 GiB"))?;
+    let len =
+        u32::try_from(bytes.len()).map_err(|_| io::Error::other("snapshot field over 4 GiB"))?;
     w.write_all(&len.to_le_bytes())?;
     w.write_all(bytes)
 }
@@ -83,7 +84,10 @@ fn read_field<R: Read>(r: &mut R) -> io::Result<Vec<u8>> {
     r.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len);
     if len > MAX_FIELD {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot field length is corrupt"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "snapshot field length is corrupt",
+        ));
     }
     let mut buf = vec![0u8; len as usize];
     r.read_exact(&mut buf)?;
@@ -97,7 +101,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Dumps the state-machine column families as seen by `snap` into a new file at
 /// `path` (via a temporary file, synced, then renamed).
-pub fn write(db: &DB, snap: &rocksdb::Snapshot<'_>, header: &SnapshotHeader, path: &Path) -> io::Result<()> {
+pub fn write(
+    db: &DB,
+    snap: &rocksdb::Snapshot<'_>,
+    header: &SnapshotHeader,
+    path: &Path,
+) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let file = File::create(&tmp)?;
     let mut w = HashingWriter {
@@ -134,7 +143,10 @@ pub fn read_header(path: &Path) -> io::Result<SnapshotHeader> {
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
     if &magic != MAGIC {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a ballast snapshot file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a ballast snapshot file",
+        ));
     }
     Ok(codec::decode(&read_field(&mut r)?)?)
 }
@@ -155,7 +167,10 @@ pub fn for_each_record(
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
     if &magic != MAGIC {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a ballast snapshot file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a ballast snapshot file",
+        ));
     }
     let header: SnapshotHeader = codec::decode(&read_field(&mut r)?)?;
     loop {
@@ -166,7 +181,10 @@ pub fn for_each_record(
         }
         let index = tag[0] as usize;
         if index >= SM_DATA_CFS.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "unknown column family in snapshot"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unknown column family in snapshot",
+            ));
         }
         let k = read_field(&mut r)?;
         let v = read_field(&mut r)?;
@@ -176,7 +194,10 @@ pub fn for_each_record(
     let mut stored = [0u8; 8];
     r.inner.read_exact(&mut stored)?;
     if u64::from_le_bytes(stored) != expected {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot checksum mismatch"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "snapshot checksum mismatch",
+        ));
     }
     Ok(header)
 }

@@ -73,7 +73,7 @@ fn snapshot_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 fn remove_other_snapshots(dir: &Path, keep: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let is_snap = path.extension().is_some_and(|x| x == "snap" || x == "tmp" || x == "recv");
+        let is_snap = path.extension().is_some_and(|x| x == "snap" || x == "tmp");
         if is_snap && path != keep {
             if let Err(e) = fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove old snapshot");
@@ -84,7 +84,10 @@ fn remove_other_snapshots(dir: &Path, keep: &Path) -> io::Result<()> {
 }
 
 fn load_applied(db: &DB) -> io::Result<(Option<LogId>, StoredMembership)> {
-    match db.get_cf(cf(db, CF_SM_META)?, APPLIED_KEY).map_err(io_err)? {
+    match db
+        .get_cf(cf(db, CF_SM_META)?, APPLIED_KEY)
+        .map_err(io_err)?
+    {
         Some(bytes) => Ok(codec::decode(&bytes)?),
         None => Ok((None, StoredMembership::default())),
     }
@@ -113,7 +116,18 @@ impl StateMachine {
     /// Finishes the clean-up of an interrupted snapshot install.
     pub fn open(db: Arc<DB>, snapshot_dir: PathBuf) -> io::Result<Self> {
         fs::create_dir_all(&snapshot_dir)?;
-        if db.get_cf(cf(&db, CF_SM_META)?, INSTALLING_KEY).map_err(io_err)?.is_some() {
+        // Partial files from before a restart: snapshots being written or received.
+        for entry in fs::read_dir(&snapshot_dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|x| x == "tmp" || x == "recv") {
+                fs::remove_file(&path)?;
+            }
+        }
+        if db
+            .get_cf(cf(&db, CF_SM_META)?, INSTALLING_KEY)
+            .map_err(io_err)?
+            .is_some()
+        {
             tracing::warn!("a snapshot install was interrupted; the state machine will be rebuilt");
             clear_state(&db)?;
             db.flush_wal(true).map_err(io_err)?;
@@ -157,7 +171,10 @@ fn load_snapshot(db: &DB, path: &Path) -> io::Result<SnapshotHeader> {
     let meta_cf = cf(db, CF_SM_META)?;
     clear_state(db)?;
     db.put_cf(meta_cf, INSTALLING_KEY, b"1").map_err(io_err)?;
-    let handles = SM_DATA_CFS.iter().map(|n| cf(db, n)).collect::<io::Result<Vec<_>>>()?;
+    let handles = SM_DATA_CFS
+        .iter()
+        .map(|n| cf(db, n))
+        .collect::<io::Result<Vec<_>>>()?;
     let mut batch = WriteBatch::default();
     let mut count = 0usize;
     let header = snapshot::for_each_record(path, |index, k, v| {
@@ -180,7 +197,9 @@ fn load_snapshot(db: &DB, path: &Path) -> io::Result<SnapshotHeader> {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotFile;
 
-    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
         let db = self.db.clone();
         let dir = self.snapshot_dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -200,7 +219,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 last_membership: membership,
             };
             let path = snapshot_path(&dir, &meta.last_log_id);
-            let header = SnapshotHeader { meta: meta.clone(), mvcc };
+            let header = SnapshotHeader {
+                meta: meta.clone(),
+                mvcc,
+            };
             snapshot::write(&db, &snap, &header, &path)?;
             remove_other_snapshots(&dir, &path)?;
             tracing::info!(path = %path.display(), revision = mvcc.revision, "built snapshot");
@@ -270,7 +292,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
         if snapshot::read_header(&snapshot.path)?.meta.last_log_id != meta.last_log_id {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -14,8 +14,10 @@ struct RocksBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
-        let opened = db::open(&dir.path().join("db")).map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
-        let log = LogStore::new(opened.clone()).map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        let opened = db::open(&dir.path().join("db"))
+            .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        let log = LogStore::new(opened.clone())
+            .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         let sm = StateMachine::open(opened, dir.path().join("snapshots"))
             .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, log, sm))

@@ -8,7 +8,11 @@ use tracing::info;
 async fn write_through_follower_then_linearizable_read_everywhere() -> Result<()> {
     let tc = TestCluster::start(3).await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-    let follower = tc.ids().into_iter().find(|id| *id != leader).expect("a follower");
+    let follower = tc
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
 
     info!("--- write through follower {follower}");
     let rev = tc.put(follower, "app/mode", "green").await?;
@@ -16,12 +20,21 @@ async fn write_through_follower_then_linearizable_read_everywhere() -> Result<()
 
     info!("--- linearizable read after write, from every node");
     for id in tc.ids() {
-        assert_eq!(tc.value(id, "app/mode", "linearizable").await?.as_deref(), Some("green"), "node {id}");
+        assert_eq!(
+            tc.value(id, "app/mode", "linearizable").await?.as_deref(),
+            Some("green"),
+            "node {id}"
+        );
     }
 
     info!("--- overwrite through the leader, read from a follower at once");
     tc.put(leader, "app/mode", "blue").await?;
-    assert_eq!(tc.value(follower, "app/mode", "linearizable").await?.as_deref(), Some("blue"));
+    assert_eq!(
+        tc.value(follower, "app/mode", "linearizable")
+            .await?
+            .as_deref(),
+        Some("blue")
+    );
 
     info!("--- every node reaches the same state hash");
     let rev = tc.put(follower, "app/other", "x").await?;
@@ -30,13 +43,24 @@ async fn write_through_follower_then_linearizable_read_everywhere() -> Result<()
     for id in tc.ids() {
         let status = tc.status(id).await?;
         assert_eq!(status["revision"], rev);
-        hashes.push(status["state_hash"].as_str().unwrap_or_default().to_string());
+        hashes.push(
+            status["state_hash"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
-    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "hashes differ: {hashes:?}");
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "hashes differ: {hashes:?}"
+    );
     for id in tc.ids() {
         let node = tc.node(id)?;
         let recomputed = format!("{:032x}", node.reader().recompute_hash()?);
-        assert_eq!(recomputed, hashes[0], "incremental hash of node {id} matches a full recompute");
+        assert_eq!(
+            recomputed, hashes[0],
+            "incremental hash of node {id} matches a full recompute"
+        );
     }
     tc.shutdown().await;
     Ok(())
@@ -85,7 +109,10 @@ async fn mvcc_fields_txn_and_past_revisions_over_http() -> Result<()> {
     .await?;
     assert_eq!(again["succeeded"], false);
     assert_eq!(again["responses"][0]["get"]["kvs"][0]["value"], "me");
-    assert_eq!(again["revision"], created["revision"], "a failed txn writes nothing");
+    assert_eq!(
+        again["revision"], created["revision"],
+        "a failed txn writes nothing"
+    );
 
     info!("--- prefix range with limit, prefix delete");
     let range: serde_json::Value = http

@@ -18,7 +18,9 @@ async fn leader_kill_under_load_loses_no_acknowledged_write() -> Result<()> {
     let mut writers = Vec::new();
     for w in 0..4usize {
         let (acked, stop, endpoints) = (acked.clone(), stop.clone(), endpoints.clone());
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
         writers.push(tokio::spawn(async move {
             // Bounded: at most 2,000 writes per writer, and only until stopped.
             for i in 0..2000usize {
@@ -28,7 +30,12 @@ async fn leader_kill_under_load_loses_no_acknowledged_write() -> Result<()> {
                 let key = format!("load/w{w}/k{}", i % 50);
                 let value = format!("{w}-{i}");
                 let ep = &endpoints[(w + i) % endpoints.len()];
-                let ok = match http.put(format!("{ep}/v1/kv/{key}")).body(value.clone()).send().await {
+                let ok = match http
+                    .put(format!("{ep}/v1/kv/{key}"))
+                    .body(value.clone())
+                    .send()
+                    .await
+                {
                     Ok(r) => r.status().is_success(),
                     Err(_) => false,
                 };
@@ -51,7 +58,10 @@ async fn leader_kill_under_load_loses_no_acknowledged_write() -> Result<()> {
     let before = acked.lock().map(|a| a.len()).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let after = acked.lock().map(|a| a.len()).unwrap_or(0);
-    assert!(after > before, "writes resumed after failover ({before} -> {after})");
+    assert!(
+        after > before,
+        "writes resumed after failover ({before} -> {after})"
+    );
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.await?;
@@ -69,7 +79,11 @@ async fn leader_kill_under_load_loses_no_acknowledged_write() -> Result<()> {
     for id in tc.ids() {
         for (k, v) in &last {
             // Each key's last acknowledged value was written by one writer in order.
-            assert_eq!(tc.value(id, k, "serializable").await?.as_deref(), Some(v.as_str()), "node {id} key {k}");
+            assert_eq!(
+                tc.value(id, k, "serializable").await?.as_deref(),
+                Some(v.as_str()),
+                "node {id} key {k}"
+            );
         }
     }
     tc.shutdown().await;

@@ -28,7 +28,11 @@ async fn restarting_every_node_brings_all_data_back() -> Result<()> {
     tc.wait_leader(Duration::from_secs(20)).await?;
     for id in tc.ids() {
         for (k, v) in &expected {
-            assert_eq!(tc.value(id, k, "linearizable").await?.as_deref(), Some(v.as_str()), "node {id} {k}");
+            assert_eq!(
+                tc.value(id, k, "linearizable").await?.as_deref(),
+                Some(v.as_str()),
+                "node {id} {k}"
+            );
         }
         let status = tc.status(id).await?;
         assert_eq!(status["revision"], rev, "node {id} revision");

@@ -10,7 +10,13 @@ async fn an_isolated_node_refuses_linearizable_reads_and_writes() -> Result<()> 
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
     tc.put(leader, "part/k", "before").await?;
 
-    for victim in [leader, tc.ids().into_iter().find(|id| *id != leader).expect("follower")] {
+    for victim in [
+        leader,
+        tc.ids()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("follower"),
+    ] {
         info!("--- isolate node {victim}");
         tc.isolate(victim)?;
         let others: Vec<u64> = tc.ids().into_iter().filter(|id| *id != victim).collect();
@@ -18,27 +24,49 @@ async fn an_isolated_node_refuses_linearizable_reads_and_writes() -> Result<()> 
         let started = Instant::now();
         let mut written = false;
         while started.elapsed() < Duration::from_secs(15) {
-            if tc.put(others[0], "part/k", &format!("after-{victim}")).await.is_ok() {
+            if tc
+                .put(others[0], "part/k", &format!("after-{victim}"))
+                .await
+                .is_ok()
+            {
                 written = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(written, "the majority accepts writes while node {victim} is cut off");
+        assert!(
+            written,
+            "the majority accepts writes while node {victim} is cut off"
+        );
 
         info!("--- the isolated node refuses, within its request timeout, and never answers stale");
         let t = Instant::now();
         let (status, body) = tc.get(victim, "part/k", "linearizable").await?;
-        assert_eq!(status, 503, "linearizable read on isolated node {victim}: {body}");
-        assert!(t.elapsed() < Duration::from_secs(6), "answered in {:?}", t.elapsed());
+        assert_eq!(
+            status, 503,
+            "linearizable read on isolated node {victim}: {body}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "answered in {:?}",
+            t.elapsed()
+        );
         let resp = tc
             .http()
             .put(format!("{}/v1/kv/part/k", tc.endpoint(victim)))
             .body("from-minority")
             .send()
             .await?;
-        assert_eq!(resp.status().as_u16(), 503, "write on isolated node {victim}");
+        assert_eq!(
+            resp.status().as_u16(),
+            503,
+            "write on isolated node {victim}"
+        );
         assert!(resp.headers().contains_key("retry-after"));
+
+        info!("--- it reports itself not ready; the majority is ready");
+        assert_eq!(tc.ready(victim).await?, 503);
+        assert_eq!(tc.ready(others[0]).await?, 200);
 
         info!("--- a serializable read still answers, possibly stale");
         let (status, _) = tc.get(victim, "part/k", "serializable").await?;
@@ -49,11 +77,18 @@ async fn an_isolated_node_refuses_linearizable_reads_and_writes() -> Result<()> 
         tc.wait_leader(Duration::from_secs(15)).await?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let v = tc.value(victim, "part/k", "linearizable").await.ok().flatten();
+            let v = tc
+                .value(victim, "part/k", "linearizable")
+                .await
+                .ok()
+                .flatten();
             if v.as_deref() == Some(&format!("after-{victim}")) {
                 break;
             }
-            assert!(Instant::now() < deadline, "node {victim} did not catch up: {v:?}");
+            assert!(
+                Instant::now() < deadline,
+                "node {victim} did not catch up: {v:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_ne!(
