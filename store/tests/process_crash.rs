@@ -39,7 +39,9 @@ fn free_port() -> Result<u16> {
 
 impl Cluster {
     fn new(n: u64) -> Result<Cluster> {
-        let dir = tempfile::Builder::new().prefix("ballast-crash-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("ballast-crash-")
+            .tempdir()?;
         let mut ports = BTreeMap::new();
         for id in 1..=n {
             ports.insert(id, (free_port()?, free_port()?));
@@ -84,7 +86,12 @@ impl Cluster {
             .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
             .args(["--initial-cluster", &self.initial_cluster()])
             .args(["--heartbeat-ms", "50", "--election-timeout-min-ms", "300"])
-            .args(["--election-timeout-max-ms", "600", "--request-timeout-ms", "3000"])
+            .args([
+                "--election-timeout-max-ms",
+                "600",
+                "--request-timeout-ms",
+                "3000",
+            ])
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -96,7 +103,11 @@ impl Cluster {
 
     /// SIGKILL: no shutdown code runs.
     fn kill9(&mut self, id: u64) -> Result<()> {
-        let mut child = self.procs.children.remove(&id).ok_or_else(|| anyhow!("node {id} not running"))?;
+        let mut child = self
+            .procs
+            .children
+            .remove(&id)
+            .ok_or_else(|| anyhow!("node {id} not running"))?;
         child.kill()?;
         child.wait()?;
         Ok(())
@@ -108,7 +119,10 @@ impl Cluster {
             let path: &Path = &self.dir.path().join(format!("node{id}.log"));
             let text = std::fs::read_to_string(path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out.push_str(&format!("--- node {id}\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            out.push_str(&format!(
+                "--- node {id}\n{}\n",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
         }
         out
     }
@@ -118,7 +132,11 @@ async fn leader(http: &reqwest::Client, c: &Cluster, timeout: Duration) -> Resul
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         for id in c.procs.children.keys() {
-            if let Ok(resp) = http.get(format!("{}/v1/status", c.endpoint(*id))).send().await {
+            if let Ok(resp) = http
+                .get(format!("{}/v1/status", c.endpoint(*id)))
+                .send()
+                .await
+            {
                 if let Ok(status) = resp.json::<serde_json::Value>().await {
                     if status["raft"]["state"] == "Leader" {
                         return Ok(*id);
@@ -133,8 +151,16 @@ async fn leader(http: &reqwest::Client, c: &Cluster, timeout: Duration) -> Resul
 
 /// Writes unique keys through every running node until `until`; returns the
 /// acknowledged (key, value) pairs. Bounded by count and time.
-async fn load(endpoints: Vec<String>, until: Instant, acked: Arc<Mutex<Vec<(String, String)>>>, writer: usize) {
-    let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(4)).build() else {
+async fn load(
+    endpoints: Vec<String>,
+    until: Instant,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+    writer: usize,
+) {
+    let Ok(http) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(4))
+        .build()
+    else {
         return;
     };
     for i in 0..20_000usize {
@@ -144,7 +170,12 @@ async fn load(endpoints: Vec<String>, until: Instant, acked: Arc<Mutex<Vec<(Stri
         let key = format!("crash/w{writer}/k{i}");
         let value = format!("v{writer}-{i}");
         let ep = &endpoints[(writer + i) % endpoints.len()];
-        match http.put(format!("{ep}/v1/kv/{key}")).body(value.clone()).send().await {
+        match http
+            .put(format!("{ep}/v1/kv/{key}"))
+            .body(value.clone())
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => {
                 if let Ok(mut a) = acked.lock() {
                     a.push((key, value));
@@ -168,11 +199,19 @@ async fn check_all(http: &reqwest::Client, c: &Cluster, acked: &[(String, String
             .as_array()
             .ok_or_else(|| anyhow!("no kvs from node {id}: {range}"))?
             .iter()
-            .map(|kv| (kv["key"].as_str().unwrap_or_default().into(), kv["value"].as_str().unwrap_or_default().into()))
+            .map(|kv| {
+                (
+                    kv["key"].as_str().unwrap_or_default().into(),
+                    kv["value"].as_str().unwrap_or_default().into(),
+                )
+            })
             .collect();
         for (k, v) in acked {
             if stored.get(k) != Some(v) {
-                bail!("node {id} lost acknowledged write {k}={v} (has {:?})", stored.get(k));
+                bail!(
+                    "node {id} lost acknowledged write {k}={v} (has {:?})",
+                    stored.get(k)
+                );
             }
         }
     }
@@ -182,7 +221,9 @@ async fn check_all(http: &reqwest::Client, c: &Cluster, acked: &[(String, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_never_loses_an_acknowledged_write() -> Result<()> {
     let mut c = Cluster::new(3)?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     let first = leader(&http, &c, Duration::from_secs(20)).await?;
     let endpoints: Vec<String> = c.ports.keys().map(|id| c.endpoint(*id)).collect();
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -217,14 +258,26 @@ async fn sigkill_never_loses_an_acknowledged_write() -> Result<()> {
     }
     leader(&http, &c, Duration::from_secs(20)).await?;
 
-    let acked = acked.lock().map(|a| a.clone()).map_err(|_| anyhow!("poisoned"))?;
-    assert!(acked.len() > 100, "the load made progress ({} acknowledged writes)", acked.len());
+    let acked = acked
+        .lock()
+        .map(|a| a.clone())
+        .map_err(|_| anyhow!("poisoned"))?;
+    assert!(
+        acked.len() > 100,
+        "the load made progress ({} acknowledged writes)",
+        acked.len()
+    );
     // A linearizable read through the leader first, so every node has caught up
     // to everything committed before checking each node's local state.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let rev: Option<u64> = async {
-            let r = http.put(format!("{}/v1/kv/crash-marker", endpoints[0])).body("x").send().await.ok()?;
+            let r = http
+                .put(format!("{}/v1/kv/crash-marker", endpoints[0]))
+                .body("x")
+                .send()
+                .await
+                .ok()?;
             r.json::<serde_json::Value>().await.ok()?["revision"].as_u64()
         }
         .await;

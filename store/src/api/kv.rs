@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection, RawPathParamsRejection};
-use axum::extract::{Query, RawPathParams, State};
+use axum::extract::{FromRequestParts, Query, RawPathParams, State};
+use axum::http::request::Parts;
 use axum::Json;
 use serde::Deserialize;
 
@@ -65,16 +66,52 @@ pub struct DeleteQuery {
 /// The shared state of the handlers.
 pub type AppState = Arc<Node>;
 
-/// The key from the path (`/v1/kv/{*key}`), empty on the bare `/v1/kv/` routes.
-fn path_key(path: Result<RawPathParams, RawPathParamsRejection>) -> Result<String, ApiError> {
-    let params = path.map_err(|e| {
-        ApiError::bad_request("invalid_key", format!("bad key in path: {}", e.body_text()))
-    })?;
-    Ok(params
-        .iter()
-        .find(|(name, _)| *name == "key")
-        .map(|(_, value)| value.to_string())
-        .unwrap_or_default())
+/// The key from the path (`/v1/kv/{*key}`, percent-decoded), empty on the
+/// bare `/v1/kv/` routes. A malformed percent escape (`%ZZ`, a lone `%`) is
+/// refused rather than stored literally, so one key has one spelling.
+pub struct KeyPath(pub String);
+
+/// Whether every `%` in `path` starts a two-hex-digit escape.
+fn well_escaped(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if !well_escaped(parts.uri.path()) {
+            return Err(ApiError::bad_request(
+                "invalid_key",
+                "the key in the path has a malformed percent escape",
+            ));
+        }
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e: RawPathParamsRejection| {
+                ApiError::bad_request("invalid_key", format!("bad key in path: {}", e.body_text()))
+            })?;
+        Ok(KeyPath(
+            params
+                .iter()
+                .find(|(name, _)| *name == "key")
+                .map(|(_, value)| value.to_string())
+                .unwrap_or_default(),
+        ))
+    }
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -91,11 +128,10 @@ fn unexpected(resp: CommandResponse) -> ApiError {
 /// `GET /v1/kv/{key}`: one key, or a prefix with `prefix=true`.
 pub async fn get(
     State(node): State<AppState>,
-    path: Result<RawPathParams, RawPathParamsRejection>,
+    KeyPath(key): KeyPath,
     q: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let key = path_key(path)?;
     let q = query(q)?;
     if q.limit.is_some() && !q.prefix {
         return Err(ApiError::bad_request(
@@ -141,11 +177,10 @@ pub async fn get(
 /// `PUT /v1/kv/{key}`: the raw body is the value.
 pub async fn put(
     State(node): State<AppState>,
-    path: Result<RawPathParams, RawPathParamsRejection>,
+    KeyPath(key): KeyPath,
     q: Result<Query<PutQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PutJson>, ApiError> {
-    let key = path_key(path)?;
     let q = query(q)?;
     node.limits().check_key(&key)?;
     let value = body.map_err(|e| match e {
@@ -173,10 +208,9 @@ pub async fn put(
 /// `DELETE /v1/kv/{key}`: one key, or a prefix with `prefix=true`.
 pub async fn delete(
     State(node): State<AppState>,
-    path: Result<RawPathParams, RawPathParamsRejection>,
+    KeyPath(key): KeyPath,
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Json<DeleteJson>, ApiError> {
-    let key = path_key(path)?;
     let q = query(q)?;
     let cmd = Command::Delete {
         key,

@@ -52,9 +52,18 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/kv/", kv_routes.clone())
         .route("/v1/kv/{*key}", kv_routes)
         .route("/v1/txn", post(kv::txn).fallback(method_not_allowed))
-        .route("/v1/status", get(status::status).fallback(method_not_allowed))
-        .route("/health/live", get(status::live).fallback(method_not_allowed))
-        .route("/health/ready", get(status::ready).fallback(method_not_allowed))
+        .route(
+            "/v1/status",
+            get(status::status).fallback(method_not_allowed),
+        )
+        .route(
+            "/health/live",
+            get(status::live).fallback(method_not_allowed),
+        )
+        .route(
+            "/health/ready",
+            get(status::ready).fallback(method_not_allowed),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(node.clone(), stamp))
@@ -65,3 +74,6 @@ pub fn router(node: AppState) -> Router {
 pub fn into_response(e: ApiError) -> Response {
     e.into_response()
 }
+
+#[cfg(test)]
+mod api_test;

@@ -8,4 +8,10 @@ pub mod types;
 pub use error::KvError;
 pub use limits::Limits;
 pub use mvcc::{KvReader, RangeResult, ReadError};
-pub use types::{Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, TxnOp, TxnOpResponse, TxnRequest};
+pub use types::{
+    Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, TxnOp, TxnOpResponse,
+    TxnRequest,
+};
+
+#[cfg(test)]
+mod mvcc_test;

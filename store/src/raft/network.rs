@@ -146,7 +146,7 @@ impl PeerClient {
             let done = data.len() < SNAPSHOT_CHUNK_BYTES;
             let len = data.len() as u64;
             let req = PeerRequest::SnapshotChunk {
-                vote: vote.clone(),
+                vote,
                 meta: snapshot.meta.clone(),
                 offset,
                 data,

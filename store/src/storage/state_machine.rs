@@ -253,18 +253,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let mut batch = ApplyBatch::new(&db, self.mvcc);
         let mut responders = Vec::new();
-        let mut applied = self.applied.clone();
+        let mut applied = self.applied;
         let mut membership = self.membership.clone();
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
                 EntryPayload::Normal(command) => batch.apply(command)?,
                 EntryPayload::Membership(m) => {
-                    membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                    membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     CommandResponse::None
                 }
             };
-            applied = Some(entry.log_id.clone());
+            applied = Some(entry.log_id);
             if let Some(responder) = responder {
                 responders.push((responder, response));
             }
@@ -277,11 +277,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (write_batch, mvcc) = batch.finish()?;
         self.db.write(write_batch).map_err(io_err)?;
         self.mvcc = mvcc;
-        // Respond only once the changes are readable.
+        // Publish, then respond: once a client has its answer, the change is
+        // readable and the node's applied revision already includes it.
+        self.publish();
         for (responder, response) in responders {
             responder.send(response);
         }
-        self.publish();
         Ok(())
     }
 

@@ -12,7 +12,11 @@ use tracing::info;
 async fn client_writes_through_any_node_and_survives_a_dead_endpoint() -> Result<()> {
     let mut tc = TestCluster::start(3).await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-    let follower = tc.ids().into_iter().find(|id| *id != leader).expect("a follower");
+    let follower = tc
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
 
     info!("--- a client that only knows a follower writes and reads");
     let only_follower = Client::new(vec![tc.endpoint(follower)])?;
@@ -22,9 +26,13 @@ async fn client_writes_through_any_node_and_survives_a_dead_endpoint() -> Result
     assert!(got.revision >= put.revision);
 
     info!("--- compare-and-swap and a txn through the follower");
-    let cas = only_follower.compare_and_swap("/app/mode", None, "green").await?;
+    let cas = only_follower
+        .compare_and_swap("/app/mode", None, "green")
+        .await?;
     assert!(cas.succeeded);
-    let again = only_follower.compare_and_swap("/app/mode", None, "red").await?;
+    let again = only_follower
+        .compare_and_swap("/app/mode", None, "red")
+        .await?;
     assert!(!again.succeeded);
     let txn = Txn::new()
         .when(vec![Compare::value("/app/mode", CompareOp::Equal, "green")])
@@ -34,7 +42,9 @@ async fn client_writes_through_any_node_and_survives_a_dead_endpoint() -> Result
 
     info!("--- kill the first endpoint's node; a client listing all nodes carries on");
     let endpoints: Vec<String> = tc.ids().iter().map(|id| tc.endpoint(*id)).collect();
-    let client = Client::builder(endpoints).request_timeout(Duration::from_secs(4)).build()?;
+    let client = Client::builder(endpoints)
+        .request_timeout(Duration::from_secs(4))
+        .build()?;
     tc.kill(1).await?;
     tc.wait_leader(Duration::from_secs(15)).await?;
     let mut ok = false;
@@ -44,7 +54,9 @@ async fn client_writes_through_any_node_and_survives_a_dead_endpoint() -> Result
                 ok = true;
                 break;
             }
-            Err(e) if e.is_definitely_not_applied() => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) if e.is_definitely_not_applied() => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -23,13 +23,7 @@ async fn a_node_that_missed_many_entries_catches_up_by_snapshot() -> Result<()> 
             .put(leader, &format!("snap/k{}", i % 200), &format!("v{i}"))
             .await?;
     }
-    let purged = tc
-        .node(leader)?
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .purged
-        .clone();
+    let purged = tc.node(leader)?.raft().metrics().borrow_watched().purged;
     assert!(
         purged.is_some(),
         "the leader purged its log after snapshotting"
@@ -38,13 +32,7 @@ async fn a_node_that_missed_many_entries_catches_up_by_snapshot() -> Result<()> 
     info!("--- restart it: it must install a snapshot to catch up");
     tc.restart(lagging).await?;
     tc.wait_applied(rev, Duration::from_secs(30)).await?;
-    let snapshot = tc
-        .node(lagging)?
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .snapshot
-        .clone();
+    let snapshot = tc.node(lagging)?.raft().metrics().borrow_watched().snapshot;
     assert!(snapshot.is_some(), "node {lagging} has a snapshot");
     for i in 400..600 {
         let key = format!("snap/k{}", i % 200);
