@@ -92,6 +92,14 @@ pub struct Config {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "BALLAST_LOG_JSON")]
     pub log_json: bool,
+    /// TEST ONLY, breaks linearizability: answer linearizable reads from local
+    /// state without the read-index barrier. Exists so that the fault-injection
+    /// checker can prove it catches stale reads. Only a command-line flag or a
+    /// config-file key turns it on (no environment variable), and the node logs
+    /// a warning at start.
+    #[arg(long, hide = true)]
+    #[serde(default)]
+    pub unsafe_local_linearizable_reads: bool,
 }
 
 impl Default for Config {

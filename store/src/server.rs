@@ -123,6 +123,13 @@ pub async fn start(
     listeners: Option<Listeners>,
 ) -> Result<RunningNode, ServerError> {
     config.validate()?;
+    if config.unsafe_local_linearizable_reads {
+        tracing::warn!(
+            node = config.node_id,
+            "UNSAFE: linearizable reads are answered locally without a read-index barrier; \
+             reads may be stale (test-only switch)"
+        );
+    }
     let listeners = match listeners {
         Some(l) => l,
         None => Listeners::bind(&config).await?,
@@ -167,6 +174,7 @@ pub async fn start(
             request_timeout: config.request_timeout(),
             connect_timeout: config.connect_timeout(),
             limits: config.limits(),
+            unsafe_local_linearizable_reads: config.unsafe_local_linearizable_reads,
         },
     );
 

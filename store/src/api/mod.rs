@@ -1,6 +1,8 @@
 //! The client HTTP API (axum): routes, the revision header, and JSON errors
 //! for every failure, including malformed requests and unknown routes.
 
+#[cfg(feature = "failpoints")]
+pub mod debug;
 pub mod error;
 pub mod json;
 pub mod kv;
@@ -64,10 +66,27 @@ pub fn router(node: AppState) -> Router {
             "/health/ready",
             get(status::ready).fallback(method_not_allowed),
         )
+        .merge(debug_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(node.clone(), stamp))
         .with_state(node)
+}
+
+#[cfg(feature = "failpoints")]
+fn debug_routes() -> Router<AppState> {
+    use axum::routing::put;
+    Router::new()
+        .route("/debug/failpoints", get(debug::list))
+        .route(
+            "/debug/failpoints/{name}",
+            put(debug::set).delete(debug::remove),
+        )
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn debug_routes() -> Router<AppState> {
+    Router::new()
 }
 
 /// Turns any response into a JSON error (used for 404/405 fallbacks).

@@ -131,6 +131,10 @@ async fn run_dev(dir: PathBuf, base_port: u16, template: Config) -> Result<(), S
 }
 
 fn main() -> ExitCode {
+    // With the `failpoints` feature, FAILPOINTS=name=action;... configures
+    // failpoints at start; they stay adjustable over /debug/failpoints.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let args = match expand_config_file(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {

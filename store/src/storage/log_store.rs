@@ -66,6 +66,7 @@ fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
+        fail::fail_point!("log-sync");
         let result = sync_wal(&db);
         if let Err(e) = &result {
             tracing::error!(error = %e, "log sync failed");

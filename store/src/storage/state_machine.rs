@@ -166,6 +166,9 @@ impl StateMachine {
 /// The `installing` marker brackets the work so a crash part-way is detected
 /// at the next open.
 fn load_snapshot(db: &DB, path: &Path) -> io::Result<SnapshotHeader> {
+    fail::fail_point!("snapshot-install", |_| Err(io::Error::other(
+        "failpoint snapshot-install"
+    )));
     // Verify the whole file before touching the current state.
     snapshot::for_each_record(path, |_, _, _| Ok(()))?;
     let meta_cf = cf(db, CF_SM_META)?;
@@ -203,6 +206,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let db = self.db.clone();
         let dir = self.snapshot_dir.clone();
         tokio::task::spawn_blocking(move || {
+            fail::fail_point!("snapshot-build");
             let snap = db.snapshot();
             let meta_cf = cf(&db, CF_SM_META)?;
             let (applied, membership): (Option<LogId>, StoredMembership) =
@@ -275,6 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let encoded = codec::encode(&(&self.applied, &self.membership))?;
         batch.write_batch().put_cf(meta, APPLIED_KEY, encoded);
         let (write_batch, mvcc) = batch.finish()?;
+        fail::fail_point!("apply", |_| Err(io::Error::other("failpoint apply")));
         self.db.write(write_batch).map_err(io_err)?;
         self.mvcc = mvcc;
         // Publish, then respond: once a client has its answer, the change is
