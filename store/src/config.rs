@@ -59,6 +59,11 @@ pub struct Config {
     /// added to an existing cluster.
     #[arg(long, env = "BALLAST_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Dial these addresses instead of the peers' advertised peer addresses:
+    /// `ID=ADDR,...`. For routing peer traffic through proxies (fault
+    /// injection); the advertised addresses in the membership are unchanged.
+    #[arg(long, env = "BALLAST_DIAL_OVERRIDES")]
+    pub dial_overrides: Option<String>,
     /// Leader heartbeat interval, milliseconds.
     #[arg(long, env = "BALLAST_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
@@ -123,6 +128,19 @@ fn parse_addr(what: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| invalid(format!("{what} {addr:?} is not an IP:port address: {e}")))
 }
 
+/// Parses `ID=ADDR,...` (dial overrides).
+pub fn parse_dial_overrides(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || invalid(format!("dial-overrides entry {part:?} is not ID=IP:PORT"));
+        let (id, addr) = part.split_once('=').ok_or_else(bad)?;
+        let id: NodeId = id.trim().parse().map_err(|_| bad())?;
+        parse_addr("dial override", addr)?;
+        out.insert(id, addr.to_string());
+    }
+    Ok(out)
+}
+
 /// Parses `ID=CLIENT_ADDR/PEER_ADDR,...`.
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, Member>, ConfigError> {
     let mut members = BTreeMap::new();
@@ -176,6 +194,9 @@ impl Config {
                 )));
             }
         }
+        if let Some(d) = &self.dial_overrides {
+            parse_dial_overrides(d)?;
+        }
         if self.heartbeat_ms == 0 {
             return Err(invalid("heartbeat-ms must be positive"));
         }
@@ -218,6 +239,15 @@ impl Config {
             .as_deref()
             .map(parse_initial_cluster)
             .transpose()
+    }
+
+    /// Dial overrides, if configured (validated by [`Config::validate`]).
+    pub fn dial_override_map(&self) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+        self.dial_overrides
+            .as_deref()
+            .map(parse_dial_overrides)
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     /// Input limits.
@@ -319,6 +349,14 @@ mod tests {
         assert!(
             parse_initial_cluster("1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:3/127.0.0.1:4").is_err()
         );
+    }
+
+    #[test]
+    fn dial_overrides_parse() {
+        let m = parse_dial_overrides("2=127.0.0.1:9000, 3=127.0.0.1:9001").expect("parses");
+        assert_eq!(m[&3], "127.0.0.1:9001");
+        assert!(parse_dial_overrides("2=nowhere").is_err());
+        assert!(parse_dial_overrides("x=127.0.0.1:1").is_err());
     }
 
     #[test]

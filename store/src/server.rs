@@ -153,7 +153,8 @@ pub async fn start(
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     let applied = state_machine.subscribe();
     let fault = NetFault::default();
-    let network = PeerNetwork::new(fault.clone(), config.connect_timeout());
+    let dial = std::sync::Arc::new(config.dial_override_map()?);
+    let network = PeerNetwork::new(fault.clone(), config.connect_timeout(), dial.clone());
     let raft = Raft::new(
         config.node_id,
         raft_config(&config)?,
@@ -175,6 +176,7 @@ pub async fn start(
             connect_timeout: config.connect_timeout(),
             limits: config.limits(),
             unsafe_local_linearizable_reads: config.unsafe_local_linearizable_reads,
+            dial,
         },
     );
 

@@ -46,14 +46,26 @@ impl NetFault {
 pub struct PeerNetwork {
     fault: NetFault,
     connect_timeout: Duration,
+    dial: DialMap,
+}
+
+/// Addresses to dial instead of peers' advertised peer addresses.
+pub type DialMap = Arc<std::collections::BTreeMap<NodeId, String>>;
+
+/// The address to dial for `target`: its override, or its advertised address.
+pub fn dial_addr(dial: &DialMap, target: NodeId, node: &Member) -> String {
+    dial.get(&target)
+        .cloned()
+        .unwrap_or_else(|| node.peer_addr.clone())
 }
 
 impl PeerNetwork {
-    /// A network whose traffic obeys `fault`.
-    pub fn new(fault: NetFault, connect_timeout: Duration) -> Self {
+    /// A network whose traffic obeys `fault` and dials through `dial`.
+    pub fn new(fault: NetFault, connect_timeout: Duration, dial: DialMap) -> Self {
         PeerNetwork {
             fault,
             connect_timeout,
+            dial,
         }
     }
 }
@@ -64,7 +76,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
         PeerClient {
             target,
-            addr: node.peer_addr.clone(),
+            addr: dial_addr(&self.dial, target, node),
             conn: None,
             fault: self.fault.clone(),
             connect_timeout: self.connect_timeout,

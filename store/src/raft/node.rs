@@ -19,7 +19,7 @@ use openraft::{ReadPolicy, ServerState};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::network::NetFault;
+use super::network::{dial_addr, DialMap, NetFault};
 use super::pool::PeerPool;
 use super::types::{Member, NodeId, Raft, TypeConfig};
 use super::wire::{CallError, ForwardError, PeerRequest, PeerResponse};
@@ -102,6 +102,8 @@ pub struct NodeOptions {
     pub limits: Limits,
     /// Test-only: skip the read-index barrier (see the config flag).
     pub unsafe_local_linearizable_reads: bool,
+    /// Addresses to dial instead of peers' advertised ones.
+    pub dial: DialMap,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -249,7 +251,10 @@ impl Node {
         self.options.limits.check_command(&command)?;
         match self.leader() {
             Some((id, _)) if id == self.id => self.propose(command).await,
-            Some((_, member)) => self.forward_write(&member.peer_addr, command).await,
+            Some((id, member)) => {
+                let addr = dial_addr(&self.options.dial, id, &member);
+                self.forward_write(&addr, command).await
+            }
             None => Err(self.no_leader("no leader is known (election in progress or no quorum)")),
         }
     }
@@ -353,11 +358,12 @@ impl Node {
         }
         let index = match self.leader() {
             Some((id, _)) if id == self.id => self.read_index().await?,
-            Some((_, member)) => {
+            Some((id, member)) => {
                 let timeout = self.options.request_timeout;
+                let addr = dial_addr(&self.options.dial, id, &member);
                 match self
                     .pool
-                    .call(&member.peer_addr, &PeerRequest::ReadIndex, timeout)
+                    .call(&addr, &PeerRequest::ReadIndex, timeout)
                     .await
                 {
                     Ok(PeerResponse::ReadIndex(r)) => r.map_err(NodeError::from)?,
