@@ -1,0 +1,1 @@
+//! Watch checker (placeholder until the watch workload lands).

@@ -1,0 +1,363 @@
+//! A cluster of `ballastd` processes on loopback: one OS process per node, in
+//! its own process group, with its own data directory and log file. Only the
+//! process groups started here are ever signalled, and every one of them is
+//! resumed (SIGCONT) and killed when the cluster is dropped, even on panic.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::client::NodeClient;
+
+/// Process groups started by this process and not yet reaped: the emergency
+/// teardown (signal watchdog) kills exactly these.
+fn live_groups() -> &'static Mutex<BTreeMap<u32, u64>> {
+    static LIVE: OnceLock<Mutex<BTreeMap<u32, u64>>> = OnceLock::new();
+    LIVE.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+/// SIGCONT then SIGKILL to every process group this process started. Safe to
+/// call from a watchdog thread while the main thread is stuck.
+pub fn emergency_teardown() {
+    let groups: Vec<u32> = live_groups()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .copied()
+        .collect();
+    for pg in groups {
+        if let Ok(pid) = i32::try_from(pg) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Free loopback port (bound, then released: a small race we accept for
+/// node listeners; proxies keep their listeners).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Static description of one node.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// Node id (1-based).
+    pub id: u64,
+    /// HTTP API address.
+    pub client_addr: String,
+    /// Peer listener address.
+    pub peer_addr: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Log file (appended across restarts).
+    pub log: PathBuf,
+    /// `--dial-overrides` value (the fault proxies of this node's outgoing links).
+    pub dial_overrides: String,
+}
+
+struct NodeProc {
+    spec: NodeSpec,
+    child: Option<Child>,
+    paused: bool,
+    starts: u32,
+}
+
+/// Settings shared by every node.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// `ballastd` binary.
+    pub ballastd: PathBuf,
+    /// Extra flags for every node (timeouts, the planted-bug switch).
+    pub extra_args: Vec<String>,
+    /// Environment for every node (`RUST_LOG`, `FAILPOINTS`).
+    pub env: Vec<(String, String)>,
+}
+
+/// The running cluster.
+pub struct Cluster {
+    opts: ClusterOptions,
+    nodes: Mutex<Vec<NodeProc>>,
+    initial_cluster: String,
+    /// Clients of each node's API, for status and readiness.
+    pub clients: Vec<NodeClient>,
+}
+
+impl Cluster {
+    /// Describes (does not start) a cluster of `specs`.
+    pub fn new(opts: ClusterOptions, specs: Vec<NodeSpec>) -> anyhow::Result<Self> {
+        let initial_cluster = specs
+            .iter()
+            .map(|s| format!("{}={}/{}", s.id, s.client_addr, s.peer_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let clients = specs
+            .iter()
+            .map(|s| NodeClient::new(s.id, &s.client_addr, Duration::from_millis(1000)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let nodes = specs
+            .into_iter()
+            .map(|spec| NodeProc {
+                spec,
+                child: None,
+                paused: false,
+                starts: 0,
+            })
+            .collect();
+        Ok(Self {
+            opts,
+            nodes: Mutex::new(nodes),
+            initial_cluster,
+            clients,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<NodeProc>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.lock().iter().map(|n| n.spec.id).collect()
+    }
+
+    /// Client of node `id`.
+    pub fn client(&self, id: u64) -> Option<&NodeClient> {
+        self.clients.iter().find(|c| c.node == id)
+    }
+
+    /// Starts every node.
+    pub fn start_all(&self) -> anyhow::Result<()> {
+        for id in self.ids() {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `id` (again, on the same data directory).
+    pub fn start(&self, id: u64) -> anyhow::Result<u32> {
+        let mut nodes = self.lock();
+        let n = nodes
+            .iter_mut()
+            .find(|n| n.spec.id == id)
+            .context("no such node")?;
+        if n.child.is_some() {
+            bail!("node {id} is already running");
+        }
+        let s = &n.spec;
+        let log = OpenOptions::new().create(true).append(true).open(&s.log)?;
+        let mut cmd = Command::new(&self.opts.ballastd);
+        cmd.arg("--node-id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .arg("--listen-client")
+            .arg(&s.client_addr)
+            .arg("--listen-peer")
+            .arg(&s.peer_addr)
+            .arg("--initial-cluster")
+            .arg(&self.initial_cluster)
+            .arg("--dial-overrides")
+            .arg(&s.dial_overrides)
+            .args(&self.opts.extra_args)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: signals reach the node and nothing else,
+            // and a Ctrl-C on our terminal does not reach it first.
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.opts.ballastd.display()))?;
+        let pid = child.id();
+        live_groups()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid, id);
+        n.child = Some(child);
+        n.paused = false;
+        n.starts += 1;
+        Ok(pid)
+    }
+
+    fn signal(&self, id: u64, sig: Signal) -> anyhow::Result<u32> {
+        let nodes = self.lock();
+        let n = nodes
+            .iter()
+            .find(|n| n.spec.id == id)
+            .context("no such node")?;
+        let child = n.child.as_ref().context("node is not running")?;
+        let pid = child.id();
+        killpg(Pid::from_raw(i32::try_from(pid)?), sig)?;
+        Ok(pid)
+    }
+
+    /// SIGKILL node `id`'s process group and reap it.
+    pub fn kill(&self, id: u64) -> anyhow::Result<u32> {
+        let mut nodes = self.lock();
+        let n = nodes
+            .iter_mut()
+            .find(|n| n.spec.id == id)
+            .context("no such node")?;
+        let mut child = n.child.take().context("node is not running")?;
+        let pid = child.id();
+        let pg = Pid::from_raw(i32::try_from(pid)?);
+        let _ = killpg(pg, Signal::SIGCONT);
+        let _ = killpg(pg, Signal::SIGKILL);
+        let _ = child.wait();
+        n.paused = false;
+        live_groups()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+        Ok(pid)
+    }
+
+    /// SIGSTOP node `id`.
+    pub fn pause(&self, id: u64) -> anyhow::Result<u32> {
+        let pid = self.signal(id, Signal::SIGSTOP)?;
+        if let Some(n) = self.lock().iter_mut().find(|n| n.spec.id == id) {
+            n.paused = true;
+        }
+        Ok(pid)
+    }
+
+    /// SIGCONT node `id`.
+    pub fn resume(&self, id: u64) -> anyhow::Result<u32> {
+        let pid = self.signal(id, Signal::SIGCONT)?;
+        if let Some(n) = self.lock().iter_mut().find(|n| n.spec.id == id) {
+            n.paused = false;
+        }
+        Ok(pid)
+    }
+
+    /// Whether node `id` is running.
+    pub fn running(&self, id: u64) -> bool {
+        self.lock()
+            .iter()
+            .any(|n| n.spec.id == id && n.child.is_some())
+    }
+
+    /// How many times each node was started.
+    pub fn starts(&self) -> Vec<(u64, u32)> {
+        self.lock().iter().map(|n| (n.spec.id, n.starts)).collect()
+    }
+
+    /// Waits until every running node answers `/health/ready`.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut all = true;
+            for c in &self.clients {
+                if self.running(c.node) && !c.ready().await {
+                    all = false;
+                }
+            }
+            if all {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the cluster was not ready within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The leader: the node that reports itself `Leader` in the highest term.
+    pub async fn leader(&self) -> Option<u64> {
+        let mut best: Option<(u64, u64)> = None;
+        for c in &self.clients {
+            if !self.running(c.node) {
+                continue;
+            }
+            let Some(s) = c.status().await else { continue };
+            let state = s.pointer("/raft/state").and_then(|v| v.as_str());
+            let term = s.get("term").and_then(|v| v.as_u64()).unwrap_or(0);
+            if state == Some("Leader") && best.is_none_or(|(t, _)| term > t) {
+                best = Some((term, c.node));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// Stops every node: SIGCONT, SIGTERM, then SIGKILL whatever did not exit
+    /// within `grace`.
+    pub fn stop_all(&self, grace: Duration) {
+        let mut nodes = self.lock();
+        for n in nodes.iter_mut() {
+            if let Some(child) = &n.child {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+                }
+            }
+            n.paused = false;
+        }
+        let deadline = Instant::now() + grace;
+        for n in nodes.iter_mut() {
+            let Some(mut child) = n.child.take() else {
+                continue;
+            };
+            let pid = child.id();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        if let Ok(p) = i32::try_from(pid) {
+                            let _ = killpg(Pid::from_raw(p), Signal::SIGKILL);
+                        }
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            // The group may hold other processes if ballastd ever forks.
+            if let Ok(p) = i32::try_from(pid) {
+                let _ = killpg(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            live_groups()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pid);
+        }
+    }
+
+    /// Node log paths.
+    pub fn logs(&self) -> Vec<PathBuf> {
+        self.lock().iter().map(|n| n.spec.log.clone()).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all(Duration::from_secs(3));
+    }
+}
+
+/// Default `ballastd` path: next to this executable (`target/<profile>/`).
+pub fn default_ballastd() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .map(|d| {
+            // A bench or test binary lives in target/<profile>/deps.
+            if d.ends_with("deps") {
+                d.parent().map(Path::to_path_buf).unwrap_or(d)
+            } else {
+                d
+            }
+        })
+        .unwrap_or_default()
+        .join("ballastd")
+}

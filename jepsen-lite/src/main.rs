@@ -1,0 +1,284 @@
+//! `jepsen-lite`: parses the command line and runs or re-checks.
+//!
+//! Exit codes: 0 every check passed; 1 a violation was found; 2 a checker
+//! could not decide (unknown is not a pass); 3 the run itself failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use jepsen_lite::checker::Verdict;
+use jepsen_lite::cluster::{default_ballastd, emergency_teardown};
+use jepsen_lite::nemesis::Schedule;
+use jepsen_lite::run::{self, RunConfig};
+use jepsen_lite::workload::register::RegisterOptions;
+use jepsen_lite::{checker, history};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jepsen-lite",
+    about = "Fault-injection tests of a real ballast cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Workload {
+    /// Reads, writes and CAS on a few keys; linearizability checker.
+    Register,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start a cluster, run a workload under faults, check, report.
+    Run(RunArgs),
+    /// Re-check a recorded history file.
+    Check {
+        /// history.jsonl of a run.
+        history: PathBuf,
+        /// Checker time limit, seconds.
+        #[arg(long, default_value_t = 60)]
+        check_limit_s: u64,
+        /// Where to write timeline.html on a violation (default: next to the history).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Workload.
+    #[arg(long, value_enum, default_value = "register")]
+    workload: Workload,
+    /// Comma-separated nemeses: kill, kill-leader, pause, pause-leader,
+    /// partition, delay, failpoint; `none` for no faults.
+    #[arg(long, default_value = "kill,partition,pause")]
+    nemesis: String,
+    /// Workload duration, seconds.
+    #[arg(long, default_value_t = 60)]
+    time: u64,
+    /// Nodes: 3 or 5.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Concurrent clients, spread over every node.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// Keys.
+    #[arg(long, default_value_t = 4)]
+    keys: usize,
+    /// Share of reads.
+    #[arg(long, default_value_t = 0.5)]
+    read_ratio: f64,
+    /// Pause between a client's operations, ms.
+    #[arg(long, default_value_t = 5)]
+    think_ms: u64,
+    /// Quiet time between faults, ms.
+    #[arg(long, default_value_t = 3000)]
+    interval_ms: u64,
+    /// How long a fault lasts, ms.
+    #[arg(long, default_value_t = 4000)]
+    fault_ms: u64,
+    /// Probability that two nemeses act at once.
+    #[arg(long, default_value_t = 0.3)]
+    combine: f64,
+    /// Client request timeout, ms (a later answer is `info`).
+    #[arg(long, default_value_t = 3000)]
+    request_timeout_ms: u64,
+    /// Linearizability checker time limit, seconds (beyond it: unknown).
+    #[arg(long, default_value_t = 60)]
+    check_limit_s: u64,
+    /// ballastd binary [default: ballastd next to this executable].
+    #[arg(long)]
+    ballastd: Option<PathBuf>,
+    /// Output folder [default: target/jepsen-lite/<unix time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed for the workload and the nemesis schedule [default: time].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// TEST ONLY: start nodes with the planted stale-read bug.
+    #[arg(long)]
+    unsafe_local_linearizable_reads: bool,
+    /// Extra ballastd flags, e.g. `--node-arg=--snapshot-logs=500`.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check {
+            history: path,
+            check_limit_s,
+            out,
+        } => check(&path, check_limit_s, out),
+        Cmd::Run(args) => match run_cmd(args) {
+            Ok(code) => code,
+            Err(e) => {
+                emergency_teardown();
+                eprintln!("jepsen-lite: {e:#}");
+                ExitCode::from(3)
+            }
+        },
+    }
+}
+
+fn check(path: &std::path::Path, limit: u64, out: Option<PathBuf>) -> ExitCode {
+    let events = match history::read_jsonl(path) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("jepsen-lite: reading {}: {e:#}", path.display());
+            return ExitCode::from(3);
+        }
+    };
+    let r = checker::register::check(&events, Duration::from_secs(limit));
+    println!(
+        "register checker: {} in {} ms ({} events, {} keys)",
+        r.verdict.label(),
+        r.elapsed_ms,
+        events.len(),
+        r.keys.len()
+    );
+    match &r.verdict {
+        Verdict::Pass => ExitCode::SUCCESS,
+        Verdict::Unknown { reason } => {
+            println!("unknown: {reason}");
+            ExitCode::from(2)
+        }
+        Verdict::Fail { errors } => {
+            for e in errors.iter().take(10) {
+                println!("  - {e}");
+            }
+            let dir =
+                out.unwrap_or_else(|| path.parent().map(|p| p.to_path_buf()).unwrap_or_default());
+            match run::write_timeline(&dir, &r, &events) {
+                Ok(p) => println!("timeline: {}", p.display()),
+                Err(e) => eprintln!("jepsen-lite: {e:#}"),
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.nodes == 3 || a.nodes == 5, "--nodes must be 3 or 5");
+    anyhow::ensure!(
+        a.clients > 0 && a.keys > 0,
+        "--clients and --keys must be positive"
+    );
+    let Workload::Register = a.workload;
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    let out = a.out.unwrap_or_else(|| {
+        let target = default_ballastd()
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| PathBuf::from("target"));
+        target.join("jepsen-lite").join(format!("run-{seed}"))
+    });
+    let nemeses: Vec<String> = a
+        .nemesis
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "none")
+        .map(String::from)
+        .collect();
+    let mut node_args = vec![
+        "--heartbeat-ms=50".to_string(),
+        "--election-timeout-min-ms=300".to_string(),
+        "--election-timeout-max-ms=600".to_string(),
+        "--request-timeout-ms=2000".to_string(),
+    ];
+    if a.unsafe_local_linearizable_reads {
+        node_args.push("--unsafe-local-linearizable-reads".to_string());
+    }
+    node_args.extend(a.node_args);
+    let cfg = RunConfig {
+        ballastd: a.ballastd.unwrap_or_else(default_ballastd),
+        out,
+        nodes: a.nodes,
+        time: Duration::from_secs(a.time),
+        nemeses,
+        schedule: Schedule {
+            interval: Duration::from_millis(a.interval_ms),
+            duration: Duration::from_millis(a.fault_ms),
+            combine: a.combine,
+        },
+        register: RegisterOptions {
+            clients: a.clients,
+            keys: a.keys,
+            prefix: "jl/r".to_string(),
+            think: Duration::from_millis(a.think_ms),
+            read_ratio: a.read_ratio,
+            seed,
+        },
+        request_timeout: Duration::from_millis(a.request_timeout_ms),
+        node_args,
+        check_limit: Duration::from_secs(a.check_limit_s),
+        seed,
+    };
+    // Hard bound on the whole run: workload + healing/teardown + checking.
+    let hard_limit = cfg.time + cfg.check_limit + Duration::from_secs(120);
+    std::thread::spawn(move || {
+        std::thread::sleep(hard_limit);
+        eprintln!(
+            "jepsen-lite: the run exceeded its hard time limit ({hard_limit:?}); tearing down"
+        );
+        emergency_teardown();
+        std::process::exit(3);
+    });
+    let rt = tokio::runtime::Runtime::new()?;
+    let outcome = rt.block_on(async move {
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return;
+            };
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {}, _ = hup.recv() => {} }
+            let _ = cancel_tx.send(true);
+            // Orderly teardown gets 20 s; a second signal or the deadline
+            // kills the nodes we started and exits.
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_secs(20));
+                emergency_teardown();
+                std::process::exit(130);
+            });
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {}, _ = hup.recv() => {} }
+            emergency_teardown();
+            std::process::exit(130);
+        });
+        run::run(cfg, cancel_rx).await
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let o = outcome?;
+    Ok(if o.pass {
+        ExitCode::SUCCESS
+    } else if o.unknown
+        && !matches!(o.register.verdict, Verdict::Fail { .. })
+        && o.convergence.is_pass()
+    {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,199 @@
+//! Fault injectors behind one trait, and the schedule that runs them.
+//!
+//! A nemesis injects one fault and later heals exactly what it injected.
+//! Several nemeses may be active at once (faults combine); the scheduler
+//! heals them in reverse order. Membership changes and leader transfer fit
+//! the same trait later: `inject` = remove/transfer, `heal` = re-add.
+
+mod failpoint;
+mod kill;
+mod partition;
+mod pause;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+pub use failpoint::FailpointNemesis;
+pub use kill::KillNemesis;
+pub use partition::{DelayNemesis, PartitionNemesis};
+pub use pause::PauseNemesis;
+
+use crate::cluster::Cluster;
+use crate::history::{EventType, Recorder};
+use crate::proxy::Network;
+
+/// What a nemesis acts on.
+pub struct Context {
+    /// The processes.
+    pub cluster: Arc<Cluster>,
+    /// The peer-link proxies.
+    pub net: Arc<Network>,
+    /// The history.
+    pub recorder: Recorder,
+}
+
+/// Which node a fault hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A random running node.
+    Random,
+    /// The current leader (a random node when none is known).
+    Leader,
+}
+
+impl Context {
+    /// Picks a node: the leader or a random running one.
+    pub async fn pick(&self, target: Target, rng: &mut StdRng) -> Option<u64> {
+        if target == Target::Leader {
+            if let Some(l) = self.cluster.leader().await {
+                return Some(l);
+            }
+        }
+        let ids: Vec<u64> = self
+            .cluster
+            .ids()
+            .into_iter()
+            .filter(|id| self.cluster.running(*id))
+            .collect();
+        ids.choose(rng).copied()
+    }
+}
+
+/// A fault injector.
+pub trait Nemesis: Send {
+    /// Name, as used on the command line.
+    fn name(&self) -> &'static str;
+    /// Injects a fault; returns what it did.
+    fn inject<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        rng: &'a mut StdRng,
+    ) -> BoxFuture<'a, anyhow::Result<String>>;
+    /// Heals what `inject` did (a no-op when nothing is injected).
+    fn heal<'a>(&'a mut self, ctx: &'a Context) -> BoxFuture<'a, anyhow::Result<String>>;
+}
+
+/// Builds a nemesis by name.
+pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Nemesis>> {
+    Ok(match name {
+        "kill" => Box::new(KillNemesis::new(Target::Random)),
+        "kill-leader" => Box::new(KillNemesis::new(Target::Leader)),
+        "pause" => Box::new(PauseNemesis::new(Target::Random)),
+        "pause-leader" => Box::new(PauseNemesis::new(Target::Leader)),
+        "partition" => Box::new(PartitionNemesis::new()),
+        "delay" => Box::new(DelayNemesis::new()),
+        "failpoint" => Box::new(FailpointNemesis::new()),
+        other => anyhow::bail!(
+            "unknown nemesis {other:?} (kill, kill-leader, pause, pause-leader, partition, delay, failpoint)"
+        ),
+    })
+}
+
+/// When faults happen.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    /// Quiet time between faults.
+    pub interval: Duration,
+    /// How long a fault lasts.
+    pub duration: Duration,
+    /// Probability that a second nemesis joins the first.
+    pub combine: f64,
+}
+
+/// Counts of what the scheduler did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct NemesisStats {
+    /// Faults injected, by nemesis name.
+    pub injected: std::collections::BTreeMap<String, u64>,
+    /// Injections that failed.
+    pub failed: u64,
+}
+
+/// Runs `nemeses` on `schedule` until `stop` turns true, then heals everything.
+pub async fn run(
+    mut nemeses: Vec<Box<dyn Nemesis>>,
+    ctx: Context,
+    schedule: Schedule,
+    seed: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> NemesisStats {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut stats = NemesisStats::default();
+    let rec = ctx.recorder.clone();
+    let sleep_or_stop = |d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>| {
+        let mut stop = stop.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => false,
+                _ = stop.wait_for(|s| *s) => true,
+            }
+        }
+    };
+    if nemeses.is_empty() {
+        let _ = stop.wait_for(|s| *s).await;
+        return stats;
+    }
+    loop {
+        if sleep_or_stop(schedule.interval, &mut stop).await {
+            break;
+        }
+        let mut order: Vec<usize> = (0..nemeses.len()).collect();
+        order.shuffle(&mut rng);
+        let count = if nemeses.len() > 1 && rng.gen_bool(schedule.combine) {
+            2
+        } else {
+            1
+        };
+        let active: Vec<usize> = order.into_iter().take(count).collect();
+        for &i in &active {
+            let name = nemeses[i].name();
+            rec.nemesis(EventType::Invoke, format!("{name}: inject"));
+            match nemeses[i].inject(&ctx, &mut rng).await {
+                Ok(what) => {
+                    *stats.injected.entry(name.to_string()).or_default() += 1;
+                    tracing::info!(nemesis = name, %what, "fault injected");
+                    rec.nemesis(EventType::Ok, format!("{name}: {what}"));
+                }
+                Err(e) => {
+                    stats.failed += 1;
+                    tracing::warn!(nemesis = name, error = %e, "injection failed");
+                    rec.nemesis(EventType::Fail, format!("{name}: {e:#}"));
+                }
+            }
+        }
+        let stopped = sleep_or_stop(schedule.duration, &mut stop).await;
+        for &i in active.iter().rev() {
+            heal(&mut *nemeses[i], &ctx).await;
+        }
+        if stopped {
+            break;
+        }
+    }
+    // Heal everything, whatever state it is in.
+    for n in nemeses.iter_mut().rev() {
+        heal(&mut **n, &ctx).await;
+    }
+    stats
+}
+
+async fn heal(n: &mut dyn Nemesis, ctx: &Context) {
+    let name = n.name();
+    match n.heal(ctx).await {
+        Ok(what) if what.is_empty() => {}
+        Ok(what) => {
+            tracing::info!(nemesis = name, %what, "healed");
+            ctx.recorder
+                .nemesis(EventType::Ok, format!("{name}: heal: {what}"));
+        }
+        Err(e) => {
+            tracing::warn!(nemesis = name, error = %e, "heal failed");
+            ctx.recorder
+                .nemesis(EventType::Fail, format!("{name}: heal failed: {e:#}"));
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! One run: start proxies and nodes, run the workload under the nemeses,
+//! stop everything, check the history and write the report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::checker::register::{self, RegisterReport};
+use crate::checker::Verdict;
+use crate::client::NodeClient;
+use crate::cluster::{Cluster, ClusterOptions, NodeSpec};
+use crate::history::{self, Clock, Event, Recorder};
+use crate::nemesis::{self, Context, NemesisStats, Schedule};
+use crate::proxy::Network;
+use crate::report::{self, timeline};
+use crate::workload::register::{self as register_workload, RegisterOptions};
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// `ballastd` binary.
+    pub ballastd: PathBuf,
+    /// Output folder (history, node logs, report).
+    pub out: PathBuf,
+    /// Nodes (3 or 5).
+    pub nodes: u64,
+    /// Workload duration.
+    pub time: Duration,
+    /// Nemesis names.
+    pub nemeses: Vec<String>,
+    /// Fault schedule.
+    pub schedule: Schedule,
+    /// Register workload settings.
+    pub register: RegisterOptions,
+    /// Client request timeout (an answer later than this is `info`).
+    pub request_timeout: Duration,
+    /// Extra ballastd flags.
+    pub node_args: Vec<String>,
+    /// Checker time limit.
+    pub check_limit: Duration,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Register checker result.
+    pub register: RegisterReport,
+    /// Whether all nodes converged to one state after healing.
+    pub convergence: Verdict<String>,
+    /// Whether every check passed.
+    pub pass: bool,
+    /// Whether some check could not decide.
+    pub unknown: bool,
+}
+
+async fn converge(cluster: &Cluster, timeout: Duration) -> Verdict<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut seen = Vec::new();
+        for c in &cluster.clients {
+            if let Some(s) = c.status().await {
+                seen.push((
+                    c.node,
+                    s.get("revision").and_then(|v| v.as_u64()).unwrap_or(0),
+                    s.get("state_hash")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                ));
+            }
+        }
+        let all = seen.len() == cluster.clients.len();
+        if all
+            && seen
+                .windows(2)
+                .all(|w| w[0].1 == w[1].1 && w[0].2 == w[1].2)
+        {
+            return Verdict::Pass;
+        }
+        if Instant::now() >= deadline {
+            return Verdict::Fail {
+                errors: vec![format!("nodes did not converge within {timeout:?}: (node, revision, state_hash) = {seen:?}")],
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the register workload; `cancel` turning true (a signal) ends the
+/// workload early, and the run still tears down and checks what it has.
+pub async fn run(
+    cfg: RunConfig,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<RunOutcome> {
+    std::fs::create_dir_all(&cfg.out)?;
+    let data = tempfile::Builder::new().prefix("jepsen-lite-").tempdir()?;
+    anyhow::ensure!(cfg.ballastd.exists(), "no ballastd at {} (build it: cargo build -p ballast-store --bin ballastd, or pass --ballastd)", cfg.ballastd.display());
+    let clock = Clock::new();
+    let rec = Recorder::new(clock);
+    let ids: Vec<u64> = (1..=cfg.nodes).collect();
+    let mut peers = BTreeMap::new();
+    let mut clients_addr = BTreeMap::new();
+    for &id in &ids {
+        peers.insert(id, format!("127.0.0.1:{}", crate::cluster::free_port()?));
+        clients_addr.insert(id, format!("127.0.0.1:{}", crate::cluster::free_port()?));
+    }
+    let net = Arc::new(Network::start(&peers, rec.clone()).await?);
+    let specs = ids
+        .iter()
+        .map(|&id| NodeSpec {
+            id,
+            client_addr: clients_addr[&id].clone(),
+            peer_addr: peers[&id].clone(),
+            data_dir: data.path().join(format!("node{id}")),
+            log: cfg.out.join(format!("node{id}.log")),
+            dial_overrides: net.dial_overrides(id),
+        })
+        .collect();
+    let opts = ClusterOptions {
+        ballastd: cfg.ballastd.clone(),
+        extra_args: cfg.node_args.clone(),
+        env: vec![(
+            "RUST_LOG".into(),
+            std::env::var("BALLAST_LOG").unwrap_or_else(|_| "info".into()),
+        )],
+    };
+    let cluster = Arc::new(Cluster::new(opts, specs)?);
+    cluster.start_all()?;
+    tracing::info!(nodes = cfg.nodes, out = %cfg.out.display(), "--- cluster started, waiting for a leader");
+    cluster.wait_ready(Duration::from_secs(30)).await?;
+    rec.nemesis(crate::history::EventType::Info, "cluster ready".to_string());
+
+    tracing::info!(time = ?cfg.time, nemeses = ?cfg.nemeses, "--- workload");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let node_clients: Vec<NodeClient> = ids
+        .iter()
+        .map(|&id| NodeClient::new(id, &clients_addr[&id], cfg.request_timeout))
+        .collect::<anyhow::Result<_>>()?;
+    let mut tasks = Vec::new();
+    for i in 0..cfg.register.clients {
+        tasks.push(tokio::spawn(register_workload::client(
+            i,
+            node_clients.clone(),
+            cfg.register.clone(),
+            rec.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let nemeses = cfg
+        .nemeses
+        .iter()
+        .map(|n| nemesis::by_name(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ctx = Context {
+        cluster: cluster.clone(),
+        net: net.clone(),
+        recorder: rec.clone(),
+    };
+    let nemesis_task = tokio::spawn(nemesis::run(
+        nemeses,
+        ctx,
+        cfg.schedule.clone(),
+        cfg.seed,
+        stop_rx.clone(),
+    ));
+    let progress = {
+        let rec = rec.clone();
+        let total = cfg.time;
+        tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let c = report::count(&rec.snapshot());
+                tracing::info!(
+                    elapsed = start.elapsed().as_secs(),
+                    of = total.as_secs(),
+                    ops = c.ops,
+                    ok = c.ok,
+                    fail = c.fail,
+                    info = c.info,
+                    "progress"
+                );
+            }
+        })
+    };
+    let mut cancel = cancel;
+    tokio::select! {
+        _ = tokio::time::sleep(cfg.time) => {}
+        _ = cancel.wait_for(|c| *c) => tracing::warn!("interrupted: stopping early"),
+    }
+    progress.abort();
+    let _ = stop_tx.send(true);
+    tracing::info!("--- healing and stopping clients");
+    let stats: NemesisStats =
+        match tokio::time::timeout(Duration::from_secs(30), nemesis_task).await {
+            Ok(Ok(s)) => s,
+            _ => NemesisStats::default(),
+        };
+    net.heal_all();
+    for id in cluster.ids() {
+        if cluster.running(id) {
+            let _ = cluster.resume(id);
+        } else {
+            let _ = cluster.start(id);
+        }
+    }
+    for t in tasks {
+        // A client finishes within its request timeout.
+        if tokio::time::timeout(cfg.request_timeout + Duration::from_secs(2), t)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a client did not stop in time");
+        }
+    }
+    let convergence = converge(&cluster, Duration::from_secs(20)).await;
+    let starts = cluster.starts();
+    cluster.stop_all(Duration::from_secs(3));
+    drop(cluster);
+    drop(net);
+
+    let events = rec.snapshot();
+    let hist_path = cfg.out.join("history.jsonl");
+    history::write_jsonl(&hist_path, &events)?;
+    tracing::info!(events = events.len(), "--- checking");
+    let reg = register::check(&events, cfg.check_limit);
+    let counts = report::count(&events);
+    let pass = reg.verdict.is_pass() && convergence.is_pass();
+    let unknown = matches!(reg.verdict, Verdict::Unknown { .. });
+    let summary = summary(
+        &cfg,
+        &counts,
+        &stats,
+        &reg,
+        &convergence,
+        &starts,
+        &hist_path,
+    );
+    println!("{summary}");
+    std::fs::write(cfg.out.join("summary.txt"), &summary)?;
+    std::fs::write(
+        cfg.out.join("results.json"),
+        serde_json::to_string_pretty(&json!({
+            "counts": counts, "nemesis": stats, "register": reg, "convergence": convergence,
+            "pass": pass, "nodes": cfg.nodes, "time_s": cfg.time.as_secs(), "nemeses": cfg.nemeses, "seed": cfg.seed,
+        }))?,
+    )?;
+    if let Verdict::Fail { .. } = reg.verdict {
+        write_timeline(&cfg.out, &reg, &events)?;
+    }
+    Ok(RunOutcome {
+        register: reg,
+        convergence,
+        pass,
+        unknown,
+    })
+}
+
+/// Writes `timeline.html` for the first violations of a register report.
+pub fn write_timeline(
+    out: &Path,
+    reg: &RegisterReport,
+    events: &[Event],
+) -> anyhow::Result<PathBuf> {
+    let mut sections = Vec::new();
+    if let Verdict::Fail { errors } = &reg.verdict {
+        for e in errors.iter().take(6) {
+            if let Some(s) = timeline::render(&reg.ops, events, e) {
+                sections.push(s);
+            } else {
+                sections.push(
+                    format!("<p>{}</p>", e)
+                        .replace('<', "&lt;")
+                        .replacen("&lt;p>", "<p>", 1)
+                        .replace("&lt;/p>", "</p>"),
+                );
+            }
+        }
+    }
+    let path = out.join("timeline.html");
+    std::fs::write(
+        &path,
+        timeline::page("jepsen-lite: register violations", &sections),
+    )
+    .context("writing timeline.html")?;
+    Ok(path)
+}
+
+fn summary(
+    cfg: &RunConfig,
+    c: &report::Counts,
+    stats: &NemesisStats,
+    reg: &RegisterReport,
+    conv: &Verdict<String>,
+    starts: &[(u64, u32)],
+    hist: &Path,
+) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "== jepsen-lite summary");
+    let _ = writeln!(
+        s,
+        "workload register, {} nodes, {} clients, {} keys, {}s, nemesis {:?}, seed {}",
+        cfg.nodes,
+        cfg.register.clients,
+        cfg.register.keys,
+        cfg.time.as_secs(),
+        cfg.nemeses,
+        cfg.seed
+    );
+    let _ = writeln!(
+        s,
+        "operations: {} (ok {}, fail {}, info {}); ok by function: {:?}",
+        c.ops, c.ok, c.fail, c.info, c.ok_by_f
+    );
+    let _ = writeln!(
+        s,
+        "faults injected: {:?} (failed injections: {}); node starts: {:?}",
+        stats.injected, stats.failed, starts
+    );
+    let _ = writeln!(
+        s,
+        "checker register (linearizability + version/mod_revision): {} in {} ms over {} keys",
+        reg.verdict.label(),
+        reg.elapsed_ms,
+        reg.keys.len()
+    );
+    match &reg.verdict {
+        Verdict::Fail { errors } => {
+            for e in errors.iter().take(10) {
+                let _ = writeln!(s, "  - {e}");
+            }
+            if errors.len() > 10 {
+                let _ = writeln!(s, "  ... and {} more", errors.len() - 10);
+            }
+            let _ = writeln!(s, "  timeline: {}", cfg.out.join("timeline.html").display());
+        }
+        Verdict::Unknown { reason } => {
+            let _ = writeln!(s, "  unknown: {reason}");
+        }
+        Verdict::Pass => {}
+    }
+    let _ = writeln!(
+        s,
+        "checker convergence (equal revision and state_hash after healing): {}",
+        conv.label()
+    );
+    if let Verdict::Fail { errors } = conv {
+        for e in errors {
+            let _ = writeln!(s, "  - {e}");
+        }
+    }
+    let verdict = if reg.verdict.is_pass() && conv.is_pass() {
+        "PASS"
+    } else if matches!(reg.verdict, Verdict::Fail { .. }) || matches!(conv, Verdict::Fail { .. }) {
+        "FAIL"
+    } else {
+        "UNKNOWN"
+    };
+    let _ = writeln!(
+        s,
+        "history: {}  node logs: {}",
+        hist.display(),
+        cfg.out.display()
+    );
+    let _ = write!(s, "verdict: {verdict}");
+    s
+}
