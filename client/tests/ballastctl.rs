@@ -1,0 +1,609 @@
+//! `ballastctl` tested as a process against a real 3-node cluster of `ballastd`
+//! processes: what it prints on stdout and stderr, and the exit code.
+//!
+//! `ballastd` belongs to the `ballast-store` crate, so Cargo does not build it
+//! for this test; it is looked up next to this test's executable
+//! (`target/<profile>/ballastd`) and built with `cargo build -p ballast-store
+//! --bin ballastd` when missing.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+const CTL: &str = env!("CARGO_BIN_EXE_ballastctl");
+
+/// Serializes the one-time build of `ballastd` between tests of this binary.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// `target/<profile>/ballastd`, built first if it is not there.
+fn ballastd() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/ballastctl-<hash> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test path {}", exe.display()))?;
+    let path = profile_dir.join("ballastd");
+    let _guard = BUILD.lock().map_err(|_| anyhow!("build lock poisoned"))?;
+    if path.exists() {
+        return Ok(path);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "-p", "ballast-store", "--bin", "ballastd"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    // CARGO_TARGET_DIR, when set, is inherited and lands the binary where we look.
+    let status = build.status().context("running cargo build for ballastd")?;
+    if !status.success() || !path.exists() {
+        bail!(
+            "could not build ballastd ({status}); expected it at {}",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Three `ballastd` processes; killed (exactly these PIDs, via `Child`) on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    children: Vec<Child>,
+    endpoints: Vec<String>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn start() -> Result<Cluster> {
+        let bin = ballastd()?;
+        let dir = tempfile::Builder::new().prefix("ballastctl-").tempdir()?;
+        let mut ports = BTreeMap::new();
+        for id in 1..=3u64 {
+            ports.insert(id, (free_port()?, free_port()?));
+        }
+        let initial = ports
+            .iter()
+            .map(|(id, (c, p))| format!("{id}=127.0.0.1:{c}/127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            endpoints: ports
+                .values()
+                .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+                .collect(),
+            dir,
+            children: Vec::new(),
+        };
+        for (id, (client, peer)) in &ports {
+            let log = std::fs::File::create(cluster.dir.path().join(format!("node{id}.log")))?;
+            let child = Command::new(&bin)
+                .args(["--node-id", &id.to_string()])
+                .arg("--data-dir")
+                .arg(cluster.dir.path().join(format!("node{id}")))
+                .args(["--listen-client", &format!("127.0.0.1:{client}")])
+                .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
+                .args(["--initial-cluster", &initial])
+                .args(["--heartbeat-ms", "50"])
+                .args(["--election-timeout-min-ms", "300"])
+                .args(["--election-timeout-max-ms", "600"])
+                .env("RUST_LOG", "info,openraft=warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("spawning ballastd")?;
+            cluster.children.push(child);
+        }
+        cluster.wait_ready(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// Until every node reports the same leader (asked through ballastctl itself).
+    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let run = self.ctl(&["-o", "json", "--timeout", "1s", "status"])?;
+            if let Ok(doc) = serde_json::from_slice::<Value>(&run.stdout) {
+                let eps = doc["endpoints"].as_array().cloned().unwrap_or_default();
+                let leaders: Vec<&Value> = eps.iter().map(|e| &e["leader"]).collect();
+                let has_leader = eps.iter().any(|e| e["raft"]["state"] == "Leader");
+                if has_leader
+                    && eps.len() == 3
+                    && leaders.iter().all(|l| l.is_u64() && *l == leaders[0])
+                {
+                    return Ok(());
+                }
+            }
+            last = format!("{run:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("cluster not ready: {last}\n{}", self.logs())
+    }
+
+    fn logs(&self) -> String {
+        (1..=3)
+            .map(|id| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("node{id}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(10).collect();
+                format!("--- node {id}\n{}\n", tail.join("\n"))
+            })
+            .collect()
+    }
+
+    /// Runs ballastctl with this cluster's endpoints (through the environment).
+    fn ctl(&self, args: &[&str]) -> Result<Run> {
+        run(args, &self.endpoints.join(","), None)
+    }
+
+    fn ctl_stdin(&self, args: &[&str], stdin: &[u8]) -> Result<Run> {
+        run(args, &self.endpoints.join(","), Some(stdin))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// What one ballastctl process did.
+struct Run {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code,
+            String::from_utf8_lossy(&self.stdout),
+            self.stderr
+        )
+    }
+}
+
+impl Run {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    fn json(&self) -> Result<Value> {
+        serde_json::from_slice(&self.stdout).with_context(|| format!("not JSON: {self:?}"))
+    }
+
+    /// Asserts the exit code, with the whole run in the message.
+    fn expect(self, code: i32) -> Result<Run> {
+        if self.code != code {
+            bail!("expected exit {code}, got {self:?}");
+        }
+        if code != 0 && self.stderr.trim().is_empty() {
+            bail!("exit {code} without a message on stderr: {self:?}");
+        }
+        Ok(self)
+    }
+}
+
+fn run(args: &[&str], endpoints: &str, stdin: Option<&[u8]>) -> Result<Run> {
+    let mut cmd = Command::new(CTL);
+    cmd.args(args)
+        .env("BALLAST_ENDPOINTS", endpoints)
+        .env_remove("BALLAST_OUTPUT")
+        .env_remove("BALLAST_TIMEOUT")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("spawning ballastctl")?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input)?;
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output()?;
+    Ok(Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+/// A port nothing listens on.
+fn dead_endpoint() -> Result<String> {
+    Ok(format!("http://127.0.0.1:{}", free_port()?))
+}
+
+#[test]
+fn ballastctl_against_a_live_cluster() -> Result<()> {
+    let c = Cluster::start()?;
+    put_then_get(&c)?;
+    put_from_stdin_and_file(&c)?;
+    missing_key(&c)?;
+    prefix_reads_and_deletes(&c)?;
+    compare_and_swap(&c)?;
+    transactions(&c)?;
+    binary_values(&c)?;
+    api_errors(&c)?;
+    status_marks_dead_endpoints(&c)?;
+    Ok(())
+}
+
+fn put_then_get(c: &Cluster) -> Result<()> {
+    let put = c.ctl(&["put", "app/mode", "green"])?.expect(0)?;
+    assert!(put.text().starts_with("OK (revision "), "{put:?}");
+
+    let get = c.ctl(&["get", "app/mode"])?.expect(0)?;
+    let lines: Vec<String> = get.text().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{get:?}");
+    assert!(lines[0].starts_with("KEY") && lines[0].contains("VALUE"));
+    assert!(lines[1].starts_with("app/mode") && lines[1].contains("green"));
+
+    let raw = c.ctl(&["get", "app/mode", "--value-only"])?.expect(0)?;
+    assert_eq!(raw.stdout, b"green");
+
+    let doc = c
+        .ctl(&["-o", "json", "get", "app/mode"])?
+        .expect(0)?
+        .json()?;
+    assert_eq!(doc["kv"]["key"], "app/mode");
+    assert_eq!(doc["kv"]["value"], "green");
+    assert_eq!(doc["kv"]["version"], 1);
+    assert!(doc["revision"].as_u64().is_some_and(|r| r >= 1));
+
+    // --prev-kv returns what was overwritten; --serializable reads locally.
+    let doc = c
+        .ctl(&["put", "app/mode", "blue", "--prev-kv", "--output", "json"])?
+        .expect(0)?
+        .json()?;
+    assert_eq!(doc["prev_kv"]["value"], "green");
+    let doc = c
+        .ctl(&["get", "app/mode", "--serializable", "-o", "json"])?
+        .expect(0)?
+        .json()?;
+    // A serializable read may lag, but only to a value the key really had.
+    assert!(doc["kv"]["value"] == "blue" || doc["kv"]["value"] == "green");
+
+    // --revision reads the past.
+    let first_rev = c
+        .ctl(&["-o", "json", "get", "app/mode"])?
+        .expect(0)?
+        .json()?["kv"]["create_revision"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no create_revision"))?;
+    let old = c.ctl(&[
+        "get",
+        "app/mode",
+        "--value-only",
+        "--revision",
+        &first_rev.to_string(),
+    ])?;
+    assert_eq!(old.expect(0)?.stdout, b"green");
+    Ok(())
+}
+
+fn put_from_stdin_and_file(c: &Cluster) -> Result<()> {
+    // No VALUE and stdin not a terminal: stdin is the value, bytes as they are.
+    c.ctl_stdin(&["put", "app/stdin"], b"line one\nline two\n")?
+        .expect(0)?;
+    let raw = c.ctl(&["get", "app/stdin", "--value-only"])?.expect(0)?;
+    assert_eq!(raw.stdout, b"line one\nline two\n");
+    // `-` reads stdin too.
+    c.ctl_stdin(&["put", "app/dash", "-"], b"dashed")?
+        .expect(0)?;
+    let raw = c.ctl(&["get", "app/dash", "--value-only"])?.expect(0)?;
+    assert_eq!(raw.stdout, b"dashed");
+    // The table escapes the newlines so a row stays one line.
+    let table = c.ctl(&["get", "app/stdin"])?.expect(0)?;
+    assert!(table.text().contains("line one\\nline two\\n"), "{table:?}");
+
+    let path = c.path("config.yaml");
+    std::fs::write(&path, b"timeout: 250ms\nretries: 3\n")?;
+    let path_str = path.to_string_lossy().into_owned();
+    c.ctl(&["put", "app/config", "--file", &path_str])?
+        .expect(0)?;
+    let raw = c.ctl(&["get", "app/config", "--value-only"])?.expect(0)?;
+    assert_eq!(raw.stdout, b"timeout: 250ms\nretries: 3\n");
+
+    // A missing file is a usage error, and nothing is written.
+    let missing = c.path("nope.yaml").to_string_lossy().into_owned();
+    let run = c
+        .ctl(&["put", "app/config", "--file", &missing])?
+        .expect(2)?;
+    assert!(run.stderr.contains("cannot open"), "{run:?}");
+    Ok(())
+}
+
+fn missing_key(c: &Cluster) -> Result<()> {
+    let run = c.ctl(&["get", "app/missing"])?.expect(1)?;
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert!(run.stderr.contains("not found"), "{run:?}");
+    let run = c.ctl(&["-o", "json", "get", "app/missing"])?.expect(1)?;
+    let doc = run.json()?;
+    assert!(doc["kv"].is_null(), "{run:?}");
+    assert!(doc["revision"].is_u64());
+    // --value-only prints nothing either.
+    let run = c.ctl(&["get", "app/missing", "--value-only"])?.expect(1)?;
+    assert!(run.stdout.is_empty());
+    Ok(())
+}
+
+fn prefix_reads_and_deletes(c: &Cluster) -> Result<()> {
+    for (k, v) in [
+        ("list/a", "1"),
+        ("list/b", "2"),
+        ("list/c", "3"),
+        ("listx", "no"),
+    ] {
+        c.ctl(&["put", k, v])?.expect(0)?;
+    }
+    let doc = c
+        .ctl(&["-o", "json", "get", "list/", "--prefix", "--limit", "2"])?
+        .expect(0)?
+        .json()?;
+    let keys: Vec<&str> = doc["kvs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|kv| kv["key"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(keys, ["list/a", "list/b"]);
+    assert_eq!(doc["more"], true);
+
+    let table = c
+        .ctl(&["get", "list/", "--prefix", "--limit", "2"])?
+        .expect(0)?;
+    assert!(table.text().contains("more keys exist"), "{table:?}");
+
+    let doc = c
+        .ctl(&["-o", "json", "get", "list/", "--prefix"])?
+        .expect(0)?
+        .json()?;
+    assert_eq!(doc["kvs"].as_array().map(Vec::len), Some(3));
+    assert_eq!(doc["more"], false);
+
+    let del = c
+        .ctl(&["del", "list/", "--prefix", "--prev-kv"])?
+        .expect(0)?;
+    assert!(del.text().starts_with("deleted 3 (revision "), "{del:?}");
+    assert!(del.text().contains("list/c"), "{del:?}");
+    let doc = c
+        .ctl(&["-o", "json", "get", "list/", "--prefix"])?
+        .expect(0)?
+        .json()?;
+    assert_eq!(doc["kvs"].as_array().map(Vec::len), Some(0));
+    // The prefix matched bytes: listx survived.
+    c.ctl(&["get", "listx"])?.expect(0)?;
+
+    // Deleting a single key, then nothing: both succeed.
+    let doc = c.ctl(&["-o", "json", "del", "listx"])?.expect(0)?.json()?;
+    assert_eq!(doc["deleted"], 1);
+    let doc = c.ctl(&["-o", "json", "del", "listx"])?.expect(0)?.json()?;
+    assert_eq!(doc["deleted"], 0);
+    Ok(())
+}
+
+fn compare_and_swap(c: &Cluster) -> Result<()> {
+    let ok = c
+        .ctl(&["cas", "lock/deploy", "host-1", "--absent"])?
+        .expect(0)?;
+    assert!(ok.text().starts_with("OK (revision "), "{ok:?}");
+    c.ctl(&["cas", "lock/deploy", "host-2", "--expect", "host-1"])?
+        .expect(0)?;
+
+    let failed = c
+        .ctl(&["cas", "lock/deploy", "host-3", "--expect", "host-1"])?
+        .expect(1)?;
+    assert!(failed.text().contains("host-2"), "{failed:?}");
+    assert!(failed.stderr.contains("was not changed"), "{failed:?}");
+
+    let failed = c
+        .ctl(&["-o", "json", "cas", "lock/deploy", "host-3", "--absent"])?
+        .expect(1)?;
+    let doc = failed.json()?;
+    assert_eq!(doc["succeeded"], false);
+    assert_eq!(doc["current"]["value"], "host-2");
+    assert!(failed.stderr.contains("already exists"), "{failed:?}");
+
+    let raw = c.ctl(&["get", "lock/deploy", "--value-only"])?.expect(0)?;
+    assert_eq!(raw.stdout, b"host-2");
+    Ok(())
+}
+
+fn transactions(c: &Cluster) -> Result<()> {
+    c.ctl(&["put", "txn/mode", "green"])?.expect(0)?;
+    let doc = r#"{
+        "compare": [{"key": "txn/mode", "target": "value", "op": "=", "value": "green"}],
+        "success": [{"put": {"key": "txn/mode", "value": "blue"}},
+                    {"put": {"key": "txn/blob", "value": "/wAB", "encoding": "base64"}},
+                    {"get": {"key": "txn/", "prefix": true}}],
+        "failure": [{"get": {"key": "txn/mode"}}]
+    }"#;
+    let path = c.path("txn.json");
+    std::fs::write(&path, doc)?;
+    let path = path.to_string_lossy().into_owned();
+
+    let run = c.ctl(&["txn", "--file", &path])?.expect(0)?;
+    let text = run.text();
+    assert!(text.starts_with("succeeded (revision "), "{run:?}");
+    assert!(text.contains("[2] get: 2 keys"), "{run:?}");
+    assert!(text.contains("base64:/wAB"), "{run:?}");
+
+    // The same document again: the compare fails, the failure branch reads.
+    let run = c.ctl(&["-o", "json", "txn", "--file", &path])?.expect(1)?;
+    let out = run.json()?;
+    assert_eq!(out["succeeded"], false);
+    assert_eq!(out["responses"][0]["get"]["kvs"][0]["value"], "blue");
+    assert!(run.stderr.contains("compare did not hold"), "{run:?}");
+
+    // From stdin.
+    let stdin_doc = br#"{"success": [{"delete": {"key": "txn/", "prefix": true}}]}"#;
+    let run = c.ctl_stdin(&["-o", "json", "txn"], stdin_doc)?.expect(0)?;
+    assert_eq!(run.json()?["responses"][0]["delete"]["deleted"], 2);
+
+    // A malformed document is refused before anything is sent.
+    let run = c
+        .ctl_stdin(&["txn"], br#"{"compare": [{"key": "a", "op": "~"}]}"#)?
+        .expect(2)?;
+    assert!(run.stderr.contains("txn document"), "{run:?}");
+    Ok(())
+}
+
+fn binary_values(c: &Cluster) -> Result<()> {
+    let path = c.path("bin.dat");
+    std::fs::write(&path, [0xff, 0x00, 0x01])?;
+    let path = path.to_string_lossy().into_owned();
+    c.ctl(&["put", "app/blob", "--file", &path])?.expect(0)?;
+
+    let doc = c
+        .ctl(&["-o", "json", "get", "app/blob"])?
+        .expect(0)?
+        .json()?;
+    assert_eq!(doc["kv"]["value"], "/wAB");
+    assert_eq!(doc["kv"]["encoding"], "base64");
+    let table = c.ctl(&["get", "app/blob"])?.expect(0)?;
+    assert!(table.text().contains("base64:/wAB"), "{table:?}");
+    let raw = c.ctl(&["get", "app/blob", "--value-only"])?.expect(0)?;
+    assert_eq!(raw.stdout, [0xff, 0x00, 0x01]);
+    Ok(())
+}
+
+fn api_errors(c: &Cluster) -> Result<()> {
+    // Over the default 1.5 MiB value limit: 413 value_too_large, exit 3.
+    let path = c.path("big.dat");
+    std::fs::write(&path, vec![b'x'; 1_600_000])?;
+    let path = path.to_string_lossy().into_owned();
+    let run = c.ctl(&["put", "app/big", "--file", &path])?.expect(3)?;
+    assert!(run.stderr.contains("value_too_large"), "{run:?}");
+    let run = c
+        .ctl(&["-o", "json", "put", "app/big", "--file", &path])?
+        .expect(3)?;
+    let doc = run.json()?;
+    assert_eq!(doc["error"]["code"], "value_too_large");
+    assert_eq!(doc["error"]["exit_code"], 3);
+    // The key was not written.
+    c.ctl(&["get", "app/big"])?.expect(1)?;
+    Ok(())
+}
+
+fn status_marks_dead_endpoints(c: &Cluster) -> Result<()> {
+    let dead = dead_endpoint()?;
+    let endpoints = format!("{},{dead}", c.endpoints.join(","));
+    let run = c
+        .ctl(&["--endpoints", &endpoints, "--timeout", "2s", "status"])?
+        .expect(0)?;
+    let text = run.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{run:?}");
+    assert!(lines[0].starts_with("ENDPOINT") && lines[0].contains("STATE_HASH"));
+    for (i, ep) in c.endpoints.iter().enumerate() {
+        assert!(lines[i + 1].starts_with(ep.as_str()), "{run:?}");
+    }
+    assert_eq!(
+        lines[1..4].iter().filter(|l| l.ends_with("Leader")).count(),
+        1,
+        "{run:?}"
+    );
+    assert_eq!(
+        lines[1..4]
+            .iter()
+            .filter(|l| l.ends_with("Follower"))
+            .count(),
+        2,
+        "{run:?}"
+    );
+    assert!(
+        lines[4].starts_with(&dead) && lines[4].ends_with("UNREACHABLE"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains(&dead), "{run:?}");
+
+    let doc = c
+        .ctl(&["--endpoints", &endpoints, "-o", "json", "status"])?
+        .expect(0)?
+        .json()?;
+    let eps = doc["endpoints"].as_array().cloned().unwrap_or_default();
+    assert_eq!(eps.len(), 4);
+    let ids: Vec<u64> = eps.iter().filter_map(|e| e["node_id"].as_u64()).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(eps[3]["reachable"], false);
+    Ok(())
+}
+
+#[test]
+fn unreachable_cluster_exits_4() -> Result<()> {
+    let endpoints = format!("{},{}", dead_endpoint()?, dead_endpoint()?);
+    for args in [
+        &["--timeout", "1s", "get", "k"][..],
+        &["--timeout", "1s", "put", "k", "v"],
+        &["--timeout", "1s", "status"],
+    ] {
+        let run = run(args, &endpoints, None)?.expect(4)?;
+        assert!(run.stderr.contains("unavailable"), "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty() || args.contains(&"status"), "{run:?}");
+    }
+    let run = run(
+        &["-o", "json", "--timeout", "1s", "get", "k"],
+        &endpoints,
+        None,
+    )?
+    .expect(4)?;
+    assert_eq!(run.json()?["error"]["kind"], "unavailable");
+    Ok(())
+}
+
+#[test]
+fn bad_arguments_exit_2() -> Result<()> {
+    // No cluster is needed: every one of these is refused before any request.
+    let endpoints = dead_endpoint()?;
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["get"],
+        &["get", "k", "--limit", "2"],
+        &["get", "k", "--prefix", "--value-only"],
+        &["-o", "json", "get", "k", "--value-only"],
+        &["--timeout", "0s", "get", "k"],
+        &["-o", "yaml", "get", "k"],
+        &["put", "k", "v", "--file", "f"],
+        &["cas", "k", "v"],
+        &["cas", "k", "v", "--absent", "--expect", "x"],
+        &["get", "a/../b"],
+        &["--endpoints", "https://127.0.0.1:1", "get", "k"],
+    ] {
+        let run = run(args, &endpoints, None)?;
+        if run.code != 2 || run.stderr.trim().is_empty() {
+            bail!("{args:?}: expected exit 2 with a message, got {run:?}");
+        }
+        assert!(run.stdout.is_empty(), "{args:?}: {run:?}");
+    }
+    // --help is not an error.
+    let help = run(&["--help"], &endpoints, None)?.expect(0)?;
+    assert!(help.text().contains("Exit codes"), "{help:?}");
+    Ok(())
+}
