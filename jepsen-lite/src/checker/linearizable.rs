@@ -8,8 +8,16 @@
 //! Operations with an unknown outcome carry `ret = u64::MAX`: they may be
 //! linearized anywhere after their call, including after everything else
 //! (which is how "it never took effect" is expressed for a write).
+//!
+//! The memo stores a 128-bit fingerprint of the linearized set (two Zobrist
+//! hashes, updated in O(1) per step) with the state, instead of the bitset
+//! itself: a step then costs O(1) instead of O(n/64) and 24 bytes of memory
+//! instead of n/8, which is what makes 100,000 operations on a single key
+//! tractable. Two different sets sharing a fingerprint (probability about
+//! visited² / 2¹²⁹) would prune a branch, which could only turn a pass into a
+//! spurious violation, never hide one.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -36,23 +44,29 @@ pub enum SearchResult<S> {
     /// None exists. The deepest partial linearization the search reached,
     /// and the operation it could not get past.
     Illegal {
-        /// Caller ids of the longest linearizable prefix found.
-        prefix: Vec<usize>,
+        /// Length of the longest linearizable prefix found.
+        prefix_len: usize,
+        /// Caller ids of that prefix's last operations (at most 8).
+        prefix_tail: Vec<usize>,
         /// Model state after that prefix.
         state: S,
         /// Caller id of the operation whose return was reached without being
         /// able to linearize it.
         stuck: usize,
     },
-    /// The time limit or cancellation stopped the search: unknown.
+    /// The time limit, the memo size limit or cancellation stopped the
+    /// search: unknown.
     Timeout,
 }
 
 const NIL: usize = usize::MAX;
 
-/// Memo of visited configurations: zobrist hash of the linearized set (mixed
-/// with the state's hash) -> the (bitset, state) pairs with that hash.
-type Cache<S> = HashMap<u64, Vec<(Box<[u64]>, S)>>;
+/// Operations of the longest prefix kept for the report.
+const PREFIX_TAIL: usize = 8;
+
+/// Most configurations the memo holds before the search gives up (unknown):
+/// 24 bytes each plus table overhead, about 2 GiB at the limit.
+const MAX_MEMO: usize = 60_000_000;
 
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -94,11 +108,11 @@ pub fn check<M: Model>(
         prev[e] = last;
         last = e;
     }
-    let zob: Vec<u64> = (0..n as u64).map(splitmix).collect();
-    let words = n.div_ceil(64);
-    let mut linearized = vec![0u64; words];
-    let mut lin_hash = 0u64;
-    let mut cache: Cache<M::State> = HashMap::new();
+    let zob: Vec<(u64, u64)> = (0..n as u64)
+        .map(|i| (splitmix(i), splitmix(i ^ 0x5555_5555_5555_5555)))
+        .collect();
+    let mut lin_hash = (0u64, 0u64);
+    let mut cache: HashSet<(u64, u64, M::State)> = HashSet::new();
     let mut calls: Vec<(usize, M::State)> = Vec::new();
     let mut state = model.init();
     let mut entry = next[head];
@@ -116,21 +130,13 @@ pub fn check<M: Model>(
             let id = entry;
             let mut advanced = false;
             if let Some(new_state) = model.step(&state, &ops[id].op) {
-                let new_hash = lin_hash ^ zob[id];
-                let mut new_lin = linearized.clone();
-                new_lin[id / 64] |= 1 << (id % 64);
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                std::hash::Hash::hash(&new_state, &mut h);
-                let bucket_key = new_hash ^ std::hash::Hasher::finish(&h);
-                let bucket = cache.entry(bucket_key).or_default();
-                let seen = bucket
-                    .iter()
-                    .any(|(b, s)| *s == new_state && **b == *new_lin);
-                if !seen {
-                    bucket.push((new_lin.into_boxed_slice(), new_state.clone()));
+                let new_hash = (lin_hash.0 ^ zob[id].0, lin_hash.1 ^ zob[id].1);
+                if cache.insert((new_hash.0, new_hash.1, new_state.clone())) {
+                    if cache.len() > MAX_MEMO {
+                        return SearchResult::Timeout;
+                    }
                     calls.push((id, state));
                     state = new_state;
-                    linearized[id / 64] |= 1 << (id % 64);
                     lin_hash = new_hash;
                     // lift
                     let m = id + n;
@@ -151,23 +157,27 @@ pub fn check<M: Model>(
             // A return whose call is not linearized: backtrack.
             if calls.len() >= best_depth {
                 best_depth = calls.len();
+                // Only the tail of the prefix: copying all of it here would
+                // make long searches quadratic.
+                let tail = calls.len().saturating_sub(PREFIX_TAIL);
                 best = Some((
-                    calls.iter().map(|(c, _)| ops[*c].id).collect(),
+                    calls[tail..].iter().map(|(c, _)| ops[*c].id).collect(),
                     state.clone(),
                     ops[entry - n].id,
                 ));
             }
             let Some((id, old_state)) = calls.pop() else {
-                let (prefix, state, stuck) = best.unwrap_or((Vec::new(), state, ops[entry - n].id));
+                let (prefix_tail, state, stuck) =
+                    best.unwrap_or((Vec::new(), state, ops[entry - n].id));
                 return SearchResult::Illegal {
-                    prefix,
+                    prefix_len: best_depth,
+                    prefix_tail,
                     state,
                     stuck,
                 };
             };
             state = old_state;
-            linearized[id / 64] &= !(1 << (id % 64));
-            lin_hash ^= zob[id];
+            lin_hash = (lin_hash.0 ^ zob[id].0, lin_hash.1 ^ zob[id].1);
             // unlift
             let m = id + n;
             next[prev[m]] = m;

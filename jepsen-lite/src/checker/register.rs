@@ -251,18 +251,19 @@ fn check_key(
     match linearizable::check(&Register, &lin.ops, deadline, cancel) {
         SearchResult::Linearizable => {}
         SearchResult::Illegal {
-            prefix,
+            prefix_len,
+            prefix_tail,
             state,
             stuck,
         } => errors.push(RegisterError::NonLinearizable {
             key: key.to_string(),
             stuck,
-            prefix_len: prefix.len(),
-            prefix_tail: prefix.iter().rev().take(8).rev().copied().collect(),
+            prefix_len,
+            prefix_tail,
             state: lin.name(state),
         }),
         SearchResult::Timeout => {
-            unknown = Some("linearizability search hit the time limit".to_string())
+            unknown = Some("linearizability search hit its time or memory limit".to_string())
         }
     }
     let verdict = if !errors.is_empty() {
