@@ -85,6 +85,21 @@ pub struct Config {
     /// rare (as etcd does).
     #[arg(long, env = "BALLAST_SNAPSHOT_LOGS", default_value_t = 100_000)]
     pub snapshot_logs: u64,
+    /// History retention by count: keep at most this many revisions of
+    /// history for past-revision reads and watches (0 = no count limit).
+    #[arg(long, env = "BALLAST_HISTORY_REVISIONS", default_value_t = 100_000)]
+    pub history_revisions: u64,
+    /// History retention by age, seconds: compact history older than this
+    /// (0 = no age limit). Whichever rule allows more compaction applies.
+    #[arg(long, env = "BALLAST_HISTORY_AGE_SECS", default_value_t = 86_400)]
+    pub history_age_secs: u64,
+    /// Most watch streams open at once on this node (beyond: 429).
+    #[arg(long, env = "BALLAST_MAX_WATCHERS", default_value_t = 20_000)]
+    pub max_watchers: usize,
+    /// Revisions kept encoded in memory for watchers; slower watchers read
+    /// history from storage.
+    #[arg(long, env = "BALLAST_WATCH_WINDOW", default_value_t = 4096)]
+    pub watch_window: usize,
     /// Longest key, bytes.
     #[arg(long, env = "BALLAST_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
     pub max_key_bytes: usize,
@@ -215,6 +230,9 @@ impl Config {
                 "request-timeout-ms and connect-timeout-ms must be positive",
             ));
         }
+        if self.max_watchers == 0 || self.watch_window == 0 {
+            return Err(invalid("max-watchers and watch-window must be positive"));
+        }
         if self.snapshot_logs == 0 {
             return Err(invalid("snapshot-logs must be positive"));
         }
@@ -248,6 +266,30 @@ impl Config {
             .map(parse_dial_overrides)
             .transpose()
             .map(Option::unwrap_or_default)
+    }
+
+    /// History retention.
+    pub fn retention(&self) -> crate::kv::compactor::Retention {
+        crate::kv::compactor::Retention {
+            revisions: self.history_revisions,
+            age: Duration::from_secs(self.history_age_secs),
+            // At most one compaction per tenth of the count window (or per
+            // 1,000 revisions when only age applies).
+            min_step: if self.history_revisions > 0 {
+                (self.history_revisions / 10).max(1)
+            } else {
+                1000
+            },
+        }
+    }
+
+    /// Watch limits.
+    pub fn watch_options(&self) -> crate::watch::WatchOptions {
+        crate::watch::WatchOptions {
+            max_watchers: self.max_watchers,
+            window_revisions: self.watch_window,
+            ..crate::watch::WatchOptions::default()
+        }
     }
 
     /// Input limits.

@@ -3,11 +3,14 @@
 //! # Layout
 //! - [`config`]: the `ballastd` configuration and its validation.
 //! - [`codec`]: versioned postcard encoding for everything persisted or sent.
-//! - [`kv`]: commands, limits and the MVCC key space in RocksDB.
+//! - [`kv`]: commands, limits, the MVCC key space in RocksDB and history
+//!   retention (compaction).
 //! - [`storage`]: the RocksDB Raft log (with group commit) and state machine,
 //!   snapshots.
 //! - [`raft`]: openraft types, the peer network, and [`raft::node::Node`], which
 //!   serves linearizable and local reads and forwards writes to the leader.
+//! - [`watch`]: watch streams (SSE) served from each node's applied state.
+//! - [`metrics`]: counters exposed at `/metrics`.
 //! - [`api`]: the HTTP API (axum) and its single error mapping.
 //! - [`server`]: wiring it all up: [`run`] starts one node.
 #![deny(missing_docs)]
@@ -16,9 +19,11 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod kv;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod watch;
 
 pub use config::Config;
 pub use server::{run, start, RunningNode};

@@ -10,12 +10,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
+use crate::kv::compactor;
 use crate::kv::KvReader;
+use crate::metrics::Metrics;
 use crate::raft::network::{NetFault, PeerNetwork};
 use crate::raft::node::{Node, NodeOptions};
 use crate::raft::peer;
 use crate::raft::types::{Member, Raft};
 use crate::storage::{db, LogStore, StateMachine};
+use crate::watch::WatchHub;
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,7 @@ impl RunningNode {
     /// reopened by a new node.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.node.watch_hub().close();
         if let Err(e) = self.node.raft().shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -165,11 +169,19 @@ pub async fn start(
     .await
     .map_err(|e| ServerError::Raft(e.to_string()))?;
 
+    let metrics = Arc::new(Metrics::default());
+    let reader = KvReader::new(database.clone());
+    let hub = WatchHub::new(
+        reader.clone(),
+        *applied.borrow(),
+        config.watch_options(),
+        metrics.clone(),
+    );
     let node = Node::new(
         config.node_id,
         raft.clone(),
-        KvReader::new(database),
-        applied,
+        reader,
+        applied.clone(),
         fault,
         NodeOptions {
             request_timeout: config.request_timeout(),
@@ -178,14 +190,32 @@ pub async fn start(
             unsafe_local_linearizable_reads: config.unsafe_local_linearizable_reads,
             dial,
         },
+        hub.clone(),
+        metrics.clone(),
     );
 
     let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut tasks = Vec::with_capacity(5);
     tasks.push(tokio::spawn(peer::serve(
         listeners.peer,
         node.clone(),
         snapshot_dir,
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::watch::run_feeder(
+        hub,
+        applied.clone(),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(compactor::run_physical(
+        database,
+        applied,
+        metrics,
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(compactor::run_retention(
+        node.clone(),
+        config.retention(),
         stop_rx.clone(),
     )));
     let app = crate::api::router(node.clone());

@@ -6,6 +6,8 @@
 //! Every node keeps its ports across restarts (they are chosen once, when the
 //! cluster starts), so a restarted node rejoins at the same address.
 
+pub mod sse;
+
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,7 @@ pub struct TestCluster {
     configs: Vec<Config>,
     nodes: Vec<Option<RunningNode>>,
     http: reqwest::Client,
+    streams: reqwest::Client,
 }
 
 /// Settings tests commonly change; the rest come from `Config::default()`.
@@ -95,11 +98,16 @@ impl TestCluster {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
+        // Watch streams live as long as a test wants: no overall timeout.
+        let streams = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
         let tc = TestCluster {
             _dir: dir,
             configs,
             nodes,
             http,
+            streams,
         };
         tc.wait_leader(Duration::from_secs(20)).await?;
         Ok(tc)
@@ -134,6 +142,11 @@ impl TestCluster {
     /// An HTTP client for the tests' requests.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// An HTTP client without an overall timeout, for watch streams.
+    pub fn stream_http(&self) -> &reqwest::Client {
+        &self.streams
     }
 
     /// Waits until every running, connected node agrees on one running leader.

@@ -9,6 +9,7 @@
 //! | `no_leader` | 503 | no leader reachable: not applied, retry (`Retry-After`) |
 //! | `timeout` | 503 | no answer in time: a write may or may not have taken effect |
 //! | `not_ready` | 503 | the node is not ready to serve |
+//! | `too_many_watchers` | 429 | the node's watch stream limit is reached (`Retry-After`) |
 //! | `internal` | 500 | a fault on the node (storage) |
 
 use axum::http::{HeaderValue, StatusCode};
@@ -62,6 +63,9 @@ pub enum ApiError {
     /// The node is not ready.
     #[error("{0}")]
     NotReady(String),
+    /// The node already serves its maximum number of watch streams.
+    #[error("this node serves its maximum of {0} watch streams; retry later or on another node")]
+    TooManyWatchers(usize),
 }
 
 impl ApiError {
@@ -96,6 +100,7 @@ impl ApiError {
                 NodeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::TooManyWatchers(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_watchers"),
         }
     }
 
@@ -122,7 +127,7 @@ impl IntoResponse for ApiError {
             body["revision"] = json!(revision);
         }
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             let headers = response.headers_mut();
             headers.insert("retry-after", HeaderValue::from_static(RETRY_AFTER_SECS));
             if let Some((_, member)) = self.leader() {

@@ -8,6 +8,7 @@ pub mod json;
 pub mod kv;
 pub mod status;
 pub mod txn;
+pub mod watch;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderValue;
@@ -54,6 +55,20 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/kv/", kv_routes.clone())
         .route("/v1/kv/{*key}", kv_routes)
         .route("/v1/txn", post(kv::txn).fallback(method_not_allowed))
+        .route("/v1/watch", get(watch::watch).fallback(method_not_allowed))
+        .route("/v1/watch/", get(watch::watch).fallback(method_not_allowed))
+        .route(
+            "/v1/watch/{*key}",
+            get(watch::watch).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/compact",
+            post(watch::compact).fallback(method_not_allowed),
+        )
+        .route(
+            "/metrics",
+            get(status::metrics).fallback(method_not_allowed),
+        )
         .route(
             "/v1/status",
             get(status::status).fallback(method_not_allowed),

@@ -91,6 +91,7 @@ impl Limits {
             }
             Command::Delete { key, prefix, .. } => self.check_key_or_prefix(key, *prefix),
             Command::Txn(txn) => self.check_txn(txn),
+            Command::Compact { .. } => Ok(()),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The key space: command types, input limits, and the MVCC store on RocksDB.
 
+pub mod compactor;
 pub mod error;
 pub mod limits;
 pub mod mvcc;

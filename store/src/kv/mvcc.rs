@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::KvError;
 use super::types::{
-    Command, CommandResponse, Compare, CompareTarget, KeyValue, TxnOp, TxnOpResponse, TxnRequest,
+    Command, CommandResponse, CompactRefusal, Compare, CompareTarget, KeyValue, TxnOp,
+    TxnOpResponse, TxnRequest,
 };
 use crate::codec;
 use crate::storage::db::{cf, io_err, CF_CHANGES, CF_HISTORY, CF_KV, CF_SM_META};
@@ -406,6 +407,22 @@ impl<'a> ApplyBatch<'a> {
                 })
             }
             Command::Txn(txn) => self.txn(txn),
+            Command::Compact { revision } => {
+                let state = &mut self.state;
+                let refused = if *revision <= state.compact_revision {
+                    Some(CompactRefusal::AlreadyCompacted)
+                } else if *revision > state.revision {
+                    Some(CompactRefusal::FutureRevision)
+                } else {
+                    state.compact_revision = *revision;
+                    None
+                };
+                Ok(CommandResponse::Compact {
+                    revision: state.revision,
+                    compact_revision: state.compact_revision,
+                    refused,
+                })
+            }
         }
     }
 }
@@ -683,4 +700,83 @@ fn more_live_after(
         walking = Some((user_key.to_vec(), live));
     }
     Ok(walking.is_some_and(|(_, live)| live))
+}
+
+/// Key in `sm_meta` holding how far history has been physically removed.
+pub const PHYSICAL_COMPACT_KEY: &[u8] = b"physical_compact";
+
+/// How far history has been physically removed (0 = nothing yet).
+pub fn physical_compact_revision(db: &DB) -> io::Result<u64> {
+    match db
+        .get_cf(cf(db, CF_SM_META)?, PHYSICAL_COMPACT_KEY)
+        .map_err(io_err)?
+    {
+        Some(bytes) => Ok(codec::decode(&bytes)?),
+        None => Ok(0),
+    }
+}
+
+/// One bounded step of physical compaction: for every key changed in
+/// revisions `(lo, hi]`, deletes its history entries superseded at or before
+/// `hi` (keeping the latest one at or before `hi` unless it is a tombstone),
+/// then deletes the per-revision change index for `[lo, hi)` and records `hi`
+/// as the physical compact revision, all in one write.
+///
+/// Callers keep `hi` at or below the logical compact revision, so nothing a
+/// permitted read (at a revision at or above it) needs is ever removed.
+/// Returns the number of history entries deleted.
+pub fn compact_step(db: &DB, lo: u64, hi: u64) -> io::Result<usize> {
+    let changes_cf = cf(db, CF_CHANGES)?;
+    let history_cf = cf(db, CF_HISTORY)?;
+    let mut keys = std::collections::BTreeSet::new();
+    let start = (lo + 1).to_be_bytes();
+    for item in db.iterator_cf(changes_cf, IteratorMode::From(&start, Direction::Forward)) {
+        let (raw, value) = item.map_err(io_err)?;
+        let rev = u64::from_be_bytes(
+            raw.as_ref()
+                .try_into()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "malformed change key"))?,
+        );
+        if rev > hi {
+            break;
+        }
+        for change in codec::decode::<Vec<Change>>(&value)? {
+            keys.insert(change.key);
+        }
+    }
+    let mut batch = WriteBatch::default();
+    let mut deleted = 0;
+    for key in keys {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(history_key(&key, hi.saturating_add(1)));
+        let from = history_key(&key, 0);
+        let mut entries: Vec<(Box<[u8]>, bool)> = Vec::new();
+        for item in db.iterator_cf_opt(
+            history_cf,
+            opts,
+            IteratorMode::From(&from, Direction::Forward),
+        ) {
+            let (raw, value) = item.map_err(io_err)?;
+            let live = codec::decode::<Option<Record>>(&value)?.is_some();
+            entries.push((raw, live));
+        }
+        let keep_last = entries.last().is_some_and(|(_, live)| *live);
+        let remove = if keep_last {
+            entries.len() - 1
+        } else {
+            entries.len()
+        };
+        for (raw, _) in entries.into_iter().take(remove) {
+            batch.delete_cf(history_cf, raw);
+            deleted += 1;
+        }
+    }
+    batch.delete_range_cf(changes_cf, lo.to_be_bytes(), hi.to_be_bytes());
+    batch.put_cf(
+        cf(db, CF_SM_META)?,
+        PHYSICAL_COMPACT_KEY,
+        codec::encode(&hi)?,
+    );
+    db.write(batch).map_err(io_err)?;
+    Ok(deleted)
 }

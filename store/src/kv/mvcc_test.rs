@@ -10,7 +10,11 @@ use proptest::sample::Index;
 use rocksdb::DB;
 use tempfile::TempDir;
 
-use super::mvcc::{entry_hash, load_state, ApplyBatch, Change, MvccState, Record};
+use super::mvcc::{
+    compact_step, entry_hash, load_state, physical_compact_revision, ApplyBatch, Change, MvccState,
+    Record,
+};
+use super::types::CompactRefusal;
 use super::{
     Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, KvError, KvReader,
     Limits, RangeResult, ReadError, TxnOp, TxnOpResponse, TxnRequest,
@@ -57,6 +61,8 @@ struct Model {
     revision: u64,
     /// `snapshots[r]` is the key space as of revision `r` (index 0: empty).
     snapshots: Vec<Map>,
+    /// Reads and change logs below this revision are gone.
+    compact: u64,
 }
 
 fn op_holds(op: CompareOp, ordering: Ordering) -> bool {
@@ -113,6 +119,7 @@ impl Model {
             map: Map::new(),
             revision: 0,
             snapshots: vec![Map::new()],
+            compact: 0,
         }
     }
 
@@ -196,6 +203,22 @@ impl Model {
                 };
                 (wrote, response)
             }
+            Command::Compact { revision } => {
+                let refused = if *revision <= self.compact {
+                    Some(CompactRefusal::AlreadyCompacted)
+                } else if *revision > self.revision {
+                    Some(CompactRefusal::FutureRevision)
+                } else {
+                    self.compact = *revision;
+                    None
+                };
+                let response = CommandResponse::Compact {
+                    revision: self.revision,
+                    compact_revision: self.compact,
+                    refused,
+                };
+                (false, response)
+            }
         };
         if wrote {
             self.map = next;
@@ -219,6 +242,15 @@ impl Model {
             None | Some(0) => Ok((self.revision, &self.map)),
             Some(r) if r > self.revision => Err(self.revision),
             Some(r) => Ok((r, &self.snapshots[r as usize])),
+        }
+    }
+
+    /// `Some(compact revision)` when a read at `revision` must be refused as
+    /// compacted (the store checks "future" first).
+    fn compacted(&self, revision: Option<u64>) -> Option<u64> {
+        match revision {
+            Some(r) if r != 0 && r <= self.revision && r < self.compact => Some(self.compact),
+            _ => None,
         }
     }
 
@@ -352,6 +384,9 @@ fn at() -> impl Strategy<Value = At> {
 enum Step {
     /// Commands applied in one `ApplyBatch` (one RocksDB write).
     Batch(Vec<Command>),
+    /// Compact to a revision picked among 0 ..= current + 1, then remove the
+    /// history physically in steps of the given size.
+    Compact(Index, u64),
     Get(String, At),
     Range(String, Option<usize>, At),
 }
@@ -361,6 +396,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => prop::collection::vec(command(), 1..2).prop_map(Step::Batch),
         2 => prop::collection::vec(command(), 2..5).prop_map(Step::Batch),
         2 => (key(), at()).prop_map(|(k, a)| Step::Get(k, a)),
+        1 => (any::<Index>(), 1u64..4).prop_map(|(i, n)| Step::Compact(i, n)),
         2 => (
             prop::sample::select(PREFIXES.to_vec()),
             prop::option::of(0usize..4),
@@ -431,6 +467,26 @@ fn check_future<T: std::fmt::Debug>(
     }
 }
 
+fn check_compacted<T: std::fmt::Debug>(
+    result: Result<T, ReadError>,
+    requested: Option<u64>,
+    compact: u64,
+) -> Result<(), TestCaseError> {
+    match result {
+        Err(ReadError::Kv(KvError::Compacted {
+            requested: r,
+            compact_revision: c,
+        })) => {
+            prop_assert_eq!(Some(r), requested);
+            prop_assert_eq!(c, compact);
+            Ok(())
+        }
+        other => Err(TestCaseError::fail(format!(
+            "a read at compacted revision {requested:?} (compact {compact}) gave {other:?}"
+        ))),
+    }
+}
+
 fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut store = Store::new();
     let mut model = Model::new();
@@ -444,7 +500,7 @@ fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
                 let actual = store.apply(&commands);
                 prop_assert_eq!(&actual, &expected, "responses to {:?}", commands);
                 prop_assert_eq!(store.state.revision, model.revision);
-                prop_assert_eq!(store.state.compact_revision, 0);
+                prop_assert_eq!(store.state.compact_revision, model.compact);
                 prop_assert_eq!(
                     store.state.state_hash,
                     model.hash(),
@@ -453,9 +509,26 @@ fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
                 let persisted = store.reader.state().expect("state");
                 prop_assert_eq!(persisted, store.state, "persisted counters");
             }
+            Step::Compact(index, step) => {
+                let target = index.index(model.revision as usize + 2) as u64;
+                let cmd = Command::Compact { revision: target };
+                let expected = model.apply(&cmd);
+                let actual = store.apply(std::slice::from_ref(&cmd));
+                prop_assert_eq!(&actual[0], &expected, "compact to {}", target);
+                let mut done = physical_compact_revision(&store.db).expect("physical");
+                while done < model.compact {
+                    let hi = (done + step).min(model.compact);
+                    compact_step(&store.db, done, hi).expect("compact step");
+                    done = hi;
+                }
+            }
             Step::Get(key, at) => {
                 let revision = at.resolve(model.revision);
                 let actual = store.reader.get(key, revision);
+                if let Some(compact) = model.compacted(revision) {
+                    check_compacted(actual, revision, compact)?;
+                    continue;
+                }
                 match model.at(revision) {
                     Ok((rev, map)) => {
                         let expected = (rev, map.get(key).map(|v| v.kv(key)));
@@ -470,6 +543,10 @@ fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
             Step::Range(prefix, limit, at) => {
                 let revision = at.resolve(model.revision);
                 let actual = store.reader.range(prefix, *limit, revision);
+                if let Some(compact) = model.compacted(revision) {
+                    check_compacted(actual, revision, compact)?;
+                    continue;
+                }
                 match model.at(revision) {
                     Ok((rev, map)) => {
                         let all = matching(map, prefix, true);
@@ -505,7 +582,7 @@ fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
         store.reader.recompute_hash().expect("recompute"),
         store.state.state_hash
     );
-    for r in 1..=model.revision {
+    for r in model.compact.max(1)..=model.revision {
         let mut actual = store
             .reader
             .changes(r)
@@ -668,4 +745,79 @@ fn txn_ops_see_earlier_ops_of_their_branch_and_share_one_revision() {
     assert_eq!(responses[1], TxnOpResponse::Put { revision: 2 });
     assert_eq!(responses[2], TxnOpResponse::Delete { deleted: 1 });
     assert_eq!(keys(&responses[3]), ["a/y"]);
+}
+
+/// Physical compaction keeps exactly what reads at or above the compact
+/// revision need: each key's latest version at or below it (unless deleted).
+#[test]
+fn physical_compaction_keeps_what_permitted_reads_need() {
+    let mut store = Store::new();
+    let put = |k: &str, v: &str| Command::Put {
+        key: k.into(),
+        value: v.as_bytes().to_vec(),
+        prev_kv: false,
+    };
+    let del = |k: &str| Command::Delete {
+        key: k.into(),
+        prefix: false,
+        prev_kv: false,
+    };
+    // r1 a=1, r2 b=1, r3 a=2, r4 delete b, r5 c=1, r6 a=3
+    for c in [
+        put("a", "1"),
+        put("b", "1"),
+        put("a", "2"),
+        del("b"),
+        put("c", "1"),
+        put("a", "3"),
+    ] {
+        store.apply(&[c]);
+    }
+    store.apply(&[Command::Compact { revision: 4 }]);
+    compact_step(&store.db, 0, 2).expect("step");
+    compact_step(&store.db, 2, 4).expect("step");
+    assert_eq!(physical_compact_revision(&store.db).expect("physical"), 4);
+
+    let at4 = store.reader.range("", None, Some(4)).expect("range at 4");
+    let got: Vec<(String, Vec<u8>, u64)> = at4
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.value, kv.mod_revision))
+        .collect();
+    assert_eq!(got, vec![("a".to_string(), b"2".to_vec(), 3)]);
+    let at5 = store.reader.range("", None, Some(5)).expect("range at 5");
+    assert_eq!(at5.kvs.len(), 2);
+    assert_eq!(
+        store
+            .reader
+            .get("a", Some(4))
+            .expect("get")
+            .1
+            .map(|kv| kv.value),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(store.reader.get("b", Some(4)).expect("get").1, None);
+    assert!(matches!(
+        store.reader.get("a", Some(3)),
+        Err(ReadError::Kv(KvError::Compacted { .. }))
+    ));
+
+    // What is physically left: a@3, a@6, c@5; b's history is gone.
+    let history = db::cf(&store.db, db::CF_HISTORY).expect("cf");
+    let left: Vec<(Vec<u8>, u64)> = store
+        .db
+        .iterator_cf(history, rocksdb::IteratorMode::Start)
+        .map(|item| {
+            let (k, _) = item.expect("item");
+            let rev = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes"));
+            (k[..k.len() - 9].to_vec(), rev)
+        })
+        .collect();
+    assert_eq!(
+        left,
+        vec![(b"a".to_vec(), 3), (b"a".to_vec(), 6), (b"c".to_vec(), 5)]
+    );
+    // The change log keeps revision 4 on, for watches from the compact revision.
+    assert!(store.reader.changes(3).expect("changes").is_none());
+    assert!(store.reader.changes(4).expect("changes").is_some());
 }

@@ -47,6 +47,12 @@ pub enum Command {
     },
     /// A transaction applied atomically at one revision.
     Txn(TxnRequest),
+    /// Forget history before `revision`: reads and watches below it are
+    /// refused from then on. Does not create a revision.
+    Compact {
+        /// The new compact revision.
+        revision: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -61,6 +67,7 @@ impl fmt::Display for Command {
                 t.success.len(),
                 t.failure.len()
             ),
+            Command::Compact { revision } => write!(f, "compact({revision})"),
         }
     }
 }
@@ -188,6 +195,24 @@ pub enum CommandResponse {
         /// One response per op of the branch that ran.
         responses: Vec<TxnOpResponse>,
     },
+    /// Result of [`Command::Compact`].
+    Compact {
+        /// Current revision.
+        revision: u64,
+        /// Compact revision after the command.
+        compact_revision: u64,
+        /// Why nothing changed, if it was refused.
+        refused: Option<CompactRefusal>,
+    },
+}
+
+/// Why a compaction was refused (a result, not an error: Raft goes on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompactRefusal {
+    /// The requested revision is not newer than the compact revision.
+    AlreadyCompacted,
+    /// The requested revision is newer than the current revision.
+    FutureRevision,
 }
 
 /// The result of one [`TxnOp`].

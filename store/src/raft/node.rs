@@ -24,7 +24,9 @@ use super::pool::PeerPool;
 use super::types::{Member, NodeId, Raft, TypeConfig};
 use super::wire::{CallError, ForwardError, PeerRequest, PeerResponse};
 use crate::kv::{Command, CommandResponse, KvError, KvReader, Limits, ReadError};
+use crate::metrics::Metrics;
 use crate::storage::Applied;
+use crate::watch::WatchHub;
 
 /// Why a node could not serve a request.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +164,8 @@ pub struct Node {
     pool: PeerPool,
     fault: NetFault,
     options: NodeOptions,
+    watch: Arc<WatchHub>,
+    metrics: Arc<Metrics>,
 }
 
 fn forward_hint(f: &ForwardToLeader<TypeConfig>) -> Option<(NodeId, Member)> {
@@ -173,6 +177,7 @@ fn forward_hint(f: &ForwardToLeader<TypeConfig>) -> Option<(NodeId, Member)> {
 
 impl Node {
     /// Assembles a node from its parts.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         raft: Raft,
@@ -180,6 +185,8 @@ impl Node {
         applied: watch::Receiver<Applied>,
         fault: NetFault,
         options: NodeOptions,
+        watch: Arc<WatchHub>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let pool = PeerPool::new(fault.clone(), options.connect_timeout);
         Arc::new(Node {
@@ -190,7 +197,19 @@ impl Node {
             pool,
             fault,
             options,
+            watch,
+            metrics,
         })
+    }
+
+    /// The node's watch hub.
+    pub fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.watch
+    }
+
+    /// The node's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// This node's id.

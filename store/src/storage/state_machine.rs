@@ -37,6 +37,8 @@ pub struct Applied {
     pub log_index: u64,
     /// Key-space revision after it.
     pub revision: u64,
+    /// Oldest revision still readable and watchable.
+    pub compact_revision: u64,
 }
 
 /// The RocksDB-backed state machine.
@@ -137,6 +139,7 @@ impl StateMachine {
         let (applied_tx, _) = watch::channel(Applied {
             log_index: applied.as_ref().map_or(0, |id| id.index),
             revision: mvcc.revision,
+            compact_revision: mvcc.compact_revision,
         });
         Ok(StateMachine {
             db,
@@ -157,6 +160,7 @@ impl StateMachine {
         let applied = Applied {
             log_index: self.applied.as_ref().map_or(0, |id| id.index),
             revision: self.mvcc.revision,
+            compact_revision: self.mvcc.compact_revision,
         };
         self.applied_tx.send_replace(applied);
     }

@@ -1,0 +1,200 @@
+//! `GET /v1/watch/{key}` (Server-Sent Events) and `POST /v1/compact`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::kv::KeyPath;
+use crate::kv::types::CompactRefusal;
+use crate::kv::{Command, CommandResponse};
+use crate::raft::node::{Node, NodeError};
+use crate::watch::event::Filter;
+use crate::watch::stream::{watch_stream, WatchRequest};
+
+/// Query of `GET /v1/watch/{key}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchQuery {
+    /// Watch every key under the prefix.
+    #[serde(default)]
+    pub prefix: bool,
+    /// First revision to deliver (inclusive); absent or 0 means "from now".
+    pub start_revision: Option<u64>,
+    /// Include each key's previous value.
+    #[serde(default)]
+    pub prev_kv: bool,
+    /// Send progress bookmarks while idle.
+    #[serde(default)]
+    pub progress_notify: bool,
+    /// Bookmark interval, milliseconds (within the server's limits).
+    pub progress_interval_ms: Option<u64>,
+    /// Start only after a read-index barrier: the stream then starts from a
+    /// state at least as new as every write acknowledged before the request.
+    #[serde(default)]
+    pub linearizable: bool,
+}
+
+/// `GET /v1/watch/{key}`: a Server-Sent Events stream of the key's (or the
+/// prefix's) changes. `Last-Event-ID` resumes right after that revision.
+pub async fn watch(
+    State(node): State<Arc<Node>>,
+    KeyPath(key): KeyPath,
+    headers: HeaderMap,
+    q: Result<Query<WatchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = q
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if q.prefix {
+        node.limits().check_prefix(&key)?;
+    } else {
+        node.limits().check_key(&key)?;
+    }
+    let hub = node.watch_hub().clone();
+    let options = hub.options().clone();
+    if q.progress_interval_ms.is_some() && !q.progress_notify {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "progress_interval_ms needs progress_notify=true",
+        ));
+    }
+    let progress = if q.progress_notify {
+        let every = q
+            .progress_interval_ms
+            .map(Duration::from_millis)
+            .unwrap_or(options.default_progress_interval);
+        if every < options.min_progress_interval || every > options.max_progress_interval {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "progress_interval_ms must be between {} and {}",
+                    options.min_progress_interval.as_millis(),
+                    options.max_progress_interval.as_millis()
+                ),
+            ));
+        }
+        Some(every)
+    } else {
+        None
+    };
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        "Last-Event-ID must be a revision number",
+                    )
+                })?,
+        ),
+    };
+    let Some(slot) = hub.try_open() else {
+        return Err(ApiError::TooManyWatchers(options.max_watchers));
+    };
+    if q.linearizable {
+        node.linearizable_barrier().await?;
+    }
+    let start_revision = match (last_event_id, q.start_revision) {
+        // A reconnecting client resumes right after the last revision it saw.
+        (Some(id), _) => id + 1,
+        (None, Some(r)) if r > 0 => r,
+        _ => hub.tip() + 1,
+    };
+    let req = WatchRequest {
+        filter: Filter {
+            key,
+            prefix: q.prefix,
+        },
+        start_revision,
+        prev_kv: q.prev_kv,
+        progress,
+    };
+    let body = Body::from_stream(watch_stream(hub, req, slot));
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// `POST /v1/compact` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactBody {
+    /// The new compact revision.
+    pub revision: u64,
+}
+
+/// `POST /v1/compact` answer.
+#[derive(Debug, Serialize)]
+pub struct CompactJson {
+    /// Current revision.
+    pub revision: u64,
+    /// Compact revision now in force.
+    pub compact_revision: u64,
+}
+
+/// `POST /v1/compact`: forget history before a revision (through Raft, so
+/// every node compacts at the same point of the log).
+pub async fn compact(
+    State(node): State<Arc<Node>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CompactJson>, ApiError> {
+    let body = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let parsed: CompactBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("expected {{\"revision\": N}}: {e}"))
+    })?;
+    match node
+        .write(Command::Compact {
+            revision: parsed.revision,
+        })
+        .await?
+    {
+        CommandResponse::Compact {
+            revision,
+            compact_revision,
+            refused: None,
+        } => Ok(Json(CompactJson {
+            revision,
+            compact_revision,
+        })),
+        CommandResponse::Compact {
+            revision,
+            compact_revision,
+            refused: Some(why),
+        } => Err(ApiError::bad_request(
+            match why {
+                CompactRefusal::AlreadyCompacted => "compacted",
+                CompactRefusal::FutureRevision => "future_revision",
+            },
+            match why {
+                CompactRefusal::AlreadyCompacted => format!(
+                    "revision {} is not above the compact revision {compact_revision}",
+                    parsed.revision
+                ),
+                CompactRefusal::FutureRevision => format!(
+                    "revision {} is newer than the current revision {revision}",
+                    parsed.revision
+                ),
+            },
+        )),
+        other => Err(ApiError::Node(NodeError::Internal(format!(
+            "unexpected state machine response {other:?}"
+        )))),
+    }
+}

@@ -1,0 +1,202 @@
+//! History retention: the leader decides when to compact (by revision count
+//! and by age) and proposes a `Compact` command through Raft; every node then
+//! removes the superseded history in the background, in bounded steps, so
+//! compaction never holds up writes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rocksdb::DB;
+use tokio::sync::watch;
+
+use super::mvcc::{compact_step, physical_compact_revision};
+use super::types::{Command, CommandResponse};
+use crate::metrics::Metrics;
+use crate::raft::node::Node;
+use crate::raft::peer::stopped;
+use crate::storage::Applied;
+
+/// Revisions removed per physical compaction step (one RocksDB write).
+const STEP_REVISIONS: u64 = 256;
+/// Pause between steps, so a long compaction yields to writes.
+const STEP_PAUSE: Duration = Duration::from_millis(2);
+/// How often the leader samples the revision and checks retention.
+const RETENTION_TICK: Duration = Duration::from_secs(1);
+
+/// Retention settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Keep at most this many revisions of history (0 = no count limit).
+    pub revisions: u64,
+    /// Keep history at most this old (zero = no age limit).
+    pub age: Duration,
+    /// Propose a compaction only when it would advance the compact revision
+    /// by at least this much (fewer, larger compactions).
+    pub min_step: u64,
+}
+
+/// Removes history below the logical compact revision, step by step, until
+/// `stop` is set. Runs on every node.
+pub async fn run_physical(
+    db: Arc<DB>,
+    mut applied: watch::Receiver<Applied>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let target = applied.borrow().compact_revision;
+        let step = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || -> std::io::Result<Option<(u64, usize)>> {
+                // Read back every time: a snapshot install resets it.
+                let done = physical_compact_revision(&db)?;
+                if done >= target {
+                    return Ok(None);
+                }
+                let hi = (done + STEP_REVISIONS).min(target);
+                let deleted = compact_step(&db, done, hi)?;
+                Ok(Some((hi, deleted)))
+            })
+            .await
+        };
+        match step {
+            Ok(Ok(Some((hi, deleted)))) => {
+                metrics.history_entries_compacted.add(deleted as u64);
+                if hi == target {
+                    metrics.compactions.inc();
+                    tracing::debug!(revision = hi, "history compacted");
+                }
+                tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    _ = tokio::time::sleep(STEP_PAUSE) => {}
+                }
+            }
+            Ok(Ok(None)) => {
+                tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    changed = applied.changed() => if changed.is_err() { return },
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "history compaction failed; retrying");
+                tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// The revision retention allows compacting to, given `(when, revision)`
+/// samples (oldest first) and the current revision.
+pub fn retention_target(
+    r: &Retention,
+    samples: &VecDeque<(Instant, u64)>,
+    now: Instant,
+    current: u64,
+) -> u64 {
+    let by_count = if r.revisions > 0 {
+        current.saturating_sub(r.revisions)
+    } else {
+        0
+    };
+    let by_age = if r.age.is_zero() {
+        0
+    } else {
+        samples
+            .iter()
+            .take_while(|(at, _)| now.duration_since(*at) >= r.age)
+            .last()
+            .map_or(0, |(_, rev)| *rev)
+    };
+    by_count.max(by_age)
+}
+
+/// On the leader, proposes compactions that retention allows. Runs on every
+/// node; only the leader acts.
+pub async fn run_retention(node: Arc<Node>, retention: Retention, mut stop: watch::Receiver<bool>) {
+    if retention.revisions == 0 && retention.age.is_zero() {
+        return;
+    }
+    let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut tick = tokio::time::interval(RETENTION_TICK);
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tick.tick() => {}
+        }
+        if !node.raft().is_leader() {
+            samples.clear();
+            continue;
+        }
+        let now = Instant::now();
+        let applied = node.applied();
+        samples.push_back((now, applied.revision));
+        // Keep only what the age rule can still need: the newest sample
+        // older than the age limit, and everything after it.
+        while samples.len() > 1
+            && samples
+                .get(1)
+                .is_some_and(|(at, _)| now.duration_since(*at) >= retention.age)
+        {
+            samples.pop_front();
+        }
+        let target = retention_target(&retention, &samples, now, applied.revision);
+        if target
+            < applied
+                .compact_revision
+                .saturating_add(retention.min_step.max(1))
+        {
+            continue;
+        }
+        match node.write(Command::Compact { revision: target }).await {
+            Ok(CommandResponse::Compact {
+                compact_revision, ..
+            }) => {
+                tracing::info!(compact_revision, "history retention compacted");
+            }
+            Ok(other) => tracing::warn!(?other, "unexpected compaction response"),
+            Err(e) => tracing::debug!(error = %e, "retention compaction not proposed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_follow_count_and_age() {
+        let t0 = Instant::now();
+        let samples: VecDeque<(Instant, u64)> = [
+            (t0, 10),
+            (t0 + Duration::from_secs(10), 50),
+            (t0 + Duration::from_secs(20), 90),
+        ]
+        .into();
+        let now = t0 + Duration::from_secs(25);
+        let count_only = Retention {
+            revisions: 30,
+            age: Duration::ZERO,
+            min_step: 1,
+        };
+        assert_eq!(retention_target(&count_only, &samples, now, 100), 70);
+        let age_only = Retention {
+            revisions: 0,
+            age: Duration::from_secs(12),
+            min_step: 1,
+        };
+        // Samples at 0 s and 10 s are at least 12 s old at 25 s; the newer wins.
+        assert_eq!(retention_target(&age_only, &samples, now, 100), 50);
+        let both = Retention {
+            revisions: 80,
+            age: Duration::from_secs(12),
+            min_step: 1,
+        };
+        assert_eq!(retention_target(&both, &samples, now, 100), 50);
+        assert_eq!(retention_target(&count_only, &samples, now, 20), 0);
+    }
+}
