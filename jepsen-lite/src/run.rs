@@ -99,6 +99,21 @@ pub async fn run(
     cancel: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<RunOutcome> {
     std::fs::create_dir_all(&cfg.out)?;
+    // Node logs are appended across restarts: start from clean files.
+    for entry in std::fs::read_dir(&cfg.out)?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let ours = (name.starts_with("node") && name.ends_with(".log"))
+            || [
+                "history.jsonl",
+                "timeline.html",
+                "summary.txt",
+                "results.json",
+            ]
+            .contains(&name.as_str());
+        if ours {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
     let data = tempfile::Builder::new().prefix("jepsen-lite-").tempdir()?;
     anyhow::ensure!(cfg.ballastd.exists(), "no ballastd at {} (build it: cargo build -p ballast-store --bin ballastd, or pass --ballastd)", cfg.ballastd.display());
     let clock = Clock::new();
