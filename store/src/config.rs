@@ -100,6 +100,9 @@ pub struct Config {
     /// history from storage.
     #[arg(long, env = "BALLAST_WATCH_WINDOW", default_value_t = 4096)]
     pub watch_window: usize,
+    /// Seconds a data-plane replica's report is remembered.
+    #[arg(long, env = "BALLAST_REPLICA_REPORT_TTL_SECS", default_value_t = 60)]
+    pub replica_report_ttl_secs: u64,
     /// Longest key, bytes.
     #[arg(long, env = "BALLAST_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
     pub max_key_bytes: usize,
@@ -229,6 +232,9 @@ impl Config {
             return Err(invalid(
                 "request-timeout-ms and connect-timeout-ms must be positive",
             ));
+        }
+        if self.replica_report_ttl_secs == 0 {
+            return Err(invalid("replica-report-ttl-secs must be positive"));
         }
         if self.max_watchers == 0 || self.watch_window == 0 {
             return Err(invalid("max-watchers and watch-window must be positive"));

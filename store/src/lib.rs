@@ -11,6 +11,7 @@
 //!   serves linearizable and local reads and forwards writes to the leader.
 //! - [`watch`]: watch streams (SSE) served from each node's applied state.
 //! - [`metrics`]: counters exposed at `/metrics`.
+//! - [`replicas`]: data-plane replica reports (in memory, merged across nodes).
 //! - [`api`]: the HTTP API (axum) and its single error mapping.
 //! - [`server`]: wiring it all up: [`run`] starts one node.
 #![deny(missing_docs)]
@@ -21,6 +22,7 @@ pub mod config;
 pub mod kv;
 pub mod metrics;
 pub mod raft;
+pub mod replicas;
 pub mod server;
 pub mod storage;
 pub mod watch;

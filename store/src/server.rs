@@ -189,6 +189,7 @@ pub async fn start(
             limits: config.limits(),
             unsafe_local_linearizable_reads: config.unsafe_local_linearizable_reads,
             dial,
+            replica_ttl: std::time::Duration::from_secs(config.replica_report_ttl_secs),
         },
         hub.clone(),
         metrics.clone(),

@@ -6,6 +6,7 @@ pub mod debug;
 pub mod error;
 pub mod json;
 pub mod kv;
+pub mod replicas;
 pub mod status;
 pub mod txn;
 pub mod watch;
@@ -80,6 +81,14 @@ pub fn router(node: AppState) -> Router {
         .route(
             "/health/ready",
             get(status::ready).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/replicas",
+            get(replicas::list).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/replicas/report",
+            post(replicas::report).fallback(method_not_allowed),
         )
         .merge(debug_routes())
         .fallback(not_found)

@@ -25,6 +25,7 @@ use super::types::{Member, NodeId, Raft, TypeConfig};
 use super::wire::{CallError, ForwardError, PeerRequest, PeerResponse};
 use crate::kv::{Command, CommandResponse, KvError, KvReader, Limits, ReadError};
 use crate::metrics::Metrics;
+use crate::replicas::{merge, ReplicaEntry, ReplicaRegistry};
 use crate::storage::Applied;
 use crate::watch::WatchHub;
 
@@ -106,6 +107,8 @@ pub struct NodeOptions {
     pub unsafe_local_linearizable_reads: bool,
     /// Addresses to dial instead of peers' advertised ones.
     pub dial: DialMap,
+    /// How long a data-plane replica's report is remembered.
+    pub replica_ttl: Duration,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -166,6 +169,7 @@ pub struct Node {
     options: NodeOptions,
     watch: Arc<WatchHub>,
     metrics: Arc<Metrics>,
+    replicas: ReplicaRegistry,
 }
 
 fn forward_hint(f: &ForwardToLeader<TypeConfig>) -> Option<(NodeId, Member)> {
@@ -189,6 +193,7 @@ impl Node {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let pool = PeerPool::new(fault.clone(), options.connect_timeout);
+        let replicas = ReplicaRegistry::new(options.replica_ttl);
         Arc::new(Node {
             id,
             raft,
@@ -199,7 +204,54 @@ impl Node {
             options,
             watch,
             metrics,
+            replicas,
         })
+    }
+
+    /// Replica reports received by this node.
+    pub fn replicas(&self) -> &ReplicaRegistry {
+        &self.replicas
+    }
+
+    /// Every member's replica reports, merged (freshest per replica). Returns
+    /// the merged reports, the members that answered and those that did not.
+    pub async fn merged_replicas(
+        &self,
+        timeout: Duration,
+    ) -> (Vec<ReplicaEntry>, Vec<NodeId>, Vec<NodeId>) {
+        let members: Vec<(NodeId, Member)> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect()
+        };
+        let calls = members.into_iter().map(|(id, member)| async move {
+            if id == self.id {
+                return (id, Some(self.replicas.current()));
+            }
+            let addr = dial_addr(&self.options.dial, id, &member);
+            match self.pool.call(&addr, &PeerRequest::Replicas, timeout).await {
+                Ok(PeerResponse::Replicas(entries)) => (id, Some(entries)),
+                _ => (id, None),
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        let mut answered = Vec::new();
+        let mut missing = Vec::new();
+        let mut per_node = Vec::new();
+        for (id, entries) in results {
+            match entries {
+                Some(e) => {
+                    answered.push(id);
+                    per_node.push((id, e));
+                }
+                None => missing.push(id),
+            }
+        }
+        (merge(per_node), answered, missing)
     }
 
     /// The node's watch hub.

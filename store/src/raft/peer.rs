@@ -118,6 +118,7 @@ async fn handle(
         },
         PeerRequest::Forward(command) => PeerResponse::Forward(node.handle_forward(command).await),
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(node.handle_read_index().await),
+        PeerRequest::Replicas => PeerResponse::Replicas(node.replicas().current()),
         PeerRequest::SnapshotChunk {
             vote,
             meta,

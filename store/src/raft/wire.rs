@@ -51,6 +51,8 @@ pub enum PeerRequest {
     Forward(Command),
     /// A follower asking the leader for a read index (linearizable read).
     ReadIndex,
+    /// The data-plane replica reports this node holds.
+    Replicas,
 }
 
 /// Why a forwarded write or read index could not be served by the node asked.
@@ -91,6 +93,8 @@ pub enum PeerResponse {
     Forward(Result<CommandResponse, ForwardError>),
     /// To `ReadIndex`: the log index the reader must have applied.
     ReadIndex(Result<u64, ForwardError>),
+    /// To `Replicas`.
+    Replicas(Vec<crate::replicas::WireEntry>),
     /// The request failed on the remote node.
     Error(String),
 }

@@ -5,3 +5,4 @@ mod t20_failover;
 mod t30_restart;
 mod t40_snapshot;
 mod t50_partition;
+mod t60_replicas;
