@@ -1,1 +1,346 @@
-//! Watch checker (placeholder until the watch workload lands).
+//! The watch checker: the six watch guarantees (ordered, unique, reliable,
+//! atomic, resumable, bookmarkable) of every watcher's deliveries against
+//! the writers' history, and agreement between watchers.
+//!
+//! Input is what the watch workload records: the writes (key, value,
+//! revision, ok or indeterminate) and, per watcher, every SSE message in
+//! arrival order, grouped in sessions (one per connection; a reconnect
+//! resumes at `start_revision` = last delivered revision + 1, as
+//! `Last-Event-ID` does). The server side is not on main yet, so this
+//! checker is exercised on synthetic histories only (see the tests).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::Verdict;
+
+/// One event inside a change message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// `put` or `delete`.
+    pub kind: String,
+    /// Key.
+    pub key: String,
+    /// Value (puts).
+    pub value: Option<String>,
+    /// The kv's mod_revision (must equal the message's revision).
+    pub mod_revision: u64,
+}
+
+/// One SSE message as a watcher received it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Message {
+    /// `event: change`: every event of one revision.
+    Change {
+        /// Revision (`id:`).
+        revision: u64,
+        /// Events.
+        events: Vec<WatchEvent>,
+    },
+    /// `event: progress`: everything up to `revision` was delivered.
+    Progress {
+        /// Bookmark revision.
+        revision: u64,
+    },
+    /// `event: compacted`: the start revision is gone; the stream ends.
+    Compacted {
+        /// Compact revision.
+        compact_revision: u64,
+    },
+}
+
+/// One connection of a watcher.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Session {
+    /// `start_revision` asked for.
+    pub start_revision: u64,
+    /// Messages in arrival order.
+    pub messages: Vec<Message>,
+}
+
+/// A watcher: its sessions in order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Watcher {
+    /// Name (e.g. `w2@node3`).
+    pub name: String,
+    /// Sessions.
+    pub sessions: Vec<Session>,
+}
+
+/// A write under the watched prefix.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Write {
+    /// Key.
+    pub key: String,
+    /// Unique value.
+    pub value: String,
+    /// Revision, when the write was acknowledged.
+    pub revision: Option<u64>,
+}
+
+/// A violated watch guarantee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum WatchError {
+    /// Ordered: revisions must increase along a watcher's stream.
+    #[error("{watcher}: unordered: revision {revision} delivered after {after}")]
+    Unordered {
+        /// Watcher.
+        watcher: String,
+        /// Revision delivered.
+        revision: u64,
+        /// The higher revision delivered before it.
+        after: u64,
+    },
+    /// Unique: no revision twice, across resumptions too.
+    #[error("{watcher}: duplicate: revision {revision} delivered twice")]
+    Duplicate {
+        /// Watcher.
+        watcher: String,
+        /// Revision.
+        revision: u64,
+    },
+    /// Reliable: no revision missing inside a session's window.
+    #[error("{watcher}: gap: revision {revision} was never delivered (delivered up to {up_to})")]
+    Gap {
+        /// Watcher.
+        watcher: String,
+        /// Missing revision.
+        revision: u64,
+        /// Highest revision the watcher had delivered.
+        up_to: u64,
+    },
+    /// Atomic: one message per revision, holding exactly that revision's events.
+    #[error("{watcher}: not atomic: revision {revision}: {detail}")]
+    NotAtomic {
+        /// Watcher.
+        watcher: String,
+        /// Revision.
+        revision: u64,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Resumable: a session resumed at S must start exactly at the first
+    /// existing revision ≥ S.
+    #[error("{watcher}: not resumable: resumed at {start}, first delivered {first}, but revision {missing} exists")]
+    NotResumable {
+        /// Watcher.
+        watcher: String,
+        /// start_revision.
+        start: u64,
+        /// First revision the session delivered.
+        first: u64,
+        /// A revision in between that exists.
+        missing: u64,
+    },
+    /// Bookmarkable: a progress bookmark R means every revision ≤ R was
+    /// delivered before it.
+    #[error("{watcher}: bookmark {bookmark} sent before revision {missing} was delivered")]
+    EarlyBookmark {
+        /// Watcher.
+        watcher: String,
+        /// Bookmark revision.
+        bookmark: u64,
+        /// Revision ≤ bookmark not delivered before it.
+        missing: u64,
+    },
+    /// Events must match the writes (a delivered value nobody wrote, or at
+    /// another revision than its acknowledged write).
+    #[error("{watcher}: wrong event at revision {revision}: {detail}")]
+    WrongEvent {
+        /// Watcher.
+        watcher: String,
+        /// Revision.
+        revision: u64,
+        /// What was wrong.
+        detail: String,
+    },
+    /// All watchers must see the same events at the same revision.
+    #[error("watchers {a} and {b} disagree at revision {revision}")]
+    Divergent {
+        /// A watcher.
+        a: String,
+        /// Another.
+        b: String,
+        /// Revision.
+        revision: u64,
+    },
+}
+
+/// Revisions of `set` in `lo..hi` (empty when `lo >= hi`).
+fn range(set: &BTreeSet<u64>, lo: u64, hi: u64) -> Vec<u64> {
+    if lo >= hi {
+        return Vec::new();
+    }
+    set.range(lo..hi).copied().collect()
+}
+
+/// Checks every watcher against the writes and against each other.
+pub fn check(writes: &[Write], watchers: &[Watcher]) -> Verdict<WatchError> {
+    let mut errors = Vec::new();
+    let by_value: HashMap<(&str, &str), &Write> = writes
+        .iter()
+        .map(|w| ((w.key.as_str(), w.value.as_str()), w))
+        .collect();
+    // Every revision known to exist under the prefix: acknowledged writes,
+    // and whatever any watcher delivered (indeterminate writes that happened).
+    let mut exists: BTreeSet<u64> = writes.iter().filter_map(|w| w.revision).collect();
+    // The events of each revision, as first delivered, for agreement.
+    let mut first_seen: BTreeMap<u64, (String, Vec<WatchEvent>)> = BTreeMap::new();
+    for w in watchers {
+        for s in &w.sessions {
+            for m in &s.messages {
+                if let Message::Change { revision, events } = m {
+                    exists.insert(*revision);
+                    match first_seen.get(revision) {
+                        None => {
+                            first_seen.insert(*revision, (w.name.clone(), events.clone()));
+                        }
+                        Some((a, ev)) if ev != events && a != &w.name => {
+                            errors.push(WatchError::Divergent {
+                                a: a.clone(),
+                                b: w.name.clone(),
+                                revision: *revision,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    for w in watchers {
+        let name = &w.name;
+        let mut delivered: BTreeSet<u64> = BTreeSet::new();
+        let mut last = 0u64;
+        for s in &w.sessions {
+            let mut first_in_session: Option<u64> = None;
+            let mut session_last = s.start_revision.saturating_sub(1);
+            for m in &s.messages {
+                match m {
+                    Message::Change { revision, events } => {
+                        let r = *revision;
+                        if delivered.contains(&r) {
+                            let kind_split = first_in_session.is_some() && session_last == r;
+                            if kind_split {
+                                errors.push(WatchError::NotAtomic {
+                                    watcher: name.clone(),
+                                    revision: r,
+                                    detail: "revision split over two messages".into(),
+                                });
+                            } else {
+                                errors.push(WatchError::Duplicate {
+                                    watcher: name.clone(),
+                                    revision: r,
+                                });
+                            }
+                        } else if r < last {
+                            errors.push(WatchError::Unordered {
+                                watcher: name.clone(),
+                                revision: r,
+                                after: last,
+                            });
+                        }
+                        if events.is_empty() {
+                            errors.push(WatchError::NotAtomic {
+                                watcher: name.clone(),
+                                revision: r,
+                                detail: "empty change message".into(),
+                            });
+                        }
+                        for e in events {
+                            if e.mod_revision != r {
+                                errors.push(WatchError::NotAtomic {
+                                    watcher: name.clone(),
+                                    revision: r,
+                                    detail: format!(
+                                        "event of {} carries mod_revision {}",
+                                        e.key, e.mod_revision
+                                    ),
+                                });
+                            }
+                            if e.kind == "put" {
+                                match e
+                                    .value
+                                    .as_deref()
+                                    .and_then(|v| by_value.get(&(e.key.as_str(), v)))
+                                {
+                                    None => errors.push(WatchError::WrongEvent {
+                                        watcher: name.clone(),
+                                        revision: r,
+                                        detail: format!(
+                                            "{}={:?} was never written",
+                                            e.key, e.value
+                                        ),
+                                    }),
+                                    Some(wr) if wr.revision.is_some_and(|wr| wr != r) => errors
+                                        .push(WatchError::WrongEvent {
+                                            watcher: name.clone(),
+                                            revision: r,
+                                            detail: format!(
+                                                "{}={:?} was acknowledged at revision {:?}",
+                                                e.key, e.value, wr.revision
+                                            ),
+                                        }),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        // Resumable: nothing existing between the start and the first delivery.
+                        if first_in_session.is_none() {
+                            first_in_session = Some(r);
+                            if let Some(&missing) = range(&exists, s.start_revision, r).first() {
+                                errors.push(WatchError::NotResumable {
+                                    watcher: name.clone(),
+                                    start: s.start_revision,
+                                    first: r,
+                                    missing,
+                                });
+                            }
+                        } else if let Some(&missing) = range(&exists, session_last + 1, r).first() {
+                            // Reliable: nothing existing skipped inside a session.
+                            if !delivered.contains(&missing) {
+                                errors.push(WatchError::Gap {
+                                    watcher: name.clone(),
+                                    revision: missing,
+                                    up_to: session_last,
+                                });
+                            }
+                        }
+                        delivered.insert(r);
+                        session_last = session_last.max(r);
+                        last = last.max(r);
+                    }
+                    Message::Progress { revision } => {
+                        let lo = s.start_revision;
+                        if let Some(&missing) = exists
+                            .range(lo..=*revision)
+                            .find(|r| !delivered.contains(r))
+                        {
+                            errors.push(WatchError::EarlyBookmark {
+                                watcher: name.clone(),
+                                bookmark: *revision,
+                                missing,
+                            });
+                        }
+                        session_last = session_last.max(*revision);
+                    }
+                    // The stream ends; the next session starts where the
+                    // watcher chose (after re-reading), so nothing to check.
+                    Message::Compacted { .. } => {}
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail { errors }
+    }
+}
+
+#[cfg(test)]
+#[path = "watch_test.rs"]
+mod tests;
