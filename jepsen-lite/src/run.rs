@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::checker::register::{self, RegisterReport};
+use crate::checker::register::{self, RegisterError, RegisterReport};
 use crate::checker::Verdict;
 use crate::client::NodeClient;
 use crate::cluster::{Cluster, ClusterOptions, NodeSpec};
@@ -285,7 +285,28 @@ pub fn write_timeline(
 ) -> anyhow::Result<PathBuf> {
     let mut sections = Vec::new();
     if let Verdict::Fail { errors } = &reg.verdict {
-        for e in errors.iter().take(6) {
+        // Per key: its non-linearizable search result first, then its first
+        // stale read; other errors as text.
+        let mut picked: Vec<&RegisterError> = Vec::new();
+        let mut seen_stale = std::collections::HashSet::new();
+        for e in errors
+            .iter()
+            .filter(|e| matches!(e, RegisterError::NonLinearizable { .. }))
+        {
+            picked.push(e);
+        }
+        for e in errors {
+            match e {
+                RegisterError::NonLinearizable { .. } => {}
+                RegisterError::StaleRead { key, .. } => {
+                    if seen_stale.insert(key.clone()) {
+                        picked.push(e);
+                    }
+                }
+                other => picked.push(other),
+            }
+        }
+        for e in picked.into_iter().take(12) {
             if let Some(s) = timeline::render(&reg.ops, events, e) {
                 sections.push(s);
             } else {
