@@ -30,7 +30,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// endpoint). See the [crate docs](crate) for the retry and error rules.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Transport>,
+    pub(crate) inner: Arc<Transport>,
 }
 
 /// Configures and builds a [`Client`].
@@ -126,9 +126,16 @@ impl ClientBuilder {
         let http = http
             .build()
             .map_err(|e| Error::InvalidArgument(format!("HTTP client: {}", chain(&e))))?;
+        let stream_http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .user_agent(concat!("ballast-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("HTTP client: {}", chain(&e))))?;
         Ok(Client {
             inner: Arc::new(Transport {
                 http,
+                stream_http,
                 endpoints,
                 retry: self.retry,
             }),
@@ -332,7 +339,7 @@ impl Client {
     }
 }
 
-fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T> {
     serde_json::from_slice(&answer.body).map_err(|e| {
         Error::Decode(format!(
             "{e} in {}",
@@ -350,17 +357,17 @@ fn require_key(key: &str) -> Result<()> {
 
 /// A query string of simple `name=value` pairs (values here never need escaping).
 #[derive(Default)]
-struct Query(String);
+pub(crate) struct Query(String);
 
 impl Query {
-    fn push(&mut self, name: &str, value: impl std::fmt::Display) {
+    pub(crate) fn push(&mut self, name: &str, value: impl std::fmt::Display) {
         self.0.push(if self.0.is_empty() { '?' } else { '&' });
         self.0.push_str(name);
         self.0.push('=');
         self.0.push_str(&value.to_string());
     }
 
-    fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.0
     }
 }

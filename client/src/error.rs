@@ -56,6 +56,17 @@ pub enum Error {
     /// The server answered 2xx but the body did not match the contract.
     #[error("could not decode the server's answer: {0}")]
     Decode(String),
+
+    /// A watch asked for history the cluster has already compacted: every
+    /// revision up to `compact_revision` is gone. The watch ends; read the
+    /// current state again (at `revision` or later) and watch from after it.
+    #[error("history compacted up to revision {compact_revision} (current revision {revision}); re-read and watch again")]
+    Compacted {
+        /// The cluster's compact revision: history before it is gone.
+        compact_revision: u64,
+        /// The node's current revision when it refused.
+        revision: u64,
+    },
 }
 
 impl Error {
@@ -77,6 +88,7 @@ impl Error {
             Error::Api { code, status, .. } => {
                 *status < 500 || (*status == 503 && (code == "no_leader" || code == "not_ready"))
             }
+            Error::Compacted { .. } => true,
             Error::Indeterminate { .. } | Error::Decode(_) => false,
         }
     }

@@ -33,6 +33,9 @@ const MAX_BODY_IN_MESSAGE: usize = 200;
 #[derive(Debug)]
 pub(crate) struct Transport {
     pub(crate) http: reqwest::Client,
+    /// For watch streams: same connect timeout, but no overall request
+    /// timeout (a stream lives as long as its reader wants it).
+    pub(crate) stream_http: reqwest::Client,
     pub(crate) endpoints: Endpoints,
     pub(crate) retry: RetryPolicy,
 }
@@ -145,6 +148,19 @@ impl Transport {
             },
             other => other,
         })
+    }
+
+    /// One attempt against one given endpoint, no retry, no failover: for
+    /// callers that pick the endpoint themselves (replica bootstrap, reports).
+    pub(crate) async fn execute_once(&self, endpoint: &str, call: &Call) -> Result<Answer> {
+        match self.attempt(endpoint, call).await {
+            Outcome::Done(answer) => Ok(answer),
+            Outcome::Final(error) | Outcome::NotApplied { error, .. } => Err(error),
+            Outcome::Unknown { error, message } => match call.kind {
+                Kind::Write => Err(Error::Indeterminate { message }),
+                Kind::Read => Err(error),
+            },
+        }
     }
 
     /// One attempt against one endpoint.
