@@ -72,16 +72,24 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 mod client;
 mod endpoints;
 mod error;
+mod replica;
 mod retry;
+mod sse;
 mod transport;
 mod txn;
 mod types;
+mod watch;
 
+pub use admin::{CompactResponse, LaggingReplica, ReplicaInfo, ReplicasResponse, Rollout};
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, Result};
+pub use replica::{
+    Replica, ReplicaBuilder, ReplicaSnapshot, ReplicaStatus, ReplicaUpdate, WaitTimeout,
+};
 pub use retry::RetryPolicy;
 pub use txn::{
     CasResult, Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
@@ -90,3 +98,4 @@ pub use types::{
     Consistency, DeleteOptions, DeleteResponse, GetResponse, KeyValue, Member, PutOptions,
     PutResponse, RaftStatus, RangeOptions, RangeResponse, ReadOptions, Status,
 };
+pub use watch::{Event, EventKind, WatchEvent, WatchOptions, WatchStream};

@@ -1,0 +1,251 @@
+//! [`ReplicaBuilder`]: settings, the cache load and the first bootstrap.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, watch};
+use tracing::{info, instrument, warn};
+
+use super::{cache, sync, tasks, Health, Replica, Shared};
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::watch::backoff;
+
+/// Default for [`ReplicaBuilder::persist_interval`].
+const DEFAULT_PERSIST_INTERVAL: Duration = Duration::from_millis(200);
+/// Default for [`ReplicaBuilder::report_interval`].
+const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+/// Reports are never sent more often than this, however fast revisions move.
+const DEFAULT_MIN_REPORT_GAP: Duration = Duration::from_secs(1);
+/// Default for [`ReplicaBuilder::progress_interval`].
+const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Default for [`ReplicaBuilder::initial_sync_timeout`].
+const DEFAULT_INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Subscribers of [`Replica::updates`] may fall this far behind before they
+/// get `Lagged`.
+const UPDATES_CAPACITY: usize = 1024;
+
+/// Configures and starts a [`Replica`].
+#[derive(Debug, Clone)]
+pub struct ReplicaBuilder {
+    endpoints: Vec<String>,
+    prefix: String,
+    cache_dir: Option<PathBuf>,
+    id: Option<String>,
+    persist_interval: Duration,
+    report_interval: Duration,
+    min_report_gap: Duration,
+    progress_interval: Duration,
+    initial_sync_timeout: Duration,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    backoff: (Duration, Duration),
+}
+
+impl ReplicaBuilder {
+    /// A builder replicating the whole key space (set [`prefix`](Self::prefix)).
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            prefix: String::new(),
+            cache_dir: None,
+            id: None,
+            persist_interval: DEFAULT_PERSIST_INTERVAL,
+            report_interval: DEFAULT_REPORT_INTERVAL,
+            min_report_gap: DEFAULT_MIN_REPORT_GAP,
+            progress_interval: DEFAULT_PROGRESS_INTERVAL,
+            initial_sync_timeout: DEFAULT_INITIAL_SYNC_TIMEOUT,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+        }
+    }
+
+    /// The prefix to replicate (`/services/api/`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Where the last-known-good copy is kept. Without one, a replica that
+    /// starts while the cluster is down cannot serve (start fails after
+    /// [`initial_sync_timeout`](Self::initial_sync_timeout)).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// The id reported to the cluster (default: `replica-<pid>-<random>`).
+    /// Use something stable per process, such as host and service name.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The cache is written at most this often (the latest state always ends
+    /// up on disk). Default 200 ms.
+    pub fn persist_interval(mut self, every: Duration) -> Self {
+        self.persist_interval = every;
+        self
+    }
+
+    /// The applied revision is reported to the cluster at least this often,
+    /// and on change (at most once a second). Default 5 s.
+    pub fn report_interval(mut self, every: Duration) -> Self {
+        self.report_interval = every;
+        self
+    }
+
+    /// How often an idle cluster confirms the replica is current (a progress
+    /// bookmark); a stream silent for 5 of these is reconnected elsewhere.
+    /// Default 1 s.
+    pub fn progress_interval(mut self, every: Duration) -> Self {
+        self.progress_interval = every;
+        self
+    }
+
+    /// Without a usable cache, how long [`start`](Self::start) tries to read
+    /// the prefix from the cluster before failing. Default 10 s.
+    pub fn initial_sync_timeout(mut self, timeout: Duration) -> Self {
+        self.initial_sync_timeout = timeout;
+        self
+    }
+
+    /// Per-request timeout of bootstrap reads and reports. Default 5 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Reconnect backoff: jittered, from `initial` doubling up to `max`, after
+    /// every endpoint failed once. Default 50 ms to 2 s.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff = (initial, max);
+        self
+    }
+
+    /// Starts the replica.
+    ///
+    /// With a cache file for this prefix in the cache directory, it is loaded
+    /// and the replica serves it at once (flagged `serving_from_disk`) while
+    /// it connects in the background — even if no node is reachable. Without
+    /// one, the prefix is read from the cluster first (linearizable, else
+    /// serializable), for up to [`initial_sync_timeout`](Self::initial_sync_timeout).
+    #[instrument(skip(self), fields(prefix = %self.prefix))]
+    pub async fn start(self) -> Result<Replica> {
+        if self.progress_interval < Duration::from_millis(100) || self.persist_interval.is_zero() {
+            return Err(Error::InvalidArgument(
+                "progress_interval must be at least 100ms and persist_interval above zero"
+                    .to_owned(),
+            ));
+        }
+        let id = self.id.clone().unwrap_or_else(default_id);
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("empty replica id".to_owned()));
+        }
+        let client = Client::builder(self.endpoints.clone())
+            .request_timeout(self.request_timeout)
+            .connect_timeout(self.connect_timeout)
+            .backoff(self.backoff.0, self.backoff.1)
+            .max_attempts(1)
+            .build()?;
+        let transport = client.inner.clone();
+        let loaded = match &self.cache_dir {
+            None => None,
+            Some(dir) => match cache::load(dir, &self.prefix) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "replica cache unusable, reading from the cluster");
+                    None
+                }
+            },
+        };
+        let from_disk = loaded.is_some();
+        let (snapshot, contact) = match loaded {
+            Some(s) => {
+                info!(
+                    revision = s.revision,
+                    keys = s.len(),
+                    "serving the on-disk copy"
+                );
+                (s, None)
+            }
+            None => {
+                let deadline = Instant::now() + self.initial_sync_timeout;
+                let mut failures = 0u32;
+                let n = transport.endpoints.len();
+                loop {
+                    match sync::bootstrap(&transport, &self.prefix, 0, failures as usize).await {
+                        Ok(s) => break (s, Some(Instant::now())),
+                        Err(e) if Instant::now() >= deadline => return Err(e),
+                        Err(e) if matches!(e, Error::Api { status, .. } if (400..500).contains(&status)) => {
+                            return Err(e)
+                        }
+                        Err(_) => {
+                            failures += 1;
+                            let pause = backoff(&transport, failures, n, None)
+                                .max(Duration::from_millis(10));
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                }
+            }
+        };
+        let revision = snapshot.revision;
+        let (revision_tx, _) = watch::channel(revision);
+        let (updates, _) = broadcast::channel(UPDATES_CAPACITY);
+        let shared = Arc::new(Shared {
+            id,
+            prefix: self.prefix.clone(),
+            state: ArcSwap::from_pointee(snapshot),
+            revision_tx,
+            health: Mutex::new(Health {
+                endpoint: None,
+                last_contact: contact,
+                serving_from_disk: from_disk,
+                last_error: None,
+            }),
+            updates,
+            persist_lock: Mutex::new(()),
+        });
+        let sync_config = sync::SyncConfig {
+            progress_interval: self.progress_interval,
+            idle_timeout: self.progress_interval * 5,
+        };
+        let mut handles = vec![tokio::spawn(sync::run(
+            shared.clone(),
+            transport.clone(),
+            sync_config,
+        ))];
+        if let Some(dir) = &self.cache_dir {
+            let written = if from_disk { revision } else { 0 };
+            handles.push(tokio::spawn(tasks::persist_loop(
+                shared.clone(),
+                dir.clone(),
+                self.persist_interval,
+                written,
+            )));
+        }
+        handles.push(tokio::spawn(tasks::report_loop(
+            shared.clone(),
+            transport,
+            self.report_interval,
+            self.min_report_gap.min(self.report_interval),
+        )));
+        Ok(Replica {
+            shared,
+            tasks: handles,
+            cache_dir: self.cache_dir,
+        })
+    }
+}
+
+fn default_id() -> String {
+    format!(
+        "replica-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}

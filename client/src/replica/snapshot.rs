@@ -1,0 +1,124 @@
+//! [`ReplicaSnapshot`]: the immutable key map a replica serves reads from.
+//! A new one is built per applied batch and swapped in whole, so readers never
+//! wait for a writer and always see one revision's complete state.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::types::KeyValue;
+use crate::watch::{Event, EventKind};
+
+/// The replica's keys at one revision. Obtained with
+/// [`Replica::snapshot`](crate::Replica::snapshot); reading it takes no lock
+/// and makes no network call. May be stale: see
+/// [`Replica::status`](crate::Replica::status).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaSnapshot {
+    pub(crate) revision: u64,
+    pub(crate) kvs: BTreeMap<Arc<str>, Arc<KeyValue>>,
+}
+
+impl ReplicaSnapshot {
+    /// The cluster revision this state reflects.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// One key (no allocation: the value is shared).
+    pub fn get(&self, key: &str) -> Option<&Arc<KeyValue>> {
+        self.kvs.get(key)
+    }
+
+    /// Every key starting with `prefix`, in key order.
+    pub fn range<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Arc<KeyValue>> + 'a {
+        self.kvs
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.kvs.len()
+    }
+
+    /// True when the replica holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.kvs.is_empty()
+    }
+
+    /// A snapshot of `kvs` at `revision`.
+    pub(crate) fn from_kvs(revision: u64, kvs: impl IntoIterator<Item = KeyValue>) -> Self {
+        Self {
+            revision,
+            kvs: kvs
+                .into_iter()
+                .map(|kv| (Arc::from(kv.key.as_str()), Arc::new(kv)))
+                .collect(),
+        }
+    }
+
+    /// Applies one revision's events (`revision` must be newer than ours;
+    /// older ones are ignored, which keeps the revision monotonic).
+    pub(crate) fn apply(&mut self, revision: u64, events: &[Event], prefix: &str) -> bool {
+        if revision <= self.revision {
+            return false;
+        }
+        for e in events {
+            if !e.kv.key.starts_with(prefix) {
+                continue;
+            }
+            match e.kind {
+                EventKind::Put => {
+                    self.kvs
+                        .insert(Arc::from(e.kv.key.as_str()), Arc::new(e.kv.clone()));
+                }
+                EventKind::Delete => {
+                    self.kvs.remove(e.kv.key.as_str());
+                }
+            }
+        }
+        self.revision = revision;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str, rev: u64) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: value.as_bytes().to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn applies_in_order_only() {
+        let mut s = ReplicaSnapshot::from_kvs(3, [kv("/a/x", "1", 2), kv("/a/y", "2", 3)]);
+        let put = Event {
+            kind: EventKind::Put,
+            kv: kv("/a/z", "3", 4),
+            prev_kv: None,
+        };
+        let del = Event {
+            kind: EventKind::Delete,
+            kv: kv("/a/x", "", 5),
+            prev_kv: None,
+        };
+        assert!(s.apply(4, std::slice::from_ref(&put), "/a/"));
+        assert!(!s.apply(4, std::slice::from_ref(&del), "/a/"));
+        assert!(s.apply(5, std::slice::from_ref(&del), "/a/"));
+        assert_eq!(s.revision(), 5);
+        assert!(s.get("/a/x").is_none());
+        let keys: Vec<&str> = s.range("/a/").map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["/a/y", "/a/z"]);
+        assert_eq!(s.range("/a/z").count(), 1);
+        assert_eq!(s.range("/b").count(), 0);
+    }
+}

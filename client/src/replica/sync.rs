@@ -1,0 +1,227 @@
+//! The replica's single writer: bootstrap from a consistent prefix read, then
+//! follow a watch from the next revision, reconnecting and re-bootstrapping
+//! as needed. The revision it publishes never decreases:
+//!
+//! - a watch resumes after the current revision, and the engine drops
+//!   anything at or below it, so failing over to a lagging node just waits
+//!   until that node reaches us;
+//! - a bootstrap read older than the current revision is refused (the next
+//!   endpoint is tried, then again after a backoff).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::{ReplicaSnapshot, ReplicaUpdate, Shared};
+use crate::client::decode;
+use crate::error::{Error, Result};
+use crate::transport::Transport;
+use crate::types::{Consistency, RangeOptions, WireRange};
+use crate::watch::{backoff, range_call, run_engine, EngineItem, WatchEvent, WatchSpec};
+
+/// Items taken from the engine before one swap of the state.
+const MAX_BATCH: usize = 512;
+
+/// Settings of the sync loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncConfig {
+    pub(crate) progress_interval: Duration,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// Aborts the engine task when the loop leaves it behind.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A consistent read of `prefix` no older than `at_least`, from the first
+/// endpoint (starting at `start`) that can give one: linearizable first, then
+/// serializable on the same node.
+pub(crate) async fn bootstrap(
+    transport: &Transport,
+    prefix: &str,
+    at_least: u64,
+    start: usize,
+) -> Result<ReplicaSnapshot> {
+    let urls = transport.endpoints.urls();
+    let n = urls.len();
+    let mut last_error = None;
+    for i in 0..n {
+        let endpoint = &urls[(start + i) % n];
+        for consistency in [Consistency::Linearizable, Consistency::Serializable] {
+            let options = RangeOptions {
+                consistency,
+                ..RangeOptions::default()
+            };
+            let call = range_call(transport, prefix, options)?;
+            let answer = match transport.execute_once(endpoint, &call).await {
+                Ok(a) => a,
+                Err(e @ Error::Api { status, .. }) if (400..500).contains(&status) => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    debug!(endpoint, ?consistency, error = %e, "bootstrap read failed");
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let range = decode::<WireRange>(&answer)?.into_response(answer.revision_header)?;
+            if range.revision < at_least {
+                // Never install an older state than the one we serve.
+                debug!(
+                    endpoint,
+                    got = range.revision,
+                    at_least,
+                    "bootstrap read is behind, refused"
+                );
+                last_error = Some(Error::Api {
+                    status: 200,
+                    code: "behind".to_owned(),
+                    message: format!(
+                        "{endpoint} answered at revision {}, older than the replica's {at_least}",
+                        range.revision
+                    ),
+                    revision: Some(range.revision),
+                });
+                break;
+            }
+            return Ok(ReplicaSnapshot::from_kvs(range.revision, range.kvs));
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::Transport {
+        endpoint: String::new(),
+        message: "no endpoint".to_owned(),
+    }))
+}
+
+/// Runs for the life of the replica.
+pub(crate) async fn run(shared: Arc<Shared>, transport: Arc<Transport>, config: SyncConfig) {
+    let n = transport.endpoints.len();
+    let mut needs_bootstrap = false;
+    let mut failures: u32 = 0;
+    loop {
+        if needs_bootstrap {
+            let current = shared.revision();
+            match bootstrap(&transport, &shared.prefix, current, failures as usize).await {
+                Ok(snapshot) => {
+                    let revision = snapshot.revision;
+                    info!(revision, keys = snapshot.len(), "replica re-bootstrapped");
+                    shared.install(snapshot);
+                    shared.with_health(|h| {
+                        h.last_contact = Some(Instant::now());
+                        h.serving_from_disk = false;
+                        h.last_error = None;
+                    });
+                    let _ = shared.updates.send(ReplicaUpdate::Reset { revision });
+                    needs_bootstrap = false;
+                    failures = 0;
+                }
+                Err(e) => {
+                    shared.with_health(|h| h.last_error = Some(e.to_string()));
+                    failures += 1;
+                    let pause =
+                        backoff(&transport, failures, n, None).max(Duration::from_millis(10));
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            }
+        }
+        let spec = WatchSpec {
+            key: shared.prefix.clone(),
+            prefix: true,
+            prev_kv: false,
+            progress: Some(Some(config.progress_interval)),
+            resume_after: Some(shared.revision()),
+            idle_timeout: config.idle_timeout,
+        };
+        let (tx, mut rx) = mpsc::channel(MAX_BATCH * 2);
+        let _engine = AbortOnDrop(tokio::spawn(run_engine(transport.clone(), spec, tx)));
+        let fatal = follow(&shared, &mut rx).await;
+        shared.with_health(|h| h.endpoint = None);
+        match fatal {
+            Some(Error::Compacted {
+                compact_revision, ..
+            }) => {
+                warn!(
+                    compact_revision,
+                    revision = shared.revision(),
+                    "watch history compacted, re-bootstrapping"
+                );
+                needs_bootstrap = true;
+            }
+            Some(e) => {
+                // A refusal (bad prefix?) no retry will fix quickly; keep
+                // serving what we have and try again slowly.
+                warn!(error = %e, "replica watch refused");
+                shared.with_health(|h| h.last_error = Some(e.to_string()));
+                failures += 1;
+                tokio::time::sleep(backoff(&transport, failures.max(n as u32), n, None)).await;
+            }
+            None => {}
+        }
+    }
+}
+
+/// Applies the engine's items until it stops; returns its fatal error.
+async fn follow(shared: &Shared, rx: &mut mpsc::Receiver<EngineItem>) -> Option<Error> {
+    let mut items = Vec::with_capacity(MAX_BATCH);
+    loop {
+        items.clear();
+        if rx.recv_many(&mut items, MAX_BATCH).await == 0 {
+            return None;
+        }
+        let mut next: Option<ReplicaSnapshot> = None;
+        let mut applied = Vec::new();
+        let mut contact = false;
+        let mut fatal = None;
+        for item in items.drain(..) {
+            match item {
+                EngineItem::Event(WatchEvent::Change { revision, events }) => {
+                    contact = true;
+                    let snap = next.get_or_insert_with(|| (**shared.state.load()).clone());
+                    if snap.apply(revision, &events, &shared.prefix) {
+                        applied.push(ReplicaUpdate::Change { revision, events });
+                    }
+                }
+                EngineItem::Event(WatchEvent::Progress { .. }) => contact = true,
+                EngineItem::Connected(endpoint) => {
+                    debug!(endpoint, "replica watch connected");
+                    shared.with_health(|h| h.endpoint = Some(endpoint));
+                }
+                EngineItem::Disconnected(endpoint, e) => {
+                    debug!(endpoint, error = %e, "replica watch disconnected");
+                    shared.with_health(|h| {
+                        h.endpoint = None;
+                        h.last_error = Some(e.to_string());
+                    });
+                }
+                EngineItem::Fatal(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(snap) = next {
+            shared.install(snap);
+            for u in applied {
+                let _ = shared.updates.send(u);
+            }
+        }
+        if contact {
+            shared.with_health(|h| {
+                h.last_contact = Some(Instant::now());
+                h.serving_from_disk = false;
+                h.last_error = None;
+            });
+        }
+        if fatal.is_some() {
+            return fatal;
+        }
+    }
+}
