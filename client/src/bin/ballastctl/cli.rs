@@ -93,6 +93,52 @@ pub enum Command {
     Cas(CasArgs),
     /// Status of every endpoint: node, leader, term, revision, state hash, Raft state.
     Status(StatusArgs),
+    /// Print changes to a key (or prefix) as they happen, until Ctrl-C.
+    Watch(WatchArgs),
+    /// Data-plane rollout: which replicas applied a revision.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Compact history up to a revision (older revisions can no longer be read or watched).
+    Compact(CompactArgs),
+}
+
+/// `ballastctl watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The key; with `--prefix`, the prefix (`""` = every key).
+    pub key: String,
+    /// Watch every key starting with KEY.
+    #[arg(long)]
+    pub prefix: bool,
+    /// First revision to print (default: changes from now on).
+    #[arg(long, value_name = "R")]
+    pub start_revision: Option<u64>,
+    /// Also print each key's previous value.
+    #[arg(long)]
+    pub prev_kv: bool,
+}
+
+/// `ballastctl rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// How many replicas applied revision R, and which lag by how much.
+    /// Exit 0 when every reporting replica applied it, 1 when some lag.
+    Status(RolloutStatusArgs),
+}
+
+/// `ballastctl rollout status`.
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// The revision being rolled out (the revision a write returned).
+    #[arg(long, value_name = "R")]
+    pub revision: u64,
+}
+
+/// `ballastctl compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Forget history before this revision.
+    pub revision: u64,
 }
 
 /// `ballastctl get`.
@@ -286,9 +332,47 @@ mod tests {
     }
 
     #[test]
+    fn watch_rollout_compact_flags() {
+        let Ok(Cli {
+            command: Command::Watch(w),
+            ..
+        }) = parse(&[
+            "watch",
+            "app/",
+            "--prefix",
+            "--start-revision",
+            "5",
+            "--prev-kv",
+        ])
+        else {
+            panic!("watch refused");
+        };
+        assert!(w.prefix && w.prev_kv);
+        assert_eq!(w.start_revision, Some(5));
+        assert!(matches!(
+            parse(&["rollout", "status", "--revision", "9"]),
+            Ok(Cli {
+                command: Command::Rollout(RolloutCommand::Status(RolloutStatusArgs {
+                    revision: 9
+                })),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["compact", "12"]),
+            Ok(Cli {
+                command: Command::Compact(CompactArgs { revision: 12 }),
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn bad_output_and_unknown_command() {
         assert!(parse(&["-o", "yaml", "status"]).is_err());
-        assert!(parse(&["watch", "k"]).is_err());
+        assert!(parse(&["watch"]).is_err());
+        assert!(parse(&["rollout", "status"]).is_err());
+        assert!(parse(&["compact", "x"]).is_err());
         assert!(parse(&["--timeout", "0", "status"]).is_err());
     }
 }

@@ -13,6 +13,8 @@ pub enum CliError {
     NotFound(String),
     /// Exit 1: `cas` or `txn` ran, and its comparison did not hold.
     CompareFailed(String),
+    /// Exit 1: `rollout status` ran, and some replica has not applied the revision.
+    NotConverged(String),
     /// Exit 2: bad arguments or input, refused before any request.
     Usage(String),
     /// Exit 3: the cluster answered and refused the request (a 4xx, or an answer
@@ -37,7 +39,7 @@ impl CliError {
     /// The process exit code.
     pub fn code(&self) -> u8 {
         match self {
-            CliError::NotFound(_) | CliError::CompareFailed(_) => 1,
+            CliError::NotFound(_) | CliError::CompareFailed(_) | CliError::NotConverged(_) => 1,
             CliError::Usage(_) => 2,
             CliError::Api { .. } => 3,
             CliError::Unavailable(_) => 4,
@@ -53,7 +55,9 @@ impl CliError {
     /// The line printed on stderr.
     pub fn message(&self) -> String {
         match self {
-            CliError::NotFound(m) | CliError::CompareFailed(m) => m.clone(),
+            CliError::NotFound(m) | CliError::CompareFailed(m) | CliError::NotConverged(m) => {
+                m.clone()
+            }
             CliError::Usage(m) => format!("invalid argument: {m}"),
             CliError::Api {
                 status,
@@ -74,7 +78,10 @@ impl CliError {
     /// print nothing on stdout.
     pub fn json_document(&self) -> Option<serde_json::Value> {
         let (kind, code) = match self {
-            CliError::NotFound(_) | CliError::CompareFailed(_) | CliError::Usage(_) => return None,
+            CliError::NotFound(_)
+            | CliError::CompareFailed(_)
+            | CliError::NotConverged(_)
+            | CliError::Usage(_) => return None,
             CliError::Api { code, .. } => ("api_error", Some(code.as_str())),
             CliError::Unavailable(_) => ("unavailable", None),
             CliError::Indeterminate(_) => ("indeterminate", None),
@@ -121,6 +128,11 @@ impl From<ballast_client::Error> for CliError {
                 status: 0,
                 code: "bad_answer".to_owned(),
                 message: m,
+            },
+            E::Compacted { .. } => CliError::Api {
+                status: 0,
+                code: "compacted".to_owned(),
+                message: e.to_string(),
             },
         }
     }

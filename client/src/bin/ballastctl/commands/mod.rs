@@ -10,11 +10,14 @@ use crate::cli::{Command, GlobalArgs, OutputFormat};
 use crate::exit::CliError;
 
 pub mod cas;
+pub mod compact;
 pub mod del;
 pub mod get;
 pub mod put;
+pub mod rollout;
 pub mod status;
 pub mod txn;
+pub mod watch;
 
 /// Connecting never waits longer than this, even with a long `--timeout`: a
 /// node that does not accept a connection in this time is treated as down and
@@ -101,5 +104,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
         Command::Txn(args) => txn::run(ctx, args).await,
         Command::Cas(args) => cas::run(ctx, args).await,
         Command::Status(args) => status::run(ctx, args).await,
+        Command::Watch(args) => watch::run(ctx, args).await,
+        Command::Rollout(crate::cli::RolloutCommand::Status(args)) => rollout::run(ctx, args).await,
+        Command::Compact(args) => compact::run(ctx, args).await,
     }
 }
