@@ -262,22 +262,33 @@ impl TestCluster {
         Ok(())
     }
 
-    /// `PUT` through node `id`; returns the revision.
+    /// `PUT` through node `id`; returns the revision. A `503 no_leader`
+    /// (nothing was applied) is retried for a few seconds, as a client would.
     pub async fn put(&self, id: u64, key: &str, value: &str) -> Result<u64> {
-        let resp = self
-            .http
-            .put(format!("{}/v1/kv/{key}", self.endpoint(id)))
-            .body(value.to_string())
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await?;
-        if !status.is_success() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let resp = self
+                .http
+                .put(format!("{}/v1/kv/{key}", self.endpoint(id)))
+                .body(value.to_string())
+                .send()
+                .await?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await?;
+            if status.is_success() {
+                return body["revision"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("no revision in {body}"));
+            }
+            if status.as_u16() == 503
+                && body["error"]["code"] == "no_leader"
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             bail!("put {key} via node {id}: {status} {body}");
         }
-        body["revision"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("no revision in {body}"))
     }
 
     /// `GET` one key from node `id` with `consistency`; returns the HTTP status

@@ -120,7 +120,10 @@ pub async fn watch(
         prev_kv: q.prev_kv,
         progress,
     };
-    let body = Body::from_stream(watch_stream(hub, req, slot));
+    let Some(stream) = watch_stream(hub, req, slot) else {
+        return Err(ApiError::NotReady("the node is shutting down".into()));
+    };
+    let body = Body::from_stream(stream);
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     h.insert(

@@ -12,7 +12,7 @@ use crate::kv::mvcc::{Change, Record};
 use crate::kv::KeyValue;
 
 /// What a watcher asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Filter {
     /// Key, or prefix when `prefix`.
     pub key: String,

@@ -7,14 +7,14 @@
 //! start revision older than the window) reads history from storage instead
 //! of holding anything up.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
-use super::event::{encode_revision, EncodedRevision};
+use super::event::{encode_revision, EncodedRevision, Filter};
 use crate::kv::KvReader;
 use crate::metrics::Metrics;
 use crate::raft::peer::stopped;
@@ -67,6 +67,52 @@ struct Window {
     revisions: VecDeque<Arc<EncodedRevision>>,
 }
 
+/// The watchers of one filter. Watchers with the same filter share a group,
+/// and a group is only woken by revisions that have an event it matches, so
+/// thousands of watchers of other keys cost a write almost nothing.
+pub struct Group {
+    filter: Filter,
+    /// Wakes the group's idle watchers.
+    pub notify: Notify,
+    members: AtomicUsize,
+    /// Revisions after this one have been evaluated for the group.
+    pub created_at: u64,
+    /// Highest revision evaluated for the group.
+    pub last_checked: AtomicU64,
+    /// Highest evaluated revision with an event the group matches.
+    pub last_match: AtomicU64,
+}
+
+/// A watcher's membership of its group; leaves on drop.
+pub struct GroupHandle {
+    hub: Arc<WatchHub>,
+    group: Arc<Group>,
+}
+
+impl GroupHandle {
+    /// The group.
+    pub fn group(&self) -> &Arc<Group> {
+        &self.group
+    }
+}
+
+impl std::ops::Deref for GroupHandle {
+    type Target = Group;
+    fn deref(&self) -> &Group {
+        &self.group
+    }
+}
+
+impl Drop for GroupHandle {
+    fn drop(&mut self) {
+        if let Ok(mut groups) = self.hub.groups.lock() {
+            if self.group.members.fetch_sub(1, Ordering::AcqRel) == 1 {
+                groups.remove(&self.group.filter);
+            }
+        }
+    }
+}
+
 /// Shared watch state of a node.
 pub struct WatchHub {
     window: RwLock<Window>,
@@ -74,6 +120,9 @@ pub struct WatchHub {
     tip_tx: watch::Sender<u64>,
     compact_revision: AtomicU64,
     open: AtomicUsize,
+    /// Watcher groups by filter. Also serializes group creation with the
+    /// feeder's evaluation and tip publication.
+    groups: std::sync::Mutex<HashMap<Filter, Arc<Group>>>,
     /// Set at shutdown: every stream ends, so nothing keeps the node's
     /// storage open.
     closed: std::sync::atomic::AtomicBool,
@@ -111,6 +160,7 @@ impl WatchHub {
             tip_tx,
             compact_revision: AtomicU64::new(applied.compact_revision),
             open: AtomicUsize::new(0),
+            groups: std::sync::Mutex::new(HashMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
             reader,
             options,
@@ -122,7 +172,39 @@ impl WatchHub {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         // Wake every idle watcher so it notices.
-        self.tip_tx.send_modify(|_| {});
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        if let Ok(groups) = self.groups.lock() {
+            for g in groups.values() {
+                g.notify.notify_waiters();
+            }
+        }
+    }
+
+    /// Joins (or creates) the group of `filter`.
+    pub fn join(self: &Arc<Self>, filter: Filter) -> Option<GroupHandle> {
+        let mut groups = self.groups.lock().ok()?;
+        let tip = self.tip();
+        let group = groups
+            .entry(filter.clone())
+            .or_insert_with(|| {
+                Arc::new(Group {
+                    filter,
+                    notify: Notify::new(),
+                    members: AtomicUsize::new(0),
+                    created_at: tip,
+                    last_checked: AtomicU64::new(tip),
+                    last_match: AtomicU64::new(0),
+                })
+            })
+            .clone();
+        group.members.fetch_add(1, Ordering::AcqRel);
+        Some(GroupHandle {
+            hub: self.clone(),
+            group,
+        })
     }
 
     /// Whether [`WatchHub::close`] was called.
@@ -208,17 +290,22 @@ impl WatchHub {
 
     /// Loads newly applied revisions into the window and moves the tip.
     fn advance(&self, applied: Applied) {
-        self.compact_revision
-            .store(applied.compact_revision, Ordering::Release);
+        let compact_moved = self
+            .compact_revision
+            .swap(applied.compact_revision, Ordering::AcqRel)
+            != applied.compact_revision;
         let tip = self.tip();
         if applied.revision <= tip {
             if applied.revision < tip {
-                // A snapshot moved the node backwards? Never expected; restart the window.
                 tracing::warn!(
                     tip,
                     revision = applied.revision,
                     "applied revision went backwards"
                 );
+            }
+            if compact_moved {
+                // Compaction makes no revision, but watchers behind it must end.
+                self.wake_all();
             }
             return;
         }
@@ -237,13 +324,16 @@ impl WatchHub {
             }
         }
         let complete = loaded.len() as u64 == applied.revision - from + 1;
+        // Revisions not held in the window (a jump, or one that could not be
+        // loaded) cannot be evaluated per group: every group must look.
+        let evaluated_all = complete && from == tip + 1;
         if let Ok(mut window) = self.window.write() {
             if window.first + window.revisions.len() as u64 != from {
                 window.revisions.clear();
                 window.first = from;
             }
             if complete {
-                window.revisions.extend(loaded);
+                window.revisions.extend(loaded.iter().cloned());
             } else {
                 // A revision could not be loaded: serve everything up to the tip
                 // from storage, which reports the problem to the watchers.
@@ -255,7 +345,35 @@ impl WatchHub {
                 window.first += 1;
             }
         }
+        // Evaluate the groups and publish the tip under the groups lock, so a
+        // group created meanwhile knows exactly which revisions were evaluated.
+        let Ok(groups) = self.groups.lock() else {
+            return;
+        };
+        let mut woken = Vec::new();
+        for g in groups.values() {
+            let matched = if evaluated_all {
+                loaded
+                    .iter()
+                    .rev()
+                    .find(|r| r.events.iter().any(|e| g.filter.matches(&e.key)))
+                    .map(|r| r.revision)
+            } else {
+                Some(applied.revision)
+            };
+            if let Some(m) = matched {
+                g.last_match.fetch_max(m, Ordering::AcqRel);
+            }
+            g.last_checked.store(applied.revision, Ordering::Release);
+            if matched.is_some() || compact_moved {
+                woken.push(g.clone());
+            }
+        }
         self.tip_tx.send_replace(applied.revision);
+        drop(groups);
+        for g in woken {
+            g.notify.notify_waiters();
+        }
     }
 }
 

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::event::{
     compacted_frame, encode_revision, error_frame, keepalive_frame, progress_frame, Filter,
 };
-use super::hub::{WatchHub, WatcherSlot, WindowRead};
+use super::hub::{GroupHandle, WatchHub, WatcherSlot, WindowRead};
 use crate::metrics::GaugeGuard;
 
 /// Revisions taken from the window per step.
@@ -38,11 +37,12 @@ struct Watcher {
     hub: Arc<WatchHub>,
     req: WatchRequest,
     next: u64,
-    tip_rx: watch::Receiver<u64>,
+    group: GroupHandle,
     pending: std::collections::VecDeque<Bytes>,
     done: bool,
     last_sent: Instant,
     next_progress: Option<Instant>,
+    progress_due: bool,
     _slot: WatcherSlot,
 }
 
@@ -113,13 +113,29 @@ impl Watcher {
             if self.done || self.hub.is_closed() {
                 return None;
             }
-            let tip = *self.tip_rx.borrow_and_update();
+            // Registered before looking, so no wake-up between the look and
+            // the wait is lost.
+            let group = self.group.group().clone();
+            let notified = group.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let tip = self.hub.tip();
             let compact = self.hub.compact_revision();
             if self.next < compact {
                 self.finish(compacted_frame(compact, tip));
                 continue;
             }
             if self.next <= tip {
+                // Nothing this watcher matches in next..=last_checked: skip it
+                // without reading a single revision.
+                let checked = group
+                    .last_checked
+                    .load(std::sync::atomic::Ordering::Acquire);
+                let matched = group.last_match.load(std::sync::atomic::Ordering::Acquire);
+                if self.next > group.created_at && matched < self.next && checked >= self.next {
+                    self.next = checked + 1;
+                    continue;
+                }
                 match self.hub.read(self.next, WINDOW_BATCH) {
                     WindowRead::Revisions(revisions) => {
                         for r in revisions {
@@ -139,30 +155,32 @@ impl Watcher {
                 continue;
             }
             // Idle: every event up to `tip` has been sent.
+            let now = Instant::now();
+            if self.progress_due {
+                self.progress_due = false;
+                self.hub.metrics().watch_progress_sent.inc();
+                // A watch that starts in the future has nothing before it.
+                self.push(progress_frame(tip));
+                continue;
+            }
             let keepalive_at = self.last_sent + self.hub.options().keepalive_interval;
+            if now >= keepalive_at {
+                self.push(keepalive_frame());
+                continue;
+            }
             let wake = self
                 .next_progress
                 .map_or(keepalive_at, |p| p.min(keepalive_at));
             tokio::select! {
-                changed = self.tip_rx.changed() => {
-                    if changed.is_err() {
-                        self.done = true;
-                    }
-                }
+                _ = &mut notified => {}
                 _ = tokio::time::sleep_until(wake) => {
-                    let now = Instant::now();
                     if let (Some(due), Some(every)) = (self.next_progress, self.req.progress) {
+                        let now = Instant::now();
                         if now >= due {
-                            self.hub.metrics().watch_progress_sent.inc();
-                            // Everything up to the tip was sent (a watch that
-                            // starts in the future has nothing before it).
-                            self.push(progress_frame(tip));
+                            // Sent once the loop has confirmed it is idle at the tip.
+                            self.progress_due = true;
                             self.next_progress = Some(now + every);
-                            continue;
                         }
-                    }
-                    if now >= keepalive_at {
-                        self.push(keepalive_frame());
                     }
                 }
             }
@@ -176,10 +194,12 @@ pub fn watch_stream(
     hub: Arc<WatchHub>,
     req: WatchRequest,
     slot: WatcherSlot,
-) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+) -> Option<impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send> {
     let now = Instant::now();
+    let group = hub.join(req.filter.clone())?;
     let watcher = Watcher {
-        tip_rx: hub.subscribe(),
+        group,
+        progress_due: false,
         next: req.start_revision.max(1),
         next_progress: req.progress.map(|p| now + p),
         hub,
@@ -189,8 +209,8 @@ pub fn watch_stream(
         last_sent: now,
         _slot: slot,
     };
-    futures::stream::unfold(watcher, |mut w| async move {
+    Some(futures::stream::unfold(watcher, |mut w| async move {
         let frame = w.next_frame().await?;
         Some((Ok(frame), w))
-    })
+    }))
 }

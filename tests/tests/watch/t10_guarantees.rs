@@ -46,7 +46,15 @@ async fn ordered_unique_reliable_and_the_same_on_every_node() -> Result<()> {
 async fn a_transaction_arrives_as_one_message() -> Result<()> {
     let tc = TestCluster::start(3).await?;
     tc.put(1, "t/old", "x").await?;
-    let mut w = open(&tc, 2, "t/", "prefix=true&prev_kv=true", None).await?;
+    // The barrier makes "now" include the put above, even on a lagging follower.
+    let mut w = open(
+        &tc,
+        2,
+        "t/",
+        "prefix=true&prev_kv=true&linearizable=true",
+        None,
+    )
+    .await?;
     let resp: serde_json::Value = tc
         .http()
         .post(format!("{}/v1/txn", tc.endpoint(3)))

@@ -1,0 +1,8 @@
+//! Replica: static stability (serving through a full outage and after its own
+//! restart with the cluster down), never-backwards failover to lagging nodes,
+//! and rollout reports.
+
+mod common;
+mod t10_outage;
+mod t20_failover;
+mod t30_reports;
