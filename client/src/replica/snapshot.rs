@@ -59,6 +59,16 @@ impl ReplicaSnapshot {
         }
     }
 
+    /// The cluster confirmed nothing under the prefix changed up to
+    /// `revision` (a progress bookmark): the state is valid at it.
+    pub(crate) fn advance(&mut self, revision: u64) -> bool {
+        if revision <= self.revision {
+            return false;
+        }
+        self.revision = revision;
+        true
+    }
+
     /// Applies one revision's events (`revision` must be newer than ours;
     /// older ones are ignored, which keeps the revision monotonic).
     pub(crate) fn apply(&mut self, revision: u64, events: &[Event], prefix: &str) -> bool {

@@ -189,7 +189,15 @@ async fn follow(shared: &Shared, rx: &mut mpsc::Receiver<EngineItem>) -> Option<
                         applied.push(ReplicaUpdate::Change { revision, events });
                     }
                 }
-                EngineItem::Event(WatchEvent::Progress { .. }) => contact = true,
+                EngineItem::Event(WatchEvent::Progress { revision }) => {
+                    contact = true;
+                    // Nothing under the prefix changed up to `revision`: the
+                    // state is current at it (rollouts of other keys converge).
+                    if revision > shared.revision() {
+                        next.get_or_insert_with(|| (**shared.state.load()).clone())
+                            .advance(revision);
+                    }
+                }
                 EngineItem::Connected(endpoint) => {
                     debug!(endpoint, "replica watch connected");
                     shared.with_health(|h| h.endpoint = Some(endpoint));

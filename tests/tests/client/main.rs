@@ -66,3 +66,6 @@ async fn client_writes_through_any_node_and_survives_a_dead_endpoint() -> Result
     tc.shutdown().await;
     Ok(())
 }
+
+mod t20_watch;
+mod t30_indeterminate;

@@ -87,7 +87,11 @@ pub async fn put(client: &Client, key: &str, value: &str) -> Result<u64> {
 }
 
 /// Waits for `cond` with a deadline.
-pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+pub async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while !cond() {
         if Instant::now() > deadline {

@@ -39,11 +39,18 @@ async fn replica_serves_through_a_full_outage_and_catches_up() -> Result<()> {
     for id in tc.ids() {
         tc.kill(id).await?;
     }
-    wait_until("the replica to notice the outage", WAIT, || !r.status().connected).await?;
+    wait_until("the replica to notice the outage", WAIT, || {
+        !r.status().connected
+    })
+    .await?;
     let outage_end = Instant::now() + Duration::from_secs(2);
     let mut reads = 0u64;
     while Instant::now() < outage_end {
-        assert_eq!(replica_map(&r, PREFIX), before, "reads changed during the outage");
+        assert_eq!(
+            replica_map(&r, PREFIX),
+            before,
+            "reads changed during the outage"
+        );
         let got = r.get(&format!("{PREFIX}k3"));
         assert_eq!(got.map(|kv| kv.value.clone()), Some(b"v3".to_vec()));
         assert_eq!(r.revision(), applied);
@@ -93,7 +100,10 @@ async fn replica_restarted_during_an_outage_serves_its_file_at_once() -> Result<
     let r = replica(endpoints(&tc), PREFIX, dir.path(), "restart-1").await?;
     let took = started.elapsed();
     info!(?took, "replica started with the cluster down");
-    assert!(took < Duration::from_secs(2), "start waited for the cluster: {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "start waited for the cluster: {took:?}"
+    );
     let status = r.status();
     assert!(status.serving_from_disk && !status.connected, "{status:?}");
     assert!(status.since_contact.is_none(), "{status:?}");
@@ -107,7 +117,10 @@ async fn replica_restarted_during_an_outage_serves_its_file_at_once() -> Result<
     tc.wait_leader(WAIT).await?;
     let last = put(&client, &format!("{PREFIX}k0"), "after").await?;
     r.wait_for_revision(last, WAIT).await?;
-    wait_until("serving_from_disk to clear", WAIT, || !r.status().serving_from_disk).await?;
+    wait_until("serving_from_disk to clear", WAIT, || {
+        !r.status().serving_from_disk
+    })
+    .await?;
     let (_, now) = cluster_map(&client, PREFIX).await?;
     assert_eq!(replica_map(&r, PREFIX), now);
     r.shutdown().await;

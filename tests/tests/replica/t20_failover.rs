@@ -1,0 +1,124 @@
+//! A replica failing over between nodes — including to a lagging, isolated
+//! node — never moves its revision backwards and loses no update.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use ballast_client::Client;
+use ballast_tests::TestCluster;
+use tracing::info;
+
+use crate::common::{cluster_map, endpoints, put, replica, replica_map, wait_until, WAIT};
+
+const PREFIX: &str = "/failover/";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_a_lagging_node_never_goes_backwards() -> Result<()> {
+    let mut tc = TestCluster::start(3).await?;
+    let client = Client::builder(endpoints(&tc))
+        .request_timeout(Duration::from_secs(2))
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let first = put(&client, &format!("{PREFIX}seed"), "0").await?;
+
+    info!("--- a replica that only knows nodes 1 and 3");
+    let r = Arc::new(
+        replica(
+            vec![tc.endpoint(1), tc.endpoint(3)],
+            PREFIX,
+            dir.path(),
+            "fo-1",
+        )
+        .await?,
+    );
+    r.wait_for_revision(first, WAIT).await?;
+
+    // Watches the replica's revision continuously.
+    let stop = Arc::new(AtomicBool::new(false));
+    let monitor = {
+        let (r, stop) = (r.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut prev = r.revision();
+            let mut samples = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let now = r.revision();
+                if now < prev {
+                    bail!("revision went backwards: {prev} -> {now}");
+                }
+                prev = now;
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok(samples)
+        })
+    };
+    // Writes continuously through whatever node takes them.
+    let writer = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ok = 0u64;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                if client
+                    .put(&format!("{PREFIX}k{}", i % 23), format!("v{i}"))
+                    .await
+                    .is_ok()
+                {
+                    ok += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            ok
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    info!("--- isolate node 3: it falls behind while 1 and 2 keep writing");
+    tc.isolate(3)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let node3 = tc.node(3)?.applied().revision;
+    let before_kill = r.revision();
+    info!(node3, replica = before_kill, "node 3 lags the replica");
+    assert!(
+        node3 < before_kill,
+        "node 3 ({node3}) is not behind the replica ({before_kill})"
+    );
+
+    info!("--- kill node 1: the replica's only other endpoint is the lagging node 3");
+    tc.kill(1).await?;
+    wait_until("the replica to fail over to node 3", WAIT, || {
+        r.status().endpoint.as_deref() == Some(tc.endpoint(3).as_str())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(r.revision() >= before_kill);
+
+    info!("--- heal node 3: 2 and 3 form a quorum, node 3 catches up, so does the replica");
+    tc.heal(3)?;
+    tc.wait_leader(WAIT).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    info!("--- node 1 returns");
+    tc.restart(1).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await?;
+    let last = put(&client, &format!("{PREFIX}last"), "done").await?;
+    let (rev, expected) = cluster_map(&client, PREFIX).await?;
+    assert!(rev >= last);
+    r.wait_for_revision(last, WAIT).await?;
+    let samples = monitor.await??;
+    info!(
+        writes,
+        samples,
+        replica = r.revision(),
+        "writes applied, revision samples taken"
+    );
+    assert!(writes > 50, "too few writes succeeded: {writes}");
+    assert_eq!(replica_map(&r, PREFIX), expected);
+    tc.shutdown().await;
+    Ok(())
+}
