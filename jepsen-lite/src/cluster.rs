@@ -25,8 +25,24 @@ fn live_groups() -> &'static Mutex<BTreeMap<u32, u64>> {
     LIVE.get_or_init(|| Mutex::new(BTreeMap::new()))
 }
 
-/// SIGCONT then SIGKILL to every process group this process started. Safe to
-/// call from a watchdog thread while the main thread is stuck.
+/// Data directories to remove on an emergency exit (normally their
+/// `TempDir` removes them).
+fn temp_dirs() -> &'static Mutex<Vec<PathBuf>> {
+    static DIRS: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
+    DIRS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Registers a directory for [`emergency_teardown`] to remove.
+pub fn register_temp_dir(path: &Path) {
+    temp_dirs()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(path.to_path_buf());
+}
+
+/// SIGCONT then SIGKILL to every process group this process started, then
+/// removes the registered data directories. Safe to call from a watchdog
+/// thread while the main thread is stuck, before `std::process::exit`.
 pub fn emergency_teardown() {
     let groups: Vec<u32> = live_groups()
         .lock()
@@ -39,6 +55,15 @@ pub fn emergency_teardown() {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
+    }
+    // Give the kernel a moment to reap the nodes before their files go.
+    std::thread::sleep(Duration::from_millis(200));
+    for dir in temp_dirs()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+    {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

@@ -1,7 +1,8 @@
 //! `jepsen-lite`: parses the command line and runs or re-checks.
 //!
 //! Exit codes: 0 every check passed; 1 a violation was found; 2 a checker
-//! could not decide (unknown is not a pass); 3 the run itself failed.
+//! could not decide (unknown is not a pass); 3 the run itself failed or was
+//! interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -271,14 +272,19 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
     });
     rt.shutdown_timeout(Duration::from_secs(2));
     let o = outcome?;
-    Ok(if o.pass {
-        ExitCode::SUCCESS
-    } else if o.unknown
-        && !matches!(o.register.verdict, Verdict::Fail { .. })
-        && o.convergence.is_pass()
-    {
-        ExitCode::from(2)
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if o.interrupted && !matches!(o.register.verdict, Verdict::Fail { .. }) {
+            eprintln!("jepsen-lite: interrupted: the history was checked up to the signal, but the run is incomplete");
+            ExitCode::from(3)
+        } else if o.pass {
+            ExitCode::SUCCESS
+        } else if o.unknown
+            && !matches!(o.register.verdict, Verdict::Fail { .. })
+            && o.convergence.is_pass()
+        {
+            ExitCode::from(2)
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }

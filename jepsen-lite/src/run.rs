@@ -57,6 +57,8 @@ pub struct RunOutcome {
     pub pass: bool,
     /// Whether some check could not decide.
     pub unknown: bool,
+    /// Whether a signal cut the workload short.
+    pub interrupted: bool,
 }
 
 async fn converge(cluster: &Cluster, timeout: Duration) -> Verdict<String> {
@@ -115,6 +117,7 @@ pub async fn run(
         }
     }
     let data = tempfile::Builder::new().prefix("jepsen-lite-").tempdir()?;
+    crate::cluster::register_temp_dir(data.path());
     anyhow::ensure!(cfg.ballastd.exists(), "no ballastd at {} (build it: cargo build -p ballast-store --bin ballastd, or pass --ballastd)", cfg.ballastd.display());
     let clock = Clock::new();
     let rec = Recorder::new(clock);
@@ -205,10 +208,13 @@ pub async fn run(
         })
     };
     let mut cancel = cancel;
-    tokio::select! {
-        _ = tokio::time::sleep(cfg.time) => {}
-        _ = cancel.wait_for(|c| *c) => tracing::warn!("interrupted: stopping early"),
-    }
+    let interrupted = tokio::select! {
+        _ = tokio::time::sleep(cfg.time) => false,
+        _ = cancel.wait_for(|c| *c) => {
+            tracing::warn!("interrupted: stopping early");
+            true
+        }
+    };
     progress.abort();
     let _ = stop_tx.send(true);
     tracing::info!("--- healing and stopping clients");
@@ -274,6 +280,7 @@ pub async fn run(
         convergence,
         pass,
         unknown,
+        interrupted,
     })
 }
 
