@@ -220,6 +220,8 @@ pub fn check(history: &[Event], limit: Duration) -> RegisterReport {
             Verdict::Unknown { reason } => unknown.push(format!("{}: {reason}", k.key)),
         }
     }
+    // The search's verdicts first, then the more specific witnesses.
+    errors.sort_by_key(|e| !matches!(e, RegisterError::NonLinearizable { .. }));
     let verdict = if !errors.is_empty() {
         Verdict::Fail { errors }
     } else if !unknown.is_empty() {
