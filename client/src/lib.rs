@@ -15,6 +15,11 @@
 //! - `txn.rs`: the [`Txn`] builder ([`Compare`], [`TxnOp`]) and [`TxnResponse`],
 //!   [`CasResult`].
 //! - `error.rs`: [`Error`].
+//! - `watch.rs` (+ `sse.rs`): [`Client::watch`], the resuming change stream
+//!   ([`WatchStream`], [`WatchEvent`], [`WatchOptions`]).
+//! - `admin.rs`: [`Client::compact`], [`Client::replicas`], [`Client::rollout`].
+//! - `replica/`: [`Replica`], the data plane's local, statically stable copy
+//!   of a prefix (see `docs/data-plane.md`).
 //!
 //! # Errors and retries
 //!

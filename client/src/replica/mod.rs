@@ -240,9 +240,9 @@ impl Replica {
     /// The changes the replica applies from now on, in revision order. A slow
     /// subscriber gets [`ReplicaUpdate::Lagged`] instead of blocking the
     /// replica.
-    pub fn updates(&self) -> impl Stream<Item = ReplicaUpdate> + Send + 'static {
+    pub fn updates(&self) -> impl Stream<Item = ReplicaUpdate> + Send + Unpin + 'static {
         let rx = self.shared.updates.subscribe();
-        futures::stream::unfold(rx, |mut rx| async move {
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
                 Ok(u) => Some((u, rx)),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -250,7 +250,7 @@ impl Replica {
                 }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
-        })
+        }))
     }
 
     /// Stops the background tasks and writes the cache one last time (when a

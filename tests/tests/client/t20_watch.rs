@@ -11,6 +11,9 @@ use tracing::info;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A revision and its `(key, value)` changes.
+type Change = (u64, Vec<(String, Vec<u8>)>);
+
 /// Puts, retrying only what certainly was not applied; an indeterminate
 /// write is left as it is (it may or may not show up in the history).
 async fn put(client: &Client, key: &str, value: &str) -> Result<Option<u64>> {
@@ -96,7 +99,7 @@ async fn watch_survives_a_leader_kill_exactly_once_in_order() -> Result<()> {
     // Keys are "/w/...": the path is "/v1/watch//w/".
     let url = url.replace("/v1/watch/w/", "/v1/watch//w/");
     let mut truth_stream = WatchStream::open(tc.stream_http(), &url, None).await?;
-    let truth: Vec<(u64, Vec<(String, Vec<u8>)>)> = truth_stream
+    let truth: Vec<Change> = truth_stream
         .read_until(last, WAIT)
         .await?
         .into_iter()
