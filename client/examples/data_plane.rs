@@ -14,7 +14,10 @@ use futures::StreamExt as _;
 fn request_timeout(replica: &Replica) -> Duration {
     replica
         .get("/services/api/timeout")
-        .and_then(|kv| kv.value_str().and_then(|s| s.strip_suffix("ms")?.parse().ok()))
+        .and_then(|kv| {
+            kv.value_str()
+                .and_then(|s| s.strip_suffix("ms")?.parse().ok())
+        })
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_millis(500))
 }
