@@ -30,12 +30,21 @@ struct Cli {
 enum Workload {
     /// Reads, writes and CAS on a few keys; linearizability checker.
     Register,
+    /// Writers under a prefix and one SSE watcher per node; watch checker.
+    Watch,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Start a cluster, run a workload under faults, check, report.
     Run(RunArgs),
+    /// Re-check a watch run: its history (the writes) and watch.json.
+    CheckWatch {
+        /// history.jsonl of a watch run.
+        history: PathBuf,
+        /// watch.json of the same run.
+        watch: PathBuf,
+    },
     /// Re-check a recorded history file.
     Check {
         /// history.jsonl of a run.
@@ -123,6 +132,7 @@ fn main() -> ExitCode {
             check_limit_s,
             out,
         } => check(&path, check_limit_s, out),
+        Cmd::CheckWatch { history: h, watch } => check_watch(&h, &watch),
         Cmd::Run(args) => match run_cmd(args) {
             Ok(code) => code,
             Err(e) => {
@@ -132,6 +142,37 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn check_watch(history_path: &std::path::Path, watch_path: &std::path::Path) -> ExitCode {
+    let loaded = history::read_jsonl(history_path).and_then(|events| {
+        let text = std::fs::read_to_string(watch_path)?;
+        let watchers: Vec<checker::watch::Watcher> = serde_json::from_str(&text)?;
+        Ok((events, watchers))
+    });
+    let (events, watchers) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("jepsen-lite: {e:#}");
+            return ExitCode::from(3);
+        }
+    };
+    let writes = jepsen_lite::workload::watch::writes(&events);
+    let last = writes.iter().filter_map(|w| w.revision).max();
+    let v = checker::watch::check(&writes, &watchers, last);
+    println!(
+        "watch checker: {} ({} writes, {} watchers)",
+        v.label(),
+        writes.len(),
+        watchers.len()
+    );
+    if let Verdict::Fail { errors } = &v {
+        for e in errors.iter().take(20) {
+            println!("  - {e}");
+        }
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(path: &std::path::Path, limit: u64, out: Option<PathBuf>) -> ExitCode {
@@ -177,7 +218,6 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         a.clients > 0 && a.keys > 0,
         "--clients and --keys must be positive"
     );
-    let Workload::Register = a.workload;
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -219,6 +259,10 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
             interval: Duration::from_millis(a.interval_ms),
             duration: Duration::from_millis(a.fault_ms),
             combine: a.combine,
+        },
+        workload: match a.workload {
+            Workload::Register => run::Workload::Register,
+            Workload::Watch => run::Workload::Watch,
         },
         register: RegisterOptions {
             clients: a.clients,

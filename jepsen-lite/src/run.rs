@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::checker::register::{self, RegisterError, RegisterReport};
+use crate::checker::watch::{self as watch_checker, WatchError, Watcher};
 use crate::checker::Verdict;
 use crate::client::NodeClient;
 use crate::cluster::{Cluster, ClusterOptions, NodeSpec};
@@ -18,6 +19,16 @@ use crate::nemesis::{self, Context, NemesisStats, Schedule};
 use crate::proxy::Network;
 use crate::report::{self, timeline};
 use crate::workload::register::{self as register_workload, RegisterOptions};
+use crate::workload::watch as watch_workload;
+
+/// Which workload a run drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Reads, writes and CAS on a few keys; linearizability.
+    Register,
+    /// Writers under a prefix, one SSE watcher per node; the watch guarantees.
+    Watch,
+}
 
 /// Everything a run needs.
 #[derive(Clone, Debug)]
@@ -34,7 +45,10 @@ pub struct RunConfig {
     pub nemeses: Vec<String>,
     /// Fault schedule.
     pub schedule: Schedule,
-    /// Register workload settings.
+    /// Workload.
+    pub workload: Workload,
+    /// Register workload settings (the watch workload's writers use the
+    /// client count, keys and think time).
     pub register: RegisterOptions,
     /// Client request timeout (an answer later than this is `info`).
     pub request_timeout: Duration,
@@ -51,6 +65,8 @@ pub struct RunConfig {
 pub struct RunOutcome {
     /// Register checker result.
     pub register: RegisterReport,
+    /// Watch checker result (watch workload).
+    pub watch: Option<Verdict<WatchError>>,
     /// Whether all nodes converged to one state after healing.
     pub convergence: Verdict<String>,
     /// Whether every check passed.
@@ -161,14 +177,46 @@ pub async fn run(
         .map(|&id| NodeClient::new(id, &clients_addr[&id], cfg.request_timeout))
         .collect::<anyhow::Result<_>>()?;
     let mut tasks = Vec::new();
+    let (target_tx, target_rx) = tokio::sync::watch::channel(None);
+    let mut watchers: Vec<(Arc<std::sync::Mutex<Watcher>>, tokio::task::JoinHandle<()>)> =
+        Vec::new();
     for i in 0..cfg.register.clients {
-        tasks.push(tokio::spawn(register_workload::client(
-            i,
-            node_clients.clone(),
-            cfg.register.clone(),
-            rec.clone(),
-            stop_rx.clone(),
-        )));
+        tasks.push(match cfg.workload {
+            Workload::Register => tokio::spawn(register_workload::client(
+                i,
+                node_clients.clone(),
+                cfg.register.clone(),
+                rec.clone(),
+                stop_rx.clone(),
+            )),
+            Workload::Watch => tokio::spawn(watch_workload::writer(
+                watch_workload::WriterOptions {
+                    index: i,
+                    clients: cfg.register.clients,
+                    keys: cfg.register.keys,
+                    think: cfg.register.think,
+                    seed: cfg.seed,
+                },
+                node_clients.clone(),
+                rec.clone(),
+                stop_rx.clone(),
+            )),
+        });
+    }
+    if cfg.workload == Workload::Watch {
+        for (i, c) in node_clients.iter().enumerate() {
+            let log = Arc::new(std::sync::Mutex::new(Watcher {
+                name: format!("w{}@node{}", i + 1, c.node),
+                sessions: Vec::new(),
+            }));
+            let task = tokio::spawn(watch_workload::watcher(
+                i,
+                node_clients.clone(),
+                log.clone(),
+                target_rx.clone(),
+            ));
+            watchers.push((log, task));
+        }
     }
     let nemeses = cfg
         .nemeses
@@ -241,6 +289,32 @@ pub async fn run(
         }
     }
     let convergence = converge(&cluster, Duration::from_secs(20)).await;
+    // Watchers: with the writers stopped and every fault healed, each must
+    // catch up to the last acknowledged write.
+    let mut watch_logs = Vec::new();
+    if cfg.workload == Workload::Watch {
+        let last = watch_workload::writes(&rec.snapshot())
+            .iter()
+            .filter_map(|w| w.revision)
+            .max()
+            .unwrap_or(0);
+        tracing::info!(revision = last, "--- waiting for watchers to catch up");
+        let _ = target_tx.send(Some((last, Instant::now() + Duration::from_secs(20))));
+        for (log, task) in watchers {
+            if tokio::time::timeout(Duration::from_secs(25), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a watcher did not stop in time");
+            }
+            let w = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            watch_logs.push(w);
+        }
+        std::fs::write(
+            cfg.out.join("watch.json"),
+            serde_json::to_string(&watch_logs)?,
+        )?;
+    }
     let starts = cluster.starts();
     cluster.stop_all(Duration::from_secs(3));
     drop(cluster);
@@ -251,16 +325,26 @@ pub async fn run(
     history::write_jsonl(&hist_path, &events)?;
     tracing::info!(events = events.len(), "--- checking");
     let reg = register::check(&events, cfg.check_limit);
+    let watch = (cfg.workload == Workload::Watch).then(|| {
+        let writes = watch_workload::writes(&events);
+        let last = writes.iter().filter_map(|w| w.revision).max();
+        watch_checker::check(&writes, &watch_logs, last)
+    });
     let counts = report::count(&events);
-    let pass = reg.verdict.is_pass() && convergence.is_pass();
+    let pass = reg.verdict.is_pass()
+        && convergence.is_pass()
+        && watch.as_ref().is_none_or(|w| w.is_pass());
     let unknown = matches!(reg.verdict, Verdict::Unknown { .. });
     let summary = summary(
         &cfg,
-        &counts,
-        &stats,
-        &reg,
-        &convergence,
-        &starts,
+        &Findings {
+            c: &counts,
+            stats: &stats,
+            reg: &reg,
+            watch: watch.as_ref(),
+            conv: &convergence,
+            starts: &starts,
+        },
         &hist_path,
     );
     println!("{summary}");
@@ -268,7 +352,7 @@ pub async fn run(
     std::fs::write(
         cfg.out.join("results.json"),
         serde_json::to_string_pretty(&json!({
-            "counts": counts, "nemesis": stats, "register": reg, "convergence": convergence,
+            "counts": counts, "nemesis": stats, "register": reg, "watch": watch, "convergence": convergence,
             "pass": pass, "nodes": cfg.nodes, "time_s": cfg.time.as_secs(), "nemeses": cfg.nemeses, "seed": cfg.seed,
         }))?,
     )?;
@@ -277,6 +361,7 @@ pub async fn run(
     }
     Ok(RunOutcome {
         register: reg,
+        watch,
         convergence,
         pass,
         unknown,
@@ -335,21 +420,32 @@ pub fn write_timeline(
     Ok(path)
 }
 
-fn summary(
-    cfg: &RunConfig,
-    c: &report::Counts,
-    stats: &NemesisStats,
-    reg: &RegisterReport,
-    conv: &Verdict<String>,
-    starts: &[(u64, u32)],
-    hist: &Path,
-) -> String {
+/// What a run found, for the summary.
+struct Findings<'a> {
+    c: &'a report::Counts,
+    stats: &'a NemesisStats,
+    reg: &'a RegisterReport,
+    watch: Option<&'a Verdict<WatchError>>,
+    conv: &'a Verdict<String>,
+    starts: &'a [(u64, u32)],
+}
+
+fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
     use std::fmt::Write;
+    let Findings {
+        c,
+        stats,
+        reg,
+        watch,
+        conv,
+        starts,
+    } = *f;
     let mut s = String::new();
     let _ = writeln!(s, "== jepsen-lite summary");
     let _ = writeln!(
         s,
-        "workload register, {} nodes, {} clients, {} keys, {}s, nemesis {:?}, seed {}",
+        "workload {:?}, {} nodes, {} clients, {} keys, {}s, nemesis {:?}, seed {}",
+        cfg.workload,
         cfg.nodes,
         cfg.register.clients,
         cfg.register.keys,
@@ -399,9 +495,28 @@ fn summary(
             let _ = writeln!(s, "  - {e}");
         }
     }
-    let verdict = if reg.verdict.is_pass() && conv.is_pass() {
+    if let Some(w) = watch {
+        let _ = writeln!(
+            s,
+            "checker watch (ordered, unique, reliable, atomic, resumable, bookmarkable, same events on every watcher): {}",
+            w.label()
+        );
+        if let Verdict::Fail { errors } = w {
+            for e in errors.iter().take(10) {
+                let _ = writeln!(s, "  - {e}");
+            }
+            if errors.len() > 10 {
+                let _ = writeln!(s, "  ... and {} more", errors.len() - 10);
+            }
+        }
+    }
+    let watch_fail = watch.is_some_and(|w| !w.is_pass());
+    let verdict = if reg.verdict.is_pass() && conv.is_pass() && !watch_fail {
         "PASS"
-    } else if matches!(reg.verdict, Verdict::Fail { .. }) || matches!(conv, Verdict::Fail { .. }) {
+    } else if matches!(reg.verdict, Verdict::Fail { .. })
+        || matches!(conv, Verdict::Fail { .. })
+        || watch_fail
+    {
         "FAIL"
     } else {
         "UNKNOWN"

@@ -177,8 +177,15 @@ fn range(set: &BTreeSet<u64>, lo: u64, hi: u64) -> Vec<u64> {
     set.range(lo..hi).copied().collect()
 }
 
-/// Checks every watcher against the writes and against each other.
-pub fn check(writes: &[Write], watchers: &[Watcher]) -> Verdict<WatchError> {
+/// Checks every watcher against the writes and against each other. With
+/// `final_revision`, every watcher must also have covered (delivered or
+/// bookmarked) every revision up to it: the writers had stopped and the
+/// faults were healed, so a watcher short of it lost events.
+pub fn check(
+    writes: &[Write],
+    watchers: &[Watcher],
+    final_revision: Option<u64>,
+) -> Verdict<WatchError> {
     let mut errors = Vec::new();
     let by_value: HashMap<(&str, &str), &Write> = writes
         .iter()
@@ -218,6 +225,7 @@ pub fn check(writes: &[Write], watchers: &[Watcher]) -> Verdict<WatchError> {
         for s in &w.sessions {
             let mut first_in_session: Option<u64> = None;
             let mut session_last = s.start_revision.saturating_sub(1);
+            let mut bookmarked = 0u64;
             for m in &s.messages {
                 match m {
                     Message::Change { revision, events } => {
@@ -314,9 +322,14 @@ pub fn check(writes: &[Write], watchers: &[Watcher]) -> Verdict<WatchError> {
                         last = last.max(r);
                     }
                     Message::Progress { revision } => {
-                        let lo = s.start_revision;
-                        if let Some(&missing) = exists
-                            .range(lo..=*revision)
+                        // A lagging node may bookmark below the session's
+                        // start: nothing to check then. Each revision is
+                        // checked against the first bookmark that covers it.
+                        let lo = s.start_revision.max(bookmarked + 1);
+                        let hi = revision.saturating_add(1);
+                        bookmarked = bookmarked.max(*revision);
+                        if let Some(missing) = range(&exists, lo, hi)
+                            .into_iter()
                             .find(|r| !delivered.contains(r))
                         {
                             errors.push(WatchError::EarlyBookmark {
@@ -331,6 +344,33 @@ pub fn check(writes: &[Write], watchers: &[Watcher]) -> Verdict<WatchError> {
                     // watcher chose (after re-reading), so nothing to check.
                     Message::Compacted { .. } => {}
                 }
+            }
+        }
+    }
+    if let Some(f) = final_revision {
+        for w in watchers {
+            let covered = w
+                .sessions
+                .iter()
+                .flat_map(|s| &s.messages)
+                .filter_map(|m| match m {
+                    Message::Change { revision, .. } | Message::Progress { revision } => {
+                        Some(*revision)
+                    }
+                    Message::Compacted { .. } => None,
+                })
+                .max()
+                .unwrap_or(0);
+            if covered < f {
+                let missing = range(&exists, covered + 1, f + 1)
+                    .first()
+                    .copied()
+                    .unwrap_or(f);
+                errors.push(WatchError::Gap {
+                    watcher: w.name.clone(),
+                    revision: missing,
+                    up_to: covered,
+                });
             }
         }
     }

@@ -52,6 +52,10 @@ fn watcher(name: &str, sessions: Vec<(u64, Vec<Message>)>) -> Watcher {
     }
 }
 
+fn check_all(w: &[Write], ws: &[Watcher]) -> Verdict<WatchError> {
+    check(w, ws, None)
+}
+
 fn names(v: Verdict<WatchError>) -> Vec<String> {
     match v {
         Verdict::Fail { errors } => errors
@@ -74,7 +78,7 @@ fn good_histories_pass() {
         let b = a.split_off(2);
         watcher("w2", vec![(1, a), (3, b)])
     };
-    let v = check(&writes(), &[watcher("w1", vec![(1, full())]), resumed]);
+    let v = check_all(&writes(), &[watcher("w1", vec![(1, full())]), resumed]);
     assert!(v.is_pass(), "{v:?}");
 }
 
@@ -83,30 +87,32 @@ fn each_guarantee_has_its_error() {
     let w = writes();
     let mut m = full();
     m.swap(0, 1);
-    assert!(names(check(&w, &[watcher("w", vec![(1, m)])])).contains(&"unordered".to_string()));
+    assert!(names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"unordered".to_string()));
 
     let m = vec![change(1, "p/a", "1"), change(2, "p/b", "2")];
     let again = vec![change(2, "p/b", "2"), change(3, "p/a", "3")];
-    assert!(names(check(&w, &[watcher("w", vec![(1, m), (2, again)])]))
-        .contains(&"duplicate".to_string()));
+    assert!(
+        names(check_all(&w, &[watcher("w", vec![(1, m), (2, again)])]))
+            .contains(&"duplicate".to_string())
+    );
 
     let m = vec![
         change(1, "p/a", "1"),
         change(3, "p/a", "3"),
         change(4, "p/b", "4"),
     ];
-    assert!(names(check(&w, &[watcher("w", vec![(1, m)])])).contains(&"gap".to_string()));
+    assert!(names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"gap".to_string()));
 
     let m = vec![
         change(1, "p/a", "1"),
         change(2, "p/b", "2"),
         change(2, "p/b", "2"),
     ];
-    assert!(names(check(&w, &[watcher("w", vec![(1, m)])])).contains(&"not_atomic".to_string()));
+    assert!(names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"not_atomic".to_string()));
 
     let a = vec![change(1, "p/a", "1")];
     let b = vec![change(3, "p/a", "3")];
-    assert!(names(check(&w, &[watcher("w", vec![(1, a), (2, b)])]))
+    assert!(names(check_all(&w, &[watcher("w", vec![(1, a), (2, b)])]))
         .contains(&"not_resumable".to_string()));
 
     let m = vec![
@@ -114,10 +120,14 @@ fn each_guarantee_has_its_error() {
         Message::Progress { revision: 2 },
         change(2, "p/b", "2"),
     ];
-    assert!(names(check(&w, &[watcher("w", vec![(1, m)])])).contains(&"early_bookmark".to_string()));
+    assert!(
+        names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"early_bookmark".to_string())
+    );
 
     let m = vec![change(1, "p/a", "9")];
-    assert!(names(check(&w, &[watcher("w", vec![(1, m)])])).contains(&"wrong_event".to_string()));
+    assert!(
+        names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"wrong_event".to_string())
+    );
 
     let x = vec![change(3, "p/a", "3")];
     let y = vec![Message::Change {
@@ -137,9 +147,28 @@ fn each_guarantee_has_its_error() {
             },
         ],
     }];
-    assert!(names(check(
+    assert!(names(check_all(
         &w,
         &[watcher("x", vec![(3, x)]), watcher("y", vec![(3, y)])]
     ))
     .contains(&"divergent".to_string()));
+}
+
+#[test]
+fn a_watcher_short_of_the_final_revision_has_a_gap() {
+    let short = vec![change(1, "p/a", "1"), change(2, "p/b", "2")];
+    let v = check(&writes(), &[watcher("w", vec![(1, short)])], Some(4));
+    assert!(names(v).contains(&"gap".to_string()));
+    assert!(check(&writes(), &[watcher("w", vec![(1, full())])], Some(4)).is_pass());
+}
+
+#[test]
+fn a_lagging_node_may_bookmark_below_the_resume_point() {
+    let a = vec![
+        change(1, "p/a", "1"),
+        change(2, "p/b", "2"),
+        change(3, "p/a", "3"),
+    ];
+    let b = vec![Message::Progress { revision: 2 }, change(4, "p/b", "4")];
+    assert!(check(&writes(), &[watcher("w", vec![(1, a), (4, b)])], Some(4)).is_pass());
 }
