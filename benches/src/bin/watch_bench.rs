@@ -112,7 +112,16 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Longest one request of the writer may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Result<String> {
+    tokio::time::timeout(REQUEST_TIMEOUT, http_once(addr, method, path, body))
+        .await
+        .map_err(|_| anyhow!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))?
+}
+
+async fn http_once(addr: &str, method: &str, path: &str, body: &[u8]) -> Result<String> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let req = format!(

@@ -480,7 +480,7 @@ async fn keys_routes_methods_and_revisions() {
         "/v2/kv/a",
         "/v1/txn/extra",
         "/v1/status/x",
-        "/v1/watch",
+        "/v1/watchx",
     ] {
         h.get(uri)
             .await

@@ -213,7 +213,7 @@ fn cases(rng: &mut StdRng) -> Vec<Case> {
         (Method::POST, "/v2/txn"),
         (Method::GET, "/v1/kvx/a"),
         (Method::DELETE, "/"),
-        (Method::GET, "/v1/watch/app"),
+        (Method::POST, "/v1/watch/app"),
         (Method::POST, "/v1/compact"),
     ] {
         out.push(case(method, target, "{}"));
