@@ -148,7 +148,7 @@ fn thousands(n: u64) -> String {
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
         let left = digits.len() - i;
-        if i > 0 && left % 3 == 0 {
+        if i > 0 && left.is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

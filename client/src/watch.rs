@@ -602,7 +602,7 @@ pub(crate) fn backoff(
     let floor = retry_after
         .unwrap_or(Duration::ZERO)
         .min(policy.max_backoff);
-    if failures == 0 || failures % endpoints != 0 {
+    if failures == 0 || !failures.is_multiple_of(endpoints) {
         return floor;
     }
     let pass = failures / endpoints;

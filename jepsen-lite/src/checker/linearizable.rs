@@ -122,7 +122,8 @@ pub fn check<M: Model>(
 
     while next[head] != NIL {
         iterations += 1;
-        if iterations % 4096 == 0 && (Instant::now() >= deadline || cancel.load(Ordering::Relaxed))
+        if iterations.is_multiple_of(4096)
+            && (Instant::now() >= deadline || cancel.load(Ordering::Relaxed))
         {
             return SearchResult::Timeout;
         }

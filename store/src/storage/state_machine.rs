@@ -187,7 +187,7 @@ fn load_snapshot(db: &DB, path: &Path) -> io::Result<SnapshotHeader> {
     let header = snapshot::for_each_record(path, |index, k, v| {
         batch.put_cf(handles[index], k, v);
         count += 1;
-        if count % INSTALL_BATCH_RECORDS == 0 {
+        if count.is_multiple_of(INSTALL_BATCH_RECORDS) {
             db.write(std::mem::take(&mut batch)).map_err(io_err)?;
         }
         Ok(())
