@@ -220,15 +220,11 @@ pub async fn start(
         stop_rx.clone(),
     )));
     let app = crate::api::router(node.clone());
-    let mut http_stop = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listeners.client, app).with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "client API stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(serve_http(
+        listeners.client,
+        app,
+        stop_rx.clone(),
+    )));
 
     if let Some(members) = config.initial_members()? {
         let initialized = raft
@@ -256,6 +252,51 @@ pub async fn start(
         stop,
         tasks,
     })
+}
+
+/// Serves the client API over HTTP/1.1 until `stop`, then shuts down
+/// gracefully (idle keep-alive connections at once, requests in flight within
+/// the grace period).
+///
+/// A plain HTTP/1.1 connection per client rather than axum's auto-detecting
+/// HTTP/1+2 server: watch streams hold a connection each, and the auto
+/// server's per-connection state measurably raised memory per watcher.
+async fn serve_http(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(true);
+    loop {
+        tokio::select! {
+            _ = peer::stopped(&mut stop) => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "client accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "client connection ended");
+                    }
+                });
+            }
+        }
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("client connections still open after the shutdown grace period");
+    }
 }
 
 /// Runs one node until `shutdown` completes.

@@ -90,6 +90,8 @@ struct Shared {
     /// revision offset.
     acks: Vec<AtomicU64>,
     first_rev: AtomicU64,
+    /// Set once `first_rev` is known (it may be 0 on a fresh cluster).
+    started: AtomicBool,
     delays: Delays,
     connected: AtomicUsize,
     complete: AtomicUsize,
@@ -181,8 +183,11 @@ async fn watcher(addr: String, shared: Arc<Shared>, expected: u64) {
             continue;
         };
         let now = shared.base.elapsed().as_micros() as u64 + 1;
+        if !shared.started.load(Ordering::Acquire) {
+            continue;
+        }
         let first = shared.first_rev.load(Ordering::Acquire);
-        if first == 0 || rev <= first {
+        if rev <= first {
             continue;
         }
         if let Some(prev) = last {
@@ -269,6 +274,7 @@ async fn run(args: Args) -> Result<()> {
         base: Instant::now(),
         acks: (0..writes + 16).map(|_| AtomicU64::new(0)).collect(),
         first_rev: AtomicU64::new(0),
+        started: AtomicBool::new(false),
         delays: Delays::new(),
         connected: AtomicUsize::new(0),
         complete: AtomicUsize::new(0),
@@ -323,6 +329,7 @@ async fn run(args: Args) -> Result<()> {
 
     let first = revision(&args.write_node).await?;
     shared.first_rev.store(first, Ordering::Release);
+    shared.started.store(true, Ordering::Release);
     eprintln!(
         "writing every {} ms for {} s ({writes} writes)",
         args.interval_ms, args.duration_secs
