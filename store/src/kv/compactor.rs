@@ -73,9 +73,17 @@ pub async fn run_physical(
                 }
             }
             Ok(Ok(None)) => {
+                // Caught up: sleep until the compact revision moves (rare),
+                // not on every applied batch.
+                let waiting = async {
+                    applied
+                        .wait_for(|a| a.compact_revision != target)
+                        .await
+                        .map(|_| ())
+                };
                 tokio::select! {
                     _ = stopped(&mut stop) => return,
-                    changed = applied.changed() => if changed.is_err() { return },
+                    changed = waiting => if changed.is_err() { return },
                 }
             }
             Ok(Err(e)) => {

@@ -309,9 +309,16 @@ impl WatchHub {
             }
             return;
         }
-        let cap = self.options.window_revisions as u64;
+        let watched = self.groups.lock().map(|g| !g.is_empty()).unwrap_or(true);
+        let cap = if watched {
+            self.options.window_revisions as u64
+        } else {
+            0
+        };
         // After a big jump (snapshot install) only the newest part is loaded;
-        // older revisions are read from storage by whoever needs them.
+        // older revisions are read from storage by whoever needs them. With
+        // no watcher at all nothing is loaded or encoded: a watcher that
+        // arrives later reads what it needs from storage.
         let from = (tip + 1).max(applied.revision.saturating_sub(cap) + 1);
         let mut loaded = Vec::new();
         for rev in from..=applied.revision {
@@ -323,7 +330,7 @@ impl WatchHub {
                 }
             }
         }
-        let complete = loaded.len() as u64 == applied.revision - from + 1;
+        let complete = loaded.len() as u64 == (applied.revision + 1).saturating_sub(from);
         // Revisions not held in the window (a jump, or one that could not be
         // loaded) cannot be evaluated per group: every group must look.
         let evaluated_all = complete && from == tip + 1;
@@ -385,8 +392,13 @@ pub async fn run_feeder(
 ) {
     loop {
         let current = *applied.borrow_and_update();
+        let watched = hub.groups.lock().map(|g| !g.is_empty()).unwrap_or(true);
         let h = hub.clone();
-        if tokio::task::spawn_blocking(move || h.advance(current))
+        // Without watchers nothing is read from storage: no need for a
+        // blocking thread on every applied batch.
+        if !watched {
+            hub.advance(current);
+        } else if tokio::task::spawn_blocking(move || h.advance(current))
             .await
             .is_err()
         {
