@@ -123,6 +123,13 @@ pub struct Config {
     #[arg(long, hide = true)]
     #[serde(default)]
     pub unsafe_local_linearizable_reads: bool,
+    /// TEST ONLY, breaks the watch guarantees: a watch that resumes (with
+    /// `start_revision` or `Last-Event-ID`) silently skips its first revision.
+    /// Exists so that the fault-injection watch checker can prove it catches
+    /// gaps. Flag or config-file key only; the node warns at start.
+    #[arg(long, hide = true)]
+    #[serde(default)]
+    pub unsafe_watch_skip_on_resume: bool,
 }
 
 impl Default for Config {

@@ -111,6 +111,13 @@ pub async fn watch(
         (None, Some(r)) if r > 0 => r,
         _ => hub.tip() + 1,
     };
+    // Test-only planted bug: a resumed stream loses its first revision.
+    let resumed = last_event_id.is_some() || q.start_revision.is_some_and(|r| r > 0);
+    let start_revision = if node.unsafe_watch_skip_on_resume() && resumed {
+        start_revision + 1
+    } else {
+        start_revision
+    };
     let req = WatchRequest {
         filter: Filter {
             key,

@@ -105,6 +105,8 @@ pub struct NodeOptions {
     pub limits: Limits,
     /// Test-only: skip the read-index barrier (see the config flag).
     pub unsafe_local_linearizable_reads: bool,
+    /// Test-only: resumed watches skip a revision (see the config flag).
+    pub unsafe_watch_skip_on_resume: bool,
     /// Addresses to dial instead of peers' advertised ones.
     pub dial: DialMap,
     /// How long a data-plane replica's report is remembered.
@@ -257,6 +259,11 @@ impl Node {
     /// The node's watch hub.
     pub fn watch_hub(&self) -> &Arc<WatchHub> {
         &self.watch
+    }
+
+    /// Test-only planted watch bug (see the config flag).
+    pub fn unsafe_watch_skip_on_resume(&self) -> bool {
+        self.options.unsafe_watch_skip_on_resume
     }
 
     /// The node's counters.
