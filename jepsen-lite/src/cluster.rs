@@ -67,9 +67,17 @@ pub fn emergency_teardown() {
     }
 }
 
-/// Free loopback port (bound, then released: a small race we accept for
-/// node listeners; proxies keep their listeners).
+/// A free loopback port for a child process to listen on. Chosen below the
+/// kernel's ephemeral range (32768 and up on Linux), so the port cannot be
+/// handed out meanwhile as the local port of some outgoing connection, which
+/// is what makes "bind port 0, release, reuse" racy.
 pub fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..1000 {
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), 20_000u16..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
