@@ -32,6 +32,9 @@ enum Workload {
     Register,
     /// Writers under a prefix and one SSE watcher per node; watch checker.
     Watch,
+    /// Writers under a prefix and data-plane replicas reading it; replica
+    /// checker (never backwards, always answering, converging).
+    Replica,
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,6 +266,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         workload: match a.workload {
             Workload::Register => run::Workload::Register,
             Workload::Watch => run::Workload::Watch,
+            Workload::Replica => run::Workload::Replica,
         },
         register: RegisterOptions {
             clients: a.clients,

@@ -19,6 +19,7 @@ use crate::nemesis::{self, Context, NemesisStats, Schedule};
 use crate::proxy::Network;
 use crate::report::{self, timeline};
 use crate::workload::register::{self as register_workload, RegisterOptions};
+use crate::workload::replica::{self as replica_workload, ReplicaLog};
 use crate::workload::watch as watch_workload;
 
 /// Which workload a run drives.
@@ -28,6 +29,9 @@ pub enum Workload {
     Register,
     /// Writers under a prefix, one SSE watcher per node; the watch guarantees.
     Watch,
+    /// Writers under a prefix, one data-plane replica per node; the replica
+    /// guarantees.
+    Replica,
 }
 
 /// Everything a run needs.
@@ -189,7 +193,7 @@ pub async fn run(
                 rec.clone(),
                 stop_rx.clone(),
             )),
-            Workload::Watch => tokio::spawn(watch_workload::writer(
+            Workload::Watch | Workload::Replica => tokio::spawn(watch_workload::writer(
                 watch_workload::WriterOptions {
                     index: i,
                     clients: cfg.register.clients,
@@ -216,6 +220,36 @@ pub async fn run(
                 target_rx.clone(),
             ));
             watchers.push((log, task));
+        }
+    }
+    let mut replicas: Vec<(
+        Arc<ballast_client::Replica>,
+        Arc<std::sync::Mutex<ReplicaLog>>,
+    )> = Vec::new();
+    let mut readers = Vec::new();
+    if cfg.workload == Workload::Replica {
+        let endpoints: Vec<String> = node_clients.iter().map(|c| c.base().to_string()).collect();
+        for (i, c) in node_clients.iter().enumerate() {
+            // Each replica prefers a different node first.
+            let mut eps = endpoints.clone();
+            eps.rotate_left(i);
+            let replica = ballast_client::Replica::builder(eps)
+                .prefix(watch_workload::PREFIX)
+                .cache_dir(data.path().join(format!("replica{}", i + 1)))
+                .id(format!("r{}@node{}", i + 1, c.node))
+                .start()
+                .await?;
+            let replica = Arc::new(replica);
+            let log = Arc::new(std::sync::Mutex::new(ReplicaLog {
+                name: format!("r{}", i + 1),
+                ..ReplicaLog::default()
+            }));
+            readers.push(tokio::spawn(replica_workload::reader(
+                replica.clone(),
+                log.clone(),
+                stop_rx.clone(),
+            )));
+            replicas.push((replica, log));
         }
     }
     let nemeses = cfg
@@ -289,6 +323,33 @@ pub async fn run(
         }
     }
     let convergence = converge(&cluster, Duration::from_secs(20)).await;
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    }
+    let replica_report = if cfg.workload == Workload::Replica {
+        let last = watch_workload::writes(&rec.snapshot())
+            .iter()
+            .filter_map(|w| w.revision)
+            .max()
+            .unwrap_or(0);
+        tracing::info!(revision = last, "--- waiting for replicas to converge");
+        let (cluster_rev, cluster_kvs) = read_prefix(&node_clients).await?;
+        let outage = stats_has(&stats, "outage");
+        let report =
+            replica_workload::check(&replicas, last, &cluster_kvs, cluster_rev, outage).await;
+        std::fs::write(
+            cfg.out.join("replica.json"),
+            serde_json::to_string(&report)?,
+        )?;
+        for (r, _) in replicas.drain(..) {
+            if let Ok(r) = Arc::try_unwrap(r) {
+                r.shutdown().await;
+            }
+        }
+        Some(report)
+    } else {
+        None
+    };
     // Watchers: with the writers stopped and every fault healed, each must
     // catch up to the last acknowledged write.
     let mut watch_logs = Vec::new();
@@ -333,7 +394,8 @@ pub async fn run(
     let counts = report::count(&events);
     let pass = reg.verdict.is_pass()
         && convergence.is_pass()
-        && watch.as_ref().is_none_or(|w| w.is_pass());
+        && watch.as_ref().is_none_or(|w| w.is_pass())
+        && replica_report.as_ref().is_none_or(|r| r.is_pass());
     let unknown = matches!(reg.verdict, Verdict::Unknown { .. });
     let summary = summary(
         &cfg,
@@ -347,6 +409,26 @@ pub async fn run(
         },
         &hist_path,
     );
+    let summary = match &replica_report {
+        None => summary,
+        Some(r) => {
+            let reads: u64 = r.logs.iter().map(|l| l.reads).sum();
+            let offline: u64 = r.logs.iter().map(|l| l.reads_disconnected).sum();
+            let mut section = format!(
+                "checker replica (never backwards, answering through outages, converging): {}\n  {} replicas, {reads} reads, {offline} while disconnected from the cluster\n",
+                if r.is_pass() { "pass" } else { "FAIL" },
+                r.logs.len()
+            );
+            for e in &r.errors {
+                section.push_str(&format!("  - {e}\n"));
+            }
+            // Before the history line and the verdict, with the other checkers.
+            match summary.find("history: ") {
+                Some(at) => format!("{}{section}{}", &summary[..at], &summary[at..]),
+                None => format!("{summary}{section}"),
+            }
+        }
+    };
     println!("{summary}");
     std::fs::write(cfg.out.join("summary.txt"), &summary)?;
     std::fs::write(
@@ -529,4 +611,46 @@ fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
     );
     let _ = write!(s, "verdict: {verdict}");
     s
+}
+
+/// Whether the nemesis statistics show at least one `name` fault injected.
+fn stats_has(stats: &NemesisStats, name: &str) -> bool {
+    stats.injected.get(name).is_some_and(|n| *n > 0)
+}
+
+/// A linearizable read of the watch prefix from the first node that answers:
+/// (revision, key -> value).
+async fn read_prefix(clients: &[NodeClient]) -> anyhow::Result<(u64, BTreeMap<String, Vec<u8>>)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    for _ in 0..50 {
+        for c in clients {
+            let url = format!("{}/v1/kv/{}?prefix=true", c.base(), watch_workload::PREFIX);
+            let Ok(resp) = http.get(&url).send().await else {
+                continue;
+            };
+            if !resp.status().is_success() {
+                continue;
+            }
+            let Ok(body) = resp.json::<serde_json::Value>().await else {
+                continue;
+            };
+            let revision = body["revision"].as_u64().unwrap_or(0);
+            let kvs = body["kvs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|kv| {
+                    Some((
+                        kv["key"].as_str()?.to_string(),
+                        kv["value"].as_str()?.as_bytes().to_vec(),
+                    ))
+                })
+                .collect();
+            return Ok((revision, kvs));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("no node answered a linearizable read of the prefix")
 }

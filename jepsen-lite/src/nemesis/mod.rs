@@ -7,6 +7,7 @@
 
 mod failpoint;
 mod kill;
+mod outage;
 mod partition;
 mod pause;
 
@@ -20,6 +21,7 @@ use rand::{Rng, SeedableRng};
 
 pub use failpoint::FailpointNemesis;
 pub use kill::KillNemesis;
+pub use outage::OutageNemesis;
 pub use partition::{DelayNemesis, PartitionNemesis};
 pub use pause::PauseNemesis;
 
@@ -88,8 +90,9 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Nemesis>> {
         "partition" => Box::new(PartitionNemesis::new()),
         "delay" => Box::new(DelayNemesis::new()),
         "failpoint" => Box::new(FailpointNemesis::new()),
+        "outage" => Box::new(OutageNemesis::default()),
         other => anyhow::bail!(
-            "unknown nemesis {other:?} (kill, kill-leader, pause, pause-leader, partition, delay, failpoint)"
+            "unknown nemesis {other:?} (kill, kill-leader, pause, pause-leader, partition, delay, failpoint, outage)"
         ),
     })
 }

@@ -1,8 +1,8 @@
 //! Workloads: concurrent clients that record every operation.
 //!
-//! `register` and `watch` are here; `replica` comes with the replica issue
-//! (it will reuse the register model with a "may be stale but never goes
-//! backwards" read).
+//! `register`, `watch` and `replica` (data-plane replicas reading through
+//! faults, including a full control-plane outage).
 
 pub mod register;
+pub mod replica;
 pub mod watch;
