@@ -18,6 +18,27 @@ pub enum Outcome<T> {
     Info(String),
 }
 
+impl<T> Outcome<T> {
+    /// The result, or the event type of the failure with its error recorded
+    /// on `done` (`Fail`: did not take effect; `Info`: unknown).
+    pub fn or_record(
+        self,
+        done: &mut crate::history::Event,
+    ) -> Result<T, crate::history::EventType> {
+        match self {
+            Outcome::Ok(v) => Ok(v),
+            Outcome::Fail(e) => {
+                done.error = Some(e);
+                Err(crate::history::EventType::Fail)
+            }
+            Outcome::Info(e) => {
+                done.error = Some(e);
+                Err(crate::history::EventType::Info)
+            }
+        }
+    }
+}
+
 /// A completed read: what was found, and the revision the read reflects.
 #[derive(Clone, Debug)]
 pub struct ReadResult {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::client::{NodeClient, Outcome};
+use crate::client::NodeClient;
 use crate::history::{Event, EventType, Func, Recorder};
 
 /// Workload settings.
@@ -69,8 +69,8 @@ pub async fn client(
         let mut done = inv;
         done.kind = EventType::Ok;
         let outcome_kind = match f {
-            Func::Read => match node.read(&key).await {
-                Outcome::Ok(r) => {
+            Func::Read => match node.read(&key).await.or_record(&mut done) {
+                Ok(r) => {
                     done.found = Some(r.kv.is_some());
                     done.revision = r.revision;
                     if let Some(kv) = &r.kv {
@@ -79,34 +79,20 @@ pub async fn client(
                     done.read = r.kv;
                     EventType::Ok
                 }
-                Outcome::Fail(e) => {
-                    done.error = Some(e);
-                    EventType::Fail
-                }
-                Outcome::Info(e) => {
-                    done.error = Some(e);
-                    EventType::Info
-                }
+                Err(kind) => kind,
             },
-            Func::Write => match node.write(&key, &value).await {
-                Outcome::Ok(rev) => {
+            Func::Write => match node.write(&key, &value).await.or_record(&mut done) {
+                Ok(rev) => {
                     done.revision = rev;
                     last_seen.insert(key.clone(), value.clone());
                     EventType::Ok
                 }
-                Outcome::Fail(e) => {
-                    done.error = Some(e);
-                    EventType::Fail
-                }
-                Outcome::Info(e) => {
-                    done.error = Some(e);
-                    EventType::Info
-                }
+                Err(kind) => kind,
             },
             Func::Cas => {
                 let exp = expected.unwrap_or_default();
-                match node.cas(&key, &exp, &value).await {
-                    Outcome::Ok(r) => {
+                match node.cas(&key, &exp, &value).await.or_record(&mut done) {
+                    Ok(r) => {
                         done.succeeded = Some(r.succeeded);
                         done.revision = r.revision;
                         if r.succeeded {
@@ -117,14 +103,7 @@ pub async fn client(
                         done.read = r.read;
                         EventType::Ok
                     }
-                    Outcome::Fail(e) => {
-                        done.error = Some(e);
-                        EventType::Fail
-                    }
-                    Outcome::Info(e) => {
-                        done.error = Some(e);
-                        EventType::Info
-                    }
+                    Err(kind) => kind,
                 }
             }
             Func::Nemesis => EventType::Fail,

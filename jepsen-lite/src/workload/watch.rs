@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::checker::watch::{Message, Session, WatchEvent, Watcher, Write};
-use crate::client::{NodeClient, Outcome};
+use crate::client::NodeClient;
 use crate::history::{Event, EventType, Func, Recorder};
 
 /// Watched prefix.
@@ -64,19 +64,12 @@ pub async fn writer(
         inv.node = Some(node.node);
         rec.record(inv.clone());
         let mut done = inv;
-        done.kind = match node.write(&key, &value).await {
-            Outcome::Ok(rev) => {
+        done.kind = match node.write(&key, &value).await.or_record(&mut done) {
+            Ok(rev) => {
                 done.revision = rev;
                 EventType::Ok
             }
-            Outcome::Fail(e) => {
-                done.error = Some(e);
-                EventType::Fail
-            }
-            Outcome::Info(e) => {
-                done.error = Some(e);
-                EventType::Info
-            }
+            Err(kind) => kind,
         };
         let kind = done.kind;
         rec.record(done);

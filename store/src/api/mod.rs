@@ -14,7 +14,7 @@ pub mod watch;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -111,11 +111,6 @@ fn debug_routes() -> Router<AppState> {
 #[cfg(not(feature = "failpoints"))]
 fn debug_routes() -> Router<AppState> {
     Router::new()
-}
-
-/// Turns any response into a JSON error (used for 404/405 fallbacks).
-pub fn into_response(e: ApiError) -> Response {
-    e.into_response()
 }
 
 #[cfg(test)]

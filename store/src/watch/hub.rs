@@ -117,7 +117,7 @@ impl Drop for GroupHandle {
 pub struct WatchHub {
     window: RwLock<Window>,
     /// Newest revision watchers may read (in the window or storage).
-    tip_tx: watch::Sender<u64>,
+    tip: AtomicU64,
     compact_revision: AtomicU64,
     open: AtomicUsize,
     /// Watcher groups by filter. Also serializes group creation with the
@@ -151,13 +151,12 @@ impl WatchHub {
         options: WatchOptions,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let (tip_tx, _) = watch::channel(applied.revision);
         Arc::new(WatchHub {
             window: RwLock::new(Window {
                 first: applied.revision + 1,
                 revisions: VecDeque::new(),
             }),
-            tip_tx,
+            tip: AtomicU64::new(applied.revision),
             compact_revision: AtomicU64::new(applied.compact_revision),
             open: AtomicUsize::new(0),
             groups: std::sync::Mutex::new(HashMap::new()),
@@ -229,12 +228,7 @@ impl WatchHub {
 
     /// The newest revision available to watchers.
     pub fn tip(&self) -> u64 {
-        *self.tip_tx.borrow()
-    }
-
-    /// A receiver notified whenever the tip moves.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.tip_tx.subscribe()
+        self.tip.load(Ordering::Acquire)
     }
 
     /// The compact revision as last applied.
@@ -376,7 +370,7 @@ impl WatchHub {
                 woken.push(g.clone());
             }
         }
-        self.tip_tx.send_replace(applied.revision);
+        self.tip.store(applied.revision, Ordering::Release);
         drop(groups);
         for g in woken {
             g.notify.notify_waiters();
