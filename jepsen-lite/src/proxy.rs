@@ -9,9 +9,14 @@
 //! and the back half of proxy `(j, i)`. A held half keeps its connection open
 //! and stops forwarding (a blackhole: like a partition, bytes are late, not
 //! corrupt); healing lets them through, and `reset` closes every connection.
+//! Cuts are counted: two faults that cut the same link each restore only
+//! their own, and the link carries bytes again when neither holds it.
+//! A node can also be made unreachable: its links' connections are closed
+//! and new ones refused at once, as if its machine were down, while its
+//! process keeps running.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +30,28 @@ use crate::history::{EventType, Recorder};
 /// State of one direction of one proxy.
 #[derive(Default)]
 pub struct Half {
-    blocked: AtomicBool,
+    /// Faults holding this half; it forwards nothing while any does.
+    cuts: AtomicU32,
+    /// Faults refusing new connections (counted on the dialing half).
+    refusals: AtomicU32,
     delay_ms: AtomicU64,
     jitter_ms: AtomicU64,
 }
 
 impl Half {
+    fn blocked(&self) -> bool {
+        self.cuts.load(Ordering::Relaxed) > 0
+    }
+
+    fn refusing(&self) -> bool {
+        self.refusals.load(Ordering::Relaxed) > 0
+    }
+
+    /// Adds (`cut`) or removes one hold; the number of holds left.
+    fn hold(&self, cut: bool) -> u32 {
+        count(&self.cuts, cut)
+    }
+
     fn delay(&self) -> Option<Duration> {
         let d = self.delay_ms.load(Ordering::Relaxed);
         let j = self.jitter_ms.load(Ordering::Relaxed);
@@ -43,6 +64,19 @@ impl Half {
             0
         };
         Some(Duration::from_millis(d + extra))
+    }
+}
+
+/// Adds one to (`up`) or takes one from `counter`; the count left.
+fn count(counter: &AtomicU32, up: bool) -> u32 {
+    if up {
+        counter.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        match counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(1))
+        }) {
+            Ok(n) | Err(n) => n.saturating_sub(1),
+        }
     }
 }
 
@@ -79,7 +113,7 @@ async fn pump(
             r = r.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
             _ = reset.changed() => break,
         };
-        while half.blocked.load(Ordering::Relaxed) {
+        while half.blocked() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                 _ = reset.changed() => return,
@@ -108,12 +142,17 @@ async fn serve(
         let Ok((inbound, _)) = listener.accept().await else {
             continue;
         };
+        if fwd.refusing() {
+            // Closed before a byte is read: the dialer fails at once.
+            drop(inbound);
+            continue;
+        }
         let (fwd, back, target, mut reset) =
             (fwd.clone(), back.clone(), target.clone(), reset.clone());
         tokio::spawn(async move {
             reset.mark_unchanged();
             // A blocked link also holds new connections before they reach the peer.
-            while fwd.blocked.load(Ordering::Relaxed) {
+            while fwd.blocked() {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                     _ = reset.changed() => return,
@@ -199,13 +238,19 @@ impl Network {
         v
     }
 
-    /// Cuts (or restores) the directed link `from → to`: nothing `from`
-    /// sends reaches `to`.
+    /// Cuts the directed link `from → to` (nothing `from` sends reaches
+    /// `to`), or takes back one such cut: the link is restored when every
+    /// fault that cut it has taken its cut back.
     pub fn set_cut(&self, from: u64, to: u64, cut: bool) {
+        let mut held = 0;
         for h in self.halves(from, to) {
-            h.blocked.store(cut, Ordering::Relaxed);
+            held = held.max(h.hold(cut));
         }
-        let what = if cut { "cut" } else { "restored" };
+        let what = match (cut, held) {
+            (true, _) => "cut".to_string(),
+            (false, 0) => "restored".to_string(),
+            (false, n) => format!("still cut by {n} other fault(s)"),
+        };
         self.recorder
             .nemesis(EventType::Info, format!("proxy: link {from}->{to} {what}"));
     }
@@ -231,11 +276,37 @@ impl Network {
             .nemesis(EventType::Info, "proxy: every connection reset".to_string());
     }
 
+    /// Makes `node` unreachable over its peer links, both ways: closes
+    /// their connections and refuses new ones, so every request to or from
+    /// it fails at once (a cut, by contrast, leaves them pending). `false`
+    /// takes one such fault back; the node is reachable again when no fault
+    /// holds it.
+    pub fn set_unreachable(&self, node: u64, unreachable: bool) {
+        let mut held = 0;
+        for l in self
+            .links
+            .values()
+            .filter(|l| l.from == node || l.to == node)
+        {
+            held = held.max(count(&l.fwd.refusals, unreachable));
+            if unreachable {
+                l.reset.send_modify(|g| *g += 1);
+            }
+        }
+        let what = match (unreachable, held) {
+            (true, _) => "unreachable: its links' connections closed, new ones refused".to_string(),
+            (false, 0) => "reachable again".to_string(),
+            (false, n) => format!("still unreachable for {n} other fault(s)"),
+        };
+        self.recorder
+            .nemesis(EventType::Info, format!("proxy: node {node} {what}"));
+    }
+
     /// Removes every cut and delay.
     pub fn heal_all(&self) {
         for l in self.links.values() {
             for h in [&l.fwd, &l.back] {
-                h.blocked.store(false, Ordering::Relaxed);
+                h.cuts.store(0, Ordering::Relaxed);
                 h.delay_ms.store(0, Ordering::Relaxed);
                 h.jitter_ms.store(0, Ordering::Relaxed);
             }
@@ -288,12 +359,47 @@ mod tests {
         c.write_all(b"yo").await.expect("write");
         let r = tokio::time::timeout(Duration::from_millis(200), c.read_exact(&mut b)).await;
         assert!(r.is_err(), "held while cut");
-        net.heal_all();
+        // A second fault cuts it too; taking the first cut back leaves it cut.
+        net.set_cut(2, 1, true);
+        net.set_cut(2, 1, false);
+        let r = tokio::time::timeout(Duration::from_millis(200), c.read_exact(&mut b)).await;
+        assert!(r.is_err(), "held while the second cut remains");
+        net.set_cut(2, 1, false);
         tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut b))
             .await
             .expect("delivered after heal")
             .expect("read");
         assert_eq!(&b, b"yo");
+        net.set_cut(1, 2, true);
+        net.heal_all();
+        c.write_all(b"ok").await.expect("write");
+        tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut b))
+            .await
+            .expect("heal_all lifts every cut")
+            .expect("read");
+        assert_eq!(&b, b"ok");
+        // Unreachable: the open connection is closed, a new one refused.
+        net.set_unreachable(2, true);
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b))
+            .await
+            .expect("closed");
+        assert!(matches!(n, Ok(0) | Err(_)));
+        let mut d = TcpStream::connect(&via)
+            .await
+            .expect("accepted, then closed");
+        let _ = d.write_all(b"hi").await;
+        let n = tokio::time::timeout(Duration::from_secs(2), d.read(&mut b))
+            .await
+            .expect("closed at once");
+        assert!(matches!(n, Ok(0) | Err(_)));
+        net.set_unreachable(2, false);
+        let mut c = TcpStream::connect(&via).await.expect("connect");
+        c.write_all(b"hi").await.expect("write");
+        tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut b))
+            .await
+            .expect("reachable again")
+            .expect("read");
+        assert_eq!(&b, b"hi");
         net.reset_all();
         let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b))
             .await
