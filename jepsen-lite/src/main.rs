@@ -1,8 +1,8 @@
 //! `jepsen-lite`: parses the command line and runs or re-checks.
 //!
 //! Exit codes: 0 every check passed; 1 a violation was found; 2 a checker
-//! could not decide (unknown is not a pass); 3 the run itself failed or was
-//! interrupted.
+//! could not decide (unknown is not a pass); 3 the arguments were refused,
+//! or the run itself failed or was interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use jepsen_lite::checker::Verdict;
+use jepsen_lite::client::padding::DEFAULT_MAX_VALUE_BYTES;
+use jepsen_lite::client::Padding;
 use jepsen_lite::cluster::{default_ballastd, emergency_teardown};
 use jepsen_lite::nemesis::Schedule;
 use jepsen_lite::run::{self, RunConfig};
@@ -100,6 +102,12 @@ struct RunArgs {
     /// Client request timeout, ms (a later answer is `info`).
     #[arg(long, default_value_t = 3000)]
     request_timeout_ms: u64,
+    /// Size of every value written, bytes: the unique value followed by a
+    /// check pattern (histories keep the unique value only). At least 64,
+    /// at most the nodes' --max-value-bytes (1572864 unless set with
+    /// --node-arg) [default: unpadded, a few bytes].
+    #[arg(long, value_name = "BYTES")]
+    value_size: Option<usize>,
     /// Linearizability checker time limit, seconds (beyond it: unknown).
     #[arg(long, default_value_t = 60)]
     check_limit_s: u64,
@@ -128,7 +136,19 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; refused arguments exit 3,
+            // never 2 (which means "unknown" to scripts).
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.cmd {
         Cmd::Check {
             history: path,
@@ -215,12 +235,46 @@ fn check(path: &std::path::Path, limit: u64, out: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// The value of ballastd flag `flag` among the `--node-arg`s
+/// (`--flag=V` or `--flag V`; the last one wins).
+fn node_flag(args: &[String], flag: &str) -> Option<String> {
+    let mut found = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+            found = Some(v.to_string());
+        } else if a == flag {
+            found = it.next().cloned();
+        }
+    }
+    found
+}
+
+/// [`node_flag`] parsed as a number.
+fn node_flag_number<T: std::str::FromStr>(
+    args: &[String],
+    flag: &str,
+) -> anyhow::Result<Option<T>> {
+    node_flag(args, flag)
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| anyhow::anyhow!("--node-arg {flag}={v}: not a number"))
+        })
+        .transpose()
+}
+
 fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.nodes == 3 || a.nodes == 5, "--nodes must be 3 or 5");
     anyhow::ensure!(
         a.clients > 0 && a.keys > 0,
         "--clients and --keys must be positive"
     );
+    let max_value_bytes =
+        node_flag_number(&a.node_args, "--max-value-bytes")?.unwrap_or(DEFAULT_MAX_VALUE_BYTES);
+    let padding = match a.value_size {
+        None => Padding::none(),
+        Some(size) => Padding::to_size(size, max_value_bytes)?,
+    };
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -277,6 +331,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
             seed,
         },
         request_timeout: Duration::from_millis(a.request_timeout_ms),
+        padding,
         node_args,
         check_limit: Duration::from_secs(a.check_limit_s),
         seed,
@@ -335,4 +390,57 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn finds_node_flags_in_both_spellings() {
+        let a = args(&["--heartbeat-ms=50", "--snapshot-logs=500"]);
+        assert_eq!(node_flag(&a, "--snapshot-logs").as_deref(), Some("500"));
+        let a = args(&["--snapshot-logs", "7", "--max-value-bytes=2048"]);
+        assert_eq!(node_flag(&a, "--snapshot-logs").as_deref(), Some("7"));
+        assert_eq!(
+            node_flag_number::<usize>(&a, "--max-value-bytes").expect("number"),
+            Some(2048)
+        );
+        // A longer flag with the same beginning is another flag.
+        let a = args(&["--snapshot-logs-extra=3"]);
+        assert_eq!(node_flag(&a, "--snapshot-logs"), None);
+        let a = args(&["--snapshot-logs=1", "--snapshot-logs=2"]);
+        assert_eq!(node_flag(&a, "--snapshot-logs").as_deref(), Some("2"));
+        assert!(node_flag_number::<u64>(&args(&["--snapshot-logs=x"]), "--snapshot-logs").is_err());
+    }
+
+    #[test]
+    fn value_size_is_checked_before_anything_starts() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["jepsen-lite", "run", "--ballastd", "/nonexistent/ballastd"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).expect("parses").cmd {
+                Cmd::Run(a) => a,
+                other => panic!("not a run: {other:?}"),
+            }
+        };
+        for (extra, refused) in [
+            (&["--value-size", "0"][..], "too small"),
+            (
+                &["--value-size", "1572865"][..],
+                "over ballast's maximum value size of 1572864",
+            ),
+            (
+                &["--value-size", "4096", "--node-arg=--max-value-bytes=1024"][..],
+                "over ballast's maximum value size of 1024",
+            ),
+        ] {
+            let e = run_cmd(parse(extra)).expect_err("refused");
+            assert!(format!("{e:#}").contains(refused), "{extra:?}: {e:#}");
+        }
+    }
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::checker::register::{self, RegisterError, RegisterReport};
 use crate::checker::watch::{self as watch_checker, WatchError, Watcher};
 use crate::checker::Verdict;
-use crate::client::NodeClient;
+use crate::client::{NodeClient, Padding};
 use crate::cluster::{Cluster, ClusterOptions, NodeSpec};
 use crate::history::{self, Clock, Event, Recorder};
 use crate::nemesis::{self, Context, NemesisStats, Schedule};
@@ -56,6 +56,8 @@ pub struct RunConfig {
     pub register: RegisterOptions,
     /// Client request timeout (an answer later than this is `info`).
     pub request_timeout: Duration,
+    /// Size of the values written (every workload's writes and CAS).
+    pub padding: Padding,
     /// Extra ballastd flags.
     pub node_args: Vec<String>,
     /// Checker time limit.
@@ -178,7 +180,10 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let node_clients: Vec<NodeClient> = ids
         .iter()
-        .map(|&id| NodeClient::new(id, &clients_addr[&id], cfg.request_timeout))
+        .map(|&id| {
+            NodeClient::new(id, &clients_addr[&id], cfg.request_timeout)
+                .map(|c| c.with_padding(cfg.padding))
+        })
         .collect::<anyhow::Result<_>>()?;
     let mut tasks = Vec::new();
     let (target_tx, target_rx) = tokio::sync::watch::channel(None);
@@ -436,6 +441,7 @@ pub async fn run(
         serde_json::to_string_pretty(&json!({
             "counts": counts, "nemesis": stats, "register": reg, "watch": watch, "convergence": convergence,
             "pass": pass, "nodes": cfg.nodes, "time_s": cfg.time.as_secs(), "nemeses": cfg.nemeses, "seed": cfg.seed,
+            "value_size": cfg.padding.size(),
         }))?,
     )?;
     if let Verdict::Fail { .. } = reg.verdict {
@@ -526,14 +532,18 @@ fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
     let _ = writeln!(s, "== jepsen-lite summary");
     let _ = writeln!(
         s,
-        "workload {:?}, {} nodes, {} clients, {} keys, {}s, nemesis {:?}, seed {}",
+        "workload {:?}, {} nodes, {} clients, {} keys, {}s, nemesis {:?}, seed {}, values {}",
         cfg.workload,
         cfg.nodes,
         cfg.register.clients,
         cfg.register.keys,
         cfg.time.as_secs(),
         cfg.nemeses,
-        cfg.seed
+        cfg.seed,
+        match cfg.padding.size() {
+            Some(n) => format!("{n} bytes"),
+            None => "unpadded".to_string(),
+        }
     );
     let _ = writeln!(
         s,

@@ -1,9 +1,15 @@
 //! HTTP client of one node, classifying every answer as Jepsen does:
-//! ok, fail (definitely not applied) or info (outcome unknown).
+//! ok, fail (definitely not applied) or info (outcome unknown). Values are
+//! padded to the run's value size on the way out and reduced to the unique
+//! value on the way back (`padding`).
+
+pub mod padding;
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+pub use padding::Padding;
 
 use crate::history::Observed;
 
@@ -64,13 +70,14 @@ pub struct CasResult {
 pub struct NodeClient {
     http: reqwest::Client,
     base: String,
+    padding: Padding,
     /// Node id this client talks to.
     pub node: u64,
 }
 
-fn observed(v: &Value) -> Option<Observed> {
+fn observed(v: &Value, padding: &Padding) -> Option<Observed> {
     Some(Observed {
-        value: v.get("value")?.as_str()?.to_string(),
+        value: padding.unpad(v.get("value")?.as_str()?),
         version: v.get("version")?.as_u64()?,
         mod_revision: v.get("mod_revision")?.as_u64()?,
         create_revision: v.get("create_revision")?.as_u64()?,
@@ -88,8 +95,20 @@ impl NodeClient {
         Ok(Self {
             http,
             base: format!("http://{addr}"),
+            padding: Padding::none(),
             node,
         })
+    }
+
+    /// The same client, sending values padded by `padding`.
+    pub fn with_padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// How this client pads values.
+    pub fn padding(&self) -> &Padding {
+        &self.padding
     }
 
     /// Base URL.
@@ -134,7 +153,7 @@ impl NodeClient {
         let url = format!("{}/v1/kv/{key}", self.base);
         match self.send(self.http.get(url)).await {
             Outcome::Ok((200, v)) => Outcome::Ok(ReadResult {
-                kv: v.get("kv").and_then(observed),
+                kv: v.get("kv").and_then(|kv| observed(kv, &self.padding)),
                 revision: v.get("revision").and_then(Value::as_u64),
             }),
             Outcome::Ok((404, v)) if v.pointer("/error/code") == Some(&json!("key_not_found")) => {
@@ -149,10 +168,13 @@ impl NodeClient {
         }
     }
 
-    /// `PUT /v1/kv/{key}`; the revision of the write.
+    /// `PUT /v1/kv/{key}` of `value` (padded); the revision of the write.
     pub async fn write(&self, key: &str, value: &str) -> Outcome<Option<u64>> {
         let url = format!("{}/v1/kv/{key}", self.base);
-        match self.send(self.http.put(url).body(value.to_string())).await {
+        match self
+            .send(self.http.put(url).body(self.padding.pad(value)))
+            .await
+        {
             Outcome::Ok((200, v)) => Outcome::Ok(v.get("revision").and_then(Value::as_u64)),
             Outcome::Ok((s, v)) => Self::error(s, &v),
             Outcome::Fail(e) => Outcome::Fail(e),
@@ -160,18 +182,21 @@ impl NodeClient {
         }
     }
 
-    /// Compare value = `expected`, then put `value`; the failure branch reads.
+    /// Compare value = `expected`, then put `value` (both padded: the
+    /// compare is on the whole stored value); the failure branch reads.
     pub async fn cas(&self, key: &str, expected: &str, value: &str) -> Outcome<CasResult> {
         let body = json!({
-            "compare": [{"key": key, "target": "value", "op": "=", "value": expected}],
-            "success": [{"put": {"key": key, "value": value}}],
+            "compare": [{"key": key, "target": "value", "op": "=", "value": self.padding.pad(expected)}],
+            "success": [{"put": {"key": key, "value": self.padding.pad(value)}}],
             "failure": [{"get": {"key": key}}],
         });
         let url = format!("{}/v1/txn", self.base);
         match self.send(self.http.post(url).json(&body)).await {
             Outcome::Ok((200, v)) => {
                 let succeeded = v.get("succeeded").and_then(Value::as_bool).unwrap_or(false);
-                let read = v.pointer("/responses/0/get/kvs/0").and_then(observed);
+                let read = v
+                    .pointer("/responses/0/get/kvs/0")
+                    .and_then(|kv| observed(kv, &self.padding));
                 Outcome::Ok(CasResult {
                     succeeded,
                     revision: v.get("revision").and_then(Value::as_u64),

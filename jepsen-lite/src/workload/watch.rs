@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::checker::watch::{Message, Session, WatchEvent, Watcher, Write};
-use crate::client::NodeClient;
+use crate::client::{NodeClient, Padding};
 use crate::history::{Event, EventType, Func, Recorder};
 
 /// Watched prefix.
@@ -85,8 +85,9 @@ pub async fn writer(
     }
 }
 
-/// Parses one SSE frame (`event:`, `id:`, `data:` lines) into a message.
-pub fn parse_frame(frame: &str) -> Option<Message> {
+/// Parses one SSE frame (`event:`, `id:`, `data:` lines) into a message;
+/// values are reduced to the unique values the writers wrote (`padding`).
+pub fn parse_frame(frame: &str, padding: &Padding) -> Option<Message> {
     let mut event = "message";
     let mut data = String::new();
     for line in frame.lines() {
@@ -109,7 +110,10 @@ pub fn parse_frame(frame: &str) -> Option<Message> {
                     Some(WatchEvent {
                         kind: e.get("type")?.as_str()?.to_string(),
                         key: kv.get("key")?.as_str()?.to_string(),
-                        value: kv.get("value").and_then(Value::as_str).map(String::from),
+                        value: kv
+                            .get("value")
+                            .and_then(Value::as_str)
+                            .map(|v| padding.unpad(v)),
                         mod_revision: kv
                             .get("mod_revision")
                             .and_then(Value::as_u64)
@@ -161,6 +165,7 @@ pub async fn watcher(
     else {
         return;
     };
+    let padding = nodes.first().map(|c| *c.padding()).unwrap_or_default();
     let mut n = index;
     let mut start = 1u64;
     let done = |log: &Arc<Mutex<Watcher>>, t: &Option<(u64, Instant)>| match t {
@@ -196,6 +201,9 @@ pub async fn watcher(
         };
         let mut resp = resp;
         let mut buf = String::new();
+        // Where to look for the next frame end: a large value arrives in
+        // many chunks, and the buffer is not searched again from the start.
+        let mut scanned = 0usize;
         loop {
             let chunk = tokio::select! {
                 c = tokio::time::timeout(STALL, resp.chunk()) => c,
@@ -208,9 +216,14 @@ pub async fn watcher(
             };
             let Ok(Ok(Some(bytes))) = chunk else { break };
             buf.push_str(&String::from_utf8_lossy(&bytes));
-            while let Some(end) = buf.find("\n\n") {
+            while let Some(end) = buf.as_bytes()[scanned.min(buf.len())..]
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|at| scanned + at)
+            {
                 let frame: String = buf.drain(..end + 2).collect();
-                let Some(m) = parse_frame(&frame) else {
+                scanned = 0;
+                let Some(m) = parse_frame(&frame, &padding) else {
                     continue;
                 };
                 let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,6 +239,8 @@ pub async fn watcher(
                     s.messages.push(m);
                 }
             }
+            // The last byte may be the first half of a frame end.
+            scanned = buf.len().saturating_sub(1);
             if done(&log, &target.borrow()) {
                 return;
             }
@@ -260,20 +275,39 @@ mod tests {
 
     #[test]
     fn parses_frames() {
-        let c = parse_frame("id: 7\nevent: change\ndata: {\"revision\":7,\"events\":[{\"type\":\"put\",\"kv\":{\"key\":\"jl/w/k1\",\"value\":\"3-4\",\"create_revision\":2,\"mod_revision\":7,\"version\":2}}]}\n\n");
+        let c = parse_frame("id: 7\nevent: change\ndata: {\"revision\":7,\"events\":[{\"type\":\"put\",\"kv\":{\"key\":\"jl/w/k1\",\"value\":\"3-4\",\"create_revision\":2,\"mod_revision\":7,\"version\":2}}]}\n\n", &Padding::none());
         assert!(
             matches!(c, Some(Message::Change { revision: 7, ref events }) if events.len() == 1 && events[0].value.as_deref() == Some("3-4"))
         );
         assert!(matches!(
-            parse_frame("id: 9\nevent: progress\ndata: {\"revision\":9}\n\n"),
+            parse_frame(
+                "id: 9\nevent: progress\ndata: {\"revision\":9}\n\n",
+                &Padding::none()
+            ),
             Some(Message::Progress { revision: 9 })
         ));
         assert!(matches!(
-            parse_frame("event: compacted\ndata: {\"compact_revision\":5,\"revision\":9}\n\n"),
+            parse_frame(
+                "event: compacted\ndata: {\"compact_revision\":5,\"revision\":9}\n\n",
+                &Padding::none()
+            ),
             Some(Message::Compacted {
                 compact_revision: 5
             })
         ));
-        assert!(parse_frame(": keepalive\n\n").is_none());
+        assert!(parse_frame(": keepalive\n\n", &Padding::none()).is_none());
+    }
+
+    #[test]
+    fn padded_values_come_back_short() {
+        let p = Padding::to_size(80, crate::client::padding::DEFAULT_MAX_VALUE_BYTES)
+            .expect("valid size");
+        let frame = format!(
+            "event: change\ndata: {{\"revision\":7,\"events\":[{{\"type\":\"put\",\"kv\":{{\"key\":\"jl/w/k1\",\"value\":\"{}\",\"mod_revision\":7}}}}]}}\n\n",
+            p.pad("3-4")
+        );
+        assert!(
+            matches!(parse_frame(&frame, &p), Some(Message::Change { ref events, .. }) if events[0].value.as_deref() == Some("3-4"))
+        );
     }
 }
