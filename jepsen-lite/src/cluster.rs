@@ -370,6 +370,14 @@ impl Cluster {
     pub fn logs(&self) -> Vec<PathBuf> {
         self.lock().iter().map(|n| n.spec.log.clone()).collect()
     }
+
+    /// Node `id`'s log file.
+    pub fn log_path(&self, id: u64) -> Option<PathBuf> {
+        self.lock()
+            .iter()
+            .find(|n| n.spec.id == id)
+            .map(|n| n.spec.log.clone())
+    }
 }
 
 impl Drop for Cluster {

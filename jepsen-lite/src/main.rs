@@ -13,7 +13,7 @@ use jepsen_lite::checker::Verdict;
 use jepsen_lite::client::padding::DEFAULT_MAX_VALUE_BYTES;
 use jepsen_lite::client::Padding;
 use jepsen_lite::cluster::{default_ballastd, emergency_teardown};
-use jepsen_lite::nemesis::Schedule;
+use jepsen_lite::nemesis::{LaggingOptions, NemesisOptions, Schedule};
 use jepsen_lite::run::{self, RunConfig};
 use jepsen_lite::workload::register::RegisterOptions;
 use jepsen_lite::{checker, history};
@@ -69,7 +69,7 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "register")]
     workload: Workload,
     /// Comma-separated nemeses: kill, kill-leader, pause, pause-leader,
-    /// partition, delay, failpoint; `none` for no faults.
+    /// partition, delay, failpoint, outage, lagging; `none` for no faults.
     #[arg(long, default_value = "kill,partition,pause")]
     nemesis: String,
     /// Workload duration, seconds.
@@ -108,6 +108,9 @@ struct RunArgs {
     /// --node-arg) [default: unpadded, a few bytes].
     #[arg(long, value_name = "BYTES")]
     value_size: Option<usize>,
+    /// Longest the lagging nemesis keeps a follower cut off, ms.
+    #[arg(long, default_value_t = 30_000)]
+    lagging_limit_ms: u64,
     /// Linearizability checker time limit, seconds (beyond it: unknown).
     #[arg(long, default_value_t = 60)]
     check_limit_s: u64,
@@ -123,7 +126,8 @@ struct RunArgs {
     /// TEST ONLY: start nodes with the planted stale-read bug.
     #[arg(long)]
     unsafe_local_linearizable_reads: bool,
-    /// Extra ballastd flags, e.g. `--node-arg=--snapshot-logs=500`.
+    /// Extra ballastd flags, e.g. `--node-arg=--snapshot-logs=500`. With the
+    /// lagging nemesis nodes get `--snapshot-logs=100` unless set here.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
 }
@@ -235,6 +239,14 @@ fn check(path: &std::path::Path, limit: u64, out: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// `--snapshot-logs` of nodes started without one, when the lagging nemesis
+/// runs: low enough that a follower cut off for a few seconds of writes falls
+/// behind the leader's log.
+const LAGGING_SNAPSHOT_LOGS: u64 = 100;
+
+/// ballastd's own default `--snapshot-logs`.
+const BALLASTD_SNAPSHOT_LOGS: u64 = 100_000;
+
 /// The value of ballastd flag `flag` among the `--node-arg`s
 /// (`--flag=V` or `--flag V`; the last one wins).
 fn node_flag(args: &[String], flag: &str) -> Option<String> {
@@ -296,6 +308,15 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         .filter(|s| !s.is_empty() && *s != "none")
         .map(String::from)
         .collect();
+    for n in &nemeses {
+        // Refused before anything starts.
+        anyhow::ensure!(
+            jepsen_lite::nemesis::NAMES.contains(&n.as_str()),
+            "unknown nemesis {n:?} ({})",
+            jepsen_lite::nemesis::NAMES.join(", ")
+        );
+    }
+    let lagging = nemeses.iter().any(|n| n == "lagging");
     let mut node_args = vec![
         "--heartbeat-ms=50".to_string(),
         "--election-timeout-min-ms=300".to_string(),
@@ -305,6 +326,18 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
     if a.unsafe_local_linearizable_reads {
         node_args.push("--unsafe-local-linearizable-reads".to_string());
     }
+    let snapshot_logs = match node_flag_number::<u64>(&a.node_args, "--snapshot-logs")? {
+        Some(n) => n,
+        None if lagging => {
+            node_args.push(format!("--snapshot-logs={LAGGING_SNAPSHOT_LOGS}"));
+            LAGGING_SNAPSHOT_LOGS
+        }
+        None => BALLASTD_SNAPSHOT_LOGS,
+    };
+    anyhow::ensure!(
+        snapshot_logs > 0,
+        "--node-arg --snapshot-logs must be positive"
+    );
     node_args.extend(a.node_args);
     let cfg = RunConfig {
         ballastd: a.ballastd.unwrap_or_else(default_ballastd),
@@ -312,6 +345,12 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         nodes: a.nodes,
         time: Duration::from_secs(a.time),
         nemeses,
+        nemesis_options: NemesisOptions {
+            lagging: LaggingOptions {
+                snapshot_logs,
+                limit: Duration::from_millis(a.lagging_limit_ms),
+            },
+        },
         schedule: Schedule {
             interval: Duration::from_millis(a.interval_ms),
             duration: Duration::from_millis(a.fault_ms),
@@ -438,6 +477,7 @@ mod tests {
                 &["--value-size", "4096", "--node-arg=--max-value-bytes=1024"][..],
                 "over ballast's maximum value size of 1024",
             ),
+            (&["--nemesis", "kill,lagard"][..], "unknown nemesis"),
         ] {
             let e = run_cmd(parse(extra)).expect_err("refused");
             assert!(format!("{e:#}").contains(refused), "{extra:?}: {e:#}");

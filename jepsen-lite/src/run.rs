@@ -15,7 +15,8 @@ use crate::checker::Verdict;
 use crate::client::{NodeClient, Padding};
 use crate::cluster::{Cluster, ClusterOptions, NodeSpec};
 use crate::history::{self, Clock, Event, Recorder};
-use crate::nemesis::{self, Context, NemesisStats, Schedule};
+use crate::nemesis::lagging::LagSummary;
+use crate::nemesis::{self, Background, Context, NemesisOptions, NemesisStats, Schedule};
 use crate::proxy::Network;
 use crate::report::{self, timeline};
 use crate::workload::register::{self as register_workload, RegisterOptions};
@@ -47,6 +48,8 @@ pub struct RunConfig {
     pub time: Duration,
     /// Nemesis names.
     pub nemeses: Vec<String>,
+    /// Settings of the nemeses that need more than a name.
+    pub nemesis_options: NemesisOptions,
     /// Fault schedule.
     pub schedule: Schedule,
     /// Workload.
@@ -260,12 +263,15 @@ pub async fn run(
     let nemeses = cfg
         .nemeses
         .iter()
-        .map(|n| nemesis::by_name(n))
+        .map(|n| nemesis::by_name(n, &cfg.nemesis_options))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let background = Background::default();
     let ctx = Context {
         cluster: cluster.clone(),
         net: net.clone(),
         recorder: rec.clone(),
+        stop: stop_rx.clone(),
+        background: background.clone(),
     };
     let nemesis_task = tokio::spawn(nemesis::run(
         nemeses,
@@ -328,6 +334,11 @@ pub async fn run(
         }
     }
     let convergence = converge(&cluster, Duration::from_secs(20)).await;
+    // With the nodes converged, what the nemeses still watch has settled.
+    let unfinished = background.finish(Duration::from_secs(10)).await;
+    if unfinished > 0 {
+        tracing::warn!(unfinished, "nemesis observers did not finish in time");
+    }
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
     }
@@ -397,6 +408,11 @@ pub async fn run(
         watch_checker::check(&writes, &watch_logs, last)
     });
     let counts = report::count(&events);
+    let lagging = cfg
+        .nemeses
+        .iter()
+        .any(|n| n == "lagging")
+        .then(|| LagSummary::of(&events));
     let pass = reg.verdict.is_pass()
         && convergence.is_pass()
         && watch.as_ref().is_none_or(|w| w.is_pass())
@@ -411,6 +427,7 @@ pub async fn run(
             watch: watch.as_ref(),
             conv: &convergence,
             starts: &starts,
+            lagging: lagging.as_ref(),
         },
         &hist_path,
     );
@@ -441,7 +458,7 @@ pub async fn run(
         serde_json::to_string_pretty(&json!({
             "counts": counts, "nemesis": stats, "register": reg, "watch": watch, "convergence": convergence,
             "pass": pass, "nodes": cfg.nodes, "time_s": cfg.time.as_secs(), "nemeses": cfg.nemeses, "seed": cfg.seed,
-            "value_size": cfg.padding.size(),
+            "value_size": cfg.padding.size(), "lagging": lagging,
         }))?,
     )?;
     if let Verdict::Fail { .. } = reg.verdict {
@@ -516,6 +533,7 @@ struct Findings<'a> {
     watch: Option<&'a Verdict<WatchError>>,
     conv: &'a Verdict<String>,
     starts: &'a [(u64, u32)],
+    lagging: Option<&'a LagSummary>,
 }
 
 fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
@@ -527,6 +545,7 @@ fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
         watch,
         conv,
         starts,
+        lagging,
     } = *f;
     let mut s = String::new();
     let _ = writeln!(s, "== jepsen-lite summary");
@@ -555,6 +574,20 @@ fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
         "faults injected: {:?} (failed injections: {}); node starts: {:?}",
         stats.injected, stats.failed, starts
     );
+    if let Some(l) = lagging {
+        let _ = writeln!(
+            s,
+            "lagging followers: {} cut off; caught up by snapshot {}, by log replication {}, not within {:?} {}, not observed {} (snapshot-logs {})",
+            l.cut_off,
+            l.by_snapshot,
+            l.by_log,
+            crate::nemesis::lagging::CATCH_UP_LIMIT,
+            l.not_caught_up,
+            l.cut_off
+                .saturating_sub(l.by_snapshot + l.by_log + l.not_caught_up),
+            cfg.nemesis_options.lagging.snapshot_logs
+        );
+    }
     let _ = writeln!(
         s,
         "checker register (linearizability + version/mod_revision): {} in {} ms over {} keys",

@@ -2,17 +2,21 @@
 //!
 //! A nemesis injects one fault and later heals exactly what it injected.
 //! Several nemeses may be active at once (faults combine); the scheduler
-//! heals them in reverse order. Membership changes and leader transfer fit
-//! the same trait later: `inject` = remove/transfer, `heal` = re-add.
+//! heals them in reverse order, except that a nemesis whose heal waits for
+//! the cluster to make progress (`lagging`) is healed after the faults that
+//! could stop that progress. Membership changes and leader transfer fit the
+//! same trait later: `inject` = remove/transfer, `heal` = re-add.
 
 mod failpoint;
 mod kill;
+pub mod lagging;
 mod outage;
 mod partition;
 mod pause;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use rand::rngs::StdRng;
@@ -21,6 +25,7 @@ use rand::{Rng, SeedableRng};
 
 pub use failpoint::FailpointNemesis;
 pub use kill::KillNemesis;
+pub use lagging::{LaggingNemesis, LaggingOptions};
 pub use outage::OutageNemesis;
 pub use partition::{DelayNemesis, PartitionNemesis};
 pub use pause::PauseNemesis;
@@ -37,6 +42,40 @@ pub struct Context {
     pub net: Arc<Network>,
     /// The history.
     pub recorder: Recorder,
+    /// Turns true when the workload is over: a heal that waits for progress
+    /// stops waiting.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    /// What nemeses leave running after a heal.
+    pub background: Background,
+}
+
+/// Tasks a nemesis leaves running after its heal, such as watching a node
+/// recover and recording how it did. The run waits for them (bounded)
+/// before it takes the history, so their last records are not lost.
+#[derive(Clone, Default)]
+pub struct Background(Arc<Mutex<tokio::task::JoinSet<()>>>);
+
+impl Background {
+    /// Runs `task` in the background.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).spawn(task);
+    }
+
+    /// Waits up to `limit` for every task; aborts the rest and returns how
+    /// many there were.
+    pub async fn finish(&self, limit: Duration) -> usize {
+        let mut set = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let deadline = Instant::now() + limit;
+        while !set.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, set.join_next()).await.is_err() {
+                break;
+            }
+        }
+        let unfinished = set.len();
+        set.abort_all();
+        unfinished
+    }
 }
 
 /// Which node a fault hits.
@@ -78,10 +117,35 @@ pub trait Nemesis: Send {
     ) -> BoxFuture<'a, anyhow::Result<String>>;
     /// Heals what `inject` did (a no-op when nothing is injected).
     fn heal<'a>(&'a mut self, ctx: &'a Context) -> BoxFuture<'a, anyhow::Result<String>>;
+    /// Whether the heal waits for the cluster to make progress, so that the
+    /// faults combined with this one are healed first.
+    fn heal_last(&self) -> bool {
+        false
+    }
+}
+
+/// Every nemesis name, as accepted by [`by_name`].
+pub const NAMES: &[&str] = &[
+    "kill",
+    "kill-leader",
+    "pause",
+    "pause-leader",
+    "partition",
+    "delay",
+    "failpoint",
+    "outage",
+    "lagging",
+];
+
+/// Settings of the nemeses that need more than a name.
+#[derive(Clone, Copy, Debug)]
+pub struct NemesisOptions {
+    /// For `lagging`.
+    pub lagging: LaggingOptions,
 }
 
 /// Builds a nemesis by name.
-pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Nemesis>> {
+pub fn by_name(name: &str, opts: &NemesisOptions) -> anyhow::Result<Box<dyn Nemesis>> {
     Ok(match name {
         "kill" => Box::new(KillNemesis::new(Target::Random)),
         "kill-leader" => Box::new(KillNemesis::new(Target::Leader)),
@@ -91,9 +155,8 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Nemesis>> {
         "delay" => Box::new(DelayNemesis::new()),
         "failpoint" => Box::new(FailpointNemesis::new()),
         "outage" => Box::new(OutageNemesis::default()),
-        other => anyhow::bail!(
-            "unknown nemesis {other:?} (kill, kill-leader, pause, pause-leader, partition, delay, failpoint, outage)"
-        ),
+        "lagging" => Box::new(LaggingNemesis::new(opts.lagging)),
+        other => anyhow::bail!("unknown nemesis {other:?} ({})", NAMES.join(", ")),
     })
 }
 
@@ -152,7 +215,9 @@ pub async fn run(
         } else {
             1
         };
-        let active: Vec<usize> = order.into_iter().take(count).collect();
+        let mut active: Vec<usize> = order.into_iter().take(count).collect();
+        // Injected first, healed last.
+        active.sort_by_key(|&i| !nemeses[i].heal_last());
         for &i in &active {
             let name = nemeses[i].name();
             rec.nemesis(EventType::Invoke, format!("{name}: inject"));
