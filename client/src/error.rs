@@ -86,7 +86,11 @@ impl Error {
         match self {
             Error::Transport { .. } | Error::InvalidArgument(_) => true,
             Error::Api { code, status, .. } => {
-                *status < 500 || (*status == 503 && (code == "no_leader" || code == "not_ready"))
+                *status < 500
+                    || (*status == 503
+                        && (code == "no_leader"
+                            || code == "not_ready"
+                            || code == "too_many_requests"))
             }
             Error::Compacted { .. } => true,
             Error::Indeterminate { .. } | Error::Decode(_) => false,

@@ -6,7 +6,7 @@
 //! | what happened                                   | read       | write               |
 //! |-------------------------------------------------|------------|---------------------|
 //! | connect failed (refused, DNS, connect timeout)  | next node  | next node (not sent)|
-//! | 503 `no_leader` / `not_ready` (or no code)      | next node  | next node (not applied) |
+//! | 503 `no_leader` / `not_ready` / `too_many_requests` (or no code) | next node | next node (not applied) |
 //! | 503 `timeout`, other 5xx, timeout or reset after sending | next node | `Indeterminate` |
 //! | 2xx                                             | done       | done                |
 //! | other status                                    | `Api` error| `Api` error         |

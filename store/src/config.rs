@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::kv::limits::{
     Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_VALUE_BYTES,
+    MAX_VALUE_BYTES_CEILING,
 };
 use crate::raft::types::{Member, NodeId};
-use crate::raft::wire::MAX_FRAME_BYTES;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,11 @@ pub struct Config {
     /// added to an existing cluster.
     #[arg(long, env = "BALLAST_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Mixed into the cluster id when a new cluster is formed, so that two
+    /// clusters formed from the same member list still refuse each other's
+    /// peers. Only read on a node's first start.
+    #[arg(long, env = "BALLAST_CLUSTER_TOKEN", default_value = "ballast")]
+    pub cluster_token: String,
     /// Dial these addresses instead of the peers' advertised peer addresses:
     /// `ID=ADDR,...`. For routing peer traffic through proxies (fault
     /// injection); the advertised addresses in the membership are unchanged.
@@ -85,6 +90,14 @@ pub struct Config {
     /// rare (as etcd does).
     #[arg(long, env = "BALLAST_SNAPSHOT_LOGS", default_value_t = 100_000)]
     pub snapshot_logs: u64,
+    /// Deadline of one snapshot chunk (1 MiB) sent to a follower,
+    /// milliseconds. The install after the last chunk has no deadline.
+    #[arg(
+        long,
+        env = "BALLAST_SNAPSHOT_CHUNK_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub snapshot_chunk_timeout_ms: u64,
     /// History retention by count: keep at most this many revisions of
     /// history for past-revision reads and watches (0 = no count limit).
     #[arg(long, env = "BALLAST_HISTORY_REVISIONS", default_value_t = 100_000)]
@@ -246,6 +259,9 @@ impl Config {
         if self.max_watchers == 0 || self.watch_window == 0 {
             return Err(invalid("max-watchers and watch-window must be positive"));
         }
+        if self.snapshot_chunk_timeout_ms == 0 {
+            return Err(invalid("snapshot-chunk-timeout-ms must be positive"));
+        }
         if self.snapshot_logs == 0 {
             return Err(invalid("snapshot-logs must be positive"));
         }
@@ -254,11 +270,11 @@ impl Config {
                 "max-key-bytes, max-value-bytes and max-txn-ops must be positive",
             ));
         }
-        // A full transaction must fit in one peer frame.
-        if self.max_value_bytes.saturating_mul(2) > MAX_FRAME_BYTES / 4 {
+        // Peer frames and snapshot records are sized from this limit; a
+        // config store's values are small, so it has a ceiling.
+        if self.max_value_bytes > MAX_VALUE_BYTES_CEILING {
             return Err(invalid(format!(
-                "max-value-bytes must be at most {} bytes",
-                MAX_FRAME_BYTES / 8
+                "max-value-bytes must be at most {MAX_VALUE_BYTES_CEILING} bytes"
             )));
         }
         Ok(())

@@ -13,10 +13,13 @@ use crate::config::{Config, ConfigError};
 use crate::kv::compactor;
 use crate::kv::KvReader;
 use crate::metrics::Metrics;
+use crate::raft::identity;
+use crate::raft::inbox::SnapshotInbox;
 use crate::raft::network::{NetFault, PeerNetwork};
 use crate::raft::node::{Node, NodeOptions};
 use crate::raft::peer;
 use crate::raft::types::{Member, Raft};
+use crate::raft::wire::{FrameCaps, PeerIdentity};
 use crate::storage::{db, LogStore, StateMachine};
 use crate::watch::WatchHub;
 
@@ -40,6 +43,9 @@ pub enum ServerError {
     /// Raft failed to start or initialize.
     #[error("raft: {0}")]
     Raft(String),
+    /// This data directory may not be used as configured.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
 }
 
 /// How long shutdown waits for in-flight requests before cutting them off.
@@ -103,6 +109,10 @@ impl RunningNode {
     }
 }
 
+/// Most entries in one AppendEntries message; the byte budget
+/// (`raft::wire::APPEND_BATCH_BYTES`) usually ends a message first.
+const MAX_PAYLOAD_ENTRIES: u64 = 1024;
+
 fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, ServerError> {
     let raft = openraft::Config {
         cluster_name: "ballast".into(),
@@ -110,6 +120,12 @@ fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, ServerError> {
         election_timeout_min: config.election_timeout_min_ms,
         election_timeout_max: config.election_timeout_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        // The deadline of each snapshot chunk; the install after the last one
+        // runs without it (see raft::network).
+        install_snapshot_timeout: config.snapshot_chunk_timeout_ms,
+        // AppendEntries are sized by bytes (storage::log_store); the entry
+        // count is only a backstop.
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         max_in_snapshot_log_to_keep: config.snapshot_logs.min(1000),
         enable_pre_vote: Some(true),
         ..Default::default()
@@ -162,9 +178,34 @@ pub async fn start(
     let state_machine = StateMachine::open(database.clone(), snapshot_dir.clone())
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     let applied = state_machine.subscribe();
+    let install_gate = state_machine.install_gate();
     let fault = NetFault::default();
     let dial = std::sync::Arc::new(config.dial_override_map()?);
-    let network = PeerNetwork::new(fault.clone(), config.connect_timeout(), dial.clone());
+    let caps = FrameCaps::for_limits(&config.limits());
+    let members = config.initial_members()?;
+    let identity = identity::resolve(
+        &database,
+        identity::Bootstrap {
+            node_id: config.node_id,
+            members: members.as_ref(),
+            token: &config.cluster_token,
+            dial: &dial,
+            probe_timeout: config.connect_timeout(),
+            caps,
+        },
+    )
+    .await?;
+    let me = PeerIdentity {
+        cluster_id: identity.cluster_id,
+        node_id: identity.node_id,
+    };
+    let network = PeerNetwork::new(
+        fault.clone(),
+        config.connect_timeout(),
+        dial.clone(),
+        caps,
+        me,
+    );
     let raft = Raft::new(
         config.node_id,
         raft_config(&config)?,
@@ -176,7 +217,7 @@ pub async fn start(
     .map_err(|e| ServerError::Raft(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::default());
-    let reader = KvReader::new(database.clone());
+    let reader = KvReader::new(database.clone()).with_gate(install_gate);
     let hub = WatchHub::new(
         reader.clone(),
         *applied.borrow(),
@@ -197,6 +238,7 @@ pub async fn start(
             unsafe_watch_skip_on_resume: config.unsafe_watch_skip_on_resume,
             dial,
             replica_ttl: std::time::Duration::from_secs(config.replica_report_ttl_secs),
+            identity: me,
         },
         hub.clone(),
         metrics.clone(),
@@ -207,7 +249,8 @@ pub async fn start(
     tasks.push(tokio::spawn(peer::serve(
         listeners.peer,
         node.clone(),
-        snapshot_dir,
+        Arc::new(SnapshotInbox::new(snapshot_dir)),
+        caps,
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(crate::watch::run_feeder(
@@ -216,7 +259,7 @@ pub async fn start(
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(compactor::run_physical(
-        database,
+        database.clone(),
         applied,
         metrics,
         stop_rx.clone(),
@@ -226,6 +269,11 @@ pub async fn start(
         config.retention(),
         stop_rx.clone(),
     )));
+    tasks.push(tokio::spawn(identity::run_recorder(
+        node.clone(),
+        database.clone(),
+        stop_rx.clone(),
+    )));
     let app = crate::api::router(node.clone());
     tasks.push(tokio::spawn(serve_http(
         listeners.client,
@@ -233,7 +281,7 @@ pub async fn start(
         stop_rx.clone(),
     )));
 
-    if let Some(members) = config.initial_members()? {
+    if let Some(members) = members {
         let initialized = raft
             .is_initialized()
             .await

@@ -126,6 +126,11 @@ impl TestCluster {
             .collect()
     }
 
+    /// The configuration node `id` was started with.
+    pub fn config(&self, id: u64) -> &Config {
+        &self.configs[idx(id)]
+    }
+
     /// The HTTP base URL of node `id`.
     pub fn endpoint(&self, id: u64) -> String {
         format!("http://{}", self.configs[idx(id)].listen_client)

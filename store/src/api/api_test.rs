@@ -21,8 +21,8 @@ use super::{NODE_HEADER, REVISION_HEADER};
 use crate::server::{Listeners, RunningNode};
 use crate::Config;
 
-/// The 64 KiB the body limit layer allows on top of `max_value_bytes`.
-const BODY_SLACK: usize = 64 * 1024;
+/// What the body limit layer allows on top of `max_value_bytes`.
+const BODY_SLACK: usize = crate::kv::limits::REQUEST_SLACK_BYTES;
 
 /// One started node and its router.
 struct Harness {

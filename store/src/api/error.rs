@@ -5,9 +5,10 @@
 //! | `invalid_key`, `invalid_query`, `invalid_json`, `invalid_request`, `too_many_ops`, `compacted`, `future_revision` | 400 | the request is wrong |
 //! | `key_not_found`, `not_found` | 404 | no such key / route |
 //! | `method_not_allowed` | 405 | wrong method for the route |
-//! | `key_too_large`, `value_too_large` | 413 | over a configured limit |
+//! | `key_too_large`, `value_too_large`, `request_too_large` | 413 | over a configured limit |
 //! | `no_leader` | 503 | no leader reachable: not applied, retry (`Retry-After`) |
 //! | `timeout` | 503 | no answer in time: a write may or may not have taken effect |
+//! | `too_many_requests` | 503 | the leader's backlog is full: not applied, retry (`Retry-After`) |
 //! | `not_ready` | 503 | the node is not ready to serve |
 //! | `too_many_watchers` | 429 | the node's watch stream limit is reached (`Retry-After`) |
 //! | `internal` | 500 | a fault on the node (storage) |
@@ -83,6 +84,9 @@ impl ApiError {
                 KvError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
                 KvError::KeyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "key_too_large"),
                 KvError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
+                KvError::RequestTooLarge { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+                }
                 KvError::TooManyOps { .. } => (StatusCode::BAD_REQUEST, "too_many_ops"),
                 KvError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
                 KvError::Compacted { .. } => (StatusCode::BAD_REQUEST, "compacted"),
@@ -97,6 +101,7 @@ impl ApiError {
                 NodeError::Kv(k) => ApiError::Kv(k.clone()).status_and_code(),
                 NodeError::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
                 NodeError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+                NodeError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_requests"),
                 NodeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),

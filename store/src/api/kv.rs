@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::json::{kvs_json, DeleteJson, GetJson, KvJson, PutJson, RangeJson, TxnJson};
 use super::txn::TxnRequestJson;
-use crate::kv::{Command, CommandResponse, TxnRequest};
+use crate::kv::{Command, CommandResponse, ReadError, TxnRequest};
 use crate::raft::node::{Node, NodeError};
 
 /// Read consistency of a `GET`.
@@ -147,14 +147,19 @@ pub async fn get(
     if q.consistency == Consistency::Linearizable {
         node.linearizable_barrier().await?;
     }
-    let reader = node.reader().clone();
     let revision = q.revision;
     if q.prefix {
         let limit = q.limit.filter(|l| *l > 0);
-        let r = tokio::task::spawn_blocking(move || reader.range(&key, limit, revision))
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?
-            .map_err(NodeError::from)?;
+        let r = node
+            .read_local(|reader| {
+                let key = key.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || reader.range(&key, limit, revision))
+                        .await
+                        .map_err(|e| ReadError::Storage(std::io::Error::other(e)))?
+                }
+            })
+            .await?;
         Ok(Json(RangeJson {
             revision: r.revision,
             kvs: kvs_json(r.kvs),
@@ -162,7 +167,9 @@ pub async fn get(
         })
         .into_response())
     } else {
-        let (revision, kv) = reader.get(&key, revision).map_err(NodeError::from)?;
+        let (revision, kv) = node
+            .read_local(|reader| std::future::ready(reader.get(&key, revision)))
+            .await?;
         match kv {
             Some(kv) => Ok(Json(GetJson {
                 revision,

@@ -25,8 +25,6 @@ use kv::AppState;
 pub const REVISION_HEADER: &str = "x-ballast-revision";
 /// Header carrying the responding node's id.
 pub const NODE_HEADER: &str = "x-ballast-node";
-/// Room for request framing on top of the value limit.
-const BODY_SLACK_BYTES: usize = 64 * 1024;
 
 async fn stamp(State(node): State<AppState>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
@@ -46,7 +44,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// The client API router for `node`.
 pub fn router(node: AppState) -> Router {
-    let body_limit = node.limits().max_value_bytes + BODY_SLACK_BYTES;
+    let body_limit = node.limits().max_request_bytes();
     let kv_routes = get(kv::get)
         .put(kv::put)
         .delete(kv::delete)

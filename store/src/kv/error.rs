@@ -23,6 +23,15 @@ pub enum KvError {
         /// Configured limit.
         max: usize,
     },
+    /// The whole request (a transaction's values together) is larger than
+    /// the configured limit.
+    #[error("request is {len} bytes, the limit is {max} (one maximum-size value plus 64 KiB)")]
+    RequestTooLarge {
+        /// Bytes the request carries.
+        len: usize,
+        /// Configured limit.
+        max: usize,
+    },
     /// A transaction has more compares or ops than allowed.
     #[error("transaction has {count} {what}, the limit is {max}")]
     TooManyOps {

@@ -27,6 +27,14 @@ pub const DEFAULT_MAX_KEY_BYTES: usize = 4096;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
 /// Default transaction size limit, as in etcd.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// The highest `--max-value-bytes` a node accepts (64 MiB).
+pub const MAX_VALUE_BYTES_CEILING: usize = 64 * 1024 * 1024;
+/// What a request may carry on top of one maximum-size value: its key, a
+/// transaction's other fields and small values, and encoding overhead.
+pub const REQUEST_SLACK_BYTES: usize = 64 * 1024;
+/// Encoding overhead counted per key, value and op when a command's size is
+/// bounded (postcard lengths and tags take far less).
+const PER_FIELD_OVERHEAD_BYTES: usize = 16;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -39,6 +47,15 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The most bytes one request (a put, or a whole transaction) may carry,
+    /// and so the most one command may take in the Raft log: one
+    /// maximum-size value plus [`REQUEST_SLACK_BYTES`]. As in etcd, the
+    /// limit covers the whole request, not each value of a transaction. The
+    /// HTTP body limit and the peer frame caps are derived from it.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_value_bytes.saturating_add(REQUEST_SLACK_BYTES)
+    }
+
     /// Checks a key used as an exact key: non-empty, within the limit, no NUL.
     pub fn check_key(&self, key: &str) -> Result<(), KvError> {
         if key.is_empty() {
@@ -84,6 +101,13 @@ impl Limits {
 
     /// Checks a whole command before it is proposed.
     pub fn check_command(&self, command: &Command) -> Result<(), KvError> {
+        let size = command_bytes(command);
+        if size > self.max_request_bytes() {
+            return Err(KvError::RequestTooLarge {
+                len: size,
+                max: self.max_request_bytes(),
+            });
+        }
         match command {
             Command::Put { key, value, .. } => {
                 self.check_key(key)?;
@@ -163,6 +187,36 @@ impl Limits {
     }
 }
 
+/// An upper bound of the bytes `command` takes when encoded: its keys and
+/// values plus a fixed overhead per field.
+pub fn command_bytes(command: &Command) -> usize {
+    let field = |bytes: usize| bytes + PER_FIELD_OVERHEAD_BYTES;
+    let op = |op: &TxnOp| match op {
+        TxnOp::Put { key, value } => field(key.len()) + field(value.len()),
+        TxnOp::Delete { key, .. } | TxnOp::Get { key, .. } => field(key.len()),
+    };
+    match command {
+        Command::Put { key, value, .. } => field(key.len()) + field(value.len()),
+        Command::Delete { key, .. } => field(key.len()),
+        Command::Txn(txn) => {
+            let compares: usize = txn
+                .compare
+                .iter()
+                .map(|c| {
+                    let operand = match &c.target {
+                        super::types::CompareTarget::Value(v) => v.len(),
+                        _ => 0,
+                    };
+                    field(c.key.len()) + field(operand)
+                })
+                .sum();
+            let ops: usize = txn.success.iter().chain(&txn.failure).map(op).sum();
+            field(compares + ops)
+        }
+        Command::Compact { .. } => field(0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +261,15 @@ mod tests {
             .check_command(&txn(vec![put("a/x"), del_prefix.clone()]))
             .is_err());
         assert!(l.check_command(&txn(vec![put("b/x"), del_prefix])).is_ok());
+        let big = |k: &str| TxnOp::Put {
+            key: k.into(),
+            value: vec![0; DEFAULT_MAX_VALUE_BYTES],
+        };
+        assert!(l.check_command(&txn(vec![big("a")])).is_ok());
+        assert!(matches!(
+            l.check_command(&txn(vec![big("a"), big("b")])),
+            Err(KvError::RequestTooLarge { .. })
+        ));
         let many = (0..129).map(|i| put(&format!("k{i}"))).collect();
         assert!(matches!(
             l.check_command(&txn(many)),

@@ -2,6 +2,7 @@
 
 pub mod compactor;
 pub mod error;
+pub mod gate;
 pub mod limits;
 pub mod mvcc;
 pub mod types;

@@ -19,6 +19,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use super::error::KvError;
+use super::gate::{InstallGate, Installing};
 use super::types::{
     Command, CommandResponse, CompactRefusal, Compare, CompareTarget, KeyValue, TxnOp,
     TxnOpResponse, TxnRequest,
@@ -447,6 +448,9 @@ pub enum ReadError {
     /// Storage failed.
     #[error("storage: {0}")]
     Storage(#[from] io::Error),
+    /// A snapshot install ran during the read; read again after it.
+    #[error(transparent)]
+    Installing(#[from] Installing),
 }
 
 /// Scans current records under `prefix` (up to `limit`), reading through `snap`
@@ -482,12 +486,27 @@ fn scan_current(
 #[derive(Clone)]
 pub struct KvReader {
     db: std::sync::Arc<DB>,
+    gate: InstallGate,
 }
 
 impl KvReader {
     /// A reader over `db`.
     pub fn new(db: std::sync::Arc<DB>) -> Self {
-        KvReader { db }
+        KvReader {
+            db,
+            gate: InstallGate::default(),
+        }
+    }
+
+    /// The same reader, refusing reads that overlap an install through `gate`
+    /// (the state machine's).
+    pub fn with_gate(self, gate: InstallGate) -> Self {
+        KvReader { gate, ..self }
+    }
+
+    /// The install gate reads pass through.
+    pub fn gate(&self) -> &InstallGate {
+        &self.gate
     }
 
     /// The counters as of now.
@@ -518,6 +537,14 @@ impl KvReader {
         key: &str,
         revision: Option<u64>,
     ) -> Result<(u64, Option<KeyValue>), ReadError> {
+        self.gate.read(|| self.get_unguarded(key, revision))?
+    }
+
+    fn get_unguarded(
+        &self,
+        key: &str,
+        revision: Option<u64>,
+    ) -> Result<(u64, Option<KeyValue>), ReadError> {
         let snap = self.db.snapshot();
         let state = state_at(&self.db, &snap)?;
         match Self::check_revision(&state, revision)? {
@@ -543,6 +570,16 @@ impl KvReader {
     /// Reads every key under `prefix` (all keys for an empty prefix), now or at
     /// a past `revision`, at most `limit` of them.
     pub fn range(
+        &self,
+        prefix: &str,
+        limit: Option<usize>,
+        revision: Option<u64>,
+    ) -> Result<RangeResult, ReadError> {
+        self.gate
+            .read(|| self.range_unguarded(prefix, limit, revision))?
+    }
+
+    fn range_unguarded(
         &self,
         prefix: &str,
         limit: Option<usize>,

@@ -1,6 +1,8 @@
 //! Consensus: openraft types, the peer network and the node that ties Raft to
 //! the key space.
 
+pub mod identity;
+pub mod inbox;
 pub mod network;
 pub mod node;
 pub mod peer;

@@ -2,7 +2,7 @@
 //! connection per (target, purpose), reconnected after any error.
 
 use std::future::Future;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +18,14 @@ use openraft::type_config::TypeConfigExt;
 use openraft::RaftNetworkV2;
 
 use super::types::{Member, NodeId, TypeConfig, Vote};
-use super::wire::{self, CallError, PeerConn, PeerRequest, PeerResponse, SNAPSHOT_CHUNK_BYTES};
+use super::wire::{
+    self, CallError, FrameCaps, PeerConn, PeerIdentity, PeerRequest, PeerResponse,
+    SNAPSHOT_CHUNK_BYTES,
+};
 use crate::storage::SnapshotFile;
+
+/// How often a sender asks whether its snapshot is installed yet.
+const SNAPSHOT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A switch that cuts all of a node's peer traffic, in and out. Tests use it
 /// to partition a node for real: its RPCs fail and its listener drops every
@@ -47,6 +53,8 @@ pub struct PeerNetwork {
     fault: NetFault,
     connect_timeout: Duration,
     dial: DialMap,
+    caps: FrameCaps,
+    me: PeerIdentity,
 }
 
 /// Addresses to dial instead of peers' advertised peer addresses.
@@ -61,11 +69,19 @@ pub fn dial_addr(dial: &DialMap, target: NodeId, node: &Member) -> String {
 
 impl PeerNetwork {
     /// A network whose traffic obeys `fault` and dials through `dial`.
-    pub fn new(fault: NetFault, connect_timeout: Duration, dial: DialMap) -> Self {
+    pub fn new(
+        fault: NetFault,
+        connect_timeout: Duration,
+        dial: DialMap,
+        caps: FrameCaps,
+        me: PeerIdentity,
+    ) -> Self {
         PeerNetwork {
             fault,
             connect_timeout,
             dial,
+            caps,
+            me,
         }
     }
 }
@@ -80,6 +96,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             conn: None,
             fault: self.fault.clone(),
             connect_timeout: self.connect_timeout,
+            caps: self.caps,
+            me: self.me,
         }
     }
 }
@@ -91,6 +109,8 @@ pub struct PeerClient {
     conn: Option<PeerConn>,
     fault: NetFault,
     connect_timeout: Duration,
+    caps: FrameCaps,
+    me: PeerIdentity,
 }
 
 fn unreachable(msg: impl std::fmt::Display) -> Unreachable<TypeConfig> {
@@ -130,56 +150,98 @@ impl PeerClient {
             .and_then(|mut c| wire::is_usable(&mut c).then_some(c));
         let mut conn = match reusable {
             Some(c) => c,
-            None => wire::connect(&self.addr, self.connect_timeout.min(timeout)).await?,
+            None => wire::connect(&self.addr, self.connect_timeout.min(timeout), self.caps).await?,
         };
-        let result = wire::call(&mut conn, &self.addr, req, timeout).await;
+        let result = wire::call(&mut conn, &self.addr, self.me, self.target, req, timeout).await;
         if result.is_ok() {
             self.conn = Some(conn);
         }
         result
     }
 
+    /// Sends a snapshot: offer it (the receiver names the offset to resume
+    /// from), stream the chunks each within `option`'s deadline, then poll
+    /// until the receiver has installed it. The install itself has no
+    /// deadline here: it takes as long as the snapshot's size needs, and the
+    /// transfer is cancelled by openraft when replication stops.
     async fn send_snapshot(
         &mut self,
         vote: Vote,
         snapshot: SnapshotOf<TypeConfig, SnapshotFile>,
         option: &RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let path = snapshot.snapshot.path.clone();
-        let mut file =
-            std::fs::File::open(&path).map_err(|e| StreamingError::Network(network(e)))?;
-        let mut offset = 0u64;
-        loop {
-            let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
-            (&mut file)
-                .take(SNAPSHOT_CHUNK_BYTES as u64)
-                .read_to_end(&mut data)
-                .map_err(|e| StreamingError::Network(network(e)))?;
-            let done = data.len() < SNAPSHOT_CHUNK_BYTES;
-            let len = data.len() as u64;
-            let req = PeerRequest::SnapshotChunk {
-                vote,
-                meta: snapshot.meta.clone(),
-                offset,
-                data,
-                done,
-            };
-            let resp = self
-                .call(&req, option.hard_ttl())
-                .await
-                .map_err(|e| match e {
-                    CallError::Connect { .. } => StreamingError::Unreachable(unreachable(e)),
-                    other => StreamingError::Network(network(other)),
-                })?;
-            offset += len;
-            match resp {
-                PeerResponse::Snapshot(Some(r)) if done => return Ok(r),
-                PeerResponse::Snapshot(None) if !done => continue,
-                other => {
-                    return Err(StreamingError::Network(network(format!(
-                        "unexpected response: {other:?}"
-                    ))))
+        let chunk_timeout = option.hard_ttl();
+        let stream_err = |e: CallError| match e {
+            CallError::Connect { .. } => StreamingError::Unreachable(unreachable(e)),
+            other => StreamingError::Network(network(other)),
+        };
+        let io_err = |e: std::io::Error| StreamingError::Network(network(e));
+        let unexpected = |other: PeerResponse| {
+            StreamingError::Network(network(format!("unexpected response: {other:?}")))
+        };
+        let meta = snapshot.meta.clone();
+        let mut file = std::fs::File::open(&snapshot.snapshot.path).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        let offer = PeerRequest::SnapshotOffer {
+            meta: meta.clone(),
+            len,
+        };
+        let resume = match self.call(&offer, chunk_timeout).await.map_err(stream_err)? {
+            PeerResponse::SnapshotResume(r) => r,
+            other => return Err(unexpected(other)),
+        };
+        if let Some(mut offset) = resume {
+            if offset > len {
+                offset = 0;
+            }
+            if offset > 0 {
+                tracing::info!(
+                    target = self.target,
+                    offset,
+                    len,
+                    "resuming a snapshot transfer"
+                );
+            }
+            file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
+            loop {
+                let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+                (&mut file)
+                    .take(SNAPSHOT_CHUNK_BYTES as u64)
+                    .read_to_end(&mut data)
+                    .map_err(io_err)?;
+                let chunk_len = data.len() as u64;
+                let done = offset + chunk_len >= len;
+                let req = PeerRequest::SnapshotChunk {
+                    vote,
+                    meta: meta.clone(),
+                    len,
+                    offset,
+                    data,
+                    done,
+                };
+                match self.call(&req, chunk_timeout).await.map_err(stream_err)? {
+                    PeerResponse::Snapshot(None) => {}
+                    PeerResponse::Snapshot(Some(r)) => return Ok(r),
+                    other => return Err(unexpected(other)),
                 }
+                offset += chunk_len;
+                if done {
+                    break;
+                }
+            }
+        }
+        let status = PeerRequest::SnapshotStatus { meta, len };
+        loop {
+            match self
+                .call(&status, chunk_timeout)
+                .await
+                .map_err(stream_err)?
+            {
+                PeerResponse::Snapshot(Some(r)) => return Ok(r),
+                PeerResponse::Snapshot(None) => {
+                    tokio::time::sleep(SNAPSHOT_POLL_INTERVAL).await;
+                }
+                other => return Err(unexpected(other)),
             }
         }
     }

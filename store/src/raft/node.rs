@@ -10,6 +10,8 @@
 //!   state without that barrier.
 //! - `local_read` (serializable) reads the node's applied state at once.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +24,8 @@ use tokio::sync::watch;
 use super::network::{dial_addr, DialMap, NetFault};
 use super::pool::PeerPool;
 use super::types::{Member, NodeId, Raft, TypeConfig};
-use super::wire::{CallError, ForwardError, PeerRequest, PeerResponse};
+use super::wire::{CallError, ForwardError, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
+use crate::kv::limits::command_bytes;
 use crate::kv::{Command, CommandResponse, KvError, KvReader, Limits, ReadError};
 use crate::metrics::Metrics;
 use crate::replicas::{merge, ReplicaEntry, ReplicaRegistry};
@@ -48,6 +51,10 @@ pub enum NodeError {
     /// confirmed in time (reads).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Too much is waiting to be committed or applied: nothing was
+    /// proposed. Retry after a short wait.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// Storage or Raft failed on this node.
     #[error("internal error: {0}")]
     Internal(String),
@@ -68,6 +75,7 @@ impl From<ForwardError> for NodeError {
             ForwardError::Invalid(m) => NodeError::Kv(KvError::InvalidRequest(format!(
                 "refused by the leader: {m}"
             ))),
+            ForwardError::Overloaded(m) => NodeError::Overloaded(format!("the leader: {m}")),
             ForwardError::Internal(m) => NodeError::Internal(format!("on the leader: {m}")),
         }
     }
@@ -78,6 +86,7 @@ impl From<ReadError> for NodeError {
         match e {
             ReadError::Kv(k) => NodeError::Kv(k),
             ReadError::Storage(s) => NodeError::Internal(s.to_string()),
+            ReadError::Installing(i) => NodeError::Timeout(i.to_string()),
         }
     }
 }
@@ -89,8 +98,28 @@ impl NodeError {
             NodeError::NoLeader { leader, .. } => ForwardError::NotLeader { leader },
             NodeError::Timeout(m) => ForwardError::Timeout(m),
             NodeError::Kv(k) => ForwardError::Invalid(k.to_string()),
+            NodeError::Overloaded(m) => ForwardError::Overloaded(m),
             NodeError::Internal(m) => ForwardError::Internal(m),
         }
+    }
+}
+
+/// Most log entries a leader lets run ahead of its state machine before it
+/// refuses new writes (etcd's `maxGapBetweenApplyAndCommitIndex`).
+const MAX_UNAPPLIED_ENTRIES: u64 = 5_000;
+/// Most bytes of proposals a leader holds waiting for their commit before it
+/// refuses new writes; one write is always admitted, whatever its size.
+const MAX_INFLIGHT_BYTES: usize = 256 * 1024 * 1024;
+
+/// Counts a proposal's bytes as in flight until dropped.
+struct InflightGuard<'a> {
+    counter: &'a AtomicUsize,
+    bytes: usize,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -111,6 +140,8 @@ pub struct NodeOptions {
     pub dial: DialMap,
     /// How long a data-plane replica's report is remembered.
     pub replica_ttl: Duration,
+    /// This node's cluster and id, carried in every peer request.
+    pub identity: PeerIdentity,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -144,6 +175,8 @@ pub struct MemberStatus {
 pub struct NodeStatus {
     /// This node's id.
     pub node_id: NodeId,
+    /// The cluster's id (hex).
+    pub cluster_id: String,
     /// The leader this node knows of.
     pub leader: Option<NodeId>,
     /// Current term.
@@ -172,6 +205,8 @@ pub struct Node {
     watch: Arc<WatchHub>,
     metrics: Arc<Metrics>,
     replicas: ReplicaRegistry,
+    inflight_bytes: AtomicUsize,
+    peers_with_data: std::sync::Mutex<BTreeSet<NodeId>>,
 }
 
 fn forward_hint(f: &ForwardToLeader<TypeConfig>) -> Option<(NodeId, Member)> {
@@ -194,7 +229,13 @@ impl Node {
         watch: Arc<WatchHub>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let pool = PeerPool::new(fault.clone(), options.connect_timeout);
+        let caps = FrameCaps::for_limits(&options.limits);
+        let pool = PeerPool::new(
+            fault.clone(),
+            options.connect_timeout,
+            caps,
+            options.identity,
+        );
         let replicas = ReplicaRegistry::new(options.replica_ttl);
         Arc::new(Node {
             id,
@@ -207,6 +248,8 @@ impl Node {
             watch,
             metrics,
             replicas,
+            inflight_bytes: AtomicUsize::new(0),
+            peers_with_data: std::sync::Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -235,7 +278,11 @@ impl Node {
                 return (id, Some(self.replicas.current()));
             }
             let addr = dial_addr(&self.options.dial, id, &member);
-            match self.pool.call(&addr, &PeerRequest::Replicas, timeout).await {
+            match self
+                .pool
+                .call(&addr, id, &PeerRequest::Replicas, timeout)
+                .await
+            {
                 Ok(PeerResponse::Replicas(entries)) => (id, Some(entries)),
                 _ => (id, None),
             }
@@ -276,6 +323,62 @@ impl Node {
         self.id
     }
 
+    /// This node's cluster id.
+    pub fn cluster_id(&self) -> u128 {
+        self.options.identity.cluster_id
+    }
+
+    /// This node's cluster and id as peers see them.
+    pub fn identity(&self) -> PeerIdentity {
+        self.options.identity
+    }
+
+    /// Whether this node has seen `peer` hold Raft log entries.
+    pub fn saw_data_of(&self, peer: NodeId) -> bool {
+        self.peers_with_data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&peer)
+    }
+
+    /// Notes peers seen holding Raft log entries; returns the whole set if it
+    /// grew (for the caller to persist).
+    pub fn note_data_of(
+        &self,
+        peers: impl IntoIterator<Item = NodeId>,
+    ) -> Option<BTreeSet<NodeId>> {
+        let mut known = self
+            .peers_with_data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = known.len();
+        known.extend(peers.into_iter().filter(|p| *p != self.id));
+        (known.len() > before).then(|| known.clone())
+    }
+
+    /// Peers seen holding data according to Raft's view right now: as
+    /// leader, followers that acknowledged an entry; as follower, the leader
+    /// it applied entries from.
+    pub fn peers_holding_data_now(&self) -> Vec<NodeId> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let mut out = Vec::new();
+        if let Some(replication) = &m.replication {
+            out.extend(
+                replication
+                    .iter()
+                    .filter(|(_, matched)| matched.as_ref().is_some_and(|id| id.index > 0))
+                    .map(|(id, _)| *id),
+            );
+        }
+        if let Some(leader) = m.current_leader {
+            if m.last_applied.as_ref().is_some_and(|id| id.index > 0) {
+                out.push(leader);
+            }
+        }
+        out
+    }
+
     /// The Raft handle.
     pub fn raft(&self) -> &Raft {
         &self.raft
@@ -289,6 +392,32 @@ impl Node {
     /// Input limits.
     pub fn limits(&self) -> &Limits {
         &self.options.limits
+    }
+
+    /// Reads this node's applied key space with `read`. A read that
+    /// overlaps a snapshot install is not answered from the half-installed
+    /// state: it waits for the install to finish (up to the request timeout)
+    /// and reads again.
+    pub async fn read_local<T, Fut>(&self, read: impl Fn(KvReader) -> Fut) -> Result<T, NodeError>
+    where
+        Fut: std::future::Future<Output = Result<T, ReadError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.options.request_timeout;
+        loop {
+            match read(self.reader.clone()).await {
+                Err(ReadError::Installing(_)) => {
+                    let idle = self.reader.gate().wait_idle();
+                    if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                        return Err(NodeError::Timeout(
+                            "a snapshot install on this node did not finish within the request \
+                             timeout; retry, or read from another node"
+                                .into(),
+                        ));
+                    }
+                }
+                other => return other.map_err(NodeError::from),
+            }
+        }
     }
 
     /// The network fault switch of this node.
@@ -331,14 +460,44 @@ impl Node {
             Some((id, _)) if id == self.id => self.propose(command).await,
             Some((id, member)) => {
                 let addr = dial_addr(&self.options.dial, id, &member);
-                self.forward_write(&addr, command).await
+                self.forward_write(&addr, id, command).await
             }
             None => Err(self.no_leader("no leader is known (election in progress or no quorum)")),
         }
     }
 
+    /// Refuses a new proposal while the log runs too far ahead of the state
+    /// machine, or too many bytes of proposals wait for their commit (etcd
+    /// refuses with "too many requests" past 5,000 unapplied entries).
+    fn admit(&self, bytes: usize) -> Result<InflightGuard<'_>, NodeError> {
+        let backlog = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            let last = m.last_log_index.unwrap_or(0);
+            let applied = m.last_applied.as_ref().map_or(0, |id| id.index);
+            last.saturating_sub(applied)
+        };
+        if backlog > MAX_UNAPPLIED_ENTRIES {
+            return Err(NodeError::Overloaded(format!(
+                "{backlog} log entries are not applied yet (the limit is {MAX_UNAPPLIED_ENTRIES}); retry shortly"
+            )));
+        }
+        let before = self.inflight_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let guard = InflightGuard {
+            counter: &self.inflight_bytes,
+            bytes,
+        };
+        if before > 0 && before + bytes > MAX_INFLIGHT_BYTES {
+            return Err(NodeError::Overloaded(format!(
+                "{before} bytes of writes are waiting for their commit (the limit is {MAX_INFLIGHT_BYTES}); retry shortly"
+            )));
+        }
+        Ok(guard)
+    }
+
     /// Proposes a command on this node, which must be the leader.
     pub async fn propose(&self, command: Command) -> Result<CommandResponse, NodeError> {
+        let _inflight = self.admit(command_bytes(&command))?;
         let timeout = self.options.request_timeout;
         match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
             Err(_) => Err(NodeError::Timeout(format!(
@@ -359,12 +518,13 @@ impl Node {
     async fn forward_write(
         &self,
         peer_addr: &str,
+        leader: NodeId,
         command: Command,
     ) -> Result<CommandResponse, NodeError> {
         let req = PeerRequest::Forward(command);
         // A little longer than the leader's own timeout, so the leader answers first.
         let timeout = self.options.request_timeout + self.options.connect_timeout;
-        match self.pool.call(peer_addr, &req, timeout).await {
+        match self.pool.call(peer_addr, leader, &req, timeout).await {
             Ok(PeerResponse::Forward(result)) => result.map_err(NodeError::from),
             Ok(other) => Err(NodeError::Internal(format!(
                 "unexpected peer response: {other:?}"
@@ -441,7 +601,7 @@ impl Node {
                 let addr = dial_addr(&self.options.dial, id, &member);
                 match self
                     .pool
-                    .call(&addr, &PeerRequest::ReadIndex, timeout)
+                    .call(&addr, id, &PeerRequest::ReadIndex, timeout)
                     .await
                 {
                     Ok(PeerResponse::ReadIndex(r)) => r.map_err(NodeError::from)?,
@@ -483,12 +643,11 @@ impl Node {
         }
     }
 
-    /// The node's status for `/v1/status`.
+    /// The node's status for `/v1/status`. The key-space figures are those
+    /// of the last applied batch or installed snapshot, never of a
+    /// half-installed one.
     pub fn status(&self) -> Result<NodeStatus, NodeError> {
-        let mvcc = self
-            .reader
-            .state()
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let applied = self.applied();
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
@@ -511,11 +670,12 @@ impl Node {
         };
         Ok(NodeStatus {
             node_id: self.id,
+            cluster_id: format!("{:032x}", self.cluster_id()),
             leader: m.current_leader,
             term: m.current_term,
-            revision: mvcc.revision,
-            compact_revision: mvcc.compact_revision,
-            state_hash: format!("{:032x}", mvcc.state_hash),
+            revision: applied.revision,
+            compact_revision: applied.compact_revision,
+            state_hash: format!("{:032x}", applied.state_hash),
             raft: RaftStatus {
                 last_log_index: m.last_log_index.unwrap_or(0),
                 committed: m.local_committed.as_ref().map_or(0, |id| id.index),

@@ -2,8 +2,6 @@
 //! requests from other nodes. One task per connection, requests answered in
 //! order.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,20 +9,11 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::inbox::{Progress, Resume, SnapshotInbox};
 use super::node::Node;
-use super::wire::{self, PeerRequest, PeerResponse};
+use super::types::NodeId;
+use super::wire::{self, Envelope, FrameCaps, PeerRequest, PeerResponse};
 use crate::codec;
-use crate::storage::SnapshotFile;
-
-/// Numbers incoming snapshot streams.
-static NEXT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A snapshot being received on one connection.
-struct Incoming {
-    file: std::fs::File,
-    path: PathBuf,
-    next_offset: u64,
-}
 
 /// Completes once `rx` reads true (or its sender is gone).
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
@@ -32,10 +21,12 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Serves peer connections on `listener` until `shutdown` turns true.
+/// Received snapshots go through `inbox`.
 pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
-    snapshot_dir: PathBuf,
+    inbox: Arc<SnapshotInbox>,
+    caps: FrameCaps,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut stop = shutdown.clone();
@@ -45,10 +36,11 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
                     let node = node.clone();
-                    let dir = snapshot_dir.clone();
+                    let inbox = inbox.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_conn(wire::framed(stream), node, dir, shutdown).await {
+                        let conn = wire::serve_framed(stream, caps);
+                        if let Err(e) = serve_conn(conn, node, inbox, shutdown).await {
                             tracing::debug!(%from, error = %e, "peer connection ended");
                         }
                     });
@@ -63,16 +55,15 @@ pub async fn serve(
 }
 
 async fn serve_conn(
-    mut conn: wire::PeerConn,
+    mut conn: wire::ServerConn,
     node: Arc<Node>,
-    snapshot_dir: PathBuf,
+    inbox: Arc<SnapshotInbox>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let mut incoming: Option<Incoming> = None;
     loop {
         let frame = tokio::select! {
             _ = stopped(&mut shutdown) => return Ok(()),
-            frame = conn.next() => frame,
+            frame = conn.requests.next() => frame,
         };
         let Some(frame) = frame else { return Ok(()) };
         let frame = frame?;
@@ -80,26 +71,82 @@ async fn serve_conn(
             // Traffic to an isolated node is dropped, connection and all.
             return Ok(());
         }
-        let response = match codec::decode::<PeerRequest>(&frame) {
-            Ok(req) => handle(req, &node, &snapshot_dir, &mut incoming).await,
-            Err(e) => PeerResponse::Error(format!("undecodable request: {e}")),
+        let (response, refused) = match codec::decode::<Envelope<PeerRequest>>(&frame) {
+            Ok(env) => match check_envelope(&node, &env) {
+                Ok(()) => (handle(env.from, env.request, &node, &inbox).await, false),
+                Err(reason) => {
+                    warn_refused(&reason);
+                    (PeerResponse::Error(reason), true)
+                }
+            },
+            Err(e) => (
+                PeerResponse::Error(format!("undecodable request: {e}")),
+                false,
+            ),
         };
         if node.fault().is_isolated() {
             return Ok(());
         }
         let bytes = codec::encode(&response)?;
-        conn.send(Bytes::from(bytes)).await?;
+        conn.responses.send(Bytes::from(bytes)).await?;
+        if refused {
+            // A peer of another cluster, or a misaddressed one: nothing more
+            // on this connection.
+            return Ok(());
+        }
     }
 }
 
+/// Refuses requests from another cluster or meant for another node. `Hello`
+/// is answered whatever the sender's cluster, so that it learns why it is
+/// refused.
+fn check_envelope(node: &Node, env: &Envelope<PeerRequest>) -> Result<(), String> {
+    if matches!(env.request, PeerRequest::Hello) {
+        return Ok(());
+    }
+    let me = node.identity();
+    if env.cluster_id != me.cluster_id {
+        return Err(format!(
+            "refused: node {} belongs to cluster {:032x}, this node (id {}) to cluster {:032x}",
+            env.from, env.cluster_id, me.node_id, me.cluster_id
+        ));
+    }
+    if env.to != me.node_id {
+        return Err(format!(
+            "refused: node {} addressed node {} at this address, but this is node {}",
+            env.from, env.to, me.node_id
+        ));
+    }
+    Ok(())
+}
+
+/// Logs a refused peer at most once per [`REFUSAL_LOG_INTERVAL`]: a
+/// misconfigured peer retries many times a second.
+fn warn_refused(reason: &str) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(reason, "peer request refused");
+    }
+}
+
+/// At most one log line per this interval for refused peer requests.
+const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn handle(
+    from: NodeId,
     req: PeerRequest,
     node: &Node,
-    snapshot_dir: &std::path::Path,
-    incoming: &mut Option<Incoming>,
+    inbox: &SnapshotInbox,
 ) -> PeerResponse {
     let raft = node.raft();
     match req {
+        PeerRequest::Hello => PeerResponse::Hello {
+            cluster_id: node.cluster_id(),
+            node_id: node.id(),
+            saw_your_data: node.saw_data_of(from),
+        },
         PeerRequest::AppendEntries(r) => match raft.append_entries(r).await {
             Ok(resp) => PeerResponse::AppendEntries(resp),
             Err(e) => PeerResponse::Error(e.to_string()),
@@ -119,66 +166,26 @@ async fn handle(
         PeerRequest::Forward(command) => PeerResponse::Forward(node.handle_forward(command).await),
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(node.handle_read_index().await),
         PeerRequest::Replicas => PeerResponse::Replicas(node.replicas().current()),
+        PeerRequest::SnapshotOffer { meta, len } => match inbox.offer(&meta, len) {
+            Resume::From(offset) => PeerResponse::SnapshotResume(Some(offset)),
+            Resume::Installing => PeerResponse::SnapshotResume(None),
+        },
         PeerRequest::SnapshotChunk {
             vote,
             meta,
+            len,
             offset,
             data,
             done,
-        } => match receive_chunk(snapshot_dir, incoming, offset, &data) {
-            Err(e) => {
-                *incoming = None;
-                PeerResponse::Error(format!("snapshot chunk: {e}"))
-            }
-            Ok(()) if !done => PeerResponse::Snapshot(None),
-            Ok(()) => {
-                let Some(inc) = incoming.take() else {
-                    return PeerResponse::Error("snapshot finished before it started".into());
-                };
-                if let Err(e) = inc.file.sync_all() {
-                    return PeerResponse::Error(format!("snapshot sync: {e}"));
-                }
-                let snapshot = openraft::Snapshot {
-                    meta,
-                    snapshot: SnapshotFile { path: inc.path },
-                };
-                match raft.install_full_snapshot(vote, snapshot).await {
-                    Ok(resp) => PeerResponse::Snapshot(Some(resp)),
-                    Err(e) => PeerResponse::Error(e.to_string()),
-                }
-            }
+        } => match inbox.chunk(raft, vote, meta, len, offset, &data, done) {
+            Ok(Progress::Pending) => PeerResponse::Snapshot(None),
+            Ok(Progress::Done(resp)) => PeerResponse::Snapshot(Some(resp)),
+            Err(e) => PeerResponse::Error(format!("snapshot chunk: {e}")),
+        },
+        PeerRequest::SnapshotStatus { meta, len } => match inbox.status(&meta, len) {
+            Ok(Progress::Pending) => PeerResponse::Snapshot(None),
+            Ok(Progress::Done(resp)) => PeerResponse::Snapshot(Some(resp)),
+            Err(e) => PeerResponse::Error(e),
         },
     }
-}
-
-fn receive_chunk(
-    dir: &std::path::Path,
-    incoming: &mut Option<Incoming>,
-    offset: u64,
-    data: &[u8],
-) -> std::io::Result<()> {
-    if offset == 0 {
-        std::fs::create_dir_all(dir)?;
-        // One file per stream: two streams to one node never share a file.
-        let stream = NEXT_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!("incoming-{stream}.recv"));
-        let file = std::fs::File::create(&path)?;
-        *incoming = Some(Incoming {
-            file,
-            path,
-            next_offset: 0,
-        });
-    }
-    let Some(inc) = incoming.as_mut() else {
-        return Err(std::io::Error::other("chunk without a snapshot start"));
-    };
-    if inc.next_offset != offset {
-        return Err(std::io::Error::other(format!(
-            "chunk at offset {offset}, expected {}",
-            inc.next_offset
-        )));
-    }
-    inc.file.write_all(data)?;
-    inc.next_offset += data.len() as u64;
-    Ok(())
 }

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::network::NetFault;
-use super::wire::{self, CallError, PeerConn, PeerRequest, PeerResponse};
+use super::types::NodeId;
+use super::wire::{self, CallError, FrameCaps, PeerConn, PeerIdentity, PeerRequest, PeerResponse};
 
 /// Most idle connections kept per target.
 const MAX_IDLE_PER_TARGET: usize = 512;
@@ -16,15 +17,24 @@ pub struct PeerPool {
     idle: Mutex<HashMap<String, Vec<PeerConn>>>,
     fault: NetFault,
     connect_timeout: Duration,
+    caps: FrameCaps,
+    me: PeerIdentity,
 }
 
 impl PeerPool {
     /// An empty pool whose traffic obeys `fault`.
-    pub fn new(fault: NetFault, connect_timeout: Duration) -> Self {
+    pub fn new(
+        fault: NetFault,
+        connect_timeout: Duration,
+        caps: FrameCaps,
+        me: PeerIdentity,
+    ) -> Self {
         PeerPool {
             idle: Mutex::new(HashMap::new()),
             fault,
             connect_timeout,
+            caps,
+            me,
         }
     }
 
@@ -54,10 +64,12 @@ impl PeerPool {
         }
     }
 
-    /// Sends `req` to `addr` and waits up to `timeout` for the answer.
+    /// Sends `req` to node `to` at `addr` and waits up to `timeout` for the
+    /// answer.
     pub async fn call(
         &self,
         addr: &str,
+        to: NodeId,
         req: &PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, CallError> {
@@ -69,9 +81,9 @@ impl PeerPool {
         }
         let mut conn = match self.take(addr) {
             Some(c) => c,
-            None => wire::connect(addr, self.connect_timeout.min(timeout)).await?,
+            None => wire::connect(addr, self.connect_timeout.min(timeout), self.caps).await?,
         };
-        let result = wire::call(&mut conn, addr, req, timeout).await;
+        let result = wire::call(&mut conn, addr, self.me, to, req, timeout).await;
         if result.is_ok() {
             self.give_back(addr, conn);
         }

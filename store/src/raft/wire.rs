@@ -10,18 +10,55 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::{Framed, FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::types::{Member, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::codec;
 use crate::kv::types::{Command, CommandResponse};
+use crate::kv::Limits;
 
-/// Largest frame accepted: a snapshot chunk or a batch of log entries, with
-/// room for a maximum-size value.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Target size of the entries of one AppendEntries message (etcd's
+/// `maxSizePerMsg` is 1 MiB). A message holds at least one entry, so a larger
+/// entry travels alone.
+pub const APPEND_BATCH_BYTES: usize = 1024 * 1024;
+/// Room in a frame for everything around the entries or chunk it carries:
+/// vote, log ids, membership, snapshot meta, enum tags.
+const FRAME_OVERHEAD_BYTES: usize = 256 * 1024;
+/// Largest response frame. Responses to forwarded requests carry what the
+/// client asked for (a transaction's reads, a delete's previous values), so
+/// they are bounded by the key space, not by the request limits.
+const MAX_RESPONSE_FRAME_BYTES: usize = 1024 * 1024 * 1024;
+
+/// The frame caps of the peer protocol, derived in one place from the
+/// configured input limits. Every node of a cluster must use the same limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCaps {
+    /// Largest request frame: an AppendEntries message (at most
+    /// [`APPEND_BATCH_BYTES`] of entries, or one entry of the largest allowed
+    /// request), a snapshot chunk or a forwarded request.
+    pub request: usize,
+    /// Largest response frame.
+    pub response: usize,
+}
+
+impl FrameCaps {
+    /// The caps for a cluster whose nodes accept requests within `limits`.
+    pub fn for_limits(limits: &Limits) -> Self {
+        let payload = limits
+            .max_request_bytes()
+            .max(APPEND_BATCH_BYTES)
+            .max(SNAPSHOT_CHUNK_BYTES);
+        let request = payload + FRAME_OVERHEAD_BYTES;
+        FrameCaps {
+            request,
+            response: MAX_RESPONSE_FRAME_BYTES.max(request),
+        }
+    }
+}
 
 /// A request from one node to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,18 +69,39 @@ pub enum PeerRequest {
     Vote(VoteRequest<TypeConfig>),
     /// Raft pre-vote.
     PreVote(VoteRequest<TypeConfig>),
-    /// One chunk of a snapshot file; the last one (`done`) installs it.
+    /// Announces a snapshot transfer; answered with [`PeerResponse::SnapshotResume`]:
+    /// where the receiver's copy of this snapshot ends, so an interrupted
+    /// transfer resumes instead of starting over.
+    SnapshotOffer {
+        /// Snapshot meta.
+        meta: SnapshotMeta,
+        /// Size of the whole snapshot file.
+        len: u64,
+    },
+    /// One chunk of a snapshot file. After the last one (`done`) the receiver
+    /// starts installing it and answers at once; the sender then polls with
+    /// [`PeerRequest::SnapshotStatus`], so an install of any length never
+    /// runs against one request's deadline.
     SnapshotChunk {
         /// The sender's vote.
         vote: Vote,
         /// Snapshot meta (sent with every chunk; checked at the end).
         meta: SnapshotMeta,
+        /// Size of the whole snapshot file.
+        len: u64,
         /// Byte offset of this chunk in the file.
         offset: u64,
         /// Chunk bytes.
         data: Vec<u8>,
         /// Whether this is the final chunk.
         done: bool,
+    },
+    /// How the install of a fully sent snapshot is going.
+    SnapshotStatus {
+        /// Snapshot meta.
+        meta: SnapshotMeta,
+        /// Size of the whole snapshot file.
+        len: u64,
     },
     /// Leadership transfer.
     TransferLeader(TransferLeaderRequest<TypeConfig>),
@@ -53,6 +111,33 @@ pub enum PeerRequest {
     ReadIndex,
     /// The data-plane replica reports this node holds.
     Replicas,
+    /// Who are you? Sent by a node that starts on an empty data directory,
+    /// before it forms a cluster. Answered even across clusters.
+    Hello,
+}
+
+/// What travels in every request frame: the request, addressed to one node
+/// of one cluster. A node refuses a request whose cluster id or target node
+/// id is not its own.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<R> {
+    /// The sender's cluster.
+    pub cluster_id: u128,
+    /// The sender's node id.
+    pub from: NodeId,
+    /// The node the sender means to reach.
+    pub to: NodeId,
+    /// The request.
+    pub request: R,
+}
+
+/// Who a node is, as it addresses its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The cluster's id.
+    pub cluster_id: u128,
+    /// This node's id.
+    pub node_id: NodeId,
 }
 
 /// Why a forwarded write or read index could not be served by the node asked.
@@ -76,6 +161,9 @@ pub enum ForwardError {
     /// The leader failed internally (storage or Raft).
     #[error("internal: {0}")]
     Internal(String),
+    /// The leader refused the request because too much is in flight.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// The answer to a [`PeerRequest`].
@@ -85,8 +173,11 @@ pub enum PeerResponse {
     AppendEntries(AppendEntriesResponse<TypeConfig>),
     /// To `Vote` and `PreVote`.
     Vote(VoteResponse<TypeConfig>),
-    /// To a snapshot chunk: `None` until the final chunk is installed.
+    /// To a snapshot chunk or status: `None` until the snapshot is installed.
     Snapshot(Option<SnapshotResponse<TypeConfig>>),
+    /// To a snapshot offer: the offset to send from (0: from the start), or
+    /// `None` when the whole snapshot was received and is being installed.
+    SnapshotResume(Option<u64>),
     /// To `TransferLeader`.
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     /// To `Forward`.
@@ -95,20 +186,56 @@ pub enum PeerResponse {
     ReadIndex(Result<u64, ForwardError>),
     /// To `Replicas`.
     Replicas(Vec<crate::replicas::WireEntry>),
+    /// To `Hello`.
+    Hello {
+        /// The answering node's cluster id.
+        cluster_id: u128,
+        /// The answering node's id.
+        node_id: NodeId,
+        /// Whether the answering node has seen the asking node hold Raft log
+        /// entries: if so, an asking node with an empty data directory has
+        /// lost its data and must not form a cluster.
+        saw_your_data: bool,
+    },
     /// The request failed on the remote node.
     Error(String),
 }
 
-/// One framed peer connection.
+/// One framed peer connection, as its client sees it (requests out,
+/// responses in).
 pub type PeerConn = Framed<TcpStream, LengthDelimitedCodec>;
 
-/// Wraps a TCP stream in the peer framing.
-pub fn framed(stream: TcpStream) -> PeerConn {
+fn codec(max: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max)
+        .new_codec()
+}
+
+/// Wraps a dialled TCP stream in the peer framing. Its frames are at most the
+/// response cap (what it reads), and what it sends stays within the request
+/// cap because the sender builds it so.
+pub fn framed(stream: TcpStream, caps: FrameCaps) -> PeerConn {
     let _ = stream.set_nodelay(true);
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME_BYTES)
-        .new_codec();
-    Framed::new(stream, codec)
+    Framed::new(stream, codec(caps.response))
+}
+
+/// The listener's side of a peer connection: requests in (at most the
+/// request cap, so no peer can make this node allocate more), responses out.
+pub struct ServerConn {
+    /// Incoming requests.
+    pub requests: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    /// Outgoing responses.
+    pub responses: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+}
+
+/// Wraps an accepted TCP stream in the peer framing.
+pub fn serve_framed(stream: TcpStream, caps: FrameCaps) -> ServerConn {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    ServerConn {
+        requests: FramedRead::new(read, codec(caps.request)),
+        responses: FramedWrite::new(write, codec(caps.response)),
+    }
 }
 
 /// Errors of one peer call.
@@ -145,9 +272,13 @@ pub fn is_usable(conn: &mut PeerConn) -> bool {
 }
 
 /// Connects to `addr` within `timeout`.
-pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerConn, CallError> {
+pub async fn connect(
+    addr: &str,
+    timeout: Duration,
+    caps: FrameCaps,
+) -> Result<PeerConn, CallError> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => Ok(framed(stream)),
+        Ok(Ok(stream)) => Ok(framed(stream, caps)),
         Ok(Err(e)) => Err(CallError::Connect {
             addr: addr.to_string(),
             message: e.to_string(),
@@ -159,11 +290,14 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<PeerConn, CallErro
     }
 }
 
-/// Sends one request on `conn` and waits (up to `timeout`) for its response.
-/// On any error the connection must be dropped by the caller.
+/// Sends one request from `me` to node `to` on `conn` and waits (up to
+/// `timeout`) for its response. On any error the connection must be dropped
+/// by the caller.
 pub async fn call(
     conn: &mut PeerConn,
     addr: &str,
+    me: PeerIdentity,
+    to: NodeId,
     req: &PeerRequest,
     timeout: Duration,
 ) -> Result<PeerResponse, CallError> {
@@ -171,7 +305,13 @@ pub async fn call(
         addr: addr.to_string(),
         message,
     };
-    let frame = codec::encode(req).map_err(|e| CallError::Remote(e.to_string()))?;
+    let envelope = Envelope {
+        cluster_id: me.cluster_id,
+        from: me.node_id,
+        to,
+        request: req,
+    };
+    let frame = codec::encode(&envelope).map_err(|e| CallError::Remote(e.to_string()))?;
     let exchange = async {
         conn.send(Bytes::from(frame))
             .await

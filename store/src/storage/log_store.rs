@@ -19,6 +19,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use super::db::{cf, io_err, CF_RAFT_LOG, CF_RAFT_META};
 use crate::codec;
 use crate::raft::types::{Entry, LogId, TypeConfig, Vote};
+use crate::raft::wire::APPEND_BATCH_BYTES;
 
 const VOTE_KEY: &[u8] = b"vote";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
@@ -160,6 +161,47 @@ impl RaftLogReader<TypeConfig> for LogReader {
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         get_meta(&self.db, VOTE_KEY)
+    }
+
+    /// Entries from `start` for one AppendEntries message: at most
+    /// [`APPEND_BATCH_BYTES`] of them, but always at least one, so that an
+    /// entry of the largest allowed size travels alone and every message fits
+    /// the peer frame cap.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let log_cf = cf(&self.db, CF_RAFT_LOG)?;
+        let from = index_key(start);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for item in self
+            .db
+            .iterator_cf(log_cf, IteratorMode::From(&from, Direction::Forward))
+        {
+            let (key, value) = item.map_err(io_err)?;
+            let index = entry_index(&key)?;
+            if index >= end {
+                break;
+            }
+            // Entries purged before `start` may be missing at the beginning;
+            // a hole after the first entry found is corruption.
+            if let Some(prev) = out.last().map(|e: &Entry| e.log_id.index) {
+                if index != prev + 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("log hole: entry {index} follows entry {prev}"),
+                    ));
+                }
+            }
+            if !out.is_empty() && bytes + value.len() > APPEND_BATCH_BYTES {
+                break;
+            }
+            bytes += value.len();
+            out.push(codec::decode::<Entry>(&value)?);
+        }
+        Ok(out)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Durable storage: one RocksDB instance holding the Raft log and the state machine.
 
 pub mod db;
+pub mod identity;
 pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;

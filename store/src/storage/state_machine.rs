@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
 use super::snapshot::{self, SnapshotFile, SnapshotHeader};
 use crate::codec;
+use crate::kv::gate::InstallGate;
 use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
 use crate::kv::types::CommandResponse;
 use crate::raft::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -27,6 +28,9 @@ const APPLIED_KEY: &[u8] = b"applied";
 /// Present while a snapshot is being installed; found at open, it means the
 /// install was interrupted and the state machine must be rebuilt.
 const INSTALLING_KEY: &[u8] = b"installing";
+/// How often the current snapshot is looked up again when a build replaced it
+/// meanwhile.
+const SNAPSHOT_LOOKUP_ATTEMPTS: usize = 5;
 /// Records per RocksDB write when loading a snapshot.
 const INSTALL_BATCH_RECORDS: usize = 4096;
 
@@ -39,12 +43,18 @@ pub struct Applied {
     pub revision: u64,
     /// Oldest revision still readable and watchable.
     pub compact_revision: u64,
+    /// Digest of the key space at `revision`.
+    pub state_hash: u128,
 }
 
 /// The RocksDB-backed state machine.
 pub struct StateMachine {
     db: Arc<DB>,
     snapshot_dir: PathBuf,
+    /// Held while a snapshot is built, installed or looked up, so that these
+    /// never remove each other's files or read a half-installed state.
+    snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    gate: InstallGate,
     applied: Option<LogId>,
     membership: StoredMembership,
     mvcc: MvccState,
@@ -55,6 +65,7 @@ pub struct StateMachine {
 pub struct SnapshotBuilder {
     db: Arc<DB>,
     snapshot_dir: PathBuf,
+    snapshot_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn snapshot_path(dir: &Path, last: &Option<LogId>) -> PathBuf {
@@ -140,10 +151,13 @@ impl StateMachine {
             log_index: applied.as_ref().map_or(0, |id| id.index),
             revision: mvcc.revision,
             compact_revision: mvcc.compact_revision,
+            state_hash: mvcc.state_hash,
         });
         Ok(StateMachine {
             db,
             snapshot_dir,
+            snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
+            gate: InstallGate::default(),
             applied,
             membership,
             mvcc,
@@ -156,25 +170,31 @@ impl StateMachine {
         self.applied_tx.subscribe()
     }
 
+    /// The gate that readers of this state machine's key space must pass
+    /// (see [`InstallGate`]).
+    pub fn install_gate(&self) -> InstallGate {
+        self.gate.clone()
+    }
+
     fn publish(&self) {
         let applied = Applied {
             log_index: self.applied.as_ref().map_or(0, |id| id.index),
             revision: self.mvcc.revision,
             compact_revision: self.mvcc.compact_revision,
+            state_hash: self.mvcc.state_hash,
         };
         self.applied_tx.send_replace(applied);
     }
 }
 
-/// Replaces the state machine's contents with a snapshot file, verified first.
+/// Replaces the state machine's contents with a snapshot file, which the
+/// caller has verified.
 /// The `installing` marker brackets the work so a crash part-way is detected
 /// at the next open.
 fn load_snapshot(db: &DB, path: &Path) -> io::Result<SnapshotHeader> {
     fail::fail_point!("snapshot-install", |_| Err(io::Error::other(
         "failpoint snapshot-install"
     )));
-    // Verify the whole file before touching the current state.
-    snapshot::for_each_record(path, |_, _, _| Ok(()))?;
     let meta_cf = cf(db, CF_SM_META)?;
     clear_state(db)?;
     db.put_cf(meta_cf, INSTALLING_KEY, b"1").map_err(io_err)?;
@@ -209,6 +229,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
         let db = self.db.clone();
         let dir = self.snapshot_dir.clone();
+        let _lock = self.snapshot_lock.clone().lock_owned().await;
         tokio::task::spawn_blocking(move || {
             fail::fail_point!("snapshot-build");
             let snap = db.snapshot();
@@ -299,6 +320,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             db: self.db.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
+            snapshot_lock: self.snapshot_lock.clone(),
         }
     }
 
@@ -313,6 +335,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 "snapshot file does not match the snapshot meta it was sent with",
             ));
         }
+        // Verify the whole file before it replaces anything.
+        let path = snapshot.path.clone();
+        tokio::task::spawn_blocking(move || snapshot::for_each_record(&path, |_, _, _| Ok(())))
+            .await
+            .map_err(io::Error::other)??;
+        // No build runs meanwhile (it would remove this file, or snapshot a
+        // half-installed state), and no reader sees the key space until the
+        // install is complete.
+        let _lock = self.snapshot_lock.clone().lock_owned().await;
         let final_path = snapshot_path(&self.snapshot_dir, &meta.last_log_id);
         if snapshot.path != final_path {
             fs::rename(&snapshot.path, &final_path)?;
@@ -320,28 +351,54 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let db = self.db.clone();
         let path = final_path.clone();
-        let header = tokio::task::spawn_blocking(move || load_snapshot(&db, &path))
-            .await
-            .map_err(io::Error::other)??;
+        let installing = self.gate.begin_install();
+        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&db, &path)).await;
+        let header = match loaded {
+            Ok(Ok(header)) => header,
+            Ok(Err(e)) => {
+                // The state is cleared or partly loaded: the `installing`
+                // marker makes the next open rebuild it. Keep readers out.
+                std::mem::forget(installing);
+                return Err(e);
+            }
+            Err(e) => {
+                std::mem::forget(installing);
+                return Err(io::Error::other(e));
+            }
+        };
         self.applied = header.meta.last_log_id;
         self.membership = header.meta.last_membership;
         self.mvcc = header.mvcc;
         remove_other_snapshots(&self.snapshot_dir, &final_path)?;
         tracing::info!(revision = self.mvcc.revision, "installed snapshot");
         self.publish();
+        drop(installing);
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
-        let Some(path) = snapshot_files(&self.snapshot_dir)?.pop() else {
-            return Ok(None);
-        };
-        let header = snapshot::read_header(&path)?;
-        Ok(Some(openraft::Snapshot {
-            meta: header.meta,
-            snapshot: SnapshotFile { path },
-        }))
+        // Not under the snapshot lock, which a build holds for long: apply
+        // must not wait for it. A build may replace the newest file between
+        // the listing and the read; list again then.
+        for _ in 0..SNAPSHOT_LOOKUP_ATTEMPTS {
+            let Some(path) = snapshot_files(&self.snapshot_dir)?.pop() else {
+                return Ok(None);
+            };
+            match snapshot::read_header(&path) {
+                Ok(header) => {
+                    return Ok(Some(openraft::Snapshot {
+                        meta: header.meta,
+                        snapshot: SnapshotFile { path },
+                    }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other(
+            "the newest snapshot file kept disappearing while it was looked up",
+        ))
     }
 }

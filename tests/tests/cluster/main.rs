@@ -6,3 +6,4 @@ mod t30_restart;
 mod t40_snapshot;
 mod t50_partition;
 mod t60_replicas;
+mod t70_identity;
