@@ -142,7 +142,9 @@ impl NodeClient {
             .unwrap_or("?")
             .to_string();
         match (status, code.as_str()) {
-            (503, "no_leader") => Outcome::Fail(code),
+            // Refused before it was proposed: no leader, or the leader's
+            // backlog is full.
+            (503, "no_leader" | "too_many_requests") => Outcome::Fail(code),
             (400..=499, _) => Outcome::Fail(format!("{status} {code}")),
             _ => Outcome::Info(format!("{status} {code}")),
         }
@@ -244,5 +246,31 @@ impl NodeClient {
             resp.status()
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_before_proposing_are_failures() {
+        let err = |code: &str| json!({"error": {"code": code}});
+        let kind = |o: Outcome<()>| match o {
+            Outcome::Ok(()) => "ok",
+            Outcome::Fail(_) => "fail",
+            Outcome::Info(_) => "info",
+        };
+        assert_eq!(kind(NodeClient::error(503, &err("no_leader"))), "fail");
+        assert_eq!(
+            kind(NodeClient::error(503, &err("too_many_requests"))),
+            "fail"
+        );
+        assert_eq!(
+            kind(NodeClient::error(413, &err("request_too_large"))),
+            "fail"
+        );
+        assert_eq!(kind(NodeClient::error(503, &err("timeout"))), "info");
+        assert_eq!(kind(NodeClient::error(500, &err("internal"))), "info");
     }
 }
