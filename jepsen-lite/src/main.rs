@@ -287,6 +287,17 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => Padding::none(),
         Some(size) => Padding::to_size(size, max_value_bytes)?,
     };
+    if padding
+        .size()
+        .is_some_and(|n| n.saturating_mul(2) > max_value_bytes)
+    {
+        // ballastd limits a whole request, as etcd does.
+        tracing::warn!(
+            value_size = padding.size(),
+            max_value_bytes,
+            "a CAS carries two values (compared and new): over the nodes' request limit it is refused with 413 and recorded as a failure"
+        );
+    }
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -80,7 +80,8 @@ pub struct RunOutcome {
     pub convergence: Verdict<String>,
     /// Whether every check passed.
     pub pass: bool,
-    /// Whether some check could not decide.
+    /// Whether nothing failed and yet the run is no pass: a checker could
+    /// not decide, or no write took effect.
     pub unknown: bool,
     /// Whether a signal cut the workload short.
     pub interrupted: bool,
@@ -413,11 +414,25 @@ pub async fn run(
         .iter()
         .any(|n| n == "lagging")
         .then(|| LagSummary::of(&events));
+    // A run in which no write took effect checked nothing: not a pass.
+    let writes_acknowledged = acknowledged_writes(&events);
+    let idle = writes_acknowledged == 0;
+    if idle {
+        tracing::warn!("no write was acknowledged during the whole run: nothing was checked");
+    }
+    let replica_ok = replica_report.as_ref().is_none_or(|r| r.is_pass());
     let pass = reg.verdict.is_pass()
         && convergence.is_pass()
         && watch.as_ref().is_none_or(|w| w.is_pass())
-        && replica_report.as_ref().is_none_or(|r| r.is_pass());
-    let unknown = matches!(reg.verdict, Verdict::Unknown { .. });
+        && replica_ok
+        && !idle;
+    let failed = matches!(reg.verdict, Verdict::Fail { .. })
+        || matches!(convergence, Verdict::Fail { .. })
+        || watch.as_ref().is_some_and(|w| !w.is_pass())
+        || !replica_ok;
+    // Not failed and not passed: a checker could not decide, or no write
+    // took effect.
+    let unknown = !failed && !pass;
     let summary = summary(
         &cfg,
         &Findings {
@@ -428,6 +443,8 @@ pub async fn run(
             conv: &convergence,
             starts: &starts,
             lagging: lagging.as_ref(),
+            writes_acknowledged,
+            replica_ok,
         },
         &hist_path,
     );
@@ -534,6 +551,10 @@ struct Findings<'a> {
     conv: &'a Verdict<String>,
     starts: &'a [(u64, u32)],
     lagging: Option<&'a LagSummary>,
+    /// Writes and successful CAS acknowledged.
+    writes_acknowledged: usize,
+    /// Whether the replica checker (if it ran) passed.
+    replica_ok: bool,
 }
 
 fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
@@ -546,6 +567,8 @@ fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
         conv,
         starts,
         lagging,
+        writes_acknowledged,
+        replica_ok,
     } = *f;
     let mut s = String::new();
     let _ = writeln!(s, "== jepsen-lite summary");
@@ -569,6 +592,13 @@ fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
         "operations: {} (ok {}, fail {}, info {}); ok by function: {:?}",
         c.ops, c.ok, c.fail, c.info, c.ok_by_f
     );
+    if writes_acknowledged == 0 {
+        let _ = writeln!(
+            s,
+            "no write was acknowledged in {}s: the checkers had nothing to check",
+            cfg.time.as_secs()
+        );
+    }
     let _ = writeln!(
         s,
         "faults injected: {:?} (failed injections: {}); node starts: {:?}",
@@ -636,13 +666,14 @@ fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
         }
     }
     let watch_fail = watch.is_some_and(|w| !w.is_pass());
-    let verdict = if reg.verdict.is_pass() && conv.is_pass() && !watch_fail {
-        "PASS"
-    } else if matches!(reg.verdict, Verdict::Fail { .. })
+    let verdict = if matches!(reg.verdict, Verdict::Fail { .. })
         || matches!(conv, Verdict::Fail { .. })
         || watch_fail
+        || !replica_ok
     {
         "FAIL"
+    } else if reg.verdict.is_pass() && conv.is_pass() && writes_acknowledged > 0 {
+        "PASS"
     } else {
         "UNKNOWN"
     };
@@ -654,6 +685,21 @@ fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String {
     );
     let _ = write!(s, "verdict: {verdict}");
     s
+}
+
+/// Writes and successful CAS that were acknowledged (took effect).
+fn acknowledged_writes(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            e.kind == history::EventType::Ok
+                && match e.f {
+                    history::Func::Write => true,
+                    history::Func::Cas => e.succeeded == Some(true),
+                    _ => false,
+                }
+        })
+        .count()
 }
 
 /// Whether the nemesis statistics show at least one `name` fault injected.
@@ -696,4 +742,32 @@ async fn read_prefix(clients: &[NodeClient]) -> anyhow::Result<(u64, BTreeMap<St
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     anyhow::bail!("no node answered a linearizable read of the prefix")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{EventType, Func};
+
+    #[test]
+    fn only_writes_that_took_effect_count_as_acknowledged() {
+        let ev = |kind, f, succeeded| {
+            let mut e = Event::new(1, kind, f, "k", 0);
+            e.succeeded = succeeded;
+            e
+        };
+        let events = vec![
+            ev(EventType::Ok, Func::Read, None),
+            ev(EventType::Info, Func::Write, None),
+            ev(EventType::Fail, Func::Write, None),
+            ev(EventType::Ok, Func::Cas, Some(false)),
+        ];
+        assert_eq!(acknowledged_writes(&events), 0);
+        let more = [
+            ev(EventType::Ok, Func::Write, None),
+            ev(EventType::Ok, Func::Cas, Some(true)),
+        ];
+        let events: Vec<Event> = events.into_iter().chain(more).collect();
+        assert_eq!(acknowledged_writes(&events), 2);
+    }
 }
