@@ -64,6 +64,9 @@ enum Cmd {
 }
 
 #[derive(clap::Args, Debug)]
+// A flag given again replaces the earlier value (`make jepsen ARGS=...`
+// adds flags after the defaults).
+#[command(args_override_self = true)]
 struct RunArgs {
     /// Workload.
     #[arg(long, value_enum, default_value = "register")]
@@ -466,6 +469,34 @@ mod tests {
         let a = args(&["--snapshot-logs=1", "--snapshot-logs=2"]);
         assert_eq!(node_flag(&a, "--snapshot-logs").as_deref(), Some("2"));
         assert!(node_flag_number::<u64>(&args(&["--snapshot-logs=x"]), "--snapshot-logs").is_err());
+    }
+
+    #[test]
+    fn a_flag_given_again_wins() {
+        let cli = Cli::try_parse_from([
+            "jepsen-lite",
+            "run",
+            "--time",
+            "60",
+            "--value-size",
+            "65536",
+            "--time",
+            "300",
+            "--value-size",
+            "128",
+            "--node-arg=--snapshot-logs=50",
+            "--node-arg=--snapshot-logs=70",
+        ])
+        .expect("parses");
+        let Cmd::Run(a) = cli.cmd else {
+            panic!("not a run")
+        };
+        assert_eq!((a.time, a.value_size), (300, Some(128)));
+        assert_eq!(a.node_args.len(), 2, "node args accumulate");
+        assert_eq!(
+            node_flag(&a.node_args, "--snapshot-logs").as_deref(),
+            Some("70")
+        );
     }
 
     #[test]
