@@ -5,12 +5,18 @@
 //! syncs the WAL once, and completes them all: many appends, one fsync. openraft
 //! learns an entry is durable only from that callback, so nothing is
 //! acknowledged before it is on disk.
+//!
+//! The flusher owns a handle on the database, so it must be gone before the
+//! database closes: it stops once the `LogStore` is dropped (which openraft
+//! does when its core task ends), after it has synced and completed every
+//! callback still queued, and [`LogFlusher::wait`] lets shutdown wait for that.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
@@ -30,7 +36,50 @@ pub struct LogStore {
     db: Arc<DB>,
     /// Index of the last entry written, to assert the log stays contiguous.
     last_index: Option<u64>,
+    /// The only sender: dropping the store is what stops the flusher.
     flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    handle: LogFlusher,
+}
+
+/// What the flusher thread did, reported when it has stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlusherReport {
+    /// WAL syncs done.
+    pub syncs: u64,
+    /// Syncs that failed; their callbacks were completed with the error.
+    pub failed_syncs: u64,
+    /// Callbacks completed (every one handed to the flusher).
+    pub callbacks: u64,
+}
+
+/// A handle on a [`LogStore`]'s flusher thread, to wait for it at shutdown.
+#[derive(Clone)]
+pub struct LogFlusher {
+    /// Set by the thread as its last act, after it dropped its database handle.
+    /// Still `None` with the sender gone means the thread panicked.
+    done: tokio::sync::watch::Receiver<Option<FlusherReport>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl LogFlusher {
+    /// Waits until the flusher has stopped: the `LogStore` was dropped, every
+    /// queued callback was synced and completed, and the thread no longer
+    /// holds the database. `None` if the thread panicked.
+    pub async fn wait(&self) -> Option<FlusherReport> {
+        let mut done = self.done.clone();
+        let report = match done.wait_for(Option::is_some).await {
+            Ok(report) => *report,
+            Err(_) => None,
+        };
+        // The thread has nothing left to do but return: joining is immediate.
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                return None;
+            }
+        }
+        report
+    }
 }
 
 /// Reads log entries and the vote; cheap to clone.
@@ -62,14 +111,19 @@ fn sync_wal(db: &DB) -> io::Result<()> {
     db.flush_wal(true).map_err(io_err)
 }
 
-/// The group-commit loop: one WAL sync per burst of appends.
-fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+/// The group-commit loop: one WAL sync per burst of appends. Runs until every
+/// sender is gone; `recv` hands out what is still queued before it reports
+/// that, so no callback is ever dropped uncompleted.
+fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) -> FlusherReport {
+    let mut report = FlusherReport::default();
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         fail::fail_point!("log-sync");
         let result = sync_wal(&db);
+        report.syncs += 1;
         if let Err(e) = &result {
+            report.failed_syncs += 1;
             tracing::error!(error = %e, "log sync failed");
         }
         for callback in waiting {
@@ -78,25 +132,41 @@ fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
             callback.io_completed(r);
+            report.callbacks += 1;
         }
     }
+    report
 }
 
 impl LogStore {
     /// Opens the log store on `db` and starts its flusher thread.
     pub fn new(db: Arc<DB>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let (done_tx, done) = tokio::sync::watch::channel(None);
         let flusher_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ballast-log-sync".into())
-            .spawn(move || run_flusher(flusher_db, rx))?;
+            .spawn(move || {
+                let report = run_flusher(flusher_db, rx);
+                // `run_flusher` has dropped its database handle by now.
+                done_tx.send_replace(Some(report));
+            })?;
         let mut store = LogStore {
             db,
             last_index: None,
             flusher: tx,
+            handle: LogFlusher {
+                done,
+                thread: Arc::new(Mutex::new(Some(thread))),
+            },
         };
         store.last_index = store.last_log_id()?.map(|id| id.index);
         Ok(store)
+    }
+
+    /// A handle to wait for the flusher thread once this store is dropped.
+    pub fn flusher(&self) -> LogFlusher {
+        self.handle.clone()
     }
 
     fn last_log_id(&self) -> io::Result<Option<LogId>> {
@@ -317,6 +387,54 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if self.last_index.is_none_or(|last| last < log_id.index) {
             self.last_index = Some(log_id.index);
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::blank_ent;
+    use openraft::type_config::TypeConfigExt;
+
+    use super::*;
+    use crate::storage::db;
+
+    /// Dropping the store stops the flusher, but only after it has synced and
+    /// completed every callback still queued; then nothing but the caller
+    /// holds the database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_store_completes_every_callback_and_releases_the_db() -> io::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let db = db::open(&dir.path().join("db")).map_err(io_err)?;
+        let mut store = LogStore::new(db.clone())?;
+        let flusher = store.flusher();
+        let mut acks = Vec::new();
+        for index in 1..=50 {
+            let (tx, rx) = TypeConfig::oneshot();
+            store
+                .append(
+                    [blank_ent::<TypeConfig>(1, 1, index)],
+                    IOFlushed::signal(tx),
+                )
+                .await?;
+            acks.push(rx);
+        }
+        drop(store);
+        let report = flusher
+            .wait()
+            .await
+            .ok_or_else(|| io::Error::other("the flusher thread panicked"))?;
+        assert_eq!(report.callbacks, 50);
+        assert_eq!(report.failed_syncs, 0);
+        assert!(report.syncs >= 1);
+        for ack in acks {
+            ack.await.map_err(io::Error::other)??;
+        }
+        assert_eq!(
+            Arc::strong_count(&db),
+            1,
+            "the flusher released the database"
+        );
         Ok(())
     }
 }
