@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rocksdb::DB;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,6 +21,7 @@ use crate::raft::node::{Node, NodeOptions};
 use crate::raft::peer;
 use crate::raft::types::{Member, Raft};
 use crate::raft::wire::{FrameCaps, PeerIdentity};
+use crate::storage::log_store::LogFlusher;
 use crate::storage::{db, LogStore, StateMachine};
 use crate::watch::WatchHub;
 
@@ -43,13 +45,17 @@ pub enum ServerError {
     /// Raft failed to start or initialize.
     #[error("raft: {0}")]
     Raft(String),
+    /// Shutdown could not confirm that the node's log is on disk.
+    #[error("shutdown incomplete: {0}")]
+    Shutdown(String),
     /// This data directory may not be used as configured.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
 }
 
-/// How long shutdown waits for in-flight requests before cutting them off.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+mod shutdown;
+
+pub use shutdown::ShutdownReport;
 
 /// Pre-bound listeners (tests bind `127.0.0.1:0` first to learn the ports).
 pub struct Listeners {
@@ -84,28 +90,28 @@ pub struct RunningNode {
     pub peer_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Kept so that shutdown closes the database itself, once every other
+    /// holder is gone, rather than whichever thread drops the last handle.
+    db: Arc<DB>,
+    /// The Raft log's flusher thread, which must stop before the database
+    /// closes.
+    log_flusher: LogFlusher,
 }
 
 impl RunningNode {
-    /// Stops serving and shuts Raft down; the data directory can then be
-    /// reopened by a new node.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        self.node.watch_hub().close();
-        if let Err(e) = self.node.raft().shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
-        }
-        // The listeners close gracefully (idle keep-alive connections first), so
-        // that every handle on the database is gone when this returns.
-        for mut task in self.tasks {
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-                let _ = task.await;
-            }
-        }
+    /// Stops serving, shuts Raft down, waits for the log flusher and every
+    /// other holder of the database, syncs the WAL and closes the database,
+    /// all within a few seconds (see `server/shutdown.rs`). When it reports
+    /// [`ShutdownReport::clean`], the data directory can be reopened at once.
+    pub async fn shutdown(self) -> ShutdownReport {
+        shutdown::stop(shutdown::Parts {
+            node: self.node,
+            stop: self.stop,
+            tasks: self.tasks,
+            db: self.db,
+            flusher: self.log_flusher,
+        })
+        .await
     }
 }
 
@@ -174,6 +180,7 @@ pub async fn start(
         db::open(&config.data_dir.join("db")).map_err(|e| ServerError::Storage(e.to_string()))?;
     let log_store =
         LogStore::new(database.clone()).map_err(|e| ServerError::Storage(e.to_string()))?;
+    let log_flusher = log_store.flusher();
     let snapshot_dir = config.data_dir.join("snapshots");
     let state_machine = StateMachine::open(database.clone(), snapshot_dir.clone())
         .map_err(|e| ServerError::Storage(e.to_string()))?;
@@ -306,12 +313,15 @@ pub async fn start(
         peer_addr,
         stop,
         tasks,
+        db: database,
+        log_flusher,
     })
 }
 
 /// Serves the client API over HTTP/1.1 until `stop`, then shuts down
 /// gracefully (idle keep-alive connections at once, requests in flight within
-/// the grace period).
+/// the drain grace) and closes whatever is left: no connection, and so no
+/// handle on the node and its database, outlives this task.
 ///
 /// A plain HTTP/1.1 connection per client rather than axum's auto-detecting
 /// HTTP/1+2 server: watch streams hold a connection each, and the auto
@@ -323,9 +333,11 @@ async fn serve_http(listener: TcpListener, app: axum::Router, mut stop: watch::R
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true);
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = peer::stopped(&mut stop) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
@@ -338,7 +350,7 @@ async fn serve_http(listener: TcpListener, app: axum::Router, mut stop: watch::R
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "client connection ended");
                     }
@@ -346,19 +358,34 @@ async fn serve_http(listener: TcpListener, app: axum::Router, mut stop: watch::R
             }
         }
     }
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    drop(listener);
+    if tokio::time::timeout(shutdown::HTTP_DRAIN_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("client connections still open after the shutdown grace period");
+        tracing::warn!(
+            open = conns.len(),
+            "client connections still busy after the drain grace; closing them"
+        );
     }
+    conns.shutdown().await;
 }
 
-/// Runs one node until `shutdown` completes.
+/// Runs one node until `shutdown` completes, then stops it. An error means
+/// the shutdown could not confirm that the node's log is on disk (see
+/// [`ShutdownReport::durable`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let node = start(config, None).await?;
     shutdown.await;
     tracing::info!("shutting down");
-    node.shutdown().await;
-    Ok(())
+    durable_or_error(&node.shutdown().await)
+}
+
+/// `Ok` when `report` says the node's log is durable; otherwise the problems.
+pub fn durable_or_error(report: &ShutdownReport) -> Result<(), ServerError> {
+    if report.durable() {
+        Ok(())
+    } else {
+        Err(ServerError::Shutdown(report.problems.join("; ")))
+    }
 }

@@ -31,6 +31,10 @@ enum Cmd {
     },
 }
 
+/// How long the runtime may take to drop what is left after the nodes have
+/// stopped (idle tasks, finished blocking threads).
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(300);
+
 fn init_tracing(json: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
@@ -103,11 +107,15 @@ async fn run_dev(dir: PathBuf, base_port: u16, template: Config) -> Result<(), S
     let configs = dev_configs(&dir, base_port, &template)?;
     let mut nodes = Vec::new();
     for config in configs {
-        nodes.push(
-            ballast_store::start(config, None)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        match ballast_store::start(config, None).await {
+            Ok(node) => nodes.push(node),
+            Err(e) => {
+                // Stop the nodes already running before leaving, so that no
+                // database is open while the process exits.
+                futures::future::join_all(nodes.into_iter().map(|n| n.shutdown())).await;
+                return Err(e.to_string());
+            }
+        }
     }
     let endpoints: Vec<String> = nodes
         .iter()
@@ -124,10 +132,24 @@ async fn run_dev(dir: PathBuf, base_port: u16, template: Config) -> Result<(), S
     println!("  curl {}/v1/status", endpoints[2]);
     println!("press Ctrl-C to stop");
     shutdown_signal().await;
-    for node in nodes {
-        node.shutdown().await;
+    tracing::info!("shutting down");
+    // All three at once: each is bounded by the shutdown deadline, so the
+    // whole cluster stops within it too.
+    let reports = futures::future::join_all(nodes.into_iter().map(|n| n.shutdown())).await;
+    let problems: Vec<String> = reports
+        .iter()
+        .zip(1..)
+        .filter_map(|(report, n)| {
+            ballast_store::server::durable_or_error(report)
+                .err()
+                .map(|e| format!("node {n}: {e}"))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -159,6 +181,9 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string()),
         }
     });
+    // Shutdown has closed the database (or reported why not); nothing left
+    // in the runtime touches it, so do not wait long for stragglers.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
