@@ -22,9 +22,13 @@ check:
 	@$(ENV) cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
 
 ## Fault-injection run of a real 3-node cluster (jepsen-lite). Defaults to the
-## short CI run: register workload, kill + partition + pause, 60 s. More flags
-## go in ARGS, e.g. make jepsen ARGS="--time 300 --nemesis kill,partition,pause,delay".
-JEPSEN_ARGS ?= --time 60 --nemesis kill,partition,pause
+## short CI run: register workload with 64 KiB values, kill + partition + pause
+## + lagging (a follower cut off until it must catch up by snapshot, with
+## snapshots every 50 entries), 60 s. More flags go in ARGS (later ones win),
+## e.g. make jepsen ARGS="--time 300 --nemesis kill,partition,pause,delay";
+## JEPSEN_ARGS="..." replaces the defaults (e.g. to run with unpadded values).
+JEPSEN_ARGS ?= --time 60 --nemesis kill,partition,pause,lagging --value-size 65536 \
+  --node-arg=--snapshot-logs=50
 jepsen:
 	@$(ENV) cargo build -p ballast-store --bin ballastd && cargo build -p jepsen-lite \
 	  && "$${CARGO_TARGET_DIR:-target}/debug/jepsen-lite" run $(JEPSEN_ARGS) $(ARGS)
