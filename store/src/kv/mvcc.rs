@@ -5,13 +5,23 @@
 //! - `kv`: user key → [`Record`] (the latest state, for fast current reads);
 //! - `history`: user key, NUL, big-endian revision → `Option<Record>` (None is a
 //!   tombstone), for reads at past revisions;
-//! - `changes`: big-endian revision → the [`Change`]s of that revision, which the
-//!   watch machinery streams.
+//! - `changes`: big-endian revision, big-endian event index → a [`ChangeRow`]:
+//!   which key that event of the revision changed and the revision of the
+//!   key's previous version. The watch machinery streams these as
+//!   [`Change`]s, whose records are read back from `history`
+//!   ([`KvReader::changes`]), so a value is stored once per version, not
+//!   again in the change feed.
 //!
 //! Keys never contain NUL (validation refuses it), so `key NUL revision` sorts
 //! every version of a key together, in revision order, before any longer key.
+//!
+//! Builds before the current `changes` shape stored the whole
+//! `Vec<Change>` of a revision, full records included, under the bare
+//! revision. Such rows are still read (they need nothing from `history`);
+//! a row of the current shape carries [`CHANGE_ROW_VERSION`] instead of
+//! [`codec::FORMAT_VERSION`], so an earlier build refuses it clearly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::ops::Bound;
 
@@ -56,6 +66,9 @@ impl Record {
 }
 
 /// One event of a revision: a put (with the new record) or a delete.
+///
+/// Earlier builds persisted a revision's events as a `Vec<Change>`; this
+/// build rebuilds them from [`ChangeRow`]s and `history`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// The key.
@@ -64,6 +77,79 @@ pub struct Change {
     pub kv: Option<Record>,
     /// The record before the change, if the key existed.
     pub prev: Option<Record>,
+}
+
+/// Format version of a `changes` row of the current shape ([`ChangeRow`]).
+/// Rows of the earlier shape (a whole `Vec<Change>`) carry
+/// [`codec::FORMAT_VERSION`] (1).
+pub const CHANGE_ROW_VERSION: u8 = 2;
+
+/// One event of a revision as `changes` stores it, under [`change_key`]. The
+/// records are not repeated here: the new one is the key's `history` entry at
+/// the event's revision (a tombstone for a delete), the previous one its entry
+/// at `prev_revision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRow<'a> {
+    /// The key that changed.
+    pub key: &'a str,
+    /// `mod_revision` of the key's version before the change; 0 when the key
+    /// did not exist.
+    pub prev_revision: u64,
+}
+
+/// Builds the `changes` key of event `index` of `revision`.
+pub fn change_key(revision: u64, index: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&revision.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// A `changes` row, in either shape.
+#[derive(Debug)]
+pub enum StoredChange<'a> {
+    /// One event (the current shape, key [`change_key`]).
+    Event(ChangeRow<'a>),
+    /// Every event of a revision with full records, as builds before
+    /// [`CHANGE_ROW_VERSION`] wrote them under the bare revision.
+    Legacy(Vec<Change>),
+}
+
+fn invalid_data(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+fn encode_change_row(row: &ChangeRow<'_>) -> io::Result<Vec<u8>> {
+    postcard::to_extend(row, vec![CHANGE_ROW_VERSION])
+        .map_err(|e| codec::CodecError::from(e).into())
+}
+
+/// The revision of a `changes` row, from its key.
+pub fn change_revision(raw_key: &[u8]) -> io::Result<u64> {
+    raw_key
+        .get(..8)
+        .and_then(|r| <[u8; 8]>::try_from(r).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| invalid_data("malformed changes key"))
+}
+
+/// Decodes a `changes` row: its revision and its contents.
+pub fn decode_change<'a>(raw_key: &[u8], value: &'a [u8]) -> io::Result<(u64, StoredChange<'a>)> {
+    let revision = change_revision(raw_key)?;
+    match (raw_key.len(), value.first()) {
+        (12, Some(&CHANGE_ROW_VERSION)) => Ok((
+            revision,
+            StoredChange::Event(
+                postcard::from_bytes(&value[1..]).map_err(codec::CodecError::from)?,
+            ),
+        )),
+        (8, _) => Ok((revision, StoredChange::Legacy(codec::decode(value)?))),
+        (12, found) => Err(invalid_data(format!(
+            "changes row of revision {revision} has format version {found:?}, \
+             expected {CHANGE_ROW_VERSION}"
+        ))),
+        _ => Err(invalid_data("malformed changes key")),
+    }
 }
 
 /// Revision counters and the running state digest, persisted with every
@@ -102,7 +188,7 @@ pub fn history_key(key: &str, revision: u64) -> Vec<u8> {
 }
 
 /// Splits a `history` key into (user key bytes, revision).
-fn split_history_key(raw: &[u8]) -> io::Result<(&[u8], u64)> {
+pub fn split_history_key(raw: &[u8]) -> io::Result<(&[u8], u64)> {
     if raw.len() < 9 || raw[raw.len() - 9] != 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -147,7 +233,10 @@ pub struct ApplyBatch<'a> {
 /// Writes collected while applying one command at one revision.
 struct RevisionWriter {
     revision: u64,
-    changes: Vec<Change>,
+    /// The events so far: key and the revision of its previous version.
+    changes: Vec<(String, u64)>,
+    /// Keys already in `changes`: a revision holds one event per key.
+    written: HashSet<String>,
 }
 
 impl<'a> ApplyBatch<'a> {
@@ -225,21 +314,30 @@ impl<'a> ApplyBatch<'a> {
         RevisionWriter {
             revision: self.state.revision + 1,
             changes: Vec::new(),
+            written: HashSet::new(),
         }
     }
 
     /// Ends a command: if it wrote anything, its revision becomes current and
-    /// its changes are recorded under that revision.
+    /// its events are recorded under that revision, one row each.
     fn commit(&mut self, w: RevisionWriter) -> io::Result<u64> {
         if w.changes.is_empty() {
             return Ok(self.state.revision);
         }
         let changes_cf = cf(self.db, CF_CHANGES)?;
-        self.batch.put_cf(
-            changes_cf,
-            w.revision.to_be_bytes(),
-            codec::encode(&w.changes)?,
-        );
+        for (index, (key, prev_revision)) in w.changes.iter().enumerate() {
+            let index = u32::try_from(index)
+                .map_err(|_| io::Error::other("more than 2^32 events in one revision"))?;
+            let row = ChangeRow {
+                key,
+                prev_revision: *prev_revision,
+            };
+            self.batch.put_cf(
+                changes_cf,
+                change_key(w.revision, index),
+                encode_change_row(&row)?,
+            );
+        }
         self.state.revision = w.revision;
         Ok(w.revision)
     }
@@ -249,11 +347,11 @@ impl<'a> ApplyBatch<'a> {
         w: &mut RevisionWriter,
         key: &str,
         new: Option<Record>,
-        prev: Option<Record>,
+        prev: Option<&Record>,
     ) -> io::Result<()> {
         let kv_cf = cf(self.db, CF_KV)?;
         let history_cf = cf(self.db, CF_HISTORY)?;
-        if let Some(p) = &prev {
+        if let Some(p) = prev {
             self.state.state_hash = self.state.state_hash.wrapping_sub(entry_hash(key, p));
         }
         match &new {
@@ -268,12 +366,14 @@ impl<'a> ApplyBatch<'a> {
             history_key(key, w.revision),
             codec::encode(&new)?,
         );
-        self.pending.insert(key.to_string(), new.clone());
-        w.changes.push(Change {
-            key: key.to_string(),
-            kv: new,
-            prev,
-        });
+        self.pending.insert(key.to_string(), new);
+        // Validation keeps a key to one write per revision. Should a command
+        // bypass it, the revision still holds one event for the key: from its
+        // state before the revision to its state after.
+        if w.written.insert(key.to_string()) {
+            w.changes
+                .push((key.to_string(), prev.map_or(0, |p| p.mod_revision)));
+        }
         Ok(())
     }
 
@@ -298,7 +398,7 @@ impl<'a> ApplyBatch<'a> {
                 version: 1,
             },
         };
-        self.write(w, key, Some(record), prev.clone())?;
+        self.write(w, key, Some(record), prev.as_ref())?;
         Ok(prev)
     }
 
@@ -311,7 +411,7 @@ impl<'a> ApplyBatch<'a> {
         let victims = self.current_matching(key, prefix)?;
         let mut deleted = Vec::with_capacity(victims.len());
         for (k, record) in victims {
-            self.write(w, &k, None, Some(record.clone()))?;
+            self.write(w, &k, None, Some(&record))?;
             deleted.push(record.into_kv(k));
         }
         Ok(deleted)
@@ -607,16 +707,17 @@ impl KvReader {
         }
     }
 
-    /// The events of revision `revision`, if still retained.
+    /// The events of revision `revision`, in the order they were applied, if
+    /// still retained (`None` for a revision that changed nothing, is
+    /// compacted, or is in the future).
+    ///
+    /// Rebuilt on one RocksDB snapshot from the revision's `changes` rows and
+    /// the `history` entries they name: compaction keeps, for every retained
+    /// row, the key's entry at that revision and its previous version (see
+    /// [`compact_step`]), so `prev` is there whenever the key existed before.
     pub fn changes(&self, revision: u64) -> io::Result<Option<Vec<Change>>> {
-        match self
-            .db
-            .get_cf(cf(&self.db, CF_CHANGES)?, revision.to_be_bytes())
-            .map_err(io_err)?
-        {
-            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
-            None => Ok(None),
-        }
+        let snap = self.db.snapshot();
+        changes_at(&self.db, &snap, revision)
     }
 
     /// Recomputes the state digest from scratch (for consistency checks; it
@@ -627,6 +728,63 @@ impl KvReader {
             .iter()
             .fold(0u128, |acc, (k, r)| acc.wrapping_add(entry_hash(k, r))))
     }
+}
+
+/// The events of `revision` as `snap` sees them (see [`KvReader::changes`]).
+fn changes_at(
+    db: &DB,
+    snap: &rocksdb::Snapshot<'_>,
+    revision: u64,
+) -> io::Result<Option<Vec<Change>>> {
+    let changes_cf = cf(db, CF_CHANGES)?;
+    let history_cf = cf(db, CF_HISTORY)?;
+    let start = revision.to_be_bytes();
+    let mut opts = ReadOptions::default();
+    if let Some(next) = revision.checked_add(1) {
+        opts.set_iterate_upper_bound(next.to_be_bytes());
+    }
+    let mut events = Vec::new();
+    let mut found = false;
+    for item in snap.iterator_cf_opt(
+        changes_cf,
+        opts,
+        IteratorMode::From(&start, Direction::Forward),
+    ) {
+        let (raw, value) = item.map_err(io_err)?;
+        if !raw.starts_with(&start) {
+            break;
+        }
+        found = true;
+        let row = match decode_change(&raw, &value)?.1 {
+            StoredChange::Legacy(changes) => return Ok(Some(changes)),
+            StoredChange::Event(row) => row,
+        };
+        let entry = |rev: u64| -> io::Result<Option<Option<Record>>> {
+            snap.get_cf(history_cf, history_key(row.key, rev))
+                .map_err(io_err)?
+                .map(|bytes| codec::decode(&bytes).map_err(io::Error::from))
+                .transpose()
+        };
+        let kv = entry(revision)?.ok_or_else(|| {
+            invalid_data(format!(
+                "history of key {:?} at revision {revision} is missing",
+                row.key
+            ))
+        })?;
+        // Compaction never removes a retained event's previous version; if
+        // it is gone all the same, the event goes without it, as etcd sends
+        // no prev_kv once the previous revision is compacted.
+        let prev = match row.prev_revision {
+            0 => None,
+            rev => entry(rev)?.flatten(),
+        };
+        events.push(Change {
+            key: row.key.to_string(),
+            kv,
+            prev,
+        });
+    }
+    Ok(found.then_some(events))
 }
 
 fn state_at(db: &DB, snap: &rocksdb::Snapshot<'_>) -> io::Result<MvccState> {
@@ -742,7 +900,9 @@ fn more_live_after(
 /// Key in `sm_meta` holding how far history has been physically removed.
 pub const PHYSICAL_COMPACT_KEY: &[u8] = b"physical_compact";
 
-/// How far history has been physically removed (0 = nothing yet).
+/// How far history has been physically removed (0 = nothing yet): the
+/// `changes` rows below it are gone, and below it `history` keeps only each
+/// key's latest version (unless that is a tombstone).
 pub fn physical_compact_revision(db: &DB) -> io::Result<u64> {
     match db
         .get_cf(cf(db, CF_SM_META)?, PHYSICAL_COMPACT_KEY)
@@ -753,39 +913,53 @@ pub fn physical_compact_revision(db: &DB) -> io::Result<u64> {
     }
 }
 
-/// One bounded step of physical compaction: for every key changed in
-/// revisions `(lo, hi]`, deletes its history entries superseded at or before
-/// `hi` (keeping the latest one at or before `hi` unless it is a tombstone),
-/// then deletes the per-revision change index for `[lo, hi)` and records `hi`
+/// One bounded step of physical compaction, from physical compact revision
+/// `lo` to `hi`: for every key changed in revisions `[lo, hi)`, deletes its
+/// history entries below `hi` except the latest one (and that one too if it
+/// is a tombstone); deletes the `changes` rows of `[lo, hi)`; and records `hi`
 /// as the physical compact revision, all in one write.
 ///
-/// Callers keep `hi` at or below the logical compact revision, so nothing a
-/// permitted read (at a revision at or above it) needs is ever removed.
-/// Returns the number of history entries deleted.
+/// What stays is exactly what the reads and events at or above `hi` need:
+/// - a read at revision `r >= hi` needs each key's latest entry at or before
+///   `r`: either an entry at or above `hi` (never removed) or the latest
+///   entry below `hi` (kept unless a tombstone, which reads as absent);
+/// - a retained `changes` row at `r >= hi` needs its key's entry at `r`
+///   (at or above `hi`) and the previous version, the key's latest entry
+///   below `r`: at or above `hi`, or else the latest below `hi`, which is a
+///   live record (a previous version always is) and so kept.
+///
+/// Keys changed only below `lo` were compacted by earlier steps (steps cover
+/// `[0, hi)` without gaps), so looking at `[lo, hi)` finds every key with
+/// something to remove. Callers keep `hi` at or below the logical compact
+/// revision. Returns the number of history entries deleted.
 pub fn compact_step(db: &DB, lo: u64, hi: u64) -> io::Result<usize> {
     let changes_cf = cf(db, CF_CHANGES)?;
     let history_cf = cf(db, CF_HISTORY)?;
     let mut keys = std::collections::BTreeSet::new();
-    let start = (lo + 1).to_be_bytes();
-    for item in db.iterator_cf(changes_cf, IteratorMode::From(&start, Direction::Forward)) {
+    let start = lo.to_be_bytes();
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_upper_bound(hi.to_be_bytes());
+    for item in db.iterator_cf_opt(
+        changes_cf,
+        opts,
+        IteratorMode::From(&start, Direction::Forward),
+    ) {
         let (raw, value) = item.map_err(io_err)?;
-        let rev = u64::from_be_bytes(
-            raw.as_ref()
-                .try_into()
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "malformed change key"))?,
-        );
-        if rev > hi {
+        if change_revision(&raw)? >= hi {
             break;
         }
-        for change in codec::decode::<Vec<Change>>(&value)? {
-            keys.insert(change.key);
+        match decode_change(&raw, &value)?.1 {
+            StoredChange::Event(row) => {
+                keys.insert(row.key.to_string());
+            }
+            StoredChange::Legacy(changes) => keys.extend(changes.into_iter().map(|c| c.key)),
         }
     }
     let mut batch = WriteBatch::default();
     let mut deleted = 0;
     for key in keys {
         let mut opts = ReadOptions::default();
-        opts.set_iterate_upper_bound(history_key(&key, hi.saturating_add(1)));
+        opts.set_iterate_upper_bound(history_key(&key, hi));
         let from = history_key(&key, 0);
         let mut entries: Vec<(Box<[u8]>, bool)> = Vec::new();
         for item in db.iterator_cf_opt(
@@ -808,6 +982,8 @@ pub fn compact_step(db: &DB, lo: u64, hi: u64) -> io::Result<usize> {
             deleted += 1;
         }
     }
+    // Rows of both shapes (`revision` and `revision, index`) of `[lo, hi)`
+    // sort between these bounds.
     batch.delete_range_cf(changes_cf, lo.to_be_bytes(), hi.to_be_bytes());
     batch.put_cf(
         cf(db, CF_SM_META)?,

@@ -747,8 +747,9 @@ fn txn_ops_see_earlier_ops_of_their_branch_and_share_one_revision() {
     assert_eq!(keys(&responses[3]), ["a/y"]);
 }
 
-/// Physical compaction keeps exactly what reads at or above the compact
-/// revision need: each key's latest version at or below it (unless deleted).
+/// Physical compaction keeps exactly what reads and events at or above the
+/// compact revision need: everything from it on, and each key's latest
+/// version below it (unless deleted).
 #[test]
 fn physical_compaction_keeps_what_permitted_reads_need() {
     let mut store = Store::new();
@@ -802,22 +803,390 @@ fn physical_compaction_keeps_what_permitted_reads_need() {
         Err(ReadError::Kv(KvError::Compacted { .. }))
     ));
 
-    // What is physically left: a@3, a@6, c@5; b's history is gone.
+    // What is physically left: a@3 (a's latest below 4), a@6, c@5, and b@2
+    // and b@4: revision 4 (b's delete) is still watchable, and its event
+    // needs the tombstone and, for prev_kv, the version it deleted.
+    assert_eq!(
+        history_left(&store),
+        versions(&[("a", 3), ("a", 6), ("b", 2), ("b", 4), ("c", 5)])
+    );
+    // The change log keeps revision 4 on, for watches from the compact revision.
+    assert!(store.reader.changes(3).expect("changes").is_none());
+    assert_eq!(
+        store.reader.changes(4).expect("changes"),
+        Some(vec![Change {
+            key: "b".into(),
+            kv: None,
+            prev: Some(rec("1", 2, 2, 1)),
+        }])
+    );
+
+    // Past revision 4, b's history has nothing left to serve.
+    store.apply(&[Command::Compact { revision: 5 }]);
+    compact_step(&store.db, 4, 5).expect("step");
+    assert_eq!(
+        history_left(&store),
+        versions(&[("a", 3), ("a", 6), ("c", 5)])
+    );
+    assert!(store.reader.changes(4).expect("changes").is_none());
+}
+
+fn rec(value: &str, create_revision: u64, mod_revision: u64, version: u64) -> Record {
+    Record {
+        value: value.as_bytes().to_vec(),
+        create_revision,
+        mod_revision,
+        version,
+    }
+}
+
+fn versions(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+    list.iter().map(|(k, r)| (k.to_string(), *r)).collect()
+}
+
+/// The (key, revision) of every `history` entry, in order.
+fn history_left(store: &Store) -> Vec<(String, u64)> {
     let history = db::cf(&store.db, db::CF_HISTORY).expect("cf");
-    let left: Vec<(Vec<u8>, u64)> = store
+    store
         .db
         .iterator_cf(history, rocksdb::IteratorMode::Start)
         .map(|item| {
             let (k, _) = item.expect("item");
             let rev = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes"));
-            (k[..k.len() - 9].to_vec(), rev)
+            let key = std::str::from_utf8(&k[..k.len() - 9]).expect("utf8");
+            (key.to_string(), rev)
         })
-        .collect();
+        .collect()
+}
+
+// ------------------------------------------- the change feed, rebuilt
+
+fn put(key: &str, value: &str) -> Command {
+    Command::Put {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        prev_kv: false,
+    }
+}
+
+fn delete(key: &str, prefix: bool) -> Command {
+    Command::Delete {
+        key: key.into(),
+        prefix,
+        prev_kv: false,
+    }
+}
+
+fn event(key: &str, kv: Option<Record>, prev: Option<Record>) -> Change {
+    Change {
+        key: key.into(),
+        kv,
+        prev,
+    }
+}
+
+/// Every `changes` row: (revision, raw key length, raw value length).
+fn change_rows(store: &Store) -> Vec<(u64, usize, usize)> {
+    let changes = db::cf(&store.db, db::CF_CHANGES).expect("cf");
+    store
+        .db
+        .iterator_cf(changes, rocksdb::IteratorMode::Start)
+        .map(|item| {
+            let (k, v) = item.expect("item");
+            let rev = u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+            (rev, k.len(), v.len())
+        })
+        .collect()
+}
+
+fn changes(store: &Store, revision: u64) -> Option<Vec<Change>> {
+    store.reader.changes(revision).expect("changes")
+}
+
+/// Compacts logically to `revision`, then physically in steps of `step`.
+fn compact(store: &mut Store, revision: u64, step: u64) {
+    store.apply(&[Command::Compact { revision }]);
+    let mut done = physical_compact_revision(&store.db).expect("physical");
+    while done < revision {
+        let hi = (done + step).min(revision);
+        compact_step(&store.db, done, hi).expect("compact step");
+        done = hi;
+    }
+}
+
+#[test]
+fn events_carry_the_previous_version_across_deletes() {
+    let mut store = Store::new();
+    // r1 k=1, r2 k=2, r3 delete k, r4 k=3 (created again)
+    for c in [
+        put("k", "1"),
+        put("k", "2"),
+        delete("k", false),
+        put("k", "3"),
+    ] {
+        store.apply(&[c]);
+    }
     assert_eq!(
-        left,
-        vec![(b"a".to_vec(), 3), (b"a".to_vec(), 6), (b"c".to_vec(), 5)]
+        changes(&store, 1),
+        Some(vec![event("k", Some(rec("1", 1, 1, 1)), None)])
     );
-    // The change log keeps revision 4 on, for watches from the compact revision.
-    assert!(store.reader.changes(3).expect("changes").is_none());
-    assert!(store.reader.changes(4).expect("changes").is_some());
+    assert_eq!(
+        changes(&store, 2),
+        Some(vec![event(
+            "k",
+            Some(rec("2", 1, 2, 2)),
+            Some(rec("1", 1, 1, 1))
+        )])
+    );
+    assert_eq!(
+        changes(&store, 3),
+        Some(vec![event("k", None, Some(rec("2", 1, 2, 2)))])
+    );
+    assert_eq!(
+        changes(&store, 4),
+        Some(vec![event("k", Some(rec("3", 4, 4, 1)), None)])
+    );
+    assert_eq!(changes(&store, 5), None);
+}
+
+#[test]
+fn a_transaction_is_one_revision_with_every_key_in_order() {
+    let mut store = Store::new();
+    store.apply(&[put("x", "old"), put("z", "gone")]);
+    let txn = Command::Txn(TxnRequest {
+        compare: vec![],
+        success: vec![
+            TxnOp::Put {
+                key: "y".into(),
+                value: b"new".to_vec(),
+            },
+            TxnOp::Put {
+                key: "x".into(),
+                value: b"newer".to_vec(),
+            },
+            TxnOp::Delete {
+                key: "z".into(),
+                prefix: false,
+            },
+        ],
+        failure: vec![],
+    });
+    store.apply(&[txn]);
+    assert_eq!(
+        changes(&store, 3),
+        Some(vec![
+            event("y", Some(rec("new", 3, 3, 1)), None),
+            event("x", Some(rec("newer", 1, 3, 2)), Some(rec("old", 1, 1, 1))),
+            event("z", None, Some(rec("gone", 2, 2, 1))),
+        ])
+    );
+    // One small row per event, in the order applied.
+    let rows: Vec<(u64, usize)> = change_rows(&store)
+        .into_iter()
+        .map(|(r, k, _)| (r, k))
+        .collect();
+    assert_eq!(rows, vec![(1, 12), (2, 12), (3, 12), (3, 12), (3, 12)]);
+}
+
+#[test]
+fn a_prefix_delete_stores_keys_not_values() {
+    let mut store = Store::new();
+    let big = vec![7u8; 256 * 1024];
+    let keys: Vec<String> = (0..40).map(|i| format!("app/{i:02}")).collect();
+    for k in &keys {
+        store.apply(&[Command::Put {
+            key: k.clone(),
+            value: big.clone(),
+            prev_kv: false,
+        }]);
+    }
+    store.apply(&[put("other", "stays"), delete("app/", true)]);
+    let revision = store.state.revision;
+    assert_eq!(revision, 42);
+    let events = changes(&store, revision).expect("events");
+    assert_eq!(events.len(), keys.len());
+    for (i, (e, k)) in events.iter().zip(&keys).enumerate() {
+        let created = i as u64 + 1;
+        assert_eq!(e.key, *k);
+        assert_eq!(e.kv, None);
+        let prev = e.prev.as_ref().expect("prev_kv of a deleted key");
+        assert_eq!(
+            (prev.create_revision, prev.mod_revision, prev.version),
+            (created, created, 1)
+        );
+        assert_eq!(prev.value, big);
+    }
+    // The delete's 40 rows hold keys and revisions: 10 MiB of deleted values
+    // are not copied into the change feed.
+    let rows: Vec<(u64, usize, usize)> = change_rows(&store)
+        .into_iter()
+        .filter(|(r, _, _)| *r == revision)
+        .collect();
+    assert_eq!(rows.len(), keys.len());
+    assert!(rows.iter().all(|(_, _, v)| *v < 32), "{rows:?}");
+}
+
+#[test]
+fn events_at_and_above_the_compact_revision_keep_prev_kv() {
+    for step in [1, 2, 3, 10] {
+        let mut store = Store::new();
+        // r1 k=1, r2 j=1, r3 k=2, r4 j=2, r5 delete k, r6 k=3
+        for c in [
+            put("k", "1"),
+            put("j", "1"),
+            put("k", "2"),
+            put("j", "2"),
+            delete("k", false),
+            put("k", "3"),
+        ] {
+            store.apply(&[c]);
+        }
+        compact(&mut store, 3, step);
+        assert_eq!(changes(&store, 2), None, "step {step}");
+        assert_eq!(
+            changes(&store, 3),
+            Some(vec![event(
+                "k",
+                Some(rec("2", 1, 3, 2)),
+                Some(rec("1", 1, 1, 1))
+            )]),
+            "step {step}"
+        );
+        compact(&mut store, 5, step);
+        assert_eq!(
+            changes(&store, 5),
+            Some(vec![event("k", None, Some(rec("2", 1, 3, 2)))]),
+            "step {step}"
+        );
+        compact(&mut store, 6, step);
+        assert_eq!(
+            changes(&store, 6),
+            Some(vec![event("k", Some(rec("3", 6, 6, 1)), None)]),
+            "step {step}"
+        );
+        // j was last written at 4, below the compact revision: its version
+        // there is the previous one of the next write.
+        store.apply(&[put("j", "3")]);
+        assert_eq!(
+            changes(&store, 7),
+            Some(vec![event(
+                "j",
+                Some(rec("3", 2, 7, 3)),
+                Some(rec("2", 2, 4, 2))
+            )]),
+            "step {step}"
+        );
+        assert_eq!(
+            history_left(&store),
+            versions(&[("j", 4), ("j", 7), ("k", 6)]),
+            "step {step}"
+        );
+    }
+}
+
+/// Data directories of earlier builds hold `changes` rows of the earlier
+/// shape (a revision's whole `Vec<Change>` under the bare revision): they
+/// are still read, watched and compacted.
+#[test]
+fn rows_of_the_earlier_shape_are_read_and_compacted() {
+    let mut store = Store::new();
+    for c in [put("a", "1"), put("a", "2"), put("b", "1")] {
+        store.apply(&[c]);
+    }
+    // Rewrite revisions 1 and 2 as an earlier build stored them.
+    let cf = db::cf(&store.db, db::CF_CHANGES).expect("cf");
+    let mut legacy = Vec::new();
+    for rev in 1..=2u64 {
+        let events = changes(&store, rev).expect("events");
+        store
+            .db
+            .delete_range_cf(cf, rev.to_be_bytes(), (rev + 1).to_be_bytes())
+            .expect("delete rows");
+        let encoded = crate::codec::encode(&events).expect("encode");
+        store
+            .db
+            .put_cf(cf, rev.to_be_bytes(), encoded)
+            .expect("legacy row");
+        legacy.push(events);
+    }
+    let shapes = |store: &Store| -> Vec<(u64, usize)> {
+        change_rows(store)
+            .iter()
+            .map(|(r, k, _)| (*r, *k))
+            .collect()
+    };
+    assert_eq!(shapes(&store), vec![(1, 8), (2, 8), (3, 12)]);
+    assert_eq!(changes(&store, 1).as_ref(), Some(&legacy[0]));
+    assert_eq!(
+        changes(&store, 2),
+        Some(vec![event(
+            "a",
+            Some(rec("2", 1, 2, 2)),
+            Some(rec("1", 1, 1, 1))
+        )])
+    );
+    assert_eq!(
+        changes(&store, 3),
+        Some(vec![event("b", Some(rec("1", 3, 3, 1)), None)])
+    );
+    compact(&mut store, 3, 1);
+    assert_eq!(shapes(&store), vec![(3, 12)]);
+    // a's keys were found in the earlier-shape rows, and a@1 removed.
+    assert_eq!(history_left(&store), versions(&[("a", 2), ("b", 3)]));
+}
+
+/// A row of the current shape carries its own format version, so an earlier
+/// build, which decodes a whole `Vec<Change>`, refuses it instead of
+/// misreading it.
+#[test]
+fn rows_of_the_current_shape_are_refused_by_the_earlier_decoder() {
+    let mut store = Store::new();
+    store.apply(&[put("a", "1")]);
+    let cf = db::cf(&store.db, db::CF_CHANGES).expect("cf");
+    let (_, value) = store
+        .db
+        .iterator_cf(cf, rocksdb::IteratorMode::Start)
+        .next()
+        .expect("a row")
+        .expect("read");
+    assert!(matches!(
+        crate::codec::decode::<Vec<Change>>(&value),
+        Err(crate::codec::CodecError::UnsupportedVersion { found: 2 })
+    ));
+}
+
+/// Validation keeps a key to one write per revision; a command that bypasses
+/// it still leaves one event per key, from before the revision to after it.
+#[test]
+fn writes_that_bypass_validation_leave_one_event_per_key() {
+    let mut store = Store::new();
+    store.apply(&[put("a", "0")]);
+    let txn = Command::Txn(TxnRequest {
+        compare: vec![],
+        success: vec![
+            TxnOp::Put {
+                key: "a".into(),
+                value: b"1".to_vec(),
+            },
+            TxnOp::Delete {
+                key: "a".into(),
+                prefix: false,
+            },
+            TxnOp::Put {
+                key: "a".into(),
+                value: b"2".to_vec(),
+            },
+        ],
+        failure: vec![],
+    });
+    assert!(!accepted(&txn));
+    store.apply(&[txn]);
+    assert_eq!(
+        changes(&store, 2),
+        Some(vec![event(
+            "a",
+            Some(rec("2", 2, 2, 1)),
+            Some(rec("0", 1, 1, 1))
+        )])
+    );
 }
