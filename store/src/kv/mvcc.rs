@@ -44,6 +44,7 @@ pub const MVCC_STATE_KEY: &[u8] = b"mvcc";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// Value bytes.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Revision that created the key.
     pub create_revision: u64,

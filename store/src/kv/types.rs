@@ -14,6 +14,7 @@ pub struct KeyValue {
     /// The key, a UTF-8 string without NUL characters.
     pub key: String,
     /// The value bytes.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Revision of the put that created the key (since its last deletion).
     pub create_revision: u64,
@@ -32,6 +33,7 @@ pub enum Command {
         /// Key to set.
         key: String,
         /// New value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// Return the previous key-value in the response.
         prev_kv: bool,
@@ -100,7 +102,7 @@ pub struct Compare {
 pub enum CompareTarget {
     /// The value bytes. A missing key has no value, so every value compare on
     /// it is false, `!=` included (etcd compares only existing keys' values).
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The key's version (0 when missing).
     Version(u64),
     /// The key's mod revision (0 when missing).
@@ -143,6 +145,7 @@ pub enum TxnOp {
         /// Key to set.
         key: String,
         /// New value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Delete a key or a prefix.

@@ -92,6 +92,7 @@ pub enum PeerRequest {
         /// Byte offset of this chunk in the file.
         offset: u64,
         /// Chunk bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// Whether this is the final chunk.
         done: bool,
