@@ -90,6 +90,12 @@ pub struct Config {
     /// rare (as etcd does).
     #[arg(long, env = "BALLAST_SNAPSHOT_LOGS", default_value_t = 100_000)]
     pub snapshot_logs: u64,
+    /// Most bytes of writes the leader lets wait for their commit; beyond
+    /// it new writes are answered `503 too_many_requests` (one write is
+    /// always admitted, whatever its size). Bounds the leader's memory and
+    /// how long a new write queues behind a burst.
+    #[arg(long, env = "BALLAST_MAX_INFLIGHT_WRITE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_inflight_write_bytes: usize,
     /// Deadline of one snapshot chunk (1 MiB) sent to a follower,
     /// milliseconds. The install after the last chunk has no deadline.
     #[arg(
@@ -258,6 +264,9 @@ impl Config {
         }
         if self.max_watchers == 0 || self.watch_window == 0 {
             return Err(invalid("max-watchers and watch-window must be positive"));
+        }
+        if self.max_inflight_write_bytes == 0 {
+            return Err(invalid("max-inflight-write-bytes must be positive"));
         }
         if self.snapshot_chunk_timeout_ms == 0 {
             return Err(invalid("snapshot-chunk-timeout-ms must be positive"));

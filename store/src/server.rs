@@ -212,6 +212,7 @@ pub async fn start(
         dial.clone(),
         caps,
         me,
+        config.request_timeout(),
     );
     let raft = Raft::new(
         config.node_id,
@@ -246,6 +247,7 @@ pub async fn start(
             dial,
             replica_ttl: std::time::Duration::from_secs(config.replica_report_ttl_secs),
             identity: me,
+            max_inflight_write_bytes: config.max_inflight_write_bytes,
         },
         hub.clone(),
         metrics.clone(),

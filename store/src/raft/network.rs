@@ -55,6 +55,7 @@ pub struct PeerNetwork {
     dial: DialMap,
     caps: FrameCaps,
     me: PeerIdentity,
+    append_timeout: Duration,
 }
 
 /// Addresses to dial instead of peers' advertised peer addresses.
@@ -69,12 +70,14 @@ pub fn dial_addr(dial: &DialMap, target: NodeId, node: &Member) -> String {
 
 impl PeerNetwork {
     /// A network whose traffic obeys `fault` and dials through `dial`.
+    /// AppendEntries that carry entries may take up to `append_timeout`.
     pub fn new(
         fault: NetFault,
         connect_timeout: Duration,
         dial: DialMap,
         caps: FrameCaps,
         me: PeerIdentity,
+        append_timeout: Duration,
     ) -> Self {
         PeerNetwork {
             fault,
@@ -82,6 +85,7 @@ impl PeerNetwork {
             dial,
             caps,
             me,
+            append_timeout,
         }
     }
 }
@@ -98,6 +102,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             connect_timeout: self.connect_timeout,
             caps: self.caps,
             me: self.me,
+            append_timeout: self.append_timeout,
         }
     }
 }
@@ -111,6 +116,7 @@ pub struct PeerClient {
     connect_timeout: Duration,
     caps: FrameCaps,
     me: PeerIdentity,
+    append_timeout: Duration,
 }
 
 fn unreachable(msg: impl std::fmt::Display) -> Unreachable<TypeConfig> {
@@ -255,8 +261,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        // openraft gives every AppendEntries the heartbeat interval. That is
+        // right for a heartbeat, but a message carrying a megabyte of entries
+        // must also cross the link and be synced on the follower: with the
+        // heartbeat's deadline it times out, is sent again, and times out
+        // again, for good. Entries get the longer deadline; a dead follower is
+        // still noticed by the heartbeats, which run on their own connection.
+        let timeout = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(self.append_timeout)
+        };
         match self
-            .call(&PeerRequest::AppendEntries(rpc), option.hard_ttl())
+            .call(&PeerRequest::AppendEntries(rpc), timeout)
             .await
             .map_err(rpc_error)?
         {

@@ -107,17 +107,13 @@ impl NodeError {
 /// Most log entries a leader lets run ahead of its state machine before it
 /// refuses new writes (etcd's `maxGapBetweenApplyAndCommitIndex`).
 const MAX_UNAPPLIED_ENTRIES: u64 = 5_000;
-/// Most bytes of proposals a leader holds waiting for their commit before it
-/// refuses new writes; one write is always admitted, whatever its size.
-const MAX_INFLIGHT_BYTES: usize = 256 * 1024 * 1024;
-
 /// Counts a proposal's bytes as in flight until dropped.
-struct InflightGuard<'a> {
-    counter: &'a AtomicUsize,
+struct InflightGuard {
+    counter: Arc<AtomicUsize>,
     bytes: usize,
 }
 
-impl Drop for InflightGuard<'_> {
+impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
     }
@@ -142,6 +138,9 @@ pub struct NodeOptions {
     pub replica_ttl: Duration,
     /// This node's cluster and id, carried in every peer request.
     pub identity: PeerIdentity,
+    /// Most bytes of writes a leader lets wait for their commit before it
+    /// answers new ones with `503 too_many_requests`.
+    pub max_inflight_write_bytes: usize,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -205,7 +204,7 @@ pub struct Node {
     watch: Arc<WatchHub>,
     metrics: Arc<Metrics>,
     replicas: ReplicaRegistry,
-    inflight_bytes: AtomicUsize,
+    inflight_bytes: Arc<AtomicUsize>,
     peers_with_data: std::sync::Mutex<BTreeSet<NodeId>>,
 }
 
@@ -248,7 +247,7 @@ impl Node {
             watch,
             metrics,
             replicas,
-            inflight_bytes: AtomicUsize::new(0),
+            inflight_bytes: Arc::new(AtomicUsize::new(0)),
             peers_with_data: std::sync::Mutex::new(BTreeSet::new()),
         })
     }
@@ -468,8 +467,9 @@ impl Node {
 
     /// Refuses a new proposal while the log runs too far ahead of the state
     /// machine, or too many bytes of proposals wait for their commit (etcd
-    /// refuses with "too many requests" past 5,000 unapplied entries).
-    fn admit(&self, bytes: usize) -> Result<InflightGuard<'_>, NodeError> {
+    /// refuses with "too many requests" past 5,000 unapplied entries). One
+    /// write is always admitted, whatever its size.
+    fn admit(&self, bytes: usize) -> Result<InflightGuard, NodeError> {
         let backlog = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow_watched();
@@ -484,12 +484,13 @@ impl Node {
         }
         let before = self.inflight_bytes.fetch_add(bytes, Ordering::AcqRel);
         let guard = InflightGuard {
-            counter: &self.inflight_bytes,
+            counter: self.inflight_bytes.clone(),
             bytes,
         };
-        if before > 0 && before + bytes > MAX_INFLIGHT_BYTES {
+        let max = self.options.max_inflight_write_bytes;
+        if before > 0 && before + bytes > max {
             return Err(NodeError::Overloaded(format!(
-                "{before} bytes of writes are waiting for their commit (the limit is {MAX_INFLIGHT_BYTES}); retry shortly"
+                "{before} bytes of writes are waiting for their commit (the limit is {max}); retry shortly"
             )));
         }
         Ok(guard)
@@ -497,21 +498,43 @@ impl Node {
 
     /// Proposes a command on this node, which must be the leader.
     pub async fn propose(&self, command: Command) -> Result<CommandResponse, NodeError> {
-        let _inflight = self.admit(command_bytes(&command))?;
+        let inflight = self.admit(command_bytes(&command))?;
         let timeout = self.options.request_timeout;
-        match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
+        // The proposal's bytes count until Raft is done with it, also when
+        // the client has been answered with a timeout meanwhile.
+        let raft = self.raft.clone();
+        let write = tokio::spawn(async move {
+            let result = raft.client_write(command).await;
+            drop(inflight);
+            result
+        });
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Err(join)) => Err(NodeError::Internal(format!("write task failed: {join}"))),
+            Ok(Ok(result)) => self.proposed(result),
             Err(_) => Err(NodeError::Timeout(format!(
                 "the write was not committed within {timeout:?}; it may or may not take effect"
             ))),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(NodeError::NoLeader {
+        }
+    }
+
+    /// Maps what Raft answered to a proposal.
+    fn proposed(
+        &self,
+        result: Result<
+            openraft::raft::ClientWriteResponse<TypeConfig>,
+            RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+        >,
+    ) -> Result<CommandResponse, NodeError> {
+        match result {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(NodeError::NoLeader {
                 reason: format!("this node is not a writable leader ({:?})", f.reason),
                 leader: forward_hint(&f),
             }),
-            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => Err(NodeError::Timeout(
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(NodeError::Timeout(
                 "leadership changed while the write was in flight; it may or may not take effect".into(),
             )),
-            Ok(Err(e)) => Err(NodeError::Internal(e.to_string())),
+            Err(e) => Err(NodeError::Internal(e.to_string())),
         }
     }
 

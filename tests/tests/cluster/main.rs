@@ -7,3 +7,4 @@ mod t40_snapshot;
 mod t50_partition;
 mod t60_replicas;
 mod t70_identity;
+mod t80_large_values;
