@@ -3,14 +3,17 @@
 //!
 //! Inject makes one follower unreachable over every peer link, both ways
 //! (its process keeps running and serving its clients). Heal waits until
-//! the leader has applied more than twice `--snapshot-logs` entries past
-//! what the follower had: by then the leader has taken a snapshot at least
-//! `--snapshot-logs` entries past the follower and purged its log up to a
-//! tail that no longer reaches back to it (ballastd keeps at most
-//! `--snapshot-logs` entries behind a snapshot), so the follower can only
-//! be brought back by sending it the snapshot. The wait ends early when the
-//! run is over and is bounded by `--lagging-limit-ms`, so a heal always
-//! ends.
+//! the leader has applied more than three times `--snapshot-logs` entries
+//! past what the follower had. ballastd takes a snapshot every
+//! `--snapshot-logs` applied entries and keeps at most `--snapshot-logs`
+//! entries behind its latest one, so twice that is when the first snapshot
+//! whose purge no longer reaches back to the follower is due; the third
+//! allows for building it, and for the leader deferring the purge while a
+//! replication request (to any follower) still has older entries in flight,
+//! with a second snapshot and purge as a second chance. After that the
+//! follower can only be brought back by sending it a snapshot. The wait
+//! ends early when the run is over and is bounded by `--lagging-limit-ms`,
+//! so a heal always ends.
 //!
 //! Unreachable rather than cut (the `partition` nemesis's blackhole): a
 //! leader does not purge log entries that a replication request to the
@@ -40,6 +43,10 @@ use super::{Context, Nemesis};
 use crate::cluster::Cluster;
 use crate::history::{Event, EventType, Func, Recorder};
 
+/// How many `--snapshot-logs` the leader must apply past the follower
+/// before it is let back (see the module docs).
+const LEAD_SNAPSHOTS: u64 = 3;
+
 /// How often the leader's and the follower's progress are polled.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -66,8 +73,8 @@ pub struct LaggingOptions {
 /// One follower being held back.
 struct Lag {
     node: u64,
-    /// The leader's last log index when the follower was cut off: the
-    /// follower has at most this.
+    /// The larger of the leader's and the follower's last log index when
+    /// the follower was cut off: it has no entry beyond this.
     left_at: u64,
     /// The follower's applied index when it was cut off.
     applied: u64,
@@ -89,7 +96,7 @@ impl LaggingNemesis {
 
     /// Leader log progress the follower must miss before it is let back.
     fn lead(&self) -> u64 {
-        self.opts.snapshot_logs.saturating_mul(2).saturating_add(1)
+        self.opts.snapshot_logs.saturating_mul(LEAD_SNAPSHOTS)
     }
 }
 
@@ -175,7 +182,7 @@ impl Nemesis for LaggingNemesis {
                 since: Instant::now(),
             });
             Ok(format!(
-                "node {node} cut off at log index {left_at} (applied {applied}, leader {leader}); held until the leader has applied index {} (2 x snapshot-logs {} + 1 past it) or for {:?}",
+                "node {node} cut off at log index {left_at} (applied {applied}, leader {leader}); held until the leader has applied index {} ({LEAD_SNAPSHOTS} x snapshot-logs {} past it) or for {:?}",
                 left_at.saturating_add(self.lead()),
                 self.opts.snapshot_logs,
                 self.opts.limit
@@ -210,21 +217,23 @@ impl Nemesis for LaggingNemesis {
                     _ = stop.changed() => {}
                 }
             };
+            // Where the follower's log stands before anything can reach it.
+            let log = ctx.cluster.log_path(lag.node);
+            let log_offset = log.as_deref().map_or(0, file_len);
             ctx.net.set_unreachable(lag.node, false);
             let held = lag.since.elapsed();
             let what = match seen {
                 Some((leader, lp)) => {
-                    if let (Some(log), Some(goal)) = (
-                        ctx.cluster.log_path(lag.node),
-                        (lp.applied > lag.left_at).then_some(lp.applied),
-                    ) {
+                    if let (Some(log), Some(goal)) =
+                        (log, (lp.applied > lag.left_at).then_some(lp.applied))
+                    {
                         ctx.background.spawn(observe(Observation {
                             cluster: ctx.cluster.clone(),
                             recorder: ctx.recorder.clone(),
                             node: lag.node,
                             applied: lag.applied,
                             goal,
-                            log_offset: file_len(&log),
+                            log_offset,
                             log,
                         }));
                     }
