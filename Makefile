@@ -9,9 +9,11 @@ ENV := set -eo pipefail; source scripts/env.sh;
 cluster:
 	@$(ENV) cargo run -p ballast-store --bin ballastd -- dev
 
-## Run the whole test suite.
+## Run the whole test suite: every crate, then the tests that need failpoints
+## compiled in (their own test binary).
 test:
-	@$(ENV) cargo test --workspace
+	@$(ENV) cargo test --workspace \
+	  && cargo test -p ballast-tests --features failpoints --test failpoints
 
 ## Load-test a running cluster (start one with `make cluster` first).
 bench:

@@ -7,6 +7,7 @@
 //! cluster starts), so a restarted node rejoins at the same address.
 
 pub mod sse;
+pub mod throttle;
 
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -60,7 +61,8 @@ impl TestCluster {
     }
 
     /// Starts `n` nodes with [`test_config`] changed by `tweak`, and waits for
-    /// a leader.
+    /// a leader. `tweak` sees each node's config with its id, addresses and
+    /// data directory already set.
     pub async fn start_with(n: usize, tweak: impl Fn(&mut Config)) -> Result<TestCluster> {
         init_logging();
         let dir = tempfile::Builder::new().prefix("ballast-test-").tempdir()?;
@@ -83,12 +85,12 @@ impl TestCluster {
         let mut configs = Vec::new();
         for (i, l) in listeners.iter().enumerate() {
             let mut c = test_config();
-            tweak(&mut c);
             c.node_id = (i + 1) as u64;
             c.data_dir = dir.path().join(format!("node{}", i + 1));
             c.listen_client = l.client.local_addr()?.to_string();
             c.listen_peer = l.peer.local_addr()?.to_string();
             c.initial_cluster = Some(cluster.clone());
+            tweak(&mut c);
             configs.push(c);
         }
         let mut nodes = Vec::new();

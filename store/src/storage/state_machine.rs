@@ -253,6 +253,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 mvcc,
             };
             snapshot::write(&db, &snap, &header, &path)?;
+            // Tests pause here to overlap an install with a build.
+            fail::fail_point!("snapshot-build-written");
             remove_other_snapshots(&dir, &path)?;
             tracing::info!(path = %path.display(), revision = mvcc.revision, "built snapshot");
             Ok(openraft::Snapshot {

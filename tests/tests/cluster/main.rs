@@ -8,3 +8,4 @@ mod t50_partition;
 mod t60_replicas;
 mod t70_identity;
 mod t80_large_values;
+mod t90_snapshot_catch_up;

@@ -1,0 +1,114 @@
+//! Tests that force races with failpoints. Failpoints are process-wide, so
+//! these run in their own test binary, built with the `failpoints` feature:
+//! `cargo test -p ballast-tests --features failpoints --test failpoints`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use ballast_tests::TestCluster;
+use openraft::async_runtime::watch::WatchReceiver;
+use tracing::info;
+
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_build_and_install_on_one_node_never_clash() -> Result<()> {
+    let tc = TestCluster::start_with(3, |c| c.snapshot_logs = 50).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    let lagging = tc
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+
+    info!("--- cut node {lagging} off and write past the leader's snapshot");
+    for i in 0..20 {
+        tc.put(leader, &format!("fp/k{i}"), "before").await?;
+    }
+    tc.isolate(lagging)?;
+    let mut rev = 0;
+    for i in 0..300 {
+        rev = tc
+            .put(leader, &format!("fp/k{}", i % 40), &format!("v{i}"))
+            .await?;
+    }
+
+    info!("--- node {lagging} builds a snapshot of its old state; the leader's arrives meanwhile");
+    // The build pauses with its file written but before it cleans up older
+    // files: an install running then would have its file removed by the
+    // build's clean-up, and remove the build's file in its own.
+    fail::cfg("snapshot-build-written", "sleep(2000)").map_err(anyhow::Error::msg)?;
+    let node = tc.node(lagging)?.clone();
+    let build = tokio::spawn(async move { node.raft().trigger().snapshot().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tc.heal(lagging)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tc.node(lagging)?.applied().revision < rev {
+        if Instant::now() > deadline {
+            bail!("node {lagging} did not catch up");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    build.await??;
+    fail::remove("snapshot-build-written");
+    // `trigger` returns once the build is asked for: give the paused build
+    // time to finish whatever it still does.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+
+    // The build that waited for the install ran on the installed state: the
+    // node's snapshot is not older than what it installed.
+    let installed_index = tc
+        .node(lagging)?
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .snapshot
+        .map(|id| id.index)
+        .unwrap_or(0);
+    assert!(installed_index > 0, "node {lagging} has a snapshot");
+
+    info!("--- the node is healthy: same state, one snapshot file, takes writes");
+    let installed = tc.node(lagging)?.raft().metrics().borrow_watched().snapshot;
+    assert!(installed.is_some(), "node {lagging} has a snapshot");
+    let files = snapshot_files(&tc.config(lagging).data_dir);
+    assert!(
+        files.len() == 1 && files[0].ends_with(".snap"),
+        "node {lagging} keeps exactly its current snapshot: {files:?}"
+    );
+    // Snapshot files are named after the index after their last entry.
+    let named: u64 = files[0]
+        .trim_start_matches("snap-")
+        .trim_end_matches(".snap")
+        .parse()?;
+    assert!(
+        named > installed_index,
+        "the snapshot file {} is older than the installed snapshot at {installed_index}",
+        files[0]
+    );
+    let after = tc.put(lagging, "fp/after", "x").await?;
+    tc.wait_applied(after, Duration::from_secs(10)).await?;
+    let mut hashes = Vec::new();
+    for id in tc.ids() {
+        hashes.push(tc.status(id).await?["state_hash"].clone());
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    for i in 260..300 {
+        let key = format!("fp/k{}", i % 40);
+        assert_eq!(
+            tc.value(lagging, &key, "serializable").await?,
+            Some(format!("v{i}"))
+        );
+    }
+    tc.shutdown().await;
+    Ok(())
+}
