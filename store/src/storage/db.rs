@@ -36,6 +36,10 @@ const ALL_CFS: [&str; 6] = [
     CF_CHANGES,
 ];
 
+/// Most bytes of WAL kept before RocksDB flushes the column families that
+/// hold the oldest of it.
+const MAX_TOTAL_WAL_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Opens (creating if needed) the node's database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     let mut opts = Options::default();
@@ -43,6 +47,12 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     opts.create_missing_column_families(true);
     // Everything is written through the WAL; a crash never loses a synced write.
     opts.set_max_background_jobs(2);
+    // RocksDB keeps a WAL file until every column family has flushed past
+    // it. The small metadata families rarely fill a memtable, so without a
+    // cap the WAL grew to the size of everything written (600 MB of WAL for
+    // 200 MB of values); past the cap the families holding the oldest WAL
+    // are flushed.
+    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
     let cfs = ALL_CFS
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
