@@ -326,6 +326,37 @@ async fn malformed_txn_bodies_are_invalid_json_or_invalid_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_body_is_read_the_same_way() {
+    let h = Harness::start(small_limits).await;
+    let over = vec![b'x'; 1024 + BODY_SLACK + 1];
+    let broken = || {
+        Body::from_stream(futures::stream::iter([
+            Ok(Bytes::from_static(b"{")),
+            Err(std::io::Error::other("connection reset")),
+        ]))
+    };
+    // Over the body limit: 413, the code naming what was too large.
+    h.put("/v1/kv/b", over.clone())
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large");
+    for uri in ["/v1/txn", "/v1/compact", "/v1/replicas/report"] {
+        h.call(Method::POST, uri, over.clone())
+            .await
+            .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
+    }
+    // A body that cannot be read for another reason: 400 invalid_request.
+    h.call(Method::PUT, "/v1/kv/b", broken())
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    for uri in ["/v1/txn", "/v1/compact", "/v1/replicas/report"] {
+        h.call(Method::POST, uri, broken())
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_give_413_and_too_many_ops() {
     let h = Harness::start(small_limits).await;
     let long_key = "k".repeat(65);
@@ -373,7 +404,7 @@ async fn limits_give_413_and_too_many_ops() {
         .to_string();
     h.txn(huge)
         .await
-        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large");
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
 
     // Transaction size: 4 ops per branch and 4 compares are fine, 5 are not.
     let puts = |n: usize| -> Vec<Value> {

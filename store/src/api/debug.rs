@@ -10,7 +10,7 @@ use axum::extract::Path;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// `GET /debug/failpoints`.
 pub async fn list() -> Json<Value> {
@@ -24,10 +24,11 @@ pub async fn list() -> Json<Value> {
 /// `PUT /debug/failpoints/{name}`.
 pub async fn set(Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let actions = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_request", "the action must be UTF-8"))?
+        .map_err(|_| ApiError::refused(ErrorCode::InvalidRequest, "the action must be UTF-8"))?
         .trim()
         .to_string();
-    fail::cfg(name.clone(), &actions).map_err(|e| ApiError::bad_request("invalid_request", e))?;
+    fail::cfg(name.clone(), &actions)
+        .map_err(|e| ApiError::refused(ErrorCode::InvalidRequest, e))?;
     tracing::warn!(failpoint = %name, %actions, "failpoint set");
     Ok(Json(json!({ "name": name, "actions": actions })))
 }

@@ -1,4 +1,5 @@
-//! The one place where errors become HTTP responses.
+//! The one place where errors become HTTP responses: every error has an
+//! [`ErrorCode`], and the code decides the status.
 //!
 //! | code | status | meaning |
 //! |---|---|---|
@@ -27,23 +28,160 @@ pub const LEADER_HEADER: &str = "x-ballast-leader";
 /// Seconds a client should wait before retrying a 503.
 const RETRY_AFTER_SECS: &str = "1";
 
+/// The stable `error.code` of a failed request. Each code has one status;
+/// [`ErrorCode::as_str`] is what goes on the wire and in docs/api.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The key is empty, has a NUL, or its path spelling is malformed.
+    InvalidKey,
+    /// An unknown query parameter, a malformed value or a bad combination.
+    InvalidQuery,
+    /// A JSON body that does not follow the endpoint's grammar.
+    InvalidJson,
+    /// A request that is well-formed but not allowed, or a body that cannot be read.
+    InvalidRequest,
+    /// A transaction with too many compares or ops.
+    TooManyOps,
+    /// A revision below the compact revision.
+    Compacted,
+    /// A revision above the node's current revision.
+    FutureRevision,
+    /// The key does not exist (at the revision read).
+    KeyNotFound,
+    /// No such endpoint.
+    NotFound,
+    /// The endpoint exists, the method does not.
+    MethodNotAllowed,
+    /// A key or prefix over the key limit.
+    KeyTooLarge,
+    /// A value (or a `PUT` body) over the value limit.
+    ValueTooLarge,
+    /// A whole request (a transaction, a JSON body) over the request limit.
+    RequestTooLarge,
+    /// No leader reachable: not applied, retry.
+    NoLeader,
+    /// No answer in time: a write may or may not have taken effect.
+    Timeout,
+    /// The leader's backlog is full: not applied, retry.
+    TooManyRequests,
+    /// The node is not ready to serve.
+    NotReady,
+    /// The node's watch stream limit is reached.
+    TooManyWatchers,
+    /// A fault on the node.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of the table above.
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::InvalidKey,
+        ErrorCode::InvalidQuery,
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidRequest,
+        ErrorCode::TooManyOps,
+        ErrorCode::Compacted,
+        ErrorCode::FutureRevision,
+        ErrorCode::KeyNotFound,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::KeyTooLarge,
+        ErrorCode::ValueTooLarge,
+        ErrorCode::RequestTooLarge,
+        ErrorCode::NoLeader,
+        ErrorCode::Timeout,
+        ErrorCode::TooManyRequests,
+        ErrorCode::NotReady,
+        ErrorCode::TooManyWatchers,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as it appears in `{"error": {"code": ...}}`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidKey => "invalid_key",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::TooManyOps => "too_many_ops",
+            ErrorCode::Compacted => "compacted",
+            ErrorCode::FutureRevision => "future_revision",
+            ErrorCode::KeyNotFound => "key_not_found",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::KeyTooLarge => "key_too_large",
+            ErrorCode::ValueTooLarge => "value_too_large",
+            ErrorCode::RequestTooLarge => "request_too_large",
+            ErrorCode::NoLeader => "no_leader",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::TooManyWatchers => "too_many_watchers",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status every error with this code answers.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidKey
+            | ErrorCode::InvalidQuery
+            | ErrorCode::InvalidJson
+            | ErrorCode::InvalidRequest
+            | ErrorCode::TooManyOps
+            | ErrorCode::Compacted
+            | ErrorCode::FutureRevision => StatusCode::BAD_REQUEST,
+            ErrorCode::KeyNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::KeyTooLarge | ErrorCode::ValueTooLarge | ErrorCode::RequestTooLarge => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ErrorCode::NoLeader
+            | ErrorCode::Timeout
+            | ErrorCode::TooManyRequests
+            | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooManyWatchers => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&KvError> for ErrorCode {
+    fn from(e: &KvError) -> Self {
+        match e {
+            KvError::InvalidKey(_) => ErrorCode::InvalidKey,
+            KvError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
+            KvError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
+            KvError::RequestTooLarge { .. } => ErrorCode::RequestTooLarge,
+            KvError::TooManyOps { .. } => ErrorCode::TooManyOps,
+            KvError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            KvError::Compacted { .. } => ErrorCode::Compacted,
+            KvError::FutureRevision { .. } => ErrorCode::FutureRevision,
+        }
+    }
+}
+
 /// An API error: a status, a stable code and a message.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Invalid input, mapped by kind.
     #[error(transparent)]
     Kv(#[from] KvError),
-    /// A malformed request that is not a key-space error.
+    /// A request refused for its form (query, body, path) rather than by the
+    /// key space; the status follows from the code.
     #[error("{message}")]
-    BadRequest {
+    Refused {
         /// Stable error code.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable detail.
         message: String,
     },
-    /// The body is over the size limit.
-    #[error("{0}")]
-    BodyTooLarge(String),
     /// The key does not exist (at the revision read).
     #[error("key {key:?} not found")]
     KeyNotFound {
@@ -70,42 +208,31 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A 400 with `code`.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
+    /// A request refused with `code` (and so with its status).
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError::Refused {
             code,
             message: message.into(),
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Kv(k) => match k {
-                KvError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
-                KvError::KeyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "key_too_large"),
-                KvError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
-                KvError::RequestTooLarge { .. } => {
-                    (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
-                }
-                KvError::TooManyOps { .. } => (StatusCode::BAD_REQUEST, "too_many_ops"),
-                KvError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-                KvError::Compacted { .. } => (StatusCode::BAD_REQUEST, "compacted"),
-                KvError::FutureRevision { .. } => (StatusCode::BAD_REQUEST, "future_revision"),
-            },
-            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            ApiError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
-            ApiError::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
-            ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Kv(k) => k.into(),
+            ApiError::Refused { code, .. } => *code,
+            ApiError::KeyNotFound { .. } => ErrorCode::KeyNotFound,
+            ApiError::RouteNotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::Node(n) => match n {
-                NodeError::Kv(k) => ApiError::Kv(k.clone()).status_and_code(),
-                NodeError::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
-                NodeError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
-                NodeError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_requests"),
-                NodeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                NodeError::Kv(k) => k.into(),
+                NodeError::NoLeader { .. } => ErrorCode::NoLeader,
+                NodeError::Timeout(_) => ErrorCode::Timeout,
+                NodeError::Overloaded(_) => ErrorCode::TooManyRequests,
+                NodeError::Internal(_) => ErrorCode::Internal,
             },
-            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-            ApiError::TooManyWatchers(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_watchers"),
+            ApiError::NotReady(_) => ErrorCode::NotReady,
+            ApiError::TooManyWatchers(_) => ErrorCode::TooManyWatchers,
         }
     }
 
@@ -119,11 +246,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let code = self.code();
+        let status = code.status();
         if status.is_server_error() {
-            tracing::warn!(code, error = %self, "request failed");
+            tracing::warn!(code = code.as_str(), error = %self, "request failed");
         }
-        let mut error = json!({ "code": code, "message": self.to_string() });
+        let mut error = json!({ "code": code.as_str(), "message": self.to_string() });
         if let Some((id, member)) = self.leader() {
             error["leader"] = json!({ "id": id, "client_addr": member.client_addr });
         }
@@ -142,5 +270,20 @@ impl IntoResponse for ApiError {
             }
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/api.md's error table names every code with its status.
+    #[test]
+    fn every_code_is_in_the_documented_table() {
+        let doc = include_str!("../../../docs/api.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(doc.contains(&row), "docs/api.md has no row {row:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::kv::{KeyValue, TxnOpResponse};
 
 /// How a JSON value string is to be read.
@@ -24,7 +24,10 @@ pub fn decode_value(value: String, encoding: Option<Encoding>) -> Result<Vec<u8>
     match encoding {
         None | Some(Encoding::Utf8) => Ok(value.into_bytes()),
         Some(Encoding::Base64) => BASE64.decode(value.as_bytes()).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("value is not valid base64: {e}"))
+            ApiError::refused(
+                ErrorCode::InvalidJson,
+                format!("value is not valid base64: {e}"),
+            )
         }),
     }
 }

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection, RawPathParamsRejection};
-use axum::extract::{FromRequestParts, Query, RawPathParams, State};
-use axum::http::request::Parts;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
 use super::json::{kvs_json, DeleteJson, GetJson, KvJson, PutJson, RangeJson, TxnJson};
 use super::txn::TxnRequestJson;
 use crate::kv::{Command, CommandResponse, ReadError, TxnRequest};
@@ -66,59 +66,6 @@ pub struct DeleteQuery {
 /// The shared state of the handlers.
 pub type AppState = Arc<Node>;
 
-/// The key from the path (`/v1/kv/{*key}`, percent-decoded), empty on the
-/// bare `/v1/kv/` routes. A malformed percent escape (`%ZZ`, a lone `%`) is
-/// refused rather than stored literally, so one key has one spelling.
-pub struct KeyPath(pub String);
-
-/// Whether every `%` in `path` starts a two-hex-digit escape.
-fn well_escaped(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
-            if !(hex(i + 1) && hex(i + 2)) {
-                return false;
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    true
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        if !well_escaped(parts.uri.path()) {
-            return Err(ApiError::bad_request(
-                "invalid_key",
-                "the key in the path has a malformed percent escape",
-            ));
-        }
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|e: RawPathParamsRejection| {
-                ApiError::bad_request("invalid_key", format!("bad key in path: {}", e.body_text()))
-            })?;
-        Ok(KeyPath(
-            params
-                .iter()
-                .find(|(name, _)| *name == "key")
-                .map(|(_, value)| value.to_string())
-                .unwrap_or_default(),
-        ))
-    }
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
-
 fn unexpected(resp: CommandResponse) -> ApiError {
     ApiError::Node(NodeError::Internal(format!(
         "unexpected state machine response {resp:?}"
@@ -129,15 +76,11 @@ fn unexpected(resp: CommandResponse) -> ApiError {
 pub async fn get(
     State(node): State<AppState>,
     KeyPath(key): KeyPath,
-    q: Result<Query<GetQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let q = query(q)?;
     if q.limit.is_some() && !q.prefix {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit is only valid with prefix=true",
-        ));
+        return Err(invalid_query("limit is only valid with prefix=true"));
     }
     if q.prefix {
         node.limits().check_prefix(&key)?;
@@ -185,19 +128,11 @@ pub async fn get(
 pub async fn put(
     State(node): State<AppState>,
     KeyPath(key): KeyPath,
-    q: Result<Query<PutQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<PutQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PutJson>, ApiError> {
-    let q = query(q)?;
     node.limits().check_key(&key)?;
-    let value = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::BodyTooLarge(format!(
-            "could not read the value: {} (limit {} bytes)",
-            e.body_text(),
-            node.limits().max_value_bytes
-        )),
-        other => ApiError::bad_request("invalid_request", other.body_text()),
-    })?;
+    let value = read_body(body, BodyKind::Value, node.limits().max_value_bytes)?;
     let cmd = Command::Put {
         key,
         value: value.to_vec(),
@@ -216,9 +151,8 @@ pub async fn put(
 pub async fn delete(
     State(node): State<AppState>,
     KeyPath(key): KeyPath,
-    q: Result<Query<DeleteQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Json<DeleteJson>, ApiError> {
-    let q = query(q)?;
     let cmd = Command::Delete {
         key,
         prefix: q.prefix,
@@ -243,12 +177,8 @@ pub async fn txn(
     State(node): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TxnJson>, ApiError> {
-    let body = body.map_err(|e| {
-        ApiError::BodyTooLarge(format!("could not read the body: {}", e.body_text()))
-    })?;
-    let parsed: TxnRequestJson = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("invalid transaction JSON: {e}"))
-    })?;
+    let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;
+    let parsed: TxnRequestJson = parse_json(&body, "invalid transaction JSON")?;
     let txn = TxnRequest::try_from(parsed)?;
     match node.write(Command::Txn(txn)).await? {
         CommandResponse::Txn {

@@ -4,6 +4,7 @@
 #[cfg(feature = "failpoints")]
 pub mod debug;
 pub mod error;
+pub mod input;
 pub mod json;
 pub mod kv;
 pub mod replicas;
@@ -18,7 +19,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 use kv::AppState;
 
 /// Header carrying the responding node's applied revision.

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
+use super::input::{parse_json, read_body, ApiQuery, BodyKind};
 use crate::raft::node::Node;
 use crate::replicas::{ReplicaEntry, ReplicaReport, MAX_REPLICA_ID_BYTES};
 
@@ -24,13 +25,11 @@ pub async fn report(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
-    let report: ReplicaReport = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("invalid replica report: {e}"))
-    })?;
+    let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;
+    let report: ReplicaReport = parse_json(&body, "invalid replica report")?;
     if report.id.is_empty() || report.id.len() > MAX_REPLICA_ID_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_request",
+        return Err(ApiError::refused(
+            ErrorCode::InvalidRequest,
             format!("replica id must be 1 to {MAX_REPLICA_ID_BYTES} bytes"),
         ));
     }
@@ -90,11 +89,8 @@ pub struct ReplicasJson {
 /// `GET /v1/replicas`: the merged view of every node's reports.
 pub async fn list(
     State(node): State<Arc<Node>>,
-    q: Result<Query<ReplicasQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ReplicasQuery>,
 ) -> Result<Json<ReplicasJson>, ApiError> {
-    let q = q
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let (replicas, nodes_answered, nodes_unreachable) = node.merged_replicas(PEER_TIMEOUT).await;
     let rollout = q.revision.map(|target| {
         let mut lagging: Vec<Lagging> = replicas

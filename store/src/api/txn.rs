@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::json::{decode_value, Encoding};
 use crate::kv::{Compare, CompareOp, CompareTarget, TxnOp, TxnRequest};
 
@@ -118,8 +118,8 @@ fn operand(c: &CompareJson) -> Result<CompareTarget, ApiError> {
     ];
     let count = given.iter().filter(|(_, g)| *g).count();
     let missing = |name: &str| {
-        ApiError::bad_request(
-            "invalid_request",
+        ApiError::refused(
+            ErrorCode::InvalidRequest,
             format!(
                 "compare on {name} of key {:?} needs exactly one operand field, {name:?}",
                 c.key
@@ -180,8 +180,8 @@ impl TryFrom<TxnRequestJson> for TxnRequest {
             .iter()
             .any(|c| c.encoding.is_some() && c.value.is_none())
         {
-            return Err(ApiError::bad_request(
-                "invalid_request",
+            return Err(ApiError::refused(
+                ErrorCode::InvalidRequest,
                 "\"encoding\" given without \"value\"",
             ));
         }
@@ -215,7 +215,7 @@ mod tests {
 
     fn parse(s: &str) -> Result<TxnRequest, ApiError> {
         let json: TxnRequestJson = serde_json::from_str(s)
-            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+            .map_err(|e| ApiError::refused(ErrorCode::InvalidJson, e.to_string()))?;
         TxnRequest::try_from(json)
     }
 

@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
-use super::kv::KeyPath;
+use super::error::{ApiError, ErrorCode};
+use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
 use crate::kv::types::CompactRefusal;
 use crate::kv::{Command, CommandResponse};
 use crate::raft::node::{Node, NodeError};
@@ -48,11 +48,8 @@ pub async fn watch(
     State(node): State<Arc<Node>>,
     KeyPath(key): KeyPath,
     headers: HeaderMap,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<WatchQuery>,
 ) -> Result<Response, ApiError> {
-    let q = q
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     if q.prefix {
         node.limits().check_prefix(&key)?;
     } else {
@@ -61,8 +58,7 @@ pub async fn watch(
     let hub = node.watch_hub().clone();
     let options = hub.options().clone();
     if q.progress_interval_ms.is_some() && !q.progress_notify {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(invalid_query(
             "progress_interval_ms needs progress_notify=true",
         ));
     }
@@ -72,14 +68,11 @@ pub async fn watch(
             .map(Duration::from_millis)
             .unwrap_or(options.default_progress_interval);
         if every < options.min_progress_interval || every > options.max_progress_interval {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!(
-                    "progress_interval_ms must be between {} and {}",
-                    options.min_progress_interval.as_millis(),
-                    options.max_progress_interval.as_millis()
-                ),
-            ));
+            return Err(invalid_query(format!(
+                "progress_interval_ms must be between {} and {}",
+                options.min_progress_interval.as_millis(),
+                options.max_progress_interval.as_millis()
+            )));
         }
         Some(every)
     } else {
@@ -92,8 +85,8 @@ pub async fn watch(
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_request",
+                    ApiError::refused(
+                        ErrorCode::InvalidRequest,
                         "Last-Event-ID must be a revision number",
                     )
                 })?,
@@ -165,10 +158,8 @@ pub async fn compact(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CompactJson>, ApiError> {
-    let body = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
-    let parsed: CompactBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("expected {{\"revision\": N}}: {e}"))
-    })?;
+    let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;
+    let parsed: CompactBody = parse_json(&body, "expected {\"revision\": N}")?;
     match node
         .write(Command::Compact {
             revision: parsed.revision,
@@ -187,10 +178,10 @@ pub async fn compact(
             revision,
             compact_revision,
             refused: Some(why),
-        } => Err(ApiError::bad_request(
+        } => Err(ApiError::refused(
             match why {
-                CompactRefusal::AlreadyCompacted => "compacted",
-                CompactRefusal::FutureRevision => "future_revision",
+                CompactRefusal::AlreadyCompacted => ErrorCode::Compacted,
+                CompactRefusal::FutureRevision => ErrorCode::FutureRevision,
             },
             match why {
                 CompactRefusal::AlreadyCompacted => format!(
