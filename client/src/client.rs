@@ -202,22 +202,7 @@ impl Client {
     /// key order, up to `options.limit`.
     #[instrument(skip(self), level = "debug")]
     pub async fn range(&self, prefix: &str, options: RangeOptions) -> Result<RangeResponse> {
-        let mut query = Query::default();
-        query.push("prefix", "true");
-        if let Some(limit) = options.limit {
-            query.push("limit", limit);
-        }
-        if let Some(rev) = options.revision {
-            query.push("revision", rev);
-        }
-        query.push("consistency", options.consistency.as_query());
-        let call = Call {
-            method: Method::GET,
-            target: format!("{}{}", kv_path(prefix)?, query.finish()),
-            body: None,
-            kind: Kind::Read,
-        };
-        let answer = self.inner.execute(call).await?;
+        let answer = self.inner.execute(range_call(prefix, options)?).await?;
         decode::<WireRange>(&answer)?.into_response(answer.revision_header)
     }
 
@@ -370,6 +355,26 @@ impl Query {
     pub(crate) fn finish(self) -> String {
         self.0
     }
+}
+
+/// The read of every key under `prefix` (also the watch start and the replica
+/// bootstrap).
+pub(crate) fn range_call(prefix: &str, options: RangeOptions) -> Result<Call> {
+    let mut query = Query::default();
+    query.push("prefix", "true");
+    if let Some(limit) = options.limit {
+        query.push("limit", limit);
+    }
+    if let Some(rev) = options.revision {
+        query.push("revision", rev);
+    }
+    query.push("consistency", options.consistency.as_query());
+    Ok(Call {
+        method: Method::GET,
+        target: format!("{}{}", kv_path(prefix)?, query.finish()),
+        body: None,
+        kind: Kind::Read,
+    })
 }
 
 #[cfg(test)]

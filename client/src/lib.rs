@@ -15,8 +15,10 @@
 //! - `txn.rs`: the [`Txn`] builder ([`Compare`], [`TxnOp`]) and [`TxnResponse`],
 //!   [`CasResult`].
 //! - `error.rs`: [`Error`].
-//! - `watch.rs` (+ `sse.rs`): [`Client::watch`], the resuming change stream
-//!   ([`WatchStream`], [`WatchEvent`], [`WatchOptions`]).
+//! - `watch/`: [`Client::watch`], the resuming change stream ([`WatchStream`],
+//!   [`WatchEvent`], [`WatchOptions`]): the public types in `mod.rs`, the
+//!   reconnect/resume engine (shared with the replica) in `engine.rs`, message
+//!   decoding in `decode.rs`, the SSE parser in `sse.rs`.
 //! - `admin.rs`: [`Client::compact`], [`Client::replicas`], [`Client::rollout`].
 //! - `replica/`: [`Replica`], the data plane's local, statically stable copy
 //!   of a prefix (see `docs/data-plane.md`).
@@ -83,7 +85,6 @@ mod endpoints;
 mod error;
 mod replica;
 mod retry;
-mod sse;
 mod transport;
 mod txn;
 mod types;

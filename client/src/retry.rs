@@ -63,8 +63,12 @@ impl RetryPolicy {
         } else {
             rand::thread_rng().gen_range(Duration::ZERO..=half)
         };
-        let floor = retry_after.unwrap_or(Duration::ZERO).min(self.max_backoff);
-        (half + jitter).max(floor)
+        (half + jitter).max(self.retry_after_floor(retry_after))
+    }
+
+    /// A server's `Retry-After` as the least pause to honour, capped at `max_backoff`.
+    pub(crate) fn retry_after_floor(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after.unwrap_or(Duration::ZERO).min(self.max_backoff)
     }
 }
 

@@ -251,20 +251,7 @@ fn classify_error_answer(
             .and_then(|d| d.error.leader.as_ref())
             .and_then(|l| l.client_addr.clone())
     });
-    let error = match doc {
-        Some(d) => Error::Api {
-            status: status.as_u16(),
-            code: d.error.code,
-            message: d.error.message,
-            revision: d.revision.or(revision_header),
-        },
-        None => Error::Api {
-            status: status.as_u16(),
-            code: "unknown".to_owned(),
-            message: truncate(&String::from_utf8_lossy(body)),
-            revision: revision_header,
-        },
-    };
+    let error = api_error(status.as_u16(), doc, body, revision_header);
     let code = error.code().unwrap_or_default();
     if status == StatusCode::SERVICE_UNAVAILABLE && code != "timeout" {
         return Outcome::NotApplied {
@@ -281,6 +268,31 @@ fn classify_error_answer(
         return Outcome::Unknown { error, message };
     }
     Outcome::Final(error)
+}
+
+/// The [`Error::Api`] of a non-2xx answer: its error document when the body is
+/// one, else the start of the body as the message. `revision_header` stands in
+/// for a document without a revision.
+pub(crate) fn api_error(
+    status: u16,
+    doc: Option<WireErrorDoc>,
+    body: &[u8],
+    revision_header: Option<u64>,
+) -> Error {
+    match doc {
+        Some(d) => Error::Api {
+            status,
+            code: d.error.code,
+            message: d.error.message,
+            revision: d.revision.or(revision_header),
+        },
+        None => Error::Api {
+            status,
+            code: "unknown".to_owned(),
+            message: truncate(&String::from_utf8_lossy(body)),
+            revision: revision_header,
+        },
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -15,11 +15,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{ReplicaSnapshot, ReplicaUpdate, Shared};
-use crate::client::decode;
+use crate::client::{decode, range_call};
 use crate::error::{Error, Result};
 use crate::transport::Transport;
 use crate::types::{Consistency, RangeOptions, WireRange};
-use crate::watch::{backoff, range_call, run_engine, EngineItem, WatchEvent, WatchSpec};
+use crate::watch::{backoff, run_engine, EngineItem, WatchEvent, WatchSpec};
 
 /// Items taken from the engine before one swap of the state.
 const MAX_BATCH: usize = 512;
@@ -59,7 +59,7 @@ pub(crate) async fn bootstrap(
                 consistency,
                 ..RangeOptions::default()
             };
-            let call = range_call(transport, prefix, options)?;
+            let call = range_call(prefix, options)?;
             let answer = match transport.execute_once(endpoint, &call).await {
                 Ok(a) => a,
                 Err(e @ Error::Api { status, .. }) if (400..500).contains(&status) => {
