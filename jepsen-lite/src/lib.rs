@@ -11,7 +11,9 @@
 //! - `checker`: linearizability search, per-key register checks, watch checks.
 //! - `report`: summary counts and the HTML timeline of a violation.
 //! - `history`: events, the run clock, JSON-lines history files.
-//! - `run`: one whole run, from starting the cluster to the report.
+//! - `run`: one whole run, one file per phase: `setup` (output folder, proxies,
+//!   nodes), `workload` (clients and nemeses until the time is up), `teardown`
+//!   (heal, converge, catch up, stop), `check` and `summary` (checkers, report files).
 
 pub mod checker;
 pub mod client;

@@ -1,0 +1,94 @@
+//! Setup: a clean output folder, the fault proxies on every peer link, and
+//! the `ballastd` nodes, started and with a leader.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::RunConfig;
+use crate::cluster::{Cluster, ClusterOptions, NodeSpec};
+use crate::history::{Clock, Recorder};
+use crate::proxy::Network;
+
+/// A started cluster and what records it.
+pub(super) struct Setup {
+    /// Node data and replica caches; removed when dropped, at the end of the run.
+    pub(super) data: tempfile::TempDir,
+    pub(super) rec: Recorder,
+    pub(super) ids: Vec<u64>,
+    /// Node id -> client address.
+    pub(super) clients_addr: BTreeMap<u64, String>,
+    pub(super) net: Arc<Network>,
+    pub(super) cluster: Arc<Cluster>,
+}
+
+/// Creates `out` and removes what an earlier run left there: node logs are
+/// appended across restarts, so each run starts from clean files.
+pub(super) fn prepare_out_dir(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    for entry in std::fs::read_dir(out)?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let ours = (name.starts_with("node") && name.ends_with(".log"))
+            || [
+                "history.jsonl",
+                "timeline.html",
+                "summary.txt",
+                "results.json",
+            ]
+            .contains(&name.as_str());
+        if ours {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the proxies and the nodes and waits for a leader.
+pub(super) async fn start_cluster(cfg: &RunConfig) -> anyhow::Result<Setup> {
+    let data = tempfile::Builder::new().prefix("jepsen-lite-").tempdir()?;
+    crate::cluster::register_temp_dir(data.path());
+    anyhow::ensure!(cfg.ballastd.exists(), "no ballastd at {} (build it: cargo build -p ballast-store --bin ballastd, or pass --ballastd)", cfg.ballastd.display());
+    let clock = Clock::new();
+    let rec = Recorder::new(clock);
+    let ids: Vec<u64> = (1..=cfg.nodes).collect();
+    let mut peers = BTreeMap::new();
+    let mut clients_addr = BTreeMap::new();
+    for &id in &ids {
+        peers.insert(id, format!("127.0.0.1:{}", crate::cluster::free_port()?));
+        clients_addr.insert(id, format!("127.0.0.1:{}", crate::cluster::free_port()?));
+    }
+    let net = Arc::new(Network::start(&peers, rec.clone()).await?);
+    let specs = ids
+        .iter()
+        .map(|&id| NodeSpec {
+            id,
+            client_addr: clients_addr[&id].clone(),
+            peer_addr: peers[&id].clone(),
+            data_dir: data.path().join(format!("node{id}")),
+            log: cfg.out.join(format!("node{id}.log")),
+            dial_overrides: net.dial_overrides(id),
+        })
+        .collect();
+    let opts = ClusterOptions {
+        ballastd: cfg.ballastd.clone(),
+        extra_args: cfg.node_args.clone(),
+        env: vec![(
+            "RUST_LOG".into(),
+            std::env::var("BALLAST_LOG").unwrap_or_else(|_| "info".into()),
+        )],
+    };
+    let cluster = Arc::new(Cluster::new(opts, specs)?);
+    cluster.start_all()?;
+    tracing::info!(nodes = cfg.nodes, out = %cfg.out.display(), "--- cluster started, waiting for a leader");
+    cluster.wait_ready(Duration::from_secs(30)).await?;
+    rec.nemesis(crate::history::EventType::Info, "cluster ready".to_string());
+    Ok(Setup {
+        data,
+        rec,
+        ids,
+        clients_addr,
+        net,
+        cluster,
+    })
+}
