@@ -5,8 +5,9 @@
 //! - `cli.rs`: the clap definitions (global flags, one `Args` struct per
 //!   subcommand) and duration parsing.
 //! - `commands/`: one module per subcommand (`get`, `put`, `del`, `txn`, `cas`,
-//!   `status`); each runs its requests through [`ballast_client::Client`] and
-//!   renders its output with pure, unit-tested functions.
+//!   `status`, `watch`, `rollout status`, `compact`); each runs its requests
+//!   through [`ballast_client::Client`] and renders its output with pure,
+//!   unit-tested functions.
 //! - `exit.rs`: [`exit::CliError`], the one table from errors to exit codes and
 //!   stderr messages.
 //! - `output.rs`: JSON key-values (base64 when not UTF-8) and aligned tables.
@@ -14,8 +15,7 @@
 //! - `progress.rs`: the spinner for operations that take more than a second.
 //! - `txn_doc.rs`: the JSON transaction document of `ballastctl txn`.
 //!
-//! New subcommands (`watch`, `members`, `rollout status`, `snapshot`, once the
-//! server serves them) add a `cli::Command` variant and a `commands/` module.
+//! A new subcommand adds a `cli::Command` variant and a `commands/` module.
 //!
 //! Exit codes: 0 ok; 1 key not found / compare failed; 2 usage; 3 API error;
 //! 4 cluster unavailable; 5 write outcome unknown. See `docs/ballastctl.md`.
