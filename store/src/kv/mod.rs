@@ -1,8 +1,10 @@
-//! The key space: command types, input limits, and the MVCC store on RocksDB.
+//! The key space: command types, input limits, the MVCC store on RocksDB, and
+//! the JSON form of a key-value.
 
 pub mod compactor;
 pub mod error;
 pub mod gate;
+pub mod json;
 pub mod limits;
 pub mod mvcc;
 pub mod types;

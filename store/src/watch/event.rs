@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::api::json::KvJson;
+use crate::kv::json::KvJson;
 use crate::kv::mvcc::{Change, Record};
 use crate::kv::KeyValue;
 
