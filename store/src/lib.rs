@@ -14,6 +14,10 @@
 //! - [`replicas`]: data-plane replica reports (in memory, merged across nodes).
 //! - [`api`]: the HTTP API (axum) and its single error mapping.
 //! - [`server`]: wiring it all up: [`run`] starts one node.
+//! - [`stop`]: the stop signal every background task waits on.
+//!
+//! Modules import only downwards: `api` → `watch` → `raft`/`storage` → `kv`
+//! (with `codec`, `metrics`, `stop` below them all).
 #![deny(missing_docs)]
 
 pub mod api;
@@ -24,6 +28,7 @@ pub mod metrics;
 pub mod raft;
 pub mod replicas;
 pub mod server;
+pub mod stop;
 pub mod storage;
 pub mod watch;
 

@@ -19,8 +19,10 @@ use crate::raft::inbox::SnapshotInbox;
 use crate::raft::network::{NetFault, PeerNetwork};
 use crate::raft::node::{Node, NodeOptions};
 use crate::raft::peer;
+use crate::raft::retention;
 use crate::raft::types::{Member, Raft};
 use crate::raft::wire::{FrameCaps, PeerIdentity};
+use crate::stop::stopped;
 use crate::storage::log_store::LogFlusher;
 use crate::storage::{db, LogStore, StateMachine};
 use crate::watch::WatchHub;
@@ -273,7 +275,7 @@ pub async fn start(
         metrics,
         stop_rx.clone(),
     )));
-    tasks.push(tokio::spawn(compactor::run_retention(
+    tasks.push(tokio::spawn(retention::run_retention(
         node.clone(),
         config.retention(),
         stop_rx.clone(),
@@ -338,7 +340,7 @@ async fn serve_http(listener: TcpListener, app: axum::Router, mut stop: watch::R
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = peer::stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => {
                 let stream = match accepted {

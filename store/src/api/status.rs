@@ -41,15 +41,13 @@ pub async fn ready(State(node): State<AppState>) -> Result<Json<Value>, ApiError
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(node): State<AppState>) -> impl axum::response::IntoResponse {
-    use openraft::async_runtime::watch::WatchReceiver;
-    let raft = node.raft().metrics();
-    let m = raft.borrow_watched();
+    let (term, is_leader) = node.term_and_role();
     let applied = node.applied();
     let gauges = crate::metrics::NodeGauges {
         revision: applied.revision,
         compact_revision: applied.compact_revision,
-        term: m.current_term,
-        is_leader: m.current_leader == Some(node.id()),
+        term,
+        is_leader,
         applied_index: applied.log_index,
     };
     let body = node.metrics().render(&gauges);

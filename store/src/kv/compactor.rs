@@ -1,7 +1,8 @@
-//! History retention: the leader decides when to compact (by revision count
-//! and by age) and proposes a `Compact` command through Raft; every node then
-//! removes the superseded history in the background, in bounded steps, so
-//! compaction never holds up writes.
+//! History retention: the policy that decides how far history may be
+//! compacted (by revision count and by age), and the physical compaction
+//! every node runs in the background, in bounded steps, so compaction never
+//! holds up writes. Proposing the `Compact` command through Raft is the
+//! leader's job, in [`crate::raft::retention`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,18 +12,14 @@ use rocksdb::DB;
 use tokio::sync::watch;
 
 use super::mvcc::{compact_step, physical_compact_revision};
-use super::types::{Command, CommandResponse};
 use crate::metrics::Metrics;
-use crate::raft::node::Node;
-use crate::raft::peer::stopped;
+use crate::stop::stopped;
 use crate::storage::Applied;
 
 /// Revisions removed per physical compaction step (one RocksDB write).
 const STEP_REVISIONS: u64 = 256;
 /// Pause between steps, so a long compaction yields to writes.
 const STEP_PAUSE: Duration = Duration::from_millis(2);
-/// How often the leader samples the revision and checks retention.
-const RETENTION_TICK: Duration = Duration::from_secs(1);
 
 /// Retention settings.
 #[derive(Debug, Clone, Copy)]
@@ -121,55 +118,6 @@ pub fn retention_target(
             .map_or(0, |(_, rev)| *rev)
     };
     by_count.max(by_age)
-}
-
-/// On the leader, proposes compactions that retention allows. Runs on every
-/// node; only the leader acts.
-pub async fn run_retention(node: Arc<Node>, retention: Retention, mut stop: watch::Receiver<bool>) {
-    if retention.revisions == 0 && retention.age.is_zero() {
-        return;
-    }
-    let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
-    let mut tick = tokio::time::interval(RETENTION_TICK);
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => return,
-            _ = tick.tick() => {}
-        }
-        if !node.raft().is_leader() {
-            samples.clear();
-            continue;
-        }
-        let now = Instant::now();
-        let applied = node.applied();
-        samples.push_back((now, applied.revision));
-        // Keep only what the age rule can still need: the newest sample
-        // older than the age limit, and everything after it.
-        while samples.len() > 1
-            && samples
-                .get(1)
-                .is_some_and(|(at, _)| now.duration_since(*at) >= retention.age)
-        {
-            samples.pop_front();
-        }
-        let target = retention_target(&retention, &samples, now, applied.revision);
-        if target
-            < applied
-                .compact_revision
-                .saturating_add(retention.min_step.max(1))
-        {
-            continue;
-        }
-        match node.write(Command::Compact { revision: target }).await {
-            Ok(CommandResponse::Compact {
-                compact_revision, ..
-            }) => {
-                tracing::info!(compact_revision, "history retention compacted");
-            }
-            Ok(other) => tracing::warn!(?other, "unexpected compaction response"),
-            Err(e) => tracing::debug!(error = %e, "retention compaction not proposed"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -25,9 +25,9 @@ use tokio::sync::watch;
 
 use super::network::{dial_addr, DialMap};
 use super::node::Node;
-use super::peer::stopped;
 use super::types::{Member, NodeId};
 use super::wire::{self, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
+use crate::stop::stopped;
 use crate::storage::identity::{self as stored, Identity};
 
 /// How often Raft's view is checked for peers that hold data.

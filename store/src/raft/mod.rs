@@ -7,5 +7,6 @@ pub mod network;
 pub mod node;
 pub mod peer;
 pub mod pool;
+pub mod retention;
 pub mod types;
 pub mod wire;

@@ -435,6 +435,18 @@ impl Node {
         *self.applied.borrow()
     }
 
+    /// The term this node is in and whether it leads in it, as of now.
+    pub fn term_and_role(&self) -> (u64, bool) {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        (m.current_term, m.current_leader == Some(self.id))
+    }
+
+    /// Whether this node is the leader, as of now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
     /// The leader this node currently knows of, with its addresses.
     pub fn leader(&self) -> Option<(NodeId, Member)> {
         let metrics = self.raft.metrics();

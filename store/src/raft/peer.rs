@@ -14,11 +14,7 @@ use super::node::Node;
 use super::types::NodeId;
 use super::wire::{self, Envelope, FrameCaps, PeerRequest, PeerResponse};
 use crate::codec;
-
-/// Completes once `rx` reads true (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await.map(|_| ());
-}
+use crate::stop::stopped;
 
 /// Serves peer connections on `listener` until `shutdown` turns true.
 /// Received snapshots go through `inbox`.

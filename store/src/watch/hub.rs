@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify};
 use super::event::{encode_revision, EncodedRevision, Filter};
 use crate::kv::KvReader;
 use crate::metrics::Metrics;
-use crate::raft::peer::stopped;
+use crate::stop::stopped;
 use crate::storage::Applied;
 
 /// Limits and intervals of the watch API.
