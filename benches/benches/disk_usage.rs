@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use ballast_store::db;
 use ballast_store::server::{Listeners, RunningNode};
-use ballast_store::storage::{db, snapshot};
+use ballast_store::storage::snapshot;
 use ballast_store::Config;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};

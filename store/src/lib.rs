@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: the `ballastd` configuration and its validation.
 //! - [`codec`]: versioned postcard encoding for everything persisted or sent.
+//! - [`db`]: the node's one RocksDB instance: column families and open options.
 //! - [`kv`]: commands, limits, the MVCC key space in RocksDB and history
 //!   retention (compaction).
 //! - [`storage`]: the RocksDB Raft log (with group commit) and state machine,
@@ -17,12 +18,13 @@
 //! - [`stop`]: the stop signal every background task waits on.
 //!
 //! Modules import only downwards: `api` → `watch` → `raft`/`storage` → `kv`
-//! (with `codec`, `metrics`, `stop` below them all).
+//! (with `codec`, `db`, `metrics`, `stop` below them all).
 #![deny(missing_docs)]
 
 pub mod api;
 pub mod codec;
 pub mod config;
+pub mod db;
 pub mod kv;
 pub mod metrics;
 pub mod raft;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
+use crate::db;
 use crate::kv::compactor;
 use crate::kv::KvReader;
 use crate::metrics::Metrics;
@@ -24,7 +25,7 @@ use crate::raft::types::{Member, Raft};
 use crate::raft::wire::{FrameCaps, PeerIdentity};
 use crate::stop::stopped;
 use crate::storage::log_store::LogFlusher;
-use crate::storage::{db, LogStore, StateMachine};
+use crate::storage::{LogStore, StateMachine};
 use crate::watch::WatchHub;
 
 /// Why a node could not start or stopped with an error.

@@ -1,7 +1,7 @@
 //! The MVCC key space on RocksDB: applying commands, and reading at the current
 //! or a past revision.
 //!
-//! Layout (column families from [`crate::storage::db`]):
+//! Layout (column families from [`crate::db`]):
 //! - `kv`: user key → [`Record`] (the latest state, for fast current reads);
 //! - `history`: user key, NUL, big-endian revision → `Option<Record>` (None is a
 //!   tombstone), for reads at past revisions;
@@ -35,7 +35,7 @@ use super::types::{
     TxnOpResponse, TxnRequest,
 };
 use crate::codec;
-use crate::storage::db::{cf, io_err, CF_CHANGES, CF_HISTORY, CF_KV, CF_SM_META};
+use crate::db::{cf, io_err, CF_CHANGES, CF_HISTORY, CF_KV, CF_SM_META};
 
 /// Key in `sm_meta` holding the [`MvccState`].
 pub const MVCC_STATE_KEY: &[u8] = b"mvcc";

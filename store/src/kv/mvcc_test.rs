@@ -19,7 +19,7 @@ use super::{
     Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, KvError, KvReader,
     Limits, RangeResult, ReadError, TxnOp, TxnOpResponse, TxnRequest,
 };
-use crate::storage::db;
+use crate::db;
 
 // ---------------------------------------------------------------- the model
 

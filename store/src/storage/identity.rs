@@ -10,8 +10,8 @@ use std::io;
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
-use super::db::{cf, io_err, CF_RAFT_META};
 use crate::codec;
+use crate::db::{cf, io_err, CF_RAFT_META};
 use crate::raft::types::NodeId;
 
 const IDENTITY_KEY: &[u8] = b"identity";
@@ -63,7 +63,7 @@ pub fn store_peers_with_data(db: &DB, peers: &BTreeSet<NodeId>) -> io::Result<()
 /// applied state. A data directory without an identity but with any of these
 /// was written by a build that kept no identity.
 pub fn has_raft_state(db: &DB) -> io::Result<bool> {
-    for name in [CF_RAFT_META, super::db::CF_RAFT_LOG, super::db::CF_SM_META] {
+    for name in [CF_RAFT_META, crate::db::CF_RAFT_LOG, crate::db::CF_SM_META] {
         let handle = cf(db, name)?;
         if db
             .iterator_cf(handle, rocksdb::IteratorMode::Start)

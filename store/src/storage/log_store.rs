@@ -22,8 +22,8 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
-use super::db::{cf, io_err, CF_RAFT_LOG, CF_RAFT_META};
 use crate::codec;
+use crate::db::{cf, io_err, CF_RAFT_LOG, CF_RAFT_META};
 use crate::raft::types::{Entry, LogId, TypeConfig, Vote};
 use crate::raft::wire::APPEND_BATCH_BYTES;
 
@@ -397,7 +397,7 @@ mod tests {
     use openraft::type_config::TypeConfigExt;
 
     use super::*;
-    use crate::storage::db;
+    use crate::db;
 
     /// Dropping the store stops the flusher, but only after it has synced and
     /// completed every callback still queued; then nothing but the caller

@@ -1,6 +1,6 @@
-//! Durable storage: one RocksDB instance holding the Raft log and the state machine.
+//! Durable storage: the Raft log and the state machine in the node's RocksDB
+//! instance ([`crate::db`]).
 
-pub mod db;
 pub mod identity;
 pub mod log_store;
 pub mod snapshot;

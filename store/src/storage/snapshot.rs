@@ -29,8 +29,8 @@ use rocksdb::{IteratorMode, DB};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::db::{cf, io_err, CF_CHANGES, CF_HISTORY, CF_KV, SM_DATA_CFS};
 use crate::codec;
+use crate::db::{cf, io_err, CF_CHANGES, CF_HISTORY, CF_KV, SM_DATA_CFS};
 use crate::kv::limits::{MAX_VALUE_BYTES_CEILING, REQUEST_SLACK_BYTES};
 use crate::kv::mvcc::{entry_hash, split_history_key, MvccState, Record};
 use crate::raft::types::SnapshotMeta;

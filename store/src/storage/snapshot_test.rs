@@ -8,9 +8,9 @@ use rocksdb::{IteratorMode, DB};
 use tempfile::TempDir;
 
 use super::*;
+use crate::db::{self, CF_SM_META};
 use crate::kv::mvcc::{self, history_key, ApplyBatch, Record};
 use crate::kv::Command;
-use crate::storage::db::{self, CF_SM_META};
 
 /// A record as `for_each_record` yields it: column family index, key, value.
 type Rec = (usize, Vec<u8>, Vec<u8>);

@@ -16,9 +16,9 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use tokio::sync::watch;
 
-use super::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
 use super::snapshot::{self, SnapshotFile, SnapshotHeader};
 use crate::codec;
+use crate::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
 use crate::kv::gate::InstallGate;
 use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
 use crate::kv::types::CommandResponse;

@@ -6,7 +6,8 @@ use openraft::type_config::TypeConfigExt;
 use openraft::StorageError;
 use tempfile::TempDir;
 
-use super::{db, LogStore, StateMachine};
+use super::{LogStore, StateMachine};
+use crate::db;
 use crate::raft::types::TypeConfig;
 
 struct RocksBuilder;

@@ -5,6 +5,9 @@
 //! sync of the WAL (done for every log append and vote) also makes every
 //! earlier state-machine write durable, so nothing the state machine reports
 //! as applied can be newer than what a crash would keep.
+//!
+//! Below every layer that reads or writes the database: `storage` keeps the
+//! Raft log and the state machine here, `kv` its key space.
 
 use std::path::Path;
 use std::sync::Arc;
