@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use rocksdb::DB;
 use tokio::sync::watch;
 
+use super::applied::Applied;
 use super::mvcc::{compact_step, physical_compact_revision};
 use crate::metrics::Metrics;
 use crate::stop::stopped;
-use crate::storage::Applied;
 
 /// Revisions removed per physical compaction step (one RocksDB write).
 const STEP_REVISIONS: u64 = 256;

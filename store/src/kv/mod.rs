@@ -1,6 +1,7 @@
-//! The key space: command types, input limits, the MVCC store on RocksDB, and
-//! the JSON form of a key-value.
+//! The key space: command types, input limits, the MVCC store on RocksDB,
+//! what has been applied ([`Applied`]), and the JSON form of a key-value.
 
+pub mod applied;
 pub mod compactor;
 pub mod error;
 pub mod gate;
@@ -9,6 +10,7 @@ pub mod limits;
 pub mod mvcc;
 pub mod types;
 
+pub use applied::Applied;
 pub use error::KvError;
 pub use limits::Limits;
 pub use mvcc::{KvReader, RangeResult, ReadError};

@@ -26,10 +26,9 @@ use super::pool::PeerPool;
 use super::types::{Member, NodeId, Raft, TypeConfig};
 use super::wire::{CallError, ForwardError, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
 use crate::kv::limits::command_bytes;
-use crate::kv::{Command, CommandResponse, KvError, KvReader, Limits, ReadError};
+use crate::kv::{Applied, Command, CommandResponse, KvError, KvReader, Limits, ReadError};
 use crate::metrics::Metrics;
 use crate::replicas::{merge, ReplicaEntry, ReplicaRegistry};
-use crate::storage::Applied;
 use crate::watch::WatchHub;
 
 /// Why a node could not serve a request.

@@ -8,7 +8,7 @@ pub mod state_machine;
 
 pub use log_store::LogStore;
 pub use snapshot::SnapshotFile;
-pub use state_machine::{Applied, StateMachine};
+pub use state_machine::StateMachine;
 
 #[cfg(test)]
 mod suite_test;

@@ -22,6 +22,7 @@ use crate::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
 use crate::kv::gate::InstallGate;
 use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
 use crate::kv::types::CommandResponse;
+use crate::kv::Applied;
 use crate::raft::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 const APPLIED_KEY: &[u8] = b"applied";
@@ -33,19 +34,6 @@ const INSTALLING_KEY: &[u8] = b"installing";
 const SNAPSHOT_LOOKUP_ATTEMPTS: usize = 5;
 /// Records per RocksDB write when loading a snapshot.
 const INSTALL_BATCH_RECORDS: usize = 4096;
-
-/// What the state machine has applied, published after every applied batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Applied {
-    /// Raft log index of the last applied entry.
-    pub log_index: u64,
-    /// Key-space revision after it.
-    pub revision: u64,
-    /// Oldest revision still readable and watchable.
-    pub compact_revision: u64,
-    /// Digest of the key space at `revision`.
-    pub state_hash: u128,
-}
 
 /// The RocksDB-backed state machine.
 pub struct StateMachine {

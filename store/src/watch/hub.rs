@@ -15,10 +15,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::event::{encode_revision, EncodedRevision, Filter};
-use crate::kv::KvReader;
+use crate::kv::{Applied, KvReader};
 use crate::metrics::Metrics;
 use crate::stop::stopped;
-use crate::storage::Applied;
 
 /// Limits and intervals of the watch API.
 #[derive(Debug, Clone)]
