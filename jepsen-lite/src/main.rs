@@ -14,7 +14,7 @@ use jepsen_lite::client::padding::DEFAULT_MAX_VALUE_BYTES;
 use jepsen_lite::client::Padding;
 use jepsen_lite::cluster::{default_ballastd, emergency_teardown};
 use jepsen_lite::nemesis::{LaggingOptions, NemesisOptions, Schedule};
-use jepsen_lite::run::{self, RunConfig};
+use jepsen_lite::run::{self, RunConfig, PLANTED_STALE_READS, PLANTED_WATCH_SKIP};
 use jepsen_lite::workload::register::RegisterOptions;
 use jepsen_lite::{checker, history};
 
@@ -126,9 +126,16 @@ struct RunArgs {
     /// Seed for the workload and the nemesis schedule [default: time].
     #[arg(long)]
     seed: Option<u64>,
-    /// TEST ONLY: start nodes with the planted stale-read bug.
+    /// TEST ONLY: plant the stale-read bug on every node (the
+    /// `unsafe-local-linearizable-reads` failpoint; needs a ballastd built with
+    /// `--features failpoints`).
     #[arg(long)]
     unsafe_local_linearizable_reads: bool,
+    /// TEST ONLY: plant the watch bug on every node, a resumed watch skips a
+    /// revision (the `unsafe-watch-skip-on-resume` failpoint; needs a ballastd
+    /// built with `--features failpoints`).
+    #[arg(long)]
+    unsafe_watch_skip_on_resume: bool,
     /// Extra ballastd flags, e.g. `--node-arg=--snapshot-logs=500`. With the
     /// lagging nemesis nodes get `--snapshot-logs=100` unless set here.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
@@ -337,9 +344,13 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         "--election-timeout-max-ms=600".to_string(),
         "--request-timeout-ms=2000".to_string(),
     ];
-    if a.unsafe_local_linearizable_reads {
-        node_args.push("--unsafe-local-linearizable-reads".to_string());
-    }
+    let planted_bugs = [
+        (a.unsafe_local_linearizable_reads, PLANTED_STALE_READS),
+        (a.unsafe_watch_skip_on_resume, PLANTED_WATCH_SKIP),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
     let snapshot_logs = match node_flag_number::<u64>(&a.node_args, "--snapshot-logs")? {
         Some(n) => n,
         None if lagging => {
@@ -386,6 +397,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         request_timeout: Duration::from_millis(a.request_timeout_ms),
         padding,
         node_args,
+        planted_bugs,
         check_limit: Duration::from_secs(a.check_limit_s),
         seed,
     };

@@ -134,21 +134,6 @@ pub struct Config {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "BALLAST_LOG_JSON")]
     pub log_json: bool,
-    /// TEST ONLY, breaks linearizability: answer linearizable reads from local
-    /// state without the read-index barrier. Exists so that the fault-injection
-    /// checker can prove it catches stale reads. Only a command-line flag or a
-    /// config-file key turns it on (no environment variable), and the node logs
-    /// a warning at start.
-    #[arg(long, hide = true)]
-    #[serde(default)]
-    pub unsafe_local_linearizable_reads: bool,
-    /// TEST ONLY, breaks the watch guarantees: a watch that resumes (with
-    /// `start_revision` or `Last-Event-ID`) silently skips its first revision.
-    /// Exists so that the fault-injection watch checker can prove it catches
-    /// gaps. Flag or config-file key only; the node warns at start.
-    #[arg(long, hide = true)]
-    #[serde(default)]
-    pub unsafe_watch_skip_on_resume: bool,
 }
 
 impl Default for Config {

@@ -152,19 +152,6 @@ pub async fn start(
     listeners: Option<Listeners>,
 ) -> Result<RunningNode, ServerError> {
     config.validate()?;
-    if config.unsafe_local_linearizable_reads {
-        tracing::warn!(
-            node = config.node_id,
-            "UNSAFE: linearizable reads are answered locally without a read-index barrier; \
-             reads may be stale (test-only switch)"
-        );
-    }
-    if config.unsafe_watch_skip_on_resume {
-        tracing::warn!(
-            node = config.node_id,
-            "UNSAFE: resumed watches skip a revision (test-only switch)"
-        );
-    }
     let listeners = match listeners {
         Some(l) => l,
         None => Listeners::bind(&config).await?,
@@ -245,8 +232,6 @@ pub async fn start(
             request_timeout: config.request_timeout(),
             connect_timeout: config.connect_timeout(),
             limits: config.limits(),
-            unsafe_local_linearizable_reads: config.unsafe_local_linearizable_reads,
-            unsafe_watch_skip_on_resume: config.unsafe_watch_skip_on_resume,
             dial,
             replica_ttl: std::time::Duration::from_secs(config.replica_report_ttl_secs),
             identity: me,

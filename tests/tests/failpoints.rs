@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use ballast_tests::sse::WatchStream;
 use ballast_tests::TestCluster;
 use openraft::async_runtime::watch::WatchReceiver;
 use tracing::info;
@@ -109,6 +110,63 @@ async fn a_snapshot_build_and_install_on_one_node_never_clash() -> Result<()> {
             Some(format!("v{i}"))
         );
     }
+    tc.shutdown().await;
+    Ok(())
+}
+
+/// The first change message of a watch on `key` from `start_revision`.
+async fn first_change(tc: &TestCluster, id: u64, key: &str, start_revision: u64) -> Result<u64> {
+    let url = format!(
+        "{}/v1/watch/{key}?start_revision={start_revision}",
+        tc.endpoint(id)
+    );
+    let mut w = WatchStream::open(tc.stream_http(), &url, None).await?;
+    if w.status != 200 {
+        bail!("watch on node {id} answered {}", w.status);
+    }
+    while let Some(e) = w.next(Duration::from_secs(10)).await? {
+        if e.event == "change" {
+            return Ok(e.revision());
+        }
+    }
+    bail!("the watch on node {id} ended without a change")
+}
+
+// The planted bugs touch only linearizable reads on a cut-off node and resumed
+// watches, which no other test of this binary uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_bugs_are_on_only_while_their_failpoints_return() -> Result<()> {
+    let tc = TestCluster::start(3).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    let follower = tc
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+
+    info!("--- a resumed watch gets its first revision, unless the skip is planted");
+    let first = tc.put(leader, "planted/w", "a").await?;
+    tc.put(leader, "planted/w", "b").await?;
+    assert_eq!(first_change(&tc, leader, "planted/w", first).await?, first);
+    fail::cfg("unsafe-watch-skip-on-resume", "return").map_err(anyhow::Error::msg)?;
+    let skipped = first_change(&tc, leader, "planted/w", first).await;
+    fail::remove("unsafe-watch-skip-on-resume");
+    assert_eq!(skipped?, first + 1);
+
+    info!("--- cut node {follower} off: its linearizable reads are refused");
+    let rev = tc.put(leader, "planted/r", "old").await?;
+    tc.wait_applied(rev, Duration::from_secs(10)).await?;
+    tc.isolate(follower)?;
+    tc.put(leader, "planted/r", "new").await?;
+    let (status, body) = tc.get(follower, "planted/r", "linearizable").await?;
+    assert_ne!(status, 200, "a cut-off node answered {body}");
+
+    info!("--- with the stale-read bug planted, node {follower} answers from its old state");
+    fail::cfg("unsafe-local-linearizable-reads", "return").map_err(anyhow::Error::msg)?;
+    let stale = tc.value(follower, "planted/r", "linearizable").await;
+    fail::remove("unsafe-local-linearizable-reads");
+    assert_eq!(stale?.as_deref(), Some("old"));
+    tc.heal(follower)?;
     tc.shutdown().await;
     Ok(())
 }

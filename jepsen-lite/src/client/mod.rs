@@ -240,6 +240,11 @@ impl NodeClient {
         };
         let resp = req.send().await?;
         anyhow::ensure!(
+            resp.status() != reqwest::StatusCode::NOT_FOUND,
+            "failpoint {name} on node {}: HTTP 404, this ballastd has no failpoints; build one with `cargo build -p ballast-store --features failpoints --bin ballastd` (and pass it with --ballastd if it is elsewhere)",
+            self.node
+        );
+        anyhow::ensure!(
             resp.status().is_success(),
             "failpoint {name} on node {}: HTTP {} (is ballastd built with --features failpoints?)",
             self.node,

@@ -41,6 +41,13 @@ pub enum Workload {
     Replica,
 }
 
+/// Failpoint of a `--features failpoints` ballastd that plants a stale-read
+/// bug: linearizable reads skip the read-index barrier.
+pub const PLANTED_STALE_READS: &str = "unsafe-local-linearizable-reads";
+/// Failpoint of a `--features failpoints` ballastd that plants a watch bug:
+/// a resumed watch skips its first revision.
+pub const PLANTED_WATCH_SKIP: &str = "unsafe-watch-skip-on-resume";
+
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -69,6 +76,10 @@ pub struct RunConfig {
     pub padding: Padding,
     /// Extra ballastd flags.
     pub node_args: Vec<String>,
+    /// Failpoints set to `return` on every node for the whole run: planted
+    /// bugs that the checkers must catch ([`PLANTED_STALE_READS`],
+    /// [`PLANTED_WATCH_SKIP`]).
+    pub planted_bugs: Vec<&'static str>,
     /// Checker time limit.
     pub check_limit: Duration,
     /// Seed.

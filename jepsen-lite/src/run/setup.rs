@@ -70,18 +70,30 @@ pub(super) async fn start_cluster(cfg: &RunConfig) -> anyhow::Result<Setup> {
             dial_overrides: net.dial_overrides(id),
         })
         .collect();
+    let mut env = vec![(
+        "RUST_LOG".into(),
+        std::env::var("BALLAST_LOG").unwrap_or_else(|_| "info".into()),
+    )];
+    if !cfg.planted_bugs.is_empty() {
+        // At every start, so that a node the kill nemesis restarts keeps the
+        // planted bug (a failpoint set over HTTP dies with the process).
+        let points: Vec<String> = cfg
+            .planted_bugs
+            .iter()
+            .map(|p| format!("{p}=return"))
+            .collect();
+        env.push(("FAILPOINTS".into(), points.join(";")));
+    }
     let opts = ClusterOptions {
         ballastd: cfg.ballastd.clone(),
         extra_args: cfg.node_args.clone(),
-        env: vec![(
-            "RUST_LOG".into(),
-            std::env::var("BALLAST_LOG").unwrap_or_else(|_| "info".into()),
-        )],
+        env,
     };
     let cluster = Arc::new(Cluster::new(opts, specs)?);
     cluster.start_all()?;
     tracing::info!(nodes = cfg.nodes, out = %cfg.out.display(), "--- cluster started, waiting for a leader");
     cluster.wait_ready(Duration::from_secs(30)).await?;
+    plant_bugs(cfg, &cluster, &ids).await?;
     rec.nemesis(crate::history::EventType::Info, "cluster ready".to_string());
     Ok(Setup {
         data,
@@ -91,4 +103,21 @@ pub(super) async fn start_cluster(cfg: &RunConfig) -> anyhow::Result<Setup> {
         net,
         cluster,
     })
+}
+
+/// Sets the planted-bug failpoints on every node. They are on from the start
+/// already (`FAILPOINTS`), but a ballastd without the `failpoints` feature
+/// ignores that variable: setting them over HTTP is what proves the bugs are
+/// there, and refuses the run if they cannot be.
+async fn plant_bugs(cfg: &RunConfig, cluster: &Cluster, ids: &[u64]) -> anyhow::Result<()> {
+    for &name in &cfg.planted_bugs {
+        for &id in ids {
+            let client = cluster
+                .client(id)
+                .ok_or_else(|| anyhow::anyhow!("no client for node {id}"))?;
+            client.failpoint(name, Some("return")).await?;
+        }
+        tracing::warn!(failpoint = name, "planted bug set on every node");
+    }
+    Ok(())
 }

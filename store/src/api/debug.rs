@@ -3,7 +3,10 @@
 //! (`sleep(200)`, `panic`, `return`, `20%sleep(50)`, `off`), `DELETE` to clear,
 //! `GET /debug/failpoints` to list. Failpoints: `log-sync` (before the log
 //! fsync), `apply` (before an applied batch is written), `snapshot-build`,
-//! `snapshot-install`.
+//! `snapshot-install`; and two planted bugs that the fault-injection checkers
+//! must catch, on with `return`: `unsafe-local-linearizable-reads` (no
+//! read-index barrier) and `unsafe-watch-skip-on-resume` (a resumed watch
+//! skips a revision).
 
 use axum::body::Bytes;
 use axum::extract::Path;

@@ -104,9 +104,8 @@ pub async fn watch(
         (None, Some(r)) if r > 0 => r,
         _ => hub.tip() + 1,
     };
-    // Test-only planted bug: a resumed stream loses its first revision.
     let resumed = last_event_id.is_some() || q.start_revision.is_some_and(|r| r > 0);
-    let start_revision = if node.unsafe_watch_skip_on_resume() && resumed {
+    let start_revision = if resumed && planted_skip_on_resume() {
         start_revision + 1
     } else {
         start_revision
@@ -133,6 +132,14 @@ pub async fn watch(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// Planted bug for the fault-injection watch checker, compiled in only with
+/// the `failpoints` feature: with the `unsafe-watch-skip-on-resume` failpoint
+/// set to `return`, a resumed stream loses its first revision.
+fn planted_skip_on_resume() -> bool {
+    fail::fail_point!("unsafe-watch-skip-on-resume", |_| true);
+    false
 }
 
 /// `POST /v1/compact` body.

@@ -127,10 +127,6 @@ pub struct NodeOptions {
     pub connect_timeout: Duration,
     /// Input limits.
     pub limits: Limits,
-    /// Test-only: skip the read-index barrier (see the config flag).
-    pub unsafe_local_linearizable_reads: bool,
-    /// Test-only: resumed watches skip a revision (see the config flag).
-    pub unsafe_watch_skip_on_resume: bool,
     /// Addresses to dial instead of peers' advertised ones.
     pub dial: DialMap,
     /// How long a data-plane replica's report is remembered.
@@ -304,11 +300,6 @@ impl Node {
     /// The node's watch hub.
     pub fn watch_hub(&self) -> &Arc<WatchHub> {
         &self.watch
-    }
-
-    /// Test-only planted watch bug (see the config flag).
-    pub fn unsafe_watch_skip_on_resume(&self) -> bool {
-        self.options.unsafe_watch_skip_on_resume
     }
 
     /// The node's counters.
@@ -625,9 +616,10 @@ impl Node {
     /// read of local state is linearizable.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn linearizable_barrier(&self) -> Result<(), NodeError> {
-        if self.options.unsafe_local_linearizable_reads {
-            return Ok(());
-        }
+        // Planted bug for the fault-injection checker, compiled in only with
+        // the `failpoints` feature: set to `return`, linearizable reads skip
+        // the barrier and may be stale.
+        fail::fail_point!("unsafe-local-linearizable-reads", |_| Ok(()));
         let index = match self.leader() {
             Some((id, _)) if id == self.id => self.read_index().await?,
             Some((id, member)) => {
