@@ -91,6 +91,8 @@ pub struct RunningNode {
     pub client_addr: SocketAddr,
     /// Where the peer listener listens.
     pub peer_addr: SocketAddr,
+    /// The node's watch hub (above Raft, so not owned by the node).
+    pub(crate) hub: Arc<WatchHub>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Kept so that shutdown closes the database itself, once every other
@@ -109,6 +111,7 @@ impl RunningNode {
     pub async fn shutdown(self) -> ShutdownReport {
         shutdown::stop(shutdown::Parts {
             node: self.node,
+            hub: self.hub,
             stop: self.stop,
             tasks: self.tasks,
             db: self.db,
@@ -237,7 +240,6 @@ pub async fn start(
             identity: me,
             max_inflight_write_bytes: config.max_inflight_write_bytes,
         },
-        hub.clone(),
         metrics.clone(),
     );
 
@@ -251,7 +253,7 @@ pub async fn start(
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(crate::watch::run_feeder(
-        hub,
+        hub.clone(),
         applied.clone(),
         stop_rx.clone(),
     )));
@@ -271,7 +273,7 @@ pub async fn start(
         database.clone(),
         stop_rx.clone(),
     )));
-    let app = crate::api::router(node.clone());
+    let app = crate::api::router(node.clone(), hub.clone());
     tasks.push(tokio::spawn(serve_http(
         listeners.client,
         app,
@@ -299,6 +301,7 @@ pub async fn start(
     tracing::info!(node = config.node_id, %client_addr, %peer_addr, "node started");
     Ok(RunningNode {
         node,
+        hub,
         client_addr,
         peer_addr,
         stop,

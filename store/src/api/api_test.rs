@@ -110,7 +110,7 @@ impl Harness {
             assert!(Instant::now() < deadline, "node 1 did not become leader");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let router = crate::api::router(running.node.clone());
+        let router = crate::api::router(running.node.clone(), running.hub.clone());
         Harness {
             running,
             router,

@@ -63,9 +63,6 @@ pub struct DeleteQuery {
     pub prev_kv: bool,
 }
 
-/// The shared state of the handlers.
-pub type AppState = Arc<Node>;
-
 fn unexpected(resp: CommandResponse) -> ApiError {
     ApiError::Node(NodeError::Internal(format!(
         "unexpected state machine response {resp:?}"
@@ -74,7 +71,7 @@ fn unexpected(resp: CommandResponse) -> ApiError {
 
 /// `GET /v1/kv/{key}`: one key, or a prefix with `prefix=true`.
 pub async fn get(
-    State(node): State<AppState>,
+    State(node): State<Arc<Node>>,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -126,7 +123,7 @@ pub async fn get(
 
 /// `PUT /v1/kv/{key}`: the raw body is the value.
 pub async fn put(
-    State(node): State<AppState>,
+    State(node): State<Arc<Node>>,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<PutQuery>,
     body: Result<Bytes, BytesRejection>,
@@ -149,7 +146,7 @@ pub async fn put(
 
 /// `DELETE /v1/kv/{key}`: one key, or a prefix with `prefix=true`.
 pub async fn delete(
-    State(node): State<AppState>,
+    State(node): State<Arc<Node>>,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Json<DeleteJson>, ApiError> {
@@ -174,7 +171,7 @@ pub async fn delete(
 
 /// `POST /v1/txn`.
 pub async fn txn(
-    State(node): State<AppState>,
+    State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TxnJson>, ApiError> {
     let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;

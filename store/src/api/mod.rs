@@ -12,22 +12,45 @@ pub mod status;
 pub mod txn;
 pub mod watch;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::raft::node::Node;
+use crate::watch::WatchHub;
 pub use error::{ApiError, ErrorCode};
-use kv::AppState;
+
+/// What every handler can extract: the node's request paths and its watch
+/// hub (the hub sits above Raft, so the node does not own it).
+#[derive(Clone)]
+pub struct AppState {
+    node: Arc<Node>,
+    hub: Arc<WatchHub>,
+}
+
+impl FromRef<AppState> for Arc<Node> {
+    fn from_ref(state: &AppState) -> Self {
+        state.node.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<WatchHub> {
+    fn from_ref(state: &AppState) -> Self {
+        state.hub.clone()
+    }
+}
 
 /// Header carrying the responding node's applied revision.
 pub const REVISION_HEADER: &str = "x-ballast-revision";
 /// Header carrying the responding node's id.
 pub const NODE_HEADER: &str = "x-ballast-node";
 
-async fn stamp(State(node): State<AppState>, req: Request, next: Next) -> Response {
+async fn stamp(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
     headers.insert(REVISION_HEADER, HeaderValue::from(node.applied().revision));
@@ -43,8 +66,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The client API router for `node`.
-pub fn router(node: AppState) -> Router {
+/// The client API router for `node`, serving watches from `hub`.
+pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> Router {
     let body_limit = node.limits().max_request_bytes();
     let kv_routes = get(kv::get)
         .put(kv::put)
@@ -93,7 +116,7 @@ pub fn router(node: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(node.clone(), stamp))
-        .with_state(node)
+        .with_state(AppState { node, hub })
 }
 
 #[cfg(feature = "failpoints")]

@@ -1,15 +1,16 @@
 //! `/v1/status` and the health endpoints.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::kv::AppState;
-use crate::raft::node::NodeStatus;
+use crate::raft::node::{Node, NodeStatus};
 
 /// `GET /v1/status`.
-pub async fn status(State(node): State<AppState>) -> Result<Json<NodeStatus>, ApiError> {
+pub async fn status(State(node): State<Arc<Node>>) -> Result<Json<NodeStatus>, ApiError> {
     Ok(Json(node.status()?))
 }
 
@@ -24,7 +25,7 @@ pub const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// `GET /health/ready`: the node can serve linearizable requests now: a
 /// leader with a quorum confirmed it (read-index barrier) and this node has
 /// applied everything committed before the check.
-pub async fn ready(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn ready(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
     match tokio::time::timeout(READY_CHECK_TIMEOUT, node.linearizable_barrier()).await {
         Err(_) => Err(ApiError::NotReady(format!(
             "no confirmed leader within {READY_CHECK_TIMEOUT:?}"
@@ -40,7 +41,7 @@ pub async fn ready(State(node): State<AppState>) -> Result<Json<Value>, ApiError
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(node): State<AppState>) -> impl axum::response::IntoResponse {
+pub async fn metrics(State(node): State<Arc<Node>>) -> impl axum::response::IntoResponse {
     let (term, is_leader) = node.term_and_role();
     let applied = node.applied();
     let gauges = crate::metrics::NodeGauges {

@@ -18,6 +18,7 @@ use crate::kv::{Command, CommandResponse};
 use crate::raft::node::{Node, NodeError};
 use crate::watch::event::Filter;
 use crate::watch::stream::{watch_stream, WatchRequest};
+use crate::watch::WatchHub;
 
 /// Query of `GET /v1/watch/{key}`.
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +47,7 @@ pub struct WatchQuery {
 /// prefix's) changes. `Last-Event-ID` resumes right after that revision.
 pub async fn watch(
     State(node): State<Arc<Node>>,
+    State(hub): State<Arc<WatchHub>>,
     KeyPath(key): KeyPath,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<WatchQuery>,
@@ -55,7 +57,6 @@ pub async fn watch(
     } else {
         node.limits().check_key(&key)?;
     }
-    let hub = node.watch_hub().clone();
     let options = hub.options().clone();
     if q.progress_interval_ms.is_some() && !q.progress_notify {
         return Err(invalid_query(

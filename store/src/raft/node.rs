@@ -29,7 +29,6 @@ use crate::kv::limits::command_bytes;
 use crate::kv::{Applied, Command, CommandResponse, KvError, KvReader, Limits, ReadError};
 use crate::metrics::Metrics;
 use crate::replicas::{merge, ReplicaEntry, ReplicaRegistry};
-use crate::watch::WatchHub;
 
 /// Why a node could not serve a request.
 #[derive(Debug, thiserror::Error)]
@@ -196,7 +195,6 @@ pub struct Node {
     pool: PeerPool,
     fault: NetFault,
     options: NodeOptions,
-    watch: Arc<WatchHub>,
     metrics: Arc<Metrics>,
     replicas: ReplicaRegistry,
     inflight_bytes: Arc<AtomicUsize>,
@@ -220,7 +218,6 @@ impl Node {
         applied: watch::Receiver<Applied>,
         fault: NetFault,
         options: NodeOptions,
-        watch: Arc<WatchHub>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let caps = FrameCaps::for_limits(&options.limits);
@@ -239,7 +236,6 @@ impl Node {
             pool,
             fault,
             options,
-            watch,
             metrics,
             replicas,
             inflight_bytes: Arc::new(AtomicUsize::new(0)),
@@ -295,11 +291,6 @@ impl Node {
             }
         }
         (merge(per_node), answered, missing)
-    }
-
-    /// The node's watch hub.
-    pub fn watch_hub(&self) -> &Arc<WatchHub> {
-        &self.watch
     }
 
     /// The node's counters.

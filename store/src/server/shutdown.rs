@@ -31,6 +31,7 @@ use tokio::time::timeout_at;
 
 use crate::raft::node::Node;
 use crate::storage::log_store::{FlusherReport, LogFlusher};
+use crate::watch::WatchHub;
 
 /// Longest a node waits for Raft, its tasks, the log flusher and the other
 /// holders of its database before it gives up on them. Below the 5 seconds
@@ -96,6 +97,7 @@ impl ShutdownReport {
 /// What [`stop`] takes apart.
 pub(super) struct Parts {
     pub node: Arc<Node>,
+    pub hub: Arc<WatchHub>,
     pub stop: watch::Sender<bool>,
     pub tasks: Vec<JoinHandle<()>>,
     pub db: Arc<DB>,
@@ -106,6 +108,7 @@ pub(super) struct Parts {
 pub(super) async fn stop(parts: Parts) -> ShutdownReport {
     let Parts {
         node,
+        hub,
         stop,
         tasks,
         db,
@@ -117,7 +120,7 @@ pub(super) async fn stop(parts: Parts) -> ShutdownReport {
     let mut report = ShutdownReport::default();
 
     let _ = stop.send(true);
-    node.watch_hub().close();
+    hub.close();
     match timeout_at(deadline, node.raft().shutdown()).await {
         Ok(Ok(())) => report.raft_stopped = true,
         Ok(Err(e)) => report.problem(id, format!("raft shutdown: {e}")),
