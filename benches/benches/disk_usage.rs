@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ballast_store::db;
+use ballast_store::internals::snapshot;
 use ballast_store::server::{Listeners, RunningNode};
-use ballast_store::storage::snapshot;
 use ballast_store::Config;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};

@@ -2,37 +2,50 @@
 //!
 //! # Layout
 //! - [`config`]: the `ballastd` configuration and its validation.
-//! - [`codec`]: versioned postcard encoding for everything persisted or sent.
+//! - `codec`: versioned postcard encoding for everything persisted or sent.
 //! - [`db`]: the node's one RocksDB instance: column families and open options.
-//! - [`kv`]: commands, limits, the MVCC key space in RocksDB and history
+//! - `kv`: commands, limits, the MVCC key space in RocksDB and history
 //!   retention (compaction).
-//! - [`storage`]: the RocksDB Raft log (with group commit) and state machine,
+//! - `storage`: the RocksDB Raft log (with group commit) and state machine,
 //!   snapshots.
-//! - [`raft`]: openraft types, the peer network, and [`raft::node::Node`], which
+//! - `raft`: openraft types, the peer network, and [`Node`], which
 //!   serves linearizable and local reads and forwards writes to the leader.
-//! - [`watch`]: watch streams (SSE) served from each node's applied state.
-//! - [`metrics`]: counters exposed at `/metrics`.
-//! - [`replicas`]: data-plane replica reports (in memory, merged across nodes).
-//! - [`api`]: the HTTP API (axum) and its single error mapping.
+//! - `watch`: watch streams (SSE) served from each node's applied state.
+//! - `metrics`: counters exposed at `/metrics`.
+//! - `replicas`: data-plane replica reports (in memory, merged across nodes).
+//! - `api`: the HTTP API (axum) and its single error mapping.
 //! - [`server`]: wiring it all up: [`run`] starts one node.
-//! - [`stop`]: the stop signal every background task waits on.
+//! - `stop`: the stop signal every background task waits on.
+//!
+//! The public API is [`Config`], [`start`]/[`run`], [`RunningNode`], [`Node`],
+//! the [`server`] and [`config`] modules and the on-disk layout in [`db`];
+//! everything else is internal to the crate.
 //!
 //! Modules import only downwards: `api` → `watch` → `raft`/`storage` → `kv`
 //! (with `codec`, `db`, `metrics`, `stop` below them all).
 #![deny(missing_docs)]
 
-pub mod api;
-pub mod codec;
+pub(crate) mod api;
+pub(crate) mod codec;
 pub mod config;
 pub mod db;
-pub mod kv;
-pub mod metrics;
-pub mod raft;
-pub mod replicas;
+pub(crate) mod kv;
+pub(crate) mod metrics;
+pub(crate) mod raft;
+pub(crate) mod replicas;
 pub mod server;
-pub mod stop;
-pub mod storage;
-pub mod watch;
+pub(crate) mod stop;
+pub(crate) mod storage;
+pub(crate) mod watch;
 
 pub use config::Config;
-pub use server::{run, start, RunningNode};
+pub use raft::node::Node;
+pub use server::{run, start, Listeners, RunningNode, ServerError, ShutdownReport};
+
+/// Internals the project's own integration tests and benchmarks reach into
+/// (raw peer requests, snapshot files). Not part of the supported API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::raft::wire::{self, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
+    pub use crate::storage::snapshot;
+}

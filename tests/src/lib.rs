@@ -13,9 +13,7 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ballast_store::raft::node::Node;
-use ballast_store::server::Listeners;
-use ballast_store::{Config, RunningNode};
+use ballast_store::{Config, Listeners, Node, RunningNode};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 

@@ -23,7 +23,7 @@ use axum::Router;
 
 use crate::raft::node::Node;
 use crate::watch::WatchHub;
-pub use error::{ApiError, ErrorCode};
+pub use error::ApiError;
 
 /// What every handler can extract: the node's request paths and its watch
 /// hub (the hub sits above Raft, so the node does not own it).

@@ -13,7 +13,7 @@ pub mod types;
 pub use applied::Applied;
 pub use error::KvError;
 pub use limits::Limits;
-pub use mvcc::{KvReader, RangeResult, ReadError};
+pub use mvcc::{KvReader, ReadError};
 pub use types::{
     Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, TxnOp, TxnOpResponse,
     TxnRequest,

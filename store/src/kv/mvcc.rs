@@ -251,11 +251,6 @@ impl<'a> ApplyBatch<'a> {
         }
     }
 
-    /// The counters as of the commands applied so far.
-    pub fn state(&self) -> MvccState {
-        self.state
-    }
-
     /// Gives access to the underlying write batch, so the caller can add its
     /// own metadata to the same atomic write.
     pub fn write_batch(&mut self) -> &mut WriteBatch {

@@ -12,12 +12,12 @@ use tempfile::TempDir;
 
 use super::mvcc::{
     compact_step, entry_hash, load_state, physical_compact_revision, ApplyBatch, Change, MvccState,
-    Record,
+    RangeResult, Record,
 };
 use super::types::CompactRefusal;
 use super::{
     Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, KvError, KvReader,
-    Limits, RangeResult, ReadError, TxnOp, TxnOpResponse, TxnRequest,
+    Limits, ReadError, TxnOp, TxnOpResponse, TxnRequest,
 };
 use crate::db;
 

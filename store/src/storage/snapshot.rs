@@ -50,8 +50,8 @@ const RECORD_ENCODING_BYTES: usize = 64;
 ///
 /// Every key and value in the state machine came in one command, and no node
 /// accepts a command larger than its request limit: `--max-value-bytes` (at
-/// most [`MAX_VALUE_BYTES_CEILING`]) plus [`REQUEST_SLACK_BYTES`]. A stored
-/// record adds at most [`RECORD_ENCODING_BYTES`]. So every `kv` and `history`
+/// most `MAX_VALUE_BYTES_CEILING`) plus `REQUEST_SLACK_BYTES`. A stored
+/// record adds at most `RECORD_ENCODING_BYTES`. So every `kv` and `history`
 /// record fits, whatever limits the nodes ran with, and so does every
 /// `changes` row (a key and a revision). Only a `changes` row of the shape
 /// earlier builds wrote (every record of a revision in one row) can be

@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ballast_store::raft::wire::{self, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
-use ballast_store::server::ServerError;
+use ballast_store::internals::wire::{self, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
 use ballast_store::Config;
+use ballast_store::ServerError;
 use ballast_tests::TestCluster;
 use tracing::info;
 

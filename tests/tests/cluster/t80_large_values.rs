@@ -13,12 +13,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use ballast_store::kv::limits::DEFAULT_MAX_VALUE_BYTES;
 use ballast_tests::TestCluster;
 use tracing::info;
 
 /// Concurrent maximum-size PUTs in the burst.
 const BURST: usize = 200;
+
+/// The default value limit (1.5 MiB).
+fn default_max_value_bytes() -> usize {
+    ballast_store::Config::default().max_value_bytes
+}
 
 /// The value limit of the default runs.
 const SMALL_MAX_VALUE_BYTES: usize = 256 * 1024;
@@ -188,11 +192,11 @@ async fn a_burst_of_large_values_on_5_nodes_never_stalls() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "300 MB of writes: run on a release build"]
 async fn a_burst_of_max_size_values_on_3_nodes_never_stalls() -> Result<()> {
-    burst_of_max_size_puts(3, DEFAULT_MAX_VALUE_BYTES).await
+    burst_of_max_size_puts(3, default_max_value_bytes()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "300 MB of writes: run on a release build"]
 async fn a_burst_of_max_size_values_on_5_nodes_never_stalls() -> Result<()> {
-    burst_of_max_size_puts(5, DEFAULT_MAX_VALUE_BYTES).await
+    burst_of_max_size_puts(5, default_max_value_bytes()).await
 }
