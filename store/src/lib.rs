@@ -22,7 +22,8 @@
 //! everything else is internal to the crate.
 //!
 //! Modules import only downwards: `api` → `watch` → `raft`/`storage` → `kv`
-//! (with `codec`, `db`, `metrics`, `stop` below them all).
+//! (with `codec`, `db`, `metrics`, `replicas`, `stop` below them all: they import
+//! nothing else from the crate).
 #![deny(missing_docs)]
 
 pub(crate) mod api;
