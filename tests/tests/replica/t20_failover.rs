@@ -78,7 +78,15 @@ async fn failover_to_a_lagging_node_never_goes_backwards() -> Result<()> {
 
     info!("--- isolate node 3: it falls behind while 1 and 2 keep writing");
     tc.isolate(3)?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // If node 3 led, writes resume once 1 and 2 elect a new leader, which
+    // takes longer on a loaded machine: wait for the replica to move ahead.
+    let node3 = tc.node(3)?.applied().revision;
+    wait_until(
+        "the replica to move ahead of the isolated node 3",
+        WAIT,
+        || r.revision() > node3,
+    )
+    .await?;
     let node3 = tc.node(3)?.applied().revision;
     let before_kill = r.revision();
     info!(node3, replica = before_kill, "node 3 lags the replica");
