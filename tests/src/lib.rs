@@ -17,6 +17,20 @@ use ballast_store::{Config, Listeners, Node, RunningNode};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
+/// The file names in a node's `snapshots/` directory, sorted (empty when the
+/// directory is missing).
+pub fn snapshot_files(data_dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir.join("snapshots"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Turns on test logging once (filter with `RUST_LOG`).
 pub fn init_logging() {
     static ONCE: Once = Once::new();

@@ -10,18 +10,6 @@ use ballast_tests::TestCluster;
 use openraft::async_runtime::watch::WatchReceiver;
 use tracing::info;
 
-fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_build_and_install_on_one_node_never_clash() -> Result<()> {
     let tc = TestCluster::start_with(3, |c| c.snapshot_logs = 50).await?;
@@ -81,7 +69,7 @@ async fn a_snapshot_build_and_install_on_one_node_never_clash() -> Result<()> {
     info!("--- the node is healthy: same state, one snapshot file, takes writes");
     let installed = tc.node(lagging)?.raft().metrics().borrow_watched().snapshot;
     assert!(installed.is_some(), "node {lagging} has a snapshot");
-    let files = snapshot_files(&tc.config(lagging).data_dir);
+    let files = ballast_tests::snapshot_files(&tc.config(lagging).data_dir);
     assert!(
         files.len() == 1 && files[0].ends_with(".snap"),
         "node {lagging} keeps exactly its current snapshot: {files:?}"

@@ -29,18 +29,6 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-fn snapshot_dir_files(data_dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(data_dir.join("snapshots"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// What the reader of the lagging node saw.
 #[derive(Debug, Default)]
 struct ReadLog {
@@ -202,12 +190,12 @@ async fn catch_up_through_slow_link(keys: usize, value_bytes: usize, link: u64) 
     assert!(log.reads > 0, "the reader got answers");
 
     // Only the current snapshot stays: no received or temporary files.
-    let lagging_files = snapshot_dir_files(&tc.config(lagging).data_dir);
+    let lagging_files = ballast_tests::snapshot_files(&tc.config(lagging).data_dir);
     assert!(
         lagging_files.len() == 1 && lagging_files[0].ends_with(".snap"),
         "node {lagging} keeps only its current snapshot: {lagging_files:?}"
     );
-    let leader_files = snapshot_dir_files(&tc.config(leader).data_dir);
+    let leader_files = ballast_tests::snapshot_files(&tc.config(leader).data_dir);
     assert!(
         leader_files.len() == 1 && leader_files[0].ends_with(".snap"),
         "the leader keeps only its current snapshot: {leader_files:?}"
