@@ -83,6 +83,7 @@ mod admin;
 mod client;
 mod endpoints;
 mod error;
+mod members;
 mod replica;
 mod retry;
 mod transport;
@@ -93,6 +94,7 @@ mod watch;
 pub use admin::{CompactResponse, LaggingReplica, ReplicaInfo, ReplicasResponse, Rollout};
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, Result};
+pub use members::{MemberInfo, MembersView, TransferResponse};
 pub use replica::{
     Replica, ReplicaBuilder, ReplicaSnapshot, ReplicaStatus, ReplicaUpdate, WaitTimeout,
 };

@@ -55,10 +55,24 @@ pub struct Config {
     #[arg(long, env = "BALLAST_LISTEN_PEER", default_value = "127.0.0.1:2380")]
     pub listen_peer: String,
     /// The cluster to form on first start: `ID=CLIENT_ADDR/PEER_ADDR,...`, this node
-    /// included. Ignored once the node has state. Without it, a new node waits to be
-    /// added to an existing cluster.
+    /// included; addresses are `host:port` (IP or DNS name). Ignored once the node
+    /// has state. A node that joins a running cluster gives `--join` instead.
     #[arg(long, env = "BALLAST_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Join a running cluster as a new learner: client endpoints of its members
+    /// (`http://host:port,...`). On first start the node learns the cluster id
+    /// from them and asks the leader to add it; later starts only check that the
+    /// cluster id still matches. Promote it with `ballastctl members promote`.
+    #[arg(long, env = "BALLAST_JOIN", conflicts_with = "initial_cluster")]
+    pub join: Option<String>,
+    /// Client address other nodes and clients use to reach this node
+    /// (`host:port`, a DNS name allowed). Defaults to `--listen-client`.
+    #[arg(long, env = "BALLAST_ADVERTISE_CLIENT")]
+    pub advertise_client: Option<String>,
+    /// Peer address other nodes use to reach this node (`host:port`, a DNS
+    /// name allowed). Defaults to `--listen-peer`.
+    #[arg(long, env = "BALLAST_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
     /// Mixed into the cluster id when a new cluster is formed, so that two
     /// clusters formed from the same member list still refuse each other's
     /// peers. Only read on a node's first start.
@@ -157,14 +171,64 @@ fn parse_addr(what: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| invalid(format!("{what} {addr:?} is not an IP:port address: {e}")))
 }
 
+/// Checks a `host:port` address a peer dials: an IP address or a DNS name
+/// (resolved on each connect), and a port. IPv6 literals go in brackets.
+pub fn check_host_port(what: &str, addr: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| invalid(format!("{what} {addr:?} is not host:port: {why}"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| bad("the port must be 1-65535"))?;
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| bad("not an IPv6 address in brackets"));
+    }
+    let dns_name = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if dns_name {
+        Ok(())
+    } else {
+        Err(bad("the host must be an IP address or a DNS name"))
+    }
+}
+
+/// Parses `--join`: client endpoints, `http://host:port` or `host:port`.
+pub fn parse_join(s: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let hostport = part.strip_prefix("http://").unwrap_or(part);
+        if hostport.contains('/') || part.starts_with("https://") {
+            return Err(invalid(format!(
+                "join endpoint {part:?} must be http://host:port"
+            )));
+        }
+        check_host_port("join endpoint", hostport)?;
+        out.push(format!("http://{hostport}"));
+    }
+    if out.is_empty() {
+        return Err(invalid("join names no endpoint"));
+    }
+    Ok(out)
+}
+
 /// Parses `ID=ADDR,...` (dial overrides).
 pub fn parse_dial_overrides(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || invalid(format!("dial-overrides entry {part:?} is not ID=IP:PORT"));
+        let bad = || invalid(format!("dial-overrides entry {part:?} is not ID=HOST:PORT"));
         let (id, addr) = part.split_once('=').ok_or_else(bad)?;
         let id: NodeId = id.trim().parse().map_err(|_| bad())?;
-        parse_addr("dial override", addr)?;
+        check_host_port("dial override", addr)?;
         out.insert(id, addr.to_string());
     }
     Ok(out)
@@ -185,8 +249,8 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, Member>, Config
         if id == 0 {
             return Err(invalid("node ids must be non-zero"));
         }
-        parse_addr("client address", client)?;
-        parse_addr("peer address", peer)?;
+        check_host_port("client address", client)?;
+        check_host_port("peer address", peer)?;
         let member = Member {
             client_addr: client.to_string(),
             peer_addr: peer.to_string(),
@@ -222,6 +286,20 @@ impl Config {
                     self.node_id
                 )));
             }
+        }
+        if self.initial_cluster.is_some() && self.join.is_some() {
+            return Err(invalid(
+                "give either initial-cluster (to form a new cluster) or join (to join a running one)",
+            ));
+        }
+        if let Some(join) = &self.join {
+            parse_join(join)?;
+        }
+        if let Some(a) = &self.advertise_client {
+            check_host_port("advertise-client", a)?;
+        }
+        if let Some(a) = &self.advertise_peer {
+            check_host_port("advertise-peer", a)?;
         }
         if let Some(d) = &self.dial_overrides {
             parse_dial_overrides(d)?;
@@ -280,6 +358,25 @@ impl Config {
             .as_deref()
             .map(parse_initial_cluster)
             .transpose()
+    }
+
+    /// The join endpoints, if configured (validated by [`Config::validate`]).
+    pub fn join_endpoints(&self) -> Result<Option<Vec<String>>, ConfigError> {
+        self.join.as_deref().map(parse_join).transpose()
+    }
+
+    /// How this node appears in the membership: its advertised addresses.
+    pub fn advertised_member(&self) -> Member {
+        Member {
+            client_addr: self
+                .advertise_client
+                .clone()
+                .unwrap_or_else(|| self.listen_client.clone()),
+            peer_addr: self
+                .advertise_peer
+                .clone()
+                .unwrap_or_else(|| self.listen_peer.clone()),
+        }
     }
 
     /// Dial overrides, if configured (validated by [`Config::validate`]).
@@ -405,6 +502,9 @@ mod tests {
             "0=127.0.0.1:1/127.0.0.1:2",
             "x=127.0.0.1:1/127.0.0.1:2",
             "1=127.0.0.1:1",
+            "1=host_x:1/h:2",
+            "1=h:0/h:2",
+            "1=:1/h:2",
         ] {
             assert!(
                 parse_initial_cluster(bad).is_err(),
@@ -417,10 +517,36 @@ mod tests {
     }
 
     #[test]
+    fn addresses_may_be_dns_names() {
+        let m = parse_initial_cluster(
+            "1=ballast-0.ballast:2379/ballast-0.ballast:2380,2=[::1]:1/10.0.0.2:2",
+        )
+        .expect("parses");
+        assert_eq!(m[&1].peer_addr, "ballast-0.ballast:2380");
+        for bad in ["a..b:1", "-a:1", "a:99999", "[zz]:1", "a b:1"] {
+            assert!(
+                check_host_port("x", bad).is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+        assert_eq!(
+            parse_join("http://a:1, b.c:2").expect("parses"),
+            vec!["http://a:1".to_string(), "http://b.c:2".to_string()]
+        );
+        assert!(parse_join("https://a:1").is_err());
+        assert!(parse_join("http://a:1/x").is_err());
+        assert!(parse_join(" , ").is_err());
+    }
+
+    #[test]
     fn dial_overrides_parse() {
         let m = parse_dial_overrides("2=127.0.0.1:9000, 3=127.0.0.1:9001").expect("parses");
         assert_eq!(m[&3], "127.0.0.1:9001");
         assert!(parse_dial_overrides("2=nowhere").is_err());
+        assert_eq!(
+            parse_dial_overrides("2=node-2.ballast.svc:2380").expect("dns")[&2],
+            "node-2.ballast.svc:2380"
+        );
         assert!(parse_dial_overrides("x=127.0.0.1:1").is_err());
     }
 

@@ -17,6 +17,7 @@ use crate::kv::KvReader;
 use crate::metrics::Metrics;
 use crate::raft::identity;
 use crate::raft::inbox::SnapshotInbox;
+use crate::raft::join;
 use crate::raft::network::{NetFault, PeerNetwork};
 use crate::raft::node::{Node, NodeOptions};
 use crate::raft::peer;
@@ -54,6 +55,9 @@ pub enum ServerError {
     /// This data directory may not be used as configured.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    /// The cluster named by `--join` did not add this node.
+    #[error(transparent)]
+    Join(#[from] join::JoinError),
 }
 
 mod shutdown;
@@ -183,6 +187,12 @@ pub async fn start(
     let dial = std::sync::Arc::new(config.dial_override_map()?);
     let caps = FrameCaps::for_limits(&config.limits());
     let members = config.initial_members()?;
+    let join = config.join_endpoints()?;
+    let advertised = config.advertised_member();
+    let discovered = match &join {
+        Some(endpoints) => Some(join::discover(endpoints, config.request_timeout()).await),
+        None => None,
+    };
     let identity = identity::resolve(
         &database,
         identity::Bootstrap {
@@ -192,6 +202,8 @@ pub async fn start(
             dial: &dial,
             probe_timeout: config.connect_timeout(),
             caps,
+            join: discovered.as_ref(),
+            advertised: &advertised,
         },
     )
     .await?;
@@ -239,9 +251,15 @@ pub async fn start(
             replica_ttl: std::time::Duration::from_secs(config.replica_report_ttl_secs),
             identity: me,
             max_inflight_write_bytes: config.max_inflight_write_bytes,
+            election_timeout_max: std::time::Duration::from_millis(config.election_timeout_max_ms),
         },
         metrics.clone(),
     );
+    if let Some(reason) =
+        identity::stored_removal(&database).map_err(|e| ServerError::Storage(e.to_string()))?
+    {
+        node.mark_removed(reason);
+    }
 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(5);
@@ -298,8 +316,7 @@ pub async fn start(
             }
         }
     }
-    tracing::info!(node = config.node_id, %client_addr, %peer_addr, "node started");
-    Ok(RunningNode {
+    let running = RunningNode {
         node,
         hub,
         client_addr,
@@ -308,7 +325,33 @@ pub async fn start(
         tasks,
         db: database,
         log_flusher,
-    })
+    };
+    if let Some(endpoints) = join {
+        let member = running
+            .node
+            .raft()
+            .is_initialized()
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        if !member && running.node.removed().is_none() {
+            let deadline = tokio::time::Instant::now() + config.request_timeout() * 6;
+            if let Err(e) = join::request_learner(
+                &endpoints,
+                config.node_id,
+                &advertised,
+                config.request_timeout(),
+                deadline,
+            )
+            .await
+            {
+                running.shutdown().await;
+                return Err(ServerError::Join(e));
+            }
+            tracing::info!(node = config.node_id, "added to the cluster as a learner");
+        }
+    }
+    tracing::info!(node = config.node_id, %client_addr, %peer_addr, "node started");
+    Ok(running)
 }
 
 /// Serves the client API over HTTP/1.1 until `stop`, then shuts down

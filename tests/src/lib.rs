@@ -357,6 +357,136 @@ impl TestCluster {
         Ok(self.http.get(url).send().await?.status().as_u16())
     }
 
+    /// The client endpoints of the running nodes, comma-separated (for
+    /// `--join`).
+    pub fn running_endpoints(&self) -> String {
+        self.running()
+            .into_iter()
+            .map(|id| self.endpoint(id))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts a new node with the next unused id and an empty data directory
+    /// that joins the running cluster as a learner (`--join` the running
+    /// nodes). Returns its id.
+    pub async fn join_node(&mut self) -> Result<u64> {
+        let id = self.configs.len() as u64 + 1;
+        let client = TcpListener::bind("127.0.0.1:0").await?;
+        let peer = TcpListener::bind("127.0.0.1:0").await?;
+        let mut c = self.configs[0].clone();
+        c.node_id = id;
+        c.data_dir = self._dir.path().join(format!("node{id}"));
+        c.listen_client = client.local_addr()?.to_string();
+        c.listen_peer = peer.local_addr()?.to_string();
+        c.initial_cluster = None;
+        c.join = Some(self.running_endpoints());
+        let node = ballast_store::start(c.clone(), Some(Listeners { client, peer }))
+            .await
+            .with_context(|| format!("starting node {id} with --join"))?;
+        self.configs.push(c);
+        self.nodes.push(Some(node));
+        Ok(id)
+    }
+
+    /// Starts stopped node `id` again on an empty data directory, as a new
+    /// member that joins the running cluster (the last step of replacing a
+    /// dead node: it must have been removed first).
+    pub async fn rejoin_wiped(&mut self, id: u64) -> Result<()> {
+        if self.nodes[idx(id)].is_some() {
+            bail!("node {id} is running");
+        }
+        let mut config = self.configs[idx(id)].clone();
+        match std::fs::remove_dir_all(&config.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("wiping the data dir"),
+        }
+        config.initial_cluster = None;
+        config.join = Some(self.running_endpoints());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let node = loop {
+            match ballast_store::start(config.clone(), None).await {
+                Ok(n) => break n,
+                Err(ballast_store::ServerError::Bind { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("rejoining node {id}")),
+            }
+        };
+        self.configs[idx(id)] = config;
+        self.nodes[idx(id)] = Some(node);
+        Ok(())
+    }
+
+    /// Calls a membership endpoint of node `id`: `method` on `path` with an
+    /// optional JSON body; returns the status and the JSON answer.
+    pub async fn admin(
+        &self,
+        id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.endpoint(id)));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let doc = resp.json().await.unwrap_or(serde_json::Value::Null);
+        Ok((status, doc))
+    }
+
+    /// Promotes learner `learner` through node `via`, retrying while it has
+    /// not caught up (`409 learner_not_ready`) for up to `timeout`.
+    pub async fn promote_when_ready(
+        &self,
+        via: u64,
+        learner: u64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, doc) = self
+                .admin(
+                    via,
+                    reqwest::Method::POST,
+                    &format!("/v1/members/{learner}/promote"),
+                    None,
+                )
+                .await?;
+            match status {
+                200 => return Ok(()),
+                409 | 503 if Instant::now() < deadline => {
+                    tracing::debug!(%doc, "promote not yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => bail!("promoting {learner} failed: {status} {doc}"),
+            }
+        }
+    }
+
+    /// The voters and learners in node `id`'s membership.
+    pub fn voters_and_learners(&self, id: u64) -> Result<(Vec<u64>, Vec<u64>)> {
+        let status = self.node(id)?.status()?;
+        let voters = status
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect();
+        let learners = status
+            .members
+            .iter()
+            .filter(|m| !m.voter)
+            .map(|m| m.id)
+            .collect();
+        Ok((voters, learners))
+    }
+
     /// Shuts every node down.
     pub async fn shutdown(mut self) {
         for slot in &mut self.nodes {

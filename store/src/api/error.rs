@@ -4,8 +4,10 @@
 //! | code | status | meaning |
 //! |---|---|---|
 //! | `invalid_key`, `invalid_query`, `invalid_json`, `invalid_request`, `too_many_ops`, `compacted`, `future_revision` | 400 | the request is wrong |
-//! | `key_not_found`, `not_found` | 404 | no such key / route |
+//! | `key_not_found`, `not_found`, `member_not_found` | 404 | no such key / route / member |
 //! | `method_not_allowed` | 405 | wrong method for the route |
+//! | `change_in_progress`, `learner_not_ready`, `would_lose_quorum`, `member_exists` | 409 | a membership change refused as things stand |
+//! | `removed` | 410 | this node was removed from the cluster |
 //! | `key_too_large`, `value_too_large`, `request_too_large` | 413 | over a configured limit |
 //! | `no_leader` | 503 | no leader reachable: not applied, retry (`Retry-After`) |
 //! | `timeout` | 503 | no answer in time: a write may or may not have taken effect |
@@ -20,6 +22,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::kv::KvError;
+use crate::raft::membership::AdminError;
 use crate::raft::node::NodeError;
 use crate::raft::types::{Member, NodeId};
 
@@ -70,11 +73,23 @@ pub enum ErrorCode {
     TooManyWatchers,
     /// A fault on the node.
     Internal,
+    /// No such member.
+    MemberNotFound,
+    /// Another membership change is in flight.
+    ChangeInProgress,
+    /// The learner has not caught up (or is unreachable).
+    LearnerNotReady,
+    /// The change would leave the cluster without a working quorum.
+    WouldLoseQuorum,
+    /// The node id or address is taken.
+    MemberExists,
+    /// This node was removed from the cluster.
+    Removed,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -94,6 +109,12 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::TooManyWatchers,
         ErrorCode::Internal,
+        ErrorCode::MemberNotFound,
+        ErrorCode::ChangeInProgress,
+        ErrorCode::LearnerNotReady,
+        ErrorCode::WouldLoseQuorum,
+        ErrorCode::MemberExists,
+        ErrorCode::Removed,
     ];
 
     /// The code as it appears in `{"error": {"code": ...}}`.
@@ -118,6 +139,12 @@ impl ErrorCode {
             ErrorCode::NotReady => "not_ready",
             ErrorCode::TooManyWatchers => "too_many_watchers",
             ErrorCode::Internal => "internal",
+            ErrorCode::MemberNotFound => "member_not_found",
+            ErrorCode::ChangeInProgress => "change_in_progress",
+            ErrorCode::LearnerNotReady => "learner_not_ready",
+            ErrorCode::WouldLoseQuorum => "would_lose_quorum",
+            ErrorCode::MemberExists => "member_exists",
+            ErrorCode::Removed => "removed",
         }
     }
 
@@ -131,7 +158,14 @@ impl ErrorCode {
             | ErrorCode::TooManyOps
             | ErrorCode::Compacted
             | ErrorCode::FutureRevision => StatusCode::BAD_REQUEST,
-            ErrorCode::KeyNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::KeyNotFound | ErrorCode::NotFound | ErrorCode::MemberNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorCode::ChangeInProgress
+            | ErrorCode::LearnerNotReady
+            | ErrorCode::WouldLoseQuorum
+            | ErrorCode::MemberExists => StatusCode::CONFLICT,
+            ErrorCode::Removed => StatusCode::GONE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::KeyTooLarge | ErrorCode::ValueTooLarge | ErrorCode::RequestTooLarge => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -205,6 +239,21 @@ pub enum ApiError {
     /// The node already serves its maximum number of watch streams.
     #[error("this node serves its maximum of {0} watch streams; retry later or on another node")]
     TooManyWatchers(usize),
+    /// A membership or leadership operation was refused or failed.
+    #[error(transparent)]
+    Admin(AdminError),
+    /// This node was removed from the cluster.
+    #[error("{0}; this node serves nothing any more (use another member; to reuse this machine, wipe the data directory and join as a new member)")]
+    Removed(String),
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Forward(f) => ApiError::Node(NodeError::from(f)),
+            other => ApiError::Admin(other),
+        }
+    }
 }
 
 impl ApiError {
@@ -233,6 +282,16 @@ impl ApiError {
             },
             ApiError::NotReady(_) => ErrorCode::NotReady,
             ApiError::TooManyWatchers(_) => ErrorCode::TooManyWatchers,
+            ApiError::Admin(a) => match a {
+                AdminError::InProgress(_) => ErrorCode::ChangeInProgress,
+                AdminError::NotCaughtUp(_) => ErrorCode::LearnerNotReady,
+                AdminError::WouldLoseQuorum(_) => ErrorCode::WouldLoseQuorum,
+                AdminError::Exists(_) => ErrorCode::MemberExists,
+                AdminError::NotFound(_) => ErrorCode::MemberNotFound,
+                AdminError::Invalid(_) => ErrorCode::InvalidRequest,
+                AdminError::Forward(_) => ErrorCode::Internal,
+            },
+            ApiError::Removed(_) => ErrorCode::Removed,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod input;
 pub mod json;
 pub mod kv;
+pub mod members;
 pub mod replicas;
 pub mod status;
 pub mod txn;
@@ -17,8 +18,8 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::raft::node::Node;
@@ -56,6 +57,20 @@ async fn stamp(State(node): State<Arc<Node>>, req: Request, next: Next) -> Respo
     headers.insert(REVISION_HEADER, HeaderValue::from(node.applied().revision));
     headers.insert(NODE_HEADER, HeaderValue::from(node.id()));
     response
+}
+
+/// Routes a removed node still answers: what it is and why it is out.
+const REMOVED_NODE_ROUTES: [&str; 3] = ["/v1/status", "/health/live", "/metrics"];
+
+/// A node removed from its cluster serves nothing but its status: every
+/// other route answers `410 removed` with the reason.
+async fn refuse_if_removed(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    match node.removed() {
+        Some(reason) if !REMOVED_NODE_ROUTES.contains(&req.uri().path()) => {
+            ApiError::Removed(reason).into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -112,9 +127,31 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> Router {
             "/v1/replicas/report",
             post(replicas::report).fallback(method_not_allowed),
         )
+        .route(
+            "/v1/members",
+            get(members::list)
+                .post(members::add)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/members/{id}",
+            delete(members::remove).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/members/{id}/promote",
+            post(members::promote).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/leader/transfer",
+            post(members::transfer).fallback(method_not_allowed),
+        )
         .merge(debug_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            refuse_if_removed,
+        ))
         .layer(middleware::from_fn_with_state(node.clone(), stamp))
         .with_state(AppState { node, hub })
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use rocksdb::DB;
 use tokio::sync::watch;
 
+use super::join::{ClusterInfo, JoinError};
 use super::network::{dial_addr, DialMap};
 use super::node::Node;
 use super::types::{Member, NodeId};
@@ -46,8 +47,8 @@ pub enum IdentityError {
     },
     /// An empty data directory and nothing to form or join.
     #[error(
-        "the data directory is empty and no --initial-cluster is given: there is no cluster to \
-         form (a node joins a running cluster as a new member)"
+        "the data directory is empty and neither --initial-cluster (form a new cluster) nor \
+         --join (join a running one) is given"
     )]
     NothingToStart,
     /// A peer belongs to another cluster.
@@ -81,6 +82,54 @@ pub enum IdentityError {
         /// The peer that saw its data.
         peer: NodeId,
     },
+    /// `--join` names a cluster other than the one this data directory
+    /// belongs to.
+    #[error(
+        "this data directory belongs to cluster {ours:032x}, but the --join endpoint {endpoint} \
+         belongs to cluster {theirs:032x}; a node joins only its own cluster (wipe the data \
+         directory to join another as a new member)"
+    )]
+    JoinOtherCluster {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// Its cluster id.
+        theirs: u128,
+        /// This node's cluster id.
+        ours: u128,
+    },
+    /// An empty data directory, and the cluster lists this node as a voter.
+    #[error(
+        "node {node} is a voter of cluster {cluster:032x}, but its data directory is empty: it was \
+         wiped or lost. Remove it first (ballastctl members remove {node}), then join again"
+    )]
+    WipedVoter {
+        /// This node's id.
+        node: NodeId,
+        /// The cluster.
+        cluster: u128,
+    },
+    /// The cluster lists this node's id with other addresses.
+    #[error(
+        "node id {node} is already a member of cluster {cluster:032x} with other addresses \
+         ({theirs}); pick an unused id or remove that member first"
+    )]
+    IdTaken {
+        /// This node's id.
+        node: NodeId,
+        /// The cluster.
+        cluster: u128,
+        /// The member's addresses.
+        theirs: Member,
+    },
+    /// The cluster could not be asked.
+    #[error(transparent)]
+    Join(#[from] super::join::JoinError),
+    /// State without identity, and `--join`.
+    #[error(
+        "the data directory holds Raft state but no cluster identity; start it with the \
+         --initial-cluster it was formed with"
+    )]
+    JoinWithState,
     /// Storage failed.
     #[error("storage: {0}")]
     Storage(#[from] std::io::Error),
@@ -114,6 +163,10 @@ pub struct Bootstrap<'a> {
     pub probe_timeout: Duration,
     /// Frame caps for the probes.
     pub caps: FrameCaps,
+    /// With `--join`: what the cluster's endpoints said (or why they did not).
+    pub join: Option<&'a Result<ClusterInfo, JoinError>>,
+    /// How this node appears in the membership.
+    pub advertised: &'a Member,
 }
 
 /// Loads this node's identity, or establishes it on a first start: see the
@@ -126,7 +179,23 @@ pub async fn resolve(db: &DB, b: Bootstrap<'_>) -> Result<Identity, IdentityErro
                 configured: b.node_id,
             });
         }
+        match b.join {
+            Some(Ok(info)) if info.cluster_id != identity.cluster_id => {
+                return Err(IdentityError::JoinOtherCluster {
+                    endpoint: info.endpoint.clone(),
+                    theirs: info.cluster_id,
+                    ours: identity.cluster_id,
+                })
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "could not check the --join endpoints; starting with the stored identity");
+            }
+            _ => {}
+        }
         return Ok(identity);
+    }
+    if let Some(join) = b.join {
+        return joined_identity(db, &b, join);
     }
     let Some(members) = b.members else {
         return Err(IdentityError::NothingToStart);
@@ -145,6 +214,48 @@ pub async fn resolve(db: &DB, b: Bootstrap<'_>) -> Result<Identity, IdentityErro
     } else {
         probe_peers(&b, members, identity).await?;
     }
+    stored::store(db, &identity)?;
+    Ok(identity)
+}
+
+/// The identity of a node joining the cluster `join` on an empty data
+/// directory.
+fn joined_identity(
+    db: &DB,
+    b: &Bootstrap<'_>,
+    join: &Result<ClusterInfo, JoinError>,
+) -> Result<Identity, IdentityError> {
+    if stored::has_raft_state(db)? {
+        return Err(IdentityError::JoinWithState);
+    }
+    let info = match join {
+        Ok(info) => info,
+        Err(e) => return Err(IdentityError::Join(JoinError::Unreachable(e.to_string()))),
+    };
+    if let Some((member, voter)) = info.members.get(&b.node_id) {
+        if *voter {
+            return Err(IdentityError::WipedVoter {
+                node: b.node_id,
+                cluster: info.cluster_id,
+            });
+        }
+        if member != b.advertised {
+            return Err(IdentityError::IdTaken {
+                node: b.node_id,
+                cluster: info.cluster_id,
+                theirs: member.clone(),
+            });
+        }
+    }
+    let identity = Identity {
+        cluster_id: info.cluster_id,
+        node_id: b.node_id,
+    };
+    tracing::info!(
+        cluster_id = format!("{:032x}", identity.cluster_id),
+        endpoint = %info.endpoint,
+        "joining a running cluster"
+    );
     stored::store(db, &identity)?;
     Ok(identity)
 }
@@ -214,8 +325,8 @@ async fn probe_peers(
     Ok(())
 }
 
-/// Keeps `node`'s record of peers holding data current and durable, until
-/// `stop`.
+/// Keeps `node`'s record of peers holding data current and durable, and
+/// notices (and records) this node's removal from the cluster, until `stop`.
 pub async fn run_recorder(node: Arc<Node>, db: Arc<DB>, mut stop: watch::Receiver<bool>) {
     match stored::load_peers_with_data(&db) {
         Ok(known) => {
@@ -223,11 +334,34 @@ pub async fn run_recorder(node: Arc<Node>, db: Arc<DB>, mut stop: watch::Receive
         }
         Err(e) => tracing::warn!(error = %e, "could not read the peers seen holding data"),
     }
+    let mut removed = node.subscribe_removed();
+    let mut removal_stored = removed.borrow_and_update().is_some();
     let mut tick = tokio::time::interval(RECORD_INTERVAL);
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tick.tick() => {}
+            _ = removed.changed() => {}
+        }
+        if node.removed().is_none() {
+            if let Some(index) = node.removed_by_membership() {
+                node.mark_removed(format!(
+                    "node {} is not in the membership committed at log index {index} of cluster \
+                     {:032x}: it was removed",
+                    node.id(),
+                    node.cluster_id()
+                ));
+            }
+        }
+        if let (false, Some(reason)) = (removal_stored, node.removed()) {
+            let db = db.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || stored::store_removed(&db, &reason)).await;
+            if matches!(saved, Ok(Ok(()))) {
+                removal_stored = true;
+            } else {
+                tracing::warn!("could not record this node's removal");
+            }
         }
         if let Some(all) = node.note_data_of(node.peers_holding_data_now()) {
             let db = db.clone();
@@ -238,6 +372,11 @@ pub async fn run_recorder(node: Arc<Node>, db: Arc<DB>, mut stop: watch::Receive
             }
         }
     }
+}
+
+/// Why the node in `db` was removed from its cluster, if it was.
+pub fn stored_removal(db: &DB) -> std::io::Result<Option<String>> {
+    stored::load_removed(db)
 }
 
 #[cfg(test)]

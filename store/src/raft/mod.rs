@@ -3,6 +3,8 @@
 
 pub mod identity;
 pub mod inbox;
+pub mod join;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod peer;

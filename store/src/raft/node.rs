@@ -21,6 +21,7 @@ use openraft::{ReadPolicy, ServerState};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::membership::{AdminError, AdminRequest, AdminResponse};
 use super::network::{dial_addr, DialMap, NetFault};
 use super::pool::PeerPool;
 use super::types::{Member, NodeId, Raft, TypeConfig};
@@ -91,7 +92,7 @@ impl From<ReadError> for NodeError {
 
 impl NodeError {
     /// The form a leader sends back to a follower that forwarded a request.
-    fn into_forward_error(self) -> ForwardError {
+    pub(crate) fn into_forward_error(self) -> ForwardError {
         match self {
             NodeError::NoLeader { leader, .. } => ForwardError::NotLeader { leader },
             NodeError::Timeout(m) => ForwardError::Timeout(m),
@@ -135,6 +136,10 @@ pub struct NodeOptions {
     /// Most bytes of writes a leader lets wait for their commit before it
     /// answers new ones with `503 too_many_requests`.
     pub max_inflight_write_bytes: usize,
+    /// The upper bound of the election timeout: a member that has not
+    /// answered the leader within it counts as unhealthy for membership
+    /// changes.
+    pub election_timeout_max: Duration,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -199,6 +204,10 @@ pub struct Node {
     replicas: ReplicaRegistry,
     inflight_bytes: Arc<AtomicUsize>,
     peers_with_data: std::sync::Mutex<BTreeSet<NodeId>>,
+    /// Held by the leader while a membership change runs.
+    change_lock: tokio::sync::Mutex<()>,
+    /// Why this node no longer belongs to the cluster, once it was removed.
+    removed: watch::Sender<Option<String>>,
 }
 
 fn forward_hint(f: &ForwardToLeader<TypeConfig>) -> Option<(NodeId, Member)> {
@@ -240,7 +249,155 @@ impl Node {
             replicas,
             inflight_bytes: Arc::new(AtomicUsize::new(0)),
             peers_with_data: std::sync::Mutex::new(BTreeSet::new()),
+            change_lock: tokio::sync::Mutex::new(()),
+            removed: watch::Sender::new(None),
         })
+    }
+
+    /// Timeouts and limits.
+    pub(crate) fn options(&self) -> &NodeOptions {
+        &self.options
+    }
+
+    /// Held by the leader while a membership change runs.
+    pub(crate) fn change_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.change_lock
+    }
+
+    /// Why this node was removed from the cluster, if it was.
+    pub fn removed(&self) -> Option<String> {
+        self.removed.borrow().clone()
+    }
+
+    /// Follows [`Node::removed`].
+    pub fn subscribe_removed(&self) -> watch::Receiver<Option<String>> {
+        self.removed.subscribe()
+    }
+
+    /// Marks this node removed from its cluster: from now on it serves
+    /// nothing and has no peer traffic. Idempotent; the first reason stays.
+    pub fn mark_removed(&self, reason: String) {
+        let changed = self.removed.send_if_modified(|r| {
+            if r.is_some() {
+                return false;
+            }
+            *r = Some(reason.clone());
+            true
+        });
+        if changed {
+            tracing::warn!(node = self.id, %reason, "this node was removed from the cluster; it stops serving");
+            self.set_isolated(true);
+        }
+    }
+
+    /// Whether Raft's committed membership no longer lists this node: it was
+    /// removed while it could still hear the leader. `None` while it has no
+    /// membership at all (a node waiting to be added).
+    pub fn removed_by_membership(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let committed = &m.committed_membership_config;
+        let membership = committed.membership();
+        if membership.nodes().next().is_none() || membership.get_node(&self.id).is_some() {
+            return None;
+        }
+        Some(committed.log_id().as_ref().map_or(0, |l| l.index))
+    }
+
+    /// Runs a membership or leadership operation on the leader: here when
+    /// this node leads, else forwarded. Removing the leader hands leadership
+    /// over first and then asks the new leader.
+    pub async fn admin(&self, request: AdminRequest) -> Result<AdminResponse, AdminError> {
+        let deadline = tokio::time::Instant::now() + self.options.request_timeout * 2;
+        loop {
+            let result = match self.leader() {
+                Some((id, _)) if id == self.id => self.handle_admin(request.clone()).await,
+                Some((id, member)) => {
+                    let addr = dial_addr(&self.options.dial, id, &member);
+                    self.forward_admin(&addr, id, request.clone()).await
+                }
+                None => Err(AdminError::from(self.no_leader(
+                    "no leader is known (election in progress or no quorum)",
+                ))),
+            };
+            match result {
+                // Leadership moved meanwhile (or is moving): ask again.
+                Err(AdminError::Forward(ForwardError::NotLeader { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs an admin operation if this node leads; never forwards. Asked to
+    /// remove itself, it hands leadership over and answers "not the leader"
+    /// so that the caller asks the new one.
+    pub async fn handle_admin(&self, request: AdminRequest) -> Result<AdminResponse, AdminError> {
+        if !self.is_leader() {
+            return Err(AdminError::Forward(ForwardError::NotLeader {
+                leader: self.leader().filter(|(id, _)| *id != self.id),
+            }));
+        }
+        if matches!(request, AdminRequest::Remove { id } if id == self.id) {
+            self.hand_over_leadership().await?;
+            return Err(AdminError::Forward(ForwardError::NotLeader {
+                leader: self.leader().filter(|(id, _)| *id != self.id),
+            }));
+        }
+        self.execute_admin(request).await
+    }
+
+    async fn forward_admin(
+        &self,
+        peer_addr: &str,
+        leader: NodeId,
+        request: AdminRequest,
+    ) -> Result<AdminResponse, AdminError> {
+        // Room for a transfer before a removal on the leader.
+        let timeout = self.options.request_timeout * 2 + self.options.connect_timeout;
+        match self
+            .pool
+            .call(peer_addr, leader, &PeerRequest::Admin(request), timeout)
+            .await
+        {
+            Ok(PeerResponse::Admin(result)) => result,
+            Ok(other) => Err(AdminError::from(NodeError::Internal(format!(
+                "unexpected peer response: {other:?}"
+            )))),
+            Err(CallError::Connect { message, .. }) => Err(AdminError::from(
+                self.no_leader(&format!("leader unreachable: {message}")),
+            )),
+            Err(CallError::Lost { message, .. }) => {
+                Err(AdminError::from(NodeError::Timeout(format!(
+                    "the leader did not answer ({message}); the change may or may not take effect"
+                ))))
+            }
+            Err(CallError::Remote(m)) => Err(AdminError::from(NodeError::Internal(m))),
+        }
+    }
+
+    /// Tells a removed member that it was removed (best effort: a member
+    /// that misses it finds out from the membership it applies, or stays cut
+    /// off, since the leader no longer replicates to it).
+    pub(crate) async fn notify_removed(&self, id: NodeId, member: &Member) {
+        let addr = dial_addr(&self.options.dial, id, member);
+        let reason = format!(
+            "node {id} was removed from cluster {:032x} by leader {} in term {}",
+            self.cluster_id(),
+            self.id,
+            self.term_and_role().0
+        );
+        let notice = PeerRequest::Removed { reason };
+        if let Err(e) = self
+            .pool
+            .call(&addr, id, &notice, self.options.connect_timeout * 2)
+            .await
+        {
+            tracing::info!(node = id, error = %e, "could not tell the removed node");
+        }
     }
 
     /// Replica reports received by this node.
@@ -679,6 +836,7 @@ impl Node {
             })
             .collect();
         let state = match m.state {
+            _ if self.removed().is_some() => "Removed",
             ServerState::Leader => "Leader",
             ServerState::Follower => "Follower",
             ServerState::Candidate => "Candidate",

@@ -162,6 +162,11 @@ async fn handle(
         PeerRequest::Forward(command) => PeerResponse::Forward(node.handle_forward(command).await),
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(node.handle_read_index().await),
         PeerRequest::Replicas => PeerResponse::Replicas(node.replicas().current()),
+        PeerRequest::Admin(request) => PeerResponse::Admin(node.handle_admin(request).await),
+        PeerRequest::Removed { reason } => {
+            node.mark_removed(reason);
+            PeerResponse::Ack
+        }
         PeerRequest::SnapshotOffer { meta, len } => match inbox.offer(&meta, len) {
             Resume::From(offset) => PeerResponse::SnapshotResume(Some(offset)),
             Resume::Installing => PeerResponse::SnapshotResume(None),

@@ -115,6 +115,13 @@ pub enum PeerRequest {
     /// Who are you? Sent by a node that starts on an empty data directory,
     /// before it forms a cluster. Answered even across clusters.
     Hello,
+    /// A membership or leadership operation, for the leader to run.
+    Admin(super::membership::AdminRequest),
+    /// The leader tells a member it has removed: it must stop serving.
+    Removed {
+        /// Who removed it, when.
+        reason: String,
+    },
 }
 
 /// What travels in every request frame: the request, addressed to one node
@@ -198,6 +205,10 @@ pub enum PeerResponse {
         /// lost its data and must not form a cluster.
         saw_your_data: bool,
     },
+    /// To `Admin`.
+    Admin(Result<super::membership::AdminResponse, super::membership::AdminError>),
+    /// To `Removed`.
+    Ack,
     /// The request failed on the remote node.
     Error(String),
 }

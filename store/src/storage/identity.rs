@@ -16,6 +16,7 @@ use crate::raft::types::NodeId;
 
 const IDENTITY_KEY: &[u8] = b"identity";
 const PEERS_WITH_DATA_KEY: &[u8] = b"peers_with_data";
+const REMOVED_KEY: &[u8] = b"removed";
 
 /// Which cluster and node a data directory belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +58,16 @@ pub fn load_peers_with_data(db: &DB) -> io::Result<BTreeSet<NodeId>> {
 /// Stores the peers this node has seen holding Raft log entries (durably).
 pub fn store_peers_with_data(db: &DB, peers: &BTreeSet<NodeId>) -> io::Result<()> {
     put_synced(db, PEERS_WITH_DATA_KEY, peers)
+}
+
+/// Why this node was removed from its cluster, if it was.
+pub fn load_removed(db: &DB) -> io::Result<Option<String>> {
+    get(db, REMOVED_KEY)
+}
+
+/// Records (durably) that this node was removed from its cluster.
+pub fn store_removed(db: &DB, reason: &str) -> io::Result<()> {
+    put_synced(db, REMOVED_KEY, &reason.to_string())
 }
 
 /// Whether the Raft side of the store holds anything: a vote, log entries or

@@ -1,5 +1,6 @@
 //! Cluster behaviour: replication, failover, restarts, snapshots, partitions.
 
+mod t100_membership;
 mod t10_basic;
 mod t20_failover;
 mod t30_restart;

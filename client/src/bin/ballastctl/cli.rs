@@ -100,6 +100,63 @@ pub enum Command {
     Rollout(RolloutCommand),
     /// Compact history up to a revision (older revisions can no longer be read or watched).
     Compact(CompactArgs),
+    /// Cluster membership: list, add a learner, promote, remove.
+    #[command(subcommand)]
+    Members(MembersCommand),
+    /// Leadership: hand it to another voter.
+    #[command(subcommand)]
+    Leader(LeaderCommand),
+}
+
+/// `ballastctl members ...`.
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Every member with its role, addresses, match index, lag and health (the leader's view).
+    List,
+    /// Add a node as a non-voting learner (then start it with `ballastd --join`).
+    Add(MemberAddArgs),
+    /// Make a learner a voter; refused until its log holds 90% of the leader's.
+    Promote(MemberIdArgs),
+    /// Remove a member (the leader hands leadership over first).
+    Remove(MemberIdArgs),
+}
+
+/// `ballastctl members add`.
+#[derive(Debug, Args)]
+pub struct MemberAddArgs {
+    /// The new node's id (unused in the cluster).
+    pub id: u64,
+    /// Add it as a learner (required: a voter is made by `members promote` once caught up).
+    #[arg(long, required = true)]
+    pub learner: bool,
+    /// Its client address, `host:port`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub client_addr: String,
+    /// Its peer address, `host:port`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_addr: String,
+}
+
+/// `ballastctl members promote|remove`.
+#[derive(Debug, Args)]
+pub struct MemberIdArgs {
+    /// The member's id.
+    pub id: u64,
+}
+
+/// `ballastctl leader ...`.
+#[derive(Debug, Subcommand)]
+pub enum LeaderCommand {
+    /// Hand leadership to voter N and wait until it leads.
+    Transfer(LeaderTransferArgs),
+}
+
+/// `ballastctl leader transfer`.
+#[derive(Debug, Args)]
+pub struct LeaderTransferArgs {
+    /// The voter to lead.
+    #[arg(long, value_name = "N")]
+    pub to: u64,
 }
 
 /// `ballastctl watch`.

@@ -13,6 +13,7 @@ pub mod cas;
 pub mod compact;
 pub mod del;
 pub mod get;
+pub mod members;
 pub mod put;
 pub mod rollout;
 pub mod status;
@@ -107,5 +108,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
         Command::Watch(args) => watch::run(ctx, args).await,
         Command::Rollout(crate::cli::RolloutCommand::Status(args)) => rollout::run(ctx, args).await,
         Command::Compact(args) => compact::run(ctx, args).await,
+        Command::Members(command) => members::run(ctx, command).await,
+        Command::Leader(crate::cli::LeaderCommand::Transfer(args)) => {
+            members::transfer(ctx, args).await
+        }
     }
 }
