@@ -193,6 +193,10 @@ pub async fn start(
         Some(endpoints) => Some(join::discover(endpoints, config.request_timeout()).await),
         None => None,
     };
+    // Whether this data directory holds no Raft state yet (read before the
+    // identity is stored, which lives next to the Raft metadata).
+    let fresh = !crate::storage::identity::has_raft_state(&database)
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
     let identity = identity::resolve(
         &database,
         identity::Bootstrap {
@@ -211,6 +215,27 @@ pub async fn start(
         cluster_id: identity.cluster_id,
         node_id: identity.node_id,
     };
+    if let Some(endpoints) = &join {
+        // A joining node with no Raft state asks to be added before it
+        // answers any peer: the leader must know first that this node's log
+        // starts empty (a wiped learner's log is shorter than the leader
+        // remembers).
+        let removed = identity::stored_removal(&database)
+            .map_err(|e| ServerError::Storage(e.to_string()))?
+            .is_some();
+        if fresh && !removed {
+            let deadline = tokio::time::Instant::now() + config.request_timeout() * 6;
+            join::request_learner(
+                endpoints,
+                config.node_id,
+                &advertised,
+                config.request_timeout(),
+                deadline,
+            )
+            .await?;
+            tracing::info!(node = config.node_id, "added to the cluster as a learner");
+        }
+    }
     let network = PeerNetwork::new(
         fault.clone(),
         config.connect_timeout(),
@@ -316,7 +341,8 @@ pub async fn start(
             }
         }
     }
-    let running = RunningNode {
+    tracing::info!(node = config.node_id, %client_addr, %peer_addr, "node started");
+    Ok(RunningNode {
         node,
         hub,
         client_addr,
@@ -325,33 +351,7 @@ pub async fn start(
         tasks,
         db: database,
         log_flusher,
-    };
-    if let Some(endpoints) = join {
-        let member = running
-            .node
-            .raft()
-            .is_initialized()
-            .await
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
-        if !member && running.node.removed().is_none() {
-            let deadline = tokio::time::Instant::now() + config.request_timeout() * 6;
-            if let Err(e) = join::request_learner(
-                &endpoints,
-                config.node_id,
-                &advertised,
-                config.request_timeout(),
-                deadline,
-            )
-            .await
-            {
-                running.shutdown().await;
-                return Err(ServerError::Join(e));
-            }
-            tracing::info!(node = config.node_id, "added to the cluster as a learner");
-        }
-    }
-    tracing::info!(node = config.node_id, %client_addr, %peer_addr, "node started");
-    Ok(running)
+    })
 }
 
 /// Serves the client API over HTTP/1.1 until `stop`, then shuts down

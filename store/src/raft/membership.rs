@@ -276,6 +276,25 @@ impl Node {
         })
     }
 
+    /// The leader's view once every member has answered this leader at least
+    /// once (a new leader knows nothing of its followers yet), or after the
+    /// health window, whichever comes first.
+    async fn settled_view(&self) -> Result<LeaderView, AdminError> {
+        let deadline = tokio::time::Instant::now() + self.health_window();
+        loop {
+            let view = self.leader_view()?;
+            let me = self.id();
+            let unknown = view
+                .nodes
+                .keys()
+                .any(|id| *id != me && view.progress.get(id).is_none_or(|p| p.since_ack.is_none()));
+            if !unknown || tokio::time::Instant::now() >= deadline {
+                return Ok(view);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The window in which a member must have answered to count as healthy.
     fn health_window(&self) -> Duration {
         self.options().election_timeout_max
@@ -305,7 +324,7 @@ impl Node {
     }
 
     async fn change(&self, request: AdminRequest) -> Result<AdminResponse, AdminError> {
-        let view = self.leader_view()?;
+        let view = self.settled_view().await?;
         let me = self.id();
         let window = self.health_window();
         if view.uncommitted_change || view.joint {
@@ -328,7 +347,20 @@ impl Node {
                     }
                     if let Some(existing) = view.nodes.get(&id) {
                         if *existing == member && !view.voters.contains(&id) {
-                            // Already added with these addresses: nothing to do.
+                            // Already added with these addresses: nothing to
+                            // change. A learner asks again when it joins with
+                            // an empty data directory (a first start, or a
+                            // wiped learner): its log may now be shorter than
+                            // the leader remembers, which openraft treats as
+                            // fatal unless allowed once.
+                            self.raft()
+                                .trigger()
+                                .allow_next_revert(&id, true)
+                                .await
+                                .map_err(|e| {
+                                    AdminError::Forward(ForwardError::Internal(e.to_string()))
+                                })?
+                                .map_err(|e| AdminError::Invalid(e.to_string()))?;
                             return Ok(AdminResponse::Members(view.info(me, window)));
                         }
                         return Err(AdminError::Exists(format!(
@@ -462,7 +494,7 @@ impl Node {
     }
 
     async fn transfer_to(&self, to: NodeId) -> Result<AdminResponse, AdminError> {
-        let view = self.leader_view()?;
+        let view = self.settled_view().await?;
         let me = self.id();
         if to == me {
             return Ok(AdminResponse::Transferred {
@@ -520,7 +552,7 @@ impl Node {
     /// Hands leadership to the healthiest, most caught-up other voter, for
     /// the removal of this (leading) node. Returns the new leader.
     pub(crate) async fn hand_over_leadership(&self) -> Result<NodeId, AdminError> {
-        let view = self.leader_view()?;
+        let view = self.settled_view().await?;
         let me = self.id();
         let window = self.health_window();
         let best = view

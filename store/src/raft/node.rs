@@ -208,6 +208,9 @@ pub struct Node {
     change_lock: tokio::sync::Mutex<()>,
     /// Why this node no longer belongs to the cluster, once it was removed.
     removed: watch::Sender<Option<String>>,
+    /// One more than the log index of the latest membership seen listing
+    /// this node (0: none seen yet).
+    seen_in_membership: std::sync::atomic::AtomicU64,
 }
 
 fn forward_hint(f: &ForwardToLeader<TypeConfig>) -> Option<(NodeId, Member)> {
@@ -251,6 +254,7 @@ impl Node {
             peers_with_data: std::sync::Mutex::new(BTreeSet::new()),
             change_lock: tokio::sync::Mutex::new(()),
             removed: watch::Sender::new(None),
+            seen_in_membership: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -290,18 +294,26 @@ impl Node {
         }
     }
 
-    /// Whether Raft's committed membership no longer lists this node: it was
-    /// removed while it could still hear the leader. `None` while it has no
-    /// membership at all (a node waiting to be added).
+    /// Whether Raft's committed membership no longer lists this node although
+    /// an earlier membership did: it was removed while it could still hear
+    /// the leader. Returns the log index of that membership. A node catching
+    /// up from the start of the log passes memberships from before it was
+    /// added; those do not count, since it has not yet seen itself in one.
     pub fn removed_by_membership(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
-        let committed = &m.committed_membership_config;
-        let membership = committed.membership();
-        if membership.nodes().next().is_none() || membership.get_node(&self.id).is_some() {
-            return None;
+        for stored in [&m.membership_config, &m.committed_membership_config] {
+            if stored.membership().get_node(&self.id).is_some() {
+                let index = stored.log_id().as_ref().map_or(0, |l| l.index);
+                self.seen_in_membership
+                    .fetch_max(index + 1, Ordering::AcqRel);
+            }
         }
-        Some(committed.log_id().as_ref().map_or(0, |l| l.index))
+        let seen = self.seen_in_membership.load(Ordering::Acquire);
+        let committed = &m.committed_membership_config;
+        let index = committed.log_id().as_ref().map_or(0, |l| l.index);
+        (seen > 0 && index + 1 > seen && committed.membership().get_node(&self.id).is_none())
+            .then_some(index)
     }
 
     /// Runs a membership or leadership operation on the leader: here when

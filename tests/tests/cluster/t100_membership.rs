@@ -3,7 +3,7 @@
 //! rules, joins refused, and peers that address each other by DNS name.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,16 +19,21 @@ use tracing::info;
 /// acknowledged write.
 struct Load {
     stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<BTreeMap<String, String>>,
 }
 
 const MAX_WRITES: usize = 20_000;
 const MAX_TIME: Duration = Duration::from_secs(120);
+/// The fewest acknowledged writes a load makes before it stops.
+const MIN_WRITES: usize = 30;
 
 impl Load {
     fn start(endpoints: Vec<String>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let acked_count = Arc::new(AtomicUsize::new(0));
+        let count = acked_count.clone();
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -49,6 +54,7 @@ impl Load {
                 {
                     if resp.status().is_success() {
                         acked.insert(key, value);
+                        count.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 i += 1;
@@ -56,10 +62,20 @@ impl Load {
             }
             acked
         });
-        Load { stop, task }
+        Load {
+            stop,
+            acked: acked_count,
+            task,
+        }
     }
 
+    /// Stops the load once it has made at least `MIN_WRITES` acknowledged
+    /// writes (or after 30 s), and returns them.
     async fn finish(self) -> Result<BTreeMap<String, String>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.acked.load(Ordering::Relaxed) < MIN_WRITES && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.context("load task")
     }
@@ -68,7 +84,7 @@ impl Load {
 /// Every acknowledged write reads back (linearizably) through `via`.
 async fn check_acked(tc: &TestCluster, via: u64, acked: &BTreeMap<String, String>) -> Result<()> {
     assert!(
-        acked.len() > 20,
+        acked.len() >= MIN_WRITES,
         "the load made too few writes: {}",
         acked.len()
     );
@@ -265,6 +281,38 @@ async fn a_killed_node_is_replaced_while_writes_flow() -> Result<()> {
     let acked = load.finish().await?;
     check_acked(&tc, dead, &acked).await?;
     converged(&tc, &[1, 2, 3]).await?;
+    tc.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_learner_joins_again_and_catches_up() -> Result<()> {
+    let mut tc = TestCluster::start(3).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    for i in 0..50 {
+        tc.put(leader, &format!("before/{i}"), "x").await?;
+    }
+    let learner = tc.join_node().await?;
+    let rev = tc.put(leader, "joined", "yes").await?;
+    tc.wait_applied(rev, Duration::from_secs(10)).await?;
+
+    info!(
+        learner,
+        "--- wipe the learner and let it join again, still a learner"
+    );
+    tc.kill(learner).await?;
+    for i in 0..50 {
+        tc.put(leader, &format!("while-down/{i}"), "y").await?;
+    }
+    tc.rejoin_wiped(learner).await?;
+    let rev = tc.put(leader, "after", "z").await?;
+    tc.wait_applied(rev, Duration::from_secs(20)).await?;
+    converged(&tc, &tc.ids()).await?;
+    let leader_now = tc.wait_leader(Duration::from_secs(10)).await?;
+    assert!(
+        tc.node(leader_now)?.raft().is_leader(),
+        "the leader survived the learner's reverted log"
+    );
     tc.shutdown().await;
     Ok(())
 }
