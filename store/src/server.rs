@@ -24,6 +24,7 @@ use crate::raft::retention;
 use crate::raft::types::{Member, Raft};
 use crate::raft::wire::{FrameCaps, PeerIdentity};
 use crate::stop::stopped;
+use crate::storage::backup::BackupSource;
 use crate::storage::log_store::LogFlusher;
 use crate::storage::{LogStore, StateMachine};
 use crate::watch::WatchHub;
@@ -218,6 +219,11 @@ pub async fn start(
     .map_err(|e| ServerError::Raft(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::default());
+    let backups = BackupSource::new(
+        database.clone(),
+        install_gate.clone(),
+        config.data_dir.join("backup"),
+    );
     let reader = KvReader::new(database.clone()).with_gate(install_gate);
     let hub = WatchHub::new(
         reader.clone(),
@@ -239,6 +245,7 @@ pub async fn start(
             replica_ttl: std::time::Duration::from_secs(config.replica_report_ttl_secs),
             identity: me,
             max_inflight_write_bytes: config.max_inflight_write_bytes,
+            backups,
         },
         metrics.clone(),
     );

@@ -12,6 +12,7 @@
 //! | `too_many_requests` | 503 | the leader's backlog is full: not applied, retry (`Retry-After`) |
 //! | `not_ready` | 503 | the node is not ready to serve |
 //! | `too_many_watchers` | 429 | the node's watch stream limit is reached (`Retry-After`) |
+//! | `snapshot_in_progress` | 429 | the node is already streaming a backup (`Retry-After`) |
 //! | `internal` | 500 | a fault on the node (storage) |
 
 use axum::http::{HeaderValue, StatusCode};
@@ -68,13 +69,15 @@ pub enum ErrorCode {
     NotReady,
     /// The node's watch stream limit is reached.
     TooManyWatchers,
+    /// The node is already streaming a backup.
+    SnapshotInProgress,
     /// A fault on the node.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -93,6 +96,7 @@ impl ErrorCode {
         ErrorCode::TooManyRequests,
         ErrorCode::NotReady,
         ErrorCode::TooManyWatchers,
+        ErrorCode::SnapshotInProgress,
         ErrorCode::Internal,
     ];
 
@@ -117,6 +121,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::TooManyWatchers => "too_many_watchers",
+            ErrorCode::SnapshotInProgress => "snapshot_in_progress",
             ErrorCode::Internal => "internal",
         }
     }
@@ -140,7 +145,9 @@ impl ErrorCode {
             | ErrorCode::Timeout
             | ErrorCode::TooManyRequests
             | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::TooManyWatchers => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyWatchers | ErrorCode::SnapshotInProgress => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

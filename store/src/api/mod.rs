@@ -8,6 +8,7 @@ pub mod input;
 pub mod json;
 pub mod kv;
 pub mod replicas;
+pub mod snapshot;
 pub mod status;
 pub mod txn;
 pub mod watch;
@@ -112,6 +113,7 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> Router {
             "/v1/replicas/report",
             post(replicas::report).fallback(method_not_allowed),
         )
+        .route("/v1/snapshot", get(snapshot::snapshot).fallback(method_not_allowed))
         .merge(debug_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

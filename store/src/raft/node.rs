@@ -29,6 +29,7 @@ use crate::kv::limits::command_bytes;
 use crate::kv::{Applied, Command, CommandResponse, KvError, KvReader, Limits, ReadError};
 use crate::metrics::Metrics;
 use crate::replicas::{merge, ReplicaEntry, ReplicaRegistry};
+use crate::storage::backup::BackupSource;
 
 /// Why a node could not serve a request.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +136,8 @@ pub struct NodeOptions {
     /// Most bytes of writes a leader lets wait for their commit before it
     /// answers new ones with `503 too_many_requests`.
     pub max_inflight_write_bytes: usize,
+    /// Where backups (`GET /v1/snapshot`) are taken from, one at a time.
+    pub backups: BackupSource,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -398,6 +401,11 @@ impl Node {
                 other => return other.map_err(NodeError::from),
             }
         }
+    }
+
+    /// Where this node's backups are taken from.
+    pub fn backups(&self) -> &BackupSource {
+        &self.options.backups
     }
 
     /// The network fault switch of this node.

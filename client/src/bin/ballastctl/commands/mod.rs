@@ -15,6 +15,7 @@ pub mod del;
 pub mod get;
 pub mod put;
 pub mod rollout;
+pub mod snapshot;
 pub mod status;
 pub mod txn;
 pub mod watch;
@@ -107,5 +108,6 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
         Command::Watch(args) => watch::run(ctx, args).await,
         Command::Rollout(crate::cli::RolloutCommand::Status(args)) => rollout::run(ctx, args).await,
         Command::Compact(args) => compact::run(ctx, args).await,
+        Command::Snapshot(command) => snapshot::run(ctx, command).await,
     }
 }
