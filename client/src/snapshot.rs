@@ -274,7 +274,9 @@ impl SnapshotVerifier {
         }
         let inner = u64::from_le_bytes(self.inner_trailer.try_into().unwrap_or_default());
         if inner != self.inner.digest() {
-            return Err(corrupt("the checksum of the snapshot inside does not match"));
+            return Err(corrupt(
+                "the checksum of the snapshot inside does not match",
+            ));
         }
         let h = l.header;
         Ok(SnapshotInfo {

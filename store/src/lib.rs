@@ -42,9 +42,7 @@ pub(crate) mod watch;
 pub use config::Config;
 pub use raft::node::Node;
 pub use server::{run, start, Listeners, RunningNode, ServerError, ShutdownReport};
-pub use storage::restore::{
-    restore, RestoreError, RestoreOptions, RestoreReport, RestoreSource,
-};
+pub use storage::restore::{restore, RestoreError, RestoreOptions, RestoreReport, RestoreSource};
 
 /// Internals the project's own integration tests and benchmarks reach into
 /// (raw peer requests, snapshot files). Not part of the supported API.

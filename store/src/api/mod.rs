@@ -113,7 +113,10 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> Router {
             "/v1/replicas/report",
             post(replicas::report).fallback(method_not_allowed),
         )
-        .route("/v1/snapshot", get(snapshot::snapshot).fallback(method_not_allowed))
+        .route(
+            "/v1/snapshot",
+            get(snapshot::snapshot).fallback(method_not_allowed),
+        )
         .merge(debug_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

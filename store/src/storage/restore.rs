@@ -216,9 +216,9 @@ fn build(
 ) -> Result<RestoreReport, RestoreError> {
     let snap_path = staging.join("source.snap");
     let envelope = match &options.source {
-        RestoreSource::Snapshot(file) => Some(
-            backup::unwrap_envelope(file, &snap_path).map_err(|e| source_err(file, e))?,
-        ),
+        RestoreSource::Snapshot(file) => {
+            Some(backup::unwrap_envelope(file, &snap_path).map_err(|e| source_err(file, e))?)
+        }
         RestoreSource::DataDir(dir) => {
             snapshot_of_data_dir(dir, &snap_path)?;
             None

@@ -162,7 +162,10 @@ fn a_data_directory_restores_to_the_same_cluster_id_and_is_left_unchanged() {
     );
     let from_file = restore(&src.options("a", RestoreSource::Snapshot(src.backup()))).expect("a");
     let from_dir = restore(&src.options("b", RestoreSource::DataDir(src.data_dir()))).expect("b");
-    assert_eq!(from_dir, from_file, "same state, token and members: same id");
+    assert_eq!(
+        from_dir, from_file,
+        "same state, token and members: same id"
+    );
     let mut other = src.options("c", RestoreSource::DataDir(src.data_dir()));
     other.cluster_token = "u".into();
     assert_ne!(restore(&other).expect("c").cluster_id, from_file.cluster_id);
@@ -200,11 +203,17 @@ fn refusals_leave_the_target_as_it_was() {
         restore(&options),
         Err(RestoreError::TargetNotEmpty(_))
     ));
-    assert_eq!(fs::read(options.data_dir.join("keep")).expect("kept"), b"mine");
+    assert_eq!(
+        fs::read(options.data_dir.join("keep")).expect("kept"),
+        b"mine"
+    );
 
     let options = src.options("t4", RestoreSource::DataDir(src.dir.path().join("b")));
     let err = restore(&options).expect_err("not a data dir");
-    assert!(err.to_string().contains("not a ballast data directory"), "{err}");
+    assert!(
+        err.to_string().contains("not a ballast data directory"),
+        "{err}"
+    );
     assert!(!options.data_dir.exists());
 }
 

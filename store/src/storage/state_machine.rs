@@ -178,10 +178,7 @@ impl StateMachine {
 /// The header of a snapshot of the state machine as `snap` sees it: the
 /// applied log id, the membership and the MVCC counters, all from `snap`.
 /// Snapshot builds and backups share it.
-pub(crate) fn snapshot_header(
-    db: &DB,
-    snap: &rocksdb::Snapshot<'_>,
-) -> io::Result<SnapshotHeader> {
+pub(crate) fn snapshot_header(db: &DB, snap: &rocksdb::Snapshot<'_>) -> io::Result<SnapshotHeader> {
     let meta_cf = cf(db, CF_SM_META)?;
     let (applied, membership): (Option<LogId>, StoredMembership) =
         match snap.get_cf(meta_cf, APPLIED_KEY).map_err(io_err)? {

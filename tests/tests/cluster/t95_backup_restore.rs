@@ -165,7 +165,11 @@ async fn a_backup_or_a_stopped_node_restores_a_new_cluster() -> Result<()> {
     Ok(())
 }
 
-async fn check_restored(tc: &TestCluster, before: &Before, reports: &[RestoreReport]) -> Result<()> {
+async fn check_restored(
+    tc: &TestCluster,
+    before: &Before,
+    reports: &[RestoreReport],
+) -> Result<()> {
     let id = reports[0].cluster_id;
     assert!(reports.iter().all(|r| r.cluster_id == id), "{reports:?}");
     let id_hex = format!("{id:032x}");

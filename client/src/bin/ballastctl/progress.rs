@@ -82,9 +82,7 @@ impl Transfer {
             bar.set_position(received);
             return;
         }
-        let due = self
-            .last_line
-            .is_none_or(|t| t.elapsed() >= PLAIN_INTERVAL);
+        let due = self.last_line.is_none_or(|t| t.elapsed() >= PLAIN_INTERVAL);
         if due {
             self.last_line = Some(std::time::Instant::now());
             eprintln!("{}", self.line());
