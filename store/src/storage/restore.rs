@@ -40,6 +40,9 @@ use crate::raft::types::{Member, NodeId};
 const STAGING_DIR: &str = ".restore";
 /// Records per RocksDB write when loading.
 const LOAD_BATCH_RECORDS: usize = 4096;
+/// Bytes per RocksDB write when loading: with large values, the record
+/// count alone would hold most of the key space in one batch.
+const LOAD_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where the restored key space comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,7 +345,7 @@ fn load(db: &DB, path: &Path) -> io::Result<(SnapshotHeader, u64)> {
         }
         batch.put_cf(handles[index], k, v);
         count += 1;
-        if count.is_multiple_of(LOAD_BATCH_RECORDS) {
+        if count.is_multiple_of(LOAD_BATCH_RECORDS) || batch.size_in_bytes() >= LOAD_BATCH_BYTES {
             db.write(std::mem::take(&mut batch)).map_err(io_err)?;
         }
         Ok(())
