@@ -57,6 +57,15 @@ pub enum Error {
     #[error("could not decode the server's answer: {0}")]
     Decode(String),
 
+    /// A backup (downloaded or read from a file) is not a valid ballast
+    /// backup: corrupt, truncated, or something else entirely.
+    #[error("invalid snapshot: {0}")]
+    Snapshot(String),
+
+    /// A local file could not be read or written.
+    #[error("local I/O: {0}")]
+    Io(String),
+
     /// A watch asked for history the cluster has already compacted: every
     /// revision up to `compact_revision` is gone. The watch ends; read the
     /// current state again (at `revision` or later) and watch from after it.
@@ -92,7 +101,7 @@ impl Error {
                             || code == "not_ready"
                             || code == "too_many_requests"))
             }
-            Error::Compacted { .. } => true,
+            Error::Compacted { .. } | Error::Snapshot(_) | Error::Io(_) => true,
             Error::Indeterminate { .. } | Error::Decode(_) => false,
         }
     }

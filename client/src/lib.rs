@@ -20,6 +20,8 @@
 //!   reconnect/resume engine (shared with the replica) in `engine.rs`, message
 //!   decoding in `decode.rs`, the SSE parser in `sse.rs`.
 //! - `admin.rs`: [`Client::compact`], [`Client::replicas`], [`Client::rollout`].
+//! - `snapshot.rs`: backups: [`Client::snapshot`] streams one from a node,
+//!   [`verify_snapshot_file`] checks a saved one ([`SnapshotInfo`]).
 //! - `replica/`: [`Replica`], the data plane's local, statically stable copy
 //!   of a prefix (see `docs/data-plane.md`).
 //!
@@ -86,6 +88,7 @@ mod error;
 mod members;
 mod replica;
 mod retry;
+mod snapshot;
 mod transport;
 mod txn;
 mod types;
@@ -99,6 +102,7 @@ pub use replica::{
     Replica, ReplicaBuilder, ReplicaSnapshot, ReplicaStatus, ReplicaUpdate, WaitTimeout,
 };
 pub use retry::RetryPolicy;
+pub use snapshot::{verify_snapshot_file, SnapshotInfo, SnapshotVerifier, SNAPSHOT_IDLE_TIMEOUT};
 pub use txn::{
     CasResult, Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };

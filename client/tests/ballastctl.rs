@@ -73,11 +73,35 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Client and peer port of each node.
+type Ports = BTreeMap<u64, (u16, u16)>;
+
+fn new_ports() -> Result<Ports> {
+    let mut ports = BTreeMap::new();
+    for id in 1..=3u64 {
+        ports.insert(id, (free_port()?, free_port()?));
+    }
+    Ok(ports)
+}
+
+/// `--initial-cluster` of `ports`.
+fn initial_cluster(ports: &Ports) -> String {
+    ports
+        .iter()
+        .map(|(id, (c, p))| format!("{id}=127.0.0.1:{c}/127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Three `ballastd` processes; killed (exactly these PIDs, via `Child`) on drop.
 struct Cluster {
     dir: tempfile::TempDir,
     children: Vec<Child>,
     endpoints: Vec<String>,
+    /// The `--initial-cluster` the nodes were started with.
+    initial: String,
+    /// Data directories and logs are `<name>N`.
+    name: String,
 }
 
 impl Drop for Cluster {
@@ -91,17 +115,20 @@ impl Drop for Cluster {
 
 impl Cluster {
     fn start() -> Result<Cluster> {
-        let bin = ballastd()?;
         let dir = tempfile::Builder::new().prefix("ballastctl-").tempdir()?;
-        let mut ports = BTreeMap::new();
-        for id in 1..=3u64 {
-            ports.insert(id, (free_port()?, free_port()?));
-        }
-        let initial = ports
-            .iter()
-            .map(|(id, (c, p))| format!("{id}=127.0.0.1:{c}/127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        Self::launch(dir, &new_ports()?, "node", &[])
+    }
+
+    /// Starts three nodes on `ports` with data directories `DIR/<name>N`
+    /// (which may already hold restored data) and `extra` flags.
+    fn launch(
+        dir: tempfile::TempDir,
+        ports: &Ports,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<Cluster> {
+        let bin = ballastd()?;
+        let initial = initial_cluster(ports);
         let mut cluster = Cluster {
             endpoints: ports
                 .values()
@@ -109,19 +136,22 @@ impl Cluster {
                 .collect(),
             dir,
             children: Vec::new(),
+            initial: initial.clone(),
+            name: name.to_owned(),
         };
-        for (id, (client, peer)) in &ports {
-            let log = std::fs::File::create(cluster.dir.path().join(format!("node{id}.log")))?;
+        for (id, (client, peer)) in ports {
+            let log = std::fs::File::create(cluster.dir.path().join(format!("{name}{id}.log")))?;
             let child = Command::new(&bin)
                 .args(["--node-id", &id.to_string()])
                 .arg("--data-dir")
-                .arg(cluster.dir.path().join(format!("node{id}")))
+                .arg(cluster.dir.path().join(format!("{name}{id}")))
                 .args(["--listen-client", &format!("127.0.0.1:{client}")])
                 .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
                 .args(["--initial-cluster", &initial])
                 .args(["--heartbeat-ms", "50"])
                 .args(["--election-timeout-min-ms", "300"])
                 .args(["--election-timeout-max-ms", "600"])
+                .args(extra)
                 .env("RUST_LOG", "info,openraft=warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -160,8 +190,9 @@ impl Cluster {
     fn logs(&self) -> String {
         (1..=3)
             .map(|id| {
-                let text = std::fs::read_to_string(self.dir.path().join(format!("node{id}.log")))
-                    .unwrap_or_default();
+                let text =
+                    std::fs::read_to_string(self.dir.path().join(format!("{}{id}.log", self.name)))
+                        .unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(10).collect();
                 format!("--- node {id}\n{}\n", tail.join("\n"))
             })
@@ -620,5 +651,190 @@ fn bad_arguments_exit_2() -> Result<()> {
     // --help is not an error.
     let help = run(&["--help"], &endpoints, None)?.expect(0)?;
     assert!(help.text().contains("Exit codes"), "{help:?}");
+    Ok(())
+}
+
+/// Runs `ballastd` with `args` to completion.
+fn ballastd_run(args: &[&str]) -> Result<Run> {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(ballastd()?)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .context("running ballastd")?;
+    Ok(Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+/// The backup and disaster-recovery steps of docs/operations.md, through the
+/// real binaries: `snapshot save`, `snapshot status`, `ballastd restore` of
+/// every member, and the restored cluster started with plain `ballastd`.
+#[test]
+fn snapshot_save_status_and_restore_through_the_binaries() -> Result<()> {
+    let mut c = Cluster::start()?;
+    for i in 0..20 {
+        c.ctl(&["put", &format!("cfg/k{i}"), &format!("v{i}")])?
+            .expect(0)?;
+    }
+    c.ctl(&["put", "cfg/k3", "changed"])?.expect(0)?;
+    c.ctl(&["del", "cfg/k4"])?.expect(0)?;
+    let before = c
+        .ctl(&["-o", "json", "get", "cfg/", "--prefix"])?
+        .expect(0)?
+        .json()?;
+    let revision = before["revision"].as_u64().context("revision")?;
+
+    // save: FILE appears whole, FILE.part does not stay.
+    let file = c.path("backup.snap");
+    let file_arg = file.to_string_lossy().into_owned();
+    let saved = c.ctl(&["snapshot", "save", &file_arg])?.expect(0)?;
+    assert!(saved.text().starts_with("saved "), "{saved:?}");
+    assert!(file.is_file());
+    assert!(!c.path("backup.snap.part").exists());
+    // A second save to the same name is refused and leaves the file alone.
+    let size = std::fs::metadata(&file)?.len();
+    c.ctl(&["snapshot", "save", &file_arg])?.expect(2)?;
+    assert_eq!(std::fs::metadata(&file)?.len(), size);
+
+    let status = c
+        .ctl(&["snapshot", "status", &file_arg, "--json"])?
+        .expect(0)?
+        .json()?;
+    assert_eq!(status["revision"], revision);
+    assert_eq!(status["key_count"], 19);
+    assert_eq!(status["size"], size);
+    let table = c.ctl(&["snapshot", "status", &file_arg])?.expect(0)?;
+    assert!(table.text().contains("REVISION"), "{table:?}");
+
+    // Corrupt and truncated copies: exit 6 with a clear message.
+    let bytes = std::fs::read(&file)?;
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x10;
+    let corrupt = c.path("corrupt.snap");
+    std::fs::write(&corrupt, &flipped)?;
+    let run = c
+        .ctl(&["snapshot", "status", &corrupt.to_string_lossy()])?
+        .expect(6)?;
+    assert!(run.stderr.contains("corrupt"), "{run:?}");
+    let truncated = c.path("truncated.snap");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100])?;
+    let run = c
+        .ctl(&["snapshot", "status", &truncated.to_string_lossy()])?
+        .expect(6)?;
+    assert!(run.stderr.contains("truncated"), "{run:?}");
+
+    // A save that cannot reach a node leaves nothing behind.
+    let nowhere = c.path("nowhere.snap");
+    let nowhere_arg = nowhere.to_string_lossy().into_owned();
+    let dead = dead_endpoint()?;
+    self::run(
+        &["--timeout", "1s", "snapshot", "save", &nowhere_arg],
+        &dead,
+        None,
+    )?
+    .expect(4)?;
+    assert!(!nowhere.exists() && !c.path("nowhere.snap.part").exists());
+
+    // Disaster: every node of the old cluster is gone.
+    for child in &mut c.children {
+        child.kill()?;
+        child.wait()?;
+    }
+    c.children.clear();
+
+    let ports = new_ports()?;
+    let initial = initial_cluster(&ports);
+    let target = |id: u64| {
+        c.path(&format!("restored{id}"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let restore = |id: u64, source: &str, extra: &[&str]| -> Result<Run> {
+        let (id, data_dir) = (id.to_string(), target(id));
+        let mut args = vec![
+            "restore",
+            "--snapshot",
+            source,
+            "--node-id",
+            &id,
+            "--data-dir",
+            &data_dir,
+            "--initial-cluster",
+            &initial,
+            "--cluster-token",
+            "drill",
+        ];
+        args.extend_from_slice(extra);
+        ballastd_run(&args)
+    };
+    // Refusals first: each leaves no data directory.
+    let run = restore(1, &file_arg, &[])?;
+    assert!(
+        run.code != 0 && run.stderr.contains("--new-cluster"),
+        "{run:?}"
+    );
+    let run = restore(1, &corrupt.to_string_lossy(), &["--new-cluster"])?;
+    assert!(run.code != 0 && run.stderr.contains("corrupt"), "{run:?}");
+    let run = ballastd_run(&[
+        "restore",
+        "--snapshot",
+        &file_arg,
+        "--node-id",
+        "4",
+        "--data-dir",
+        &target(4),
+        "--initial-cluster",
+        &initial,
+        "--new-cluster",
+    ])?;
+    assert!(
+        run.code != 0 && run.stderr.contains("not in --initial-cluster"),
+        "{run:?}"
+    );
+    assert!(!Path::new(&target(1)).exists() && !Path::new(&target(4)).exists());
+    let old_data = c.path("node1").to_string_lossy().into_owned();
+    let run = ballastd_run(&[
+        "restore",
+        "--snapshot",
+        &file_arg,
+        "--node-id",
+        "1",
+        "--data-dir",
+        &old_data,
+        "--initial-cluster",
+        &initial,
+        "--new-cluster",
+    ])?;
+    assert!(run.code != 0 && run.stderr.contains("not empty"), "{run:?}");
+
+    for id in 1..=3 {
+        let run = restore(id, &file_arg, &["--new-cluster"])?;
+        assert!(run.code == 0, "{run:?}");
+        assert!(
+            run.text().contains(&format!("revision {revision}")),
+            "{run:?}"
+        );
+    }
+    let dir = std::mem::replace(&mut c.dir, tempfile::tempdir()?);
+    let restored = Cluster::launch(dir, &ports, "restored", &["--cluster-token", "drill"])?;
+    let after = restored
+        .ctl(&["-o", "json", "get", "cfg/", "--prefix"])?
+        .expect(0)?
+        .json()?;
+    assert_eq!(after["kvs"], before["kvs"]);
+    let put = restored
+        .ctl(&["-o", "json", "put", "cfg/new", "x"])?
+        .expect(0)?
+        .json()?;
+    assert_eq!(put["revision"], revision + 1);
+    assert_eq!(restored.initial, initial);
     Ok(())
 }

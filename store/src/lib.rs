@@ -7,7 +7,7 @@
 //! - `kv`: commands, limits, the MVCC key space in RocksDB and history
 //!   retention (compaction).
 //! - `storage`: the RocksDB Raft log (with group commit) and state machine,
-//!   snapshots.
+//!   snapshots, backups (`GET /v1/snapshot`) and restores ([`restore`]).
 //! - `raft`: openraft types, the peer network, and [`Node`], which
 //!   serves linearizable and local reads and forwards writes to the leader.
 //! - `watch`: watch streams (SSE) served from each node's applied state.
@@ -17,7 +17,7 @@
 //! - [`server`]: wiring it all up: [`run`] starts one node.
 //! - `stop`: the stop signal every background task waits on.
 //!
-//! The public API is [`Config`], [`start`]/[`run`], [`RunningNode`], [`Node`],
+//! The public API is [`Config`], [`start`]/[`run`], [`restore`], [`RunningNode`], [`Node`],
 //! the [`server`] and [`config`] modules and the on-disk layout in [`db`];
 //! everything else is internal to the crate.
 //!
@@ -42,6 +42,7 @@ pub(crate) mod watch;
 pub use config::Config;
 pub use raft::node::Node;
 pub use server::{run, start, Listeners, RunningNode, ServerError, ShutdownReport};
+pub use storage::restore::{restore, RestoreError, RestoreOptions, RestoreReport, RestoreSource};
 
 /// Internals the project's own integration tests and benchmarks reach into
 /// (raw peer requests, snapshot files). Not part of the supported API.

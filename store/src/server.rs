@@ -25,6 +25,7 @@ use crate::raft::retention;
 use crate::raft::types::{Member, Raft};
 use crate::raft::wire::{FrameCaps, PeerIdentity};
 use crate::stop::stopped;
+use crate::storage::backup::BackupSource;
 use crate::storage::log_store::LogFlusher;
 use crate::storage::{LogStore, StateMachine};
 use crate::watch::WatchHub;
@@ -255,6 +256,11 @@ pub async fn start(
     .map_err(|e| ServerError::Raft(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::default());
+    let backups = BackupSource::new(
+        database.clone(),
+        install_gate.clone(),
+        config.data_dir.join("backup"),
+    );
     let reader = KvReader::new(database.clone()).with_gate(install_gate);
     let hub = WatchHub::new(
         reader.clone(),
@@ -277,6 +283,7 @@ pub async fn start(
             identity: me,
             max_inflight_write_bytes: config.max_inflight_write_bytes,
             election_timeout_max: std::time::Duration::from_millis(config.election_timeout_max_ms),
+            backups,
         },
         metrics.clone(),
     );

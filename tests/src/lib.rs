@@ -6,6 +6,7 @@
 //! Every node keeps its ports across restarts (they are chosen once, when the
 //! cluster starts), so a restarted node rejoins at the same address.
 
+pub mod restore;
 pub mod sse;
 pub mod throttle;
 
@@ -499,4 +500,22 @@ impl TestCluster {
 
 fn idx(id: u64) -> usize {
     (id - 1) as usize
+}
+
+impl TestCluster {
+    /// The files in every node's `backup/` directory (where backups are
+    /// written while they stream), as `nodeN/name`, sorted.
+    pub fn snapshot_backup_files(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for id in self.ids() {
+            if let Ok(dir) = std::fs::read_dir(self.config(id).data_dir.join("backup")) {
+                names.extend(
+                    dir.filter_map(|e| e.ok())
+                        .map(|e| format!("node{id}/{}", e.file_name().to_string_lossy())),
+                );
+            }
+        }
+        names.sort();
+        names
+    }
 }

@@ -14,6 +14,7 @@
 //! | `too_many_requests` | 503 | the leader's backlog is full: not applied, retry (`Retry-After`) |
 //! | `not_ready` | 503 | the node is not ready to serve |
 //! | `too_many_watchers` | 429 | the node's watch stream limit is reached (`Retry-After`) |
+//! | `snapshot_in_progress` | 429 | the node is already streaming a backup (`Retry-After`) |
 //! | `internal` | 500 | a fault on the node (storage) |
 
 use axum::http::{HeaderValue, StatusCode};
@@ -71,6 +72,8 @@ pub enum ErrorCode {
     NotReady,
     /// The node's watch stream limit is reached.
     TooManyWatchers,
+    /// The node is already streaming a backup.
+    SnapshotInProgress,
     /// A fault on the node.
     Internal,
     /// No such member.
@@ -89,7 +92,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -108,6 +111,7 @@ impl ErrorCode {
         ErrorCode::TooManyRequests,
         ErrorCode::NotReady,
         ErrorCode::TooManyWatchers,
+        ErrorCode::SnapshotInProgress,
         ErrorCode::Internal,
         ErrorCode::MemberNotFound,
         ErrorCode::ChangeInProgress,
@@ -138,6 +142,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::TooManyWatchers => "too_many_watchers",
+            ErrorCode::SnapshotInProgress => "snapshot_in_progress",
             ErrorCode::Internal => "internal",
             ErrorCode::MemberNotFound => "member_not_found",
             ErrorCode::ChangeInProgress => "change_in_progress",
@@ -174,7 +179,9 @@ impl ErrorCode {
             | ErrorCode::Timeout
             | ErrorCode::TooManyRequests
             | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::TooManyWatchers => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyWatchers | ErrorCode::SnapshotInProgress => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -9,6 +9,7 @@ pub mod json;
 pub mod kv;
 pub mod members;
 pub mod replicas;
+pub mod snapshot;
 pub mod status;
 pub mod txn;
 pub mod watch;
@@ -144,6 +145,10 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> Router {
         .route(
             "/v1/leader/transfer",
             post(members::transfer).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/snapshot",
+            get(snapshot::snapshot).fallback(method_not_allowed),
         )
         .merge(debug_routes())
         .fallback(not_found)

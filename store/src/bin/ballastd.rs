@@ -1,4 +1,5 @@
-//! `ballastd`: one ballast node, or (`ballastd dev`) a local 3-node cluster.
+//! `ballastd`: one ballast node, or (`ballastd dev`) a local 3-node cluster,
+//! or (`ballastd restore`) a new data directory from a backup.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,65 @@ enum Cmd {
         #[arg(long, default_value_t = 2379)]
         base_port: u16,
     },
+    /// Create the data directory of one member of a NEW cluster from a backup
+    /// file or a stopped node's data directory (disaster recovery). Run it for
+    /// every member with the same --initial-cluster and --cluster-token, then
+    /// start each with `ballastd --node-id N --data-dir DIR --initial-cluster ...`.
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["snapshot", "from_data_dir"])))]
+struct RestoreArgs {
+    /// A backup file (`ballastctl snapshot save`).
+    #[arg(long, value_name = "FILE")]
+    snapshot: Option<PathBuf>,
+    /// The data directory of a stopped node of the old cluster (read, never changed).
+    #[arg(long, value_name = "DIR")]
+    from_data_dir: Option<PathBuf>,
+    /// The id of the member being restored.
+    #[arg(long)]
+    node_id: u64,
+    /// The data directory to create; it must not exist or be empty.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The new cluster: `ID=CLIENT_ADDR/PEER_ADDR,...`, this node included.
+    #[arg(long)]
+    initial_cluster: String,
+    /// The new cluster's token (part of its cluster id).
+    #[arg(long, default_value = "ballast")]
+    cluster_token: String,
+    /// Confirms that this forms a new cluster, with a new cluster id.
+    #[arg(long)]
+    new_cluster: bool,
+}
+
+fn run_restore(args: RestoreArgs) -> Result<(), String> {
+    let source = match (args.snapshot, args.from_data_dir) {
+        (Some(file), _) => ballast_store::RestoreSource::Snapshot(file),
+        (None, Some(dir)) => ballast_store::RestoreSource::DataDir(dir),
+        (None, None) => return Err("give --snapshot FILE or --from-data-dir DIR".into()),
+    };
+    let options = ballast_store::RestoreOptions {
+        node_id: args.node_id,
+        data_dir: args.data_dir,
+        initial_cluster: args.initial_cluster,
+        cluster_token: args.cluster_token,
+        source,
+        new_cluster: args.new_cluster,
+    };
+    let report = ballast_store::restore(&options).map_err(|e| format!("restore: {e}"))?;
+    println!(
+        "restored node {} into {}: revision {}, compact revision {}, {} keys, state hash {:032x}",
+        options.node_id,
+        options.data_dir.display(),
+        report.revision,
+        report.compact_revision,
+        report.key_count,
+        report.state_hash
+    );
+    println!("new cluster id: {:032x}", report.cluster_id);
+    Ok(())
 }
 
 /// How long the runtime may take to drop what is left after the nodes have
@@ -166,6 +226,16 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(args);
     init_tracing(cli.config.log_json);
+    if let Some(Cmd::Restore(args)) = cli.command {
+        // Blocking file work: no runtime and no node.
+        return match run_restore(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ballastd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -176,6 +246,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Cmd::Dev { dir, base_port }) => run_dev(dir, base_port, cli.config).await,
+            Some(Cmd::Restore(_)) => Err("restore runs without a runtime".into()),
             None => ballast_store::run(cli.config, shutdown_signal())
                 .await
                 .map_err(|e| e.to_string()),

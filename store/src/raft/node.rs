@@ -30,6 +30,7 @@ use crate::kv::limits::command_bytes;
 use crate::kv::{Applied, Command, CommandResponse, KvError, KvReader, Limits, ReadError};
 use crate::metrics::Metrics;
 use crate::replicas::{merge, ReplicaEntry, ReplicaRegistry};
+use crate::storage::backup::BackupSource;
 
 /// Why a node could not serve a request.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +141,8 @@ pub struct NodeOptions {
     /// answered the leader within it counts as unhealthy for membership
     /// changes.
     pub election_timeout_max: Duration,
+    /// Where backups (`GET /v1/snapshot`) are taken from, one at a time.
+    pub backups: BackupSource,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -567,6 +570,11 @@ impl Node {
                 other => return other.map_err(NodeError::from),
             }
         }
+    }
+
+    /// Where this node's backups are taken from.
+    pub fn backups(&self) -> &BackupSource {
+        &self.options.backups
     }
 
     /// The network fault switch of this node.

@@ -1,8 +1,11 @@
 //! Durable storage: the Raft log and the state machine in the node's RocksDB
-//! instance ([`crate::db`]).
+//! instance ([`crate::db`]), backups of the applied state and restores from
+//! them.
 
+pub mod backup;
 pub mod identity;
 pub mod log_store;
+pub mod restore;
 pub mod snapshot;
 pub mod state_machine;
 

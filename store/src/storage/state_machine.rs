@@ -175,6 +175,38 @@ impl StateMachine {
     }
 }
 
+/// The header of a snapshot of the state machine as `snap` sees it: the
+/// applied log id, the membership and the MVCC counters, all from `snap`.
+/// Snapshot builds and backups share it.
+pub(crate) fn snapshot_header(db: &DB, snap: &rocksdb::Snapshot<'_>) -> io::Result<SnapshotHeader> {
+    let meta_cf = cf(db, CF_SM_META)?;
+    let (applied, membership): (Option<LogId>, StoredMembership) =
+        match snap.get_cf(meta_cf, APPLIED_KEY).map_err(io_err)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => (None, StoredMembership::default()),
+        };
+    let mvcc: MvccState = match snap.get_cf(meta_cf, MVCC_STATE_KEY).map_err(io_err)? {
+        Some(bytes) => codec::decode(&bytes)?,
+        None => MvccState::default(),
+    };
+    Ok(SnapshotHeader {
+        meta: SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+        },
+        mvcc,
+    })
+}
+
+/// Whether `snap` shows a snapshot install in progress (or interrupted): its
+/// key space is then partial and must not be copied anywhere.
+pub(crate) fn install_in_progress(db: &DB, snap: &rocksdb::Snapshot<'_>) -> io::Result<bool> {
+    Ok(snap
+        .get_cf(cf(db, CF_SM_META)?, INSTALLING_KEY)
+        .map_err(io_err)?
+        .is_some())
+}
+
 /// Replaces the state machine's contents with a snapshot file, which the
 /// caller has verified.
 /// The `installing` marker brackets the work so a crash part-way is detected
@@ -221,25 +253,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tokio::task::spawn_blocking(move || {
             fail::fail_point!("snapshot-build");
             let snap = db.snapshot();
-            let meta_cf = cf(&db, CF_SM_META)?;
-            let (applied, membership): (Option<LogId>, StoredMembership) =
-                match snap.get_cf(meta_cf, APPLIED_KEY).map_err(io_err)? {
-                    Some(bytes) => codec::decode(&bytes)?,
-                    None => (None, StoredMembership::default()),
-                };
-            let mvcc: MvccState = match snap.get_cf(meta_cf, MVCC_STATE_KEY).map_err(io_err)? {
-                Some(bytes) => codec::decode(&bytes)?,
-                None => MvccState::default(),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: applied,
-                last_membership: membership,
-            };
+            let header = snapshot_header(&db, &snap)?;
+            let (meta, mvcc) = (header.meta.clone(), header.mvcc);
             let path = snapshot_path(&dir, &meta.last_log_id);
-            let header = SnapshotHeader {
-                meta: meta.clone(),
-                mvcc,
-            };
             snapshot::write(&db, &snap, &header, &path)?;
             // Tests pause here to overlap an install with a build.
             fail::fail_point!("snapshot-build-written");

@@ -10,3 +10,4 @@ mod t60_replicas;
 mod t70_identity;
 mod t80_large_values;
 mod t90_snapshot_catch_up;
+mod t95_backup_restore;

@@ -22,7 +22,8 @@ pub const DEFAULT_ENDPOINTS: &str =
     version,
     about = "Read, write and inspect a ballast cluster",
     after_help = "Exit codes: 0 ok; 1 key not found / compare failed; 2 usage or invalid \
-                  argument; 3 API error; 4 cluster unavailable; 5 write outcome unknown."
+                  argument; 3 API error; 4 cluster unavailable; 5 write outcome unknown; 6 invalid \
+                  snapshot file or local file error."
 )]
 pub struct Cli {
     /// Flags every subcommand takes.
@@ -100,6 +101,9 @@ pub enum Command {
     Rollout(RolloutCommand),
     /// Compact history up to a revision (older revisions can no longer be read or watched).
     Compact(CompactArgs),
+    /// Backups: save one node's snapshot to a file, or check a saved file.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Cluster membership: list, add a learner, promote, remove.
     #[command(subcommand)]
     Members(MembersCommand),
@@ -157,6 +161,33 @@ pub struct LeaderTransferArgs {
     /// The voter to lead.
     #[arg(long, value_name = "N")]
     pub to: u64,
+}
+
+/// `ballastctl snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Download a backup from a node (the first endpoint that serves one) into FILE,
+    /// verified, synced and renamed into place; FILE must not exist.
+    Save(SnapshotSaveArgs),
+    /// Verify a backup file and print its revision, key count, size and cluster id.
+    Status(SnapshotStatusArgs),
+}
+
+/// `ballastctl snapshot save`.
+#[derive(Debug, Args)]
+pub struct SnapshotSaveArgs {
+    /// Where to save the backup (written as FILE.part until verified).
+    pub file: PathBuf,
+}
+
+/// `ballastctl snapshot status`.
+#[derive(Debug, Args)]
+pub struct SnapshotStatusArgs {
+    /// The backup file.
+    pub file: PathBuf,
+    /// Print JSON (same as `--output json`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ballastctl watch`.

@@ -30,6 +30,9 @@ pub enum CliError {
     /// Exit 4: no endpoint could be reached, or the cluster had no leader or
     /// quorum within the retry budget. A write was not applied.
     Unavailable(String),
+    /// Exit 6: a snapshot file is corrupt, truncated or not a backup, or a
+    /// local file could not be read or written.
+    Snapshot(String),
     /// Exit 5: a write was sent and its answer lost; it may or may not have been
     /// applied. Read the key before doing anything else.
     Indeterminate(String),
@@ -44,6 +47,7 @@ impl CliError {
             CliError::Api { .. } => 3,
             CliError::Unavailable(_) => 4,
             CliError::Indeterminate(_) => 5,
+            CliError::Snapshot(_) => 6,
         }
     }
 
@@ -59,6 +63,7 @@ impl CliError {
                 m.clone()
             }
             CliError::Usage(m) => format!("invalid argument: {m}"),
+            CliError::Snapshot(m) => m.clone(),
             CliError::Api {
                 status,
                 code,
@@ -73,7 +78,7 @@ impl CliError {
     }
 
     /// The JSON document printed on stdout with `--output json`, for errors that
-    /// have no result document of their own (exit 3, 4 and 5). `get` of a
+    /// have no result document of their own (exit 3, 4, 5 and 6). `get` of a
     /// missing key and a failed compare print their result instead; usage errors
     /// print nothing on stdout.
     pub fn json_document(&self) -> Option<serde_json::Value> {
@@ -85,6 +90,7 @@ impl CliError {
             CliError::Api { code, .. } => ("api_error", Some(code.as_str())),
             CliError::Unavailable(_) => ("unavailable", None),
             CliError::Indeterminate(_) => ("indeterminate", None),
+            CliError::Snapshot(_) => ("snapshot", None),
         };
         Some(json!({
             "error": {
@@ -129,6 +135,7 @@ impl From<ballast_client::Error> for CliError {
                 code: "bad_answer".to_owned(),
                 message: m,
             },
+            E::Snapshot(_) | E::Io(_) => CliError::Snapshot(e.to_string()),
             E::Compacted { .. } => CliError::Api {
                 status: 0,
                 code: "compacted".to_owned(),

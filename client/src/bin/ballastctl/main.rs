@@ -5,20 +5,22 @@
 //! - `cli.rs`: the clap definitions (global flags, one `Args` struct per
 //!   subcommand) and duration parsing.
 //! - `commands/`: one module per subcommand (`get`, `put`, `del`, `txn`, `cas`,
-//!   `status`, `watch`, `rollout status`, `compact`); each runs its requests
+//!   `status`, `watch`, `rollout status`, `compact`, `snapshot save|status`); each runs its requests
 //!   through [`ballast_client::Client`] and renders its output with pure,
 //!   unit-tested functions.
 //! - `exit.rs`: [`exit::CliError`], the one table from errors to exit codes and
 //!   stderr messages.
 //! - `output.rs`: JSON key-values (base64 when not UTF-8) and aligned tables.
 //! - `input.rs`: bounded reads of values and documents from files and stdin.
-//! - `progress.rs`: the spinner for operations that take more than a second.
+//! - `progress.rs`: the spinner for operations that take more than a second,
+//!   and the byte progress of a download.
 //! - `txn_doc.rs`: the JSON transaction document of `ballastctl txn`.
 //!
 //! A new subcommand adds a `cli::Command` variant and a `commands/` module.
 //!
 //! Exit codes: 0 ok; 1 key not found / compare failed; 2 usage; 3 API error;
-//! 4 cluster unavailable; 5 write outcome unknown. See `docs/ballastctl.md`.
+//! 4 cluster unavailable; 5 write outcome unknown; 6 invalid snapshot file or
+//! local file error. See `docs/ballastctl.md`.
 
 mod cli;
 mod commands;

@@ -16,6 +16,7 @@ pub mod get;
 pub mod members;
 pub mod put;
 pub mod rollout;
+pub mod snapshot;
 pub mod status;
 pub mod txn;
 pub mod watch;
@@ -112,5 +113,6 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
         Command::Leader(crate::cli::LeaderCommand::Transfer(args)) => {
             members::transfer(ctx, args).await
         }
+        Command::Snapshot(command) => snapshot::run(ctx, command).await,
     }
 }
