@@ -838,3 +838,151 @@ fn snapshot_save_status_and_restore_through_the_binaries() -> Result<()> {
     assert_eq!(restored.initial, initial);
     Ok(())
 }
+
+impl Cluster {
+    /// Starts `ballastd --node-id ID --join <this cluster's endpoints>` on an
+    /// empty data directory, as docs/operations.md shows; returns its client
+    /// and peer addresses. The process is killed with the others.
+    fn join(&mut self, id: u64) -> Result<(String, String)> {
+        let (client, peer) = (
+            format!("127.0.0.1:{}", free_port()?),
+            format!("127.0.0.1:{}", free_port()?),
+        );
+        let log = std::fs::File::create(self.path(&format!("{}{id}.log", self.name)))?;
+        let child = Command::new(ballastd()?)
+            .args(["--node-id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(self.path(&format!("{}{id}", self.name)))
+            .args(["--listen-client", &client])
+            .args(["--listen-peer", &peer])
+            .args(["--join", &self.endpoints.join(",")])
+            .args(["--heartbeat-ms", "50"])
+            .args(["--election-timeout-min-ms", "300"])
+            .args(["--election-timeout-max-ms", "600"])
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning ballastd --join")?;
+        self.children.push(child);
+        Ok((client, peer))
+    }
+
+    /// `members list -o json`, as a map of id to role.
+    fn roles(&self) -> Result<BTreeMap<u64, String>> {
+        let doc = self
+            .ctl(&["-o", "json", "members", "list"])?
+            .expect(0)?
+            .json()?;
+        Ok(doc["members"]
+            .as_array()
+            .context("members")?
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_u64().unwrap_or(0),
+                    m["role"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect())
+    }
+
+    /// Runs `args` until it exits 0 (up to `timeout`), as an operator would
+    /// retry a refused promote.
+    fn ctl_until_ok(&self, args: &[&str], timeout: Duration) -> Result<Run> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = self.ctl(args)?;
+            if run.code == 0 || Instant::now() > deadline {
+                return run.expect(0);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The membership steps of docs/operations.md through the real binaries:
+/// join a node, list, promote, transfer leadership to it, remove it while it
+/// leads; pre-add a learner with `members add --learner` and start it; and
+/// the refusals.
+#[test]
+fn members_and_leader_transfer_through_the_binaries() -> Result<()> {
+    let mut c = Cluster::start()?;
+    for i in 0..10 {
+        c.ctl(&["put", &format!("m/k{i}"), "v"])?.expect(0)?;
+    }
+
+    // A node joins with --join and shows up as a learner.
+    c.join(4)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.roles()?.get(&4).map(String::as_str) != Some("learner") {
+        if Instant::now() > deadline {
+            bail!("node 4 did not join: {:?}\n{}", c.roles()?, c.logs());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let table = c.ctl(&["members", "list"])?.expect(0)?;
+    assert!(
+        table.text().starts_with("ID") && table.text().contains("learner"),
+        "{table:?}"
+    );
+
+    // Promote (retried while it catches up), then hand it leadership.
+    c.ctl_until_ok(&["members", "promote", "4"], Duration::from_secs(30))?;
+    assert_eq!(c.roles()?.get(&4).map(String::as_str), Some("voter"));
+    let moved = c.ctl(&["leader", "transfer", "--to", "4"])?.expect(0)?;
+    assert!(
+        moved.text().starts_with("node 4 is the leader"),
+        "{moved:?}"
+    );
+    assert_eq!(c.roles()?.get(&4).map(String::as_str), Some("leader"));
+
+    // Remove it while it leads: leadership moves first.
+    let removed = c.ctl(&["members", "remove", "4"])?.expect(0)?;
+    assert!(removed.text().starts_with("node 4 removed"), "{removed:?}");
+    let roles = c.roles()?;
+    assert!(!roles.contains_key(&4), "{roles:?}");
+    assert_eq!(roles.values().filter(|r| *r == "leader").count(), 1);
+    c.ctl(&["put", "m/after", "ok"])?.expect(0)?;
+
+    // An operator may add the learner first and start it afterwards.
+    let (client, peer) = (
+        format!("127.0.0.1:{}", free_port()?),
+        format!("127.0.0.1:{}", free_port()?),
+    );
+    c.ctl(&[
+        "members",
+        "add",
+        "5",
+        "--learner",
+        "--client-addr",
+        &client,
+        "--peer-addr",
+        &peer,
+    ])?
+    .expect(0)?;
+    assert_eq!(c.roles()?.get(&5).map(String::as_str), Some("learner"));
+    c.ctl(&["members", "remove", "5"])?.expect(0)?;
+
+    // Refusals: a clear message and a non-zero exit, nothing changed.
+    let run = c.ctl(&["members", "promote", "99"])?.expect(3)?;
+    assert!(run.stderr.contains("member_not_found"), "{run:?}");
+    let run = c
+        .ctl(&[
+            "members",
+            "add",
+            "6",
+            "--client-addr",
+            "a:1",
+            "--peer-addr",
+            "a:2",
+        ])?
+        .expect(2)?;
+    assert!(run.stderr.contains("--learner"), "{run:?}");
+    let run = c.ctl(&["leader", "transfer", "--to", "77"])?.expect(3)?;
+    assert!(run.stderr.contains("member_not_found"), "{run:?}");
+    let roles = c.roles()?;
+    assert_eq!(roles.len(), 3, "{roles:?}");
+    Ok(())
+}
