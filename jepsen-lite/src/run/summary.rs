@@ -73,6 +73,13 @@ pub(super) fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String 
         "faults injected: {:?} (failed injections: {}); node starts: {:?}",
         stats.injected, stats.failed, starts
     );
+    if !stats.refused.is_empty() || !stats.skipped.is_empty() {
+        let _ = writeln!(
+            s,
+            "membership changes refused by the server: {:?}; skipped (nothing safe to do): {:?}",
+            stats.refused, stats.skipped
+        );
+    }
     if let Some(l) = lagging {
         let _ = writeln!(
             s,
