@@ -331,25 +331,28 @@ impl Cluster {
     }
 
     /// Stops node `id` the way an operator would: SIGTERM, then SIGKILL
-    /// if it has not exited within `grace`.
-    pub fn stop(&self, id: u64, grace: Duration) -> anyhow::Result<u32> {
-        let mut nodes = self.lock();
-        let n = nodes
-            .iter_mut()
-            .find(|n| n.spec.id == id)
-            .context("no such node")?;
-        let mut child = n.child.take().context("node is not running")?;
+    /// if it has not exited within `grace`. Waits without holding the
+    /// cluster or a runtime thread: the proxies and clients run meanwhile.
+    pub async fn stop(&self, id: u64, grace: Duration) -> anyhow::Result<u32> {
+        let mut child = {
+            let mut nodes = self.lock();
+            let n = nodes
+                .iter_mut()
+                .find(|n| n.spec.id == id)
+                .context("no such node")?;
+            n.paused = false;
+            n.child.take().context("node is not running")?
+        };
         let pid = child.id();
         let pg = Pid::from_raw(i32::try_from(pid)?);
         let _ = killpg(pg, Signal::SIGCONT);
         let _ = killpg(pg, Signal::SIGTERM);
         let deadline = Instant::now() + grace;
         while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = killpg(pg, Signal::SIGKILL);
         let _ = child.wait();
-        n.paused = false;
         live_groups()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -360,15 +363,18 @@ impl Cluster {
     /// Removes node `id`'s data directory, so that it starts as a new
     /// node. Refused while it runs.
     pub fn wipe(&self, id: u64) -> anyhow::Result<()> {
-        let nodes = self.lock();
-        let n = nodes
-            .iter()
-            .find(|n| n.spec.id == id)
-            .context("no such node")?;
-        anyhow::ensure!(n.child.is_none(), "node {id} is running");
-        match std::fs::remove_dir_all(&n.spec.data_dir) {
+        let dir = {
+            let nodes = self.lock();
+            let n = nodes
+                .iter()
+                .find(|n| n.spec.id == id)
+                .context("no such node")?;
+            anyhow::ensure!(n.child.is_none(), "node {id} is running");
+            n.spec.data_dir.clone()
+        };
+        match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing {}", n.spec.data_dir.display()))
+                Err(e).with_context(|| format!("removing {}", dir.display()))
             }
             _ => Ok(()),
         }

@@ -22,6 +22,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between attempts while the cluster cannot serve a request yet.
 const RETRY: Duration = Duration::from_millis(250);
 
+/// How long the leader gets to commit what its log holds, for a settled
+/// view.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// The server said no, deliberately (a `4xx` other than `410`): the
 /// membership stays as it was. For the strict checks (`409
 /// would_lose_quorum`, ...) this is correct behaviour, not a failure.
@@ -297,6 +301,55 @@ impl Admin {
         })
     }
 
+    /// A view that no change still pending in the leader's log can alter:
+    /// the leader's last log index when first asked has been committed,
+    /// in the same term, before the view is read again. A change whose
+    /// answer was lost (the proposer timed out, a partition held the
+    /// commit) may commit later; a view read before that would wrongly
+    /// say it did not happen.
+    pub async fn settled_view(&self, cluster: &Cluster) -> Result<View, String> {
+        let first = self.view(cluster).await?;
+        let leader = cluster
+            .client(first.leader)
+            .ok_or_else(|| format!("no client of leader {}", first.leader))?;
+        let field = |s: &Value, p: &str| s.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+        let status = leader
+            .status()
+            .await
+            .ok_or_else(|| format!("leader {} did not answer its status", first.leader))?;
+        let last = field(&status, "/raft/last_log_index");
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let s = leader
+                .status()
+                .await
+                .ok_or_else(|| format!("leader {} did not answer its status", first.leader))?;
+            if field(&s, "/term") != first.term
+                || s.pointer("/raft/state").and_then(Value::as_str) != Some("Leader")
+            {
+                return Err(format!("leader {} lost its leadership", first.leader));
+            }
+            if field(&s, "/raft/committed") >= last {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "leader {} did not commit its log up to {last} within {SETTLE:?}",
+                    first.leader
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let v = self.view(cluster).await?;
+        if (v.leader, v.term) != (first.leader, first.term) {
+            return Err(format!(
+                "leadership moved from {} to {}",
+                first.leader, v.leader
+            ));
+        }
+        Ok(v)
+    }
+
     /// Waits up to `limit` for a view in which `cond` holds.
     pub async fn wait_for(
         &self,
@@ -337,8 +390,16 @@ impl Admin {
         let mut attempts = 0u32;
         loop {
             let last: String;
-            let view = self.view(cluster).await;
+            let mut view = self.view(cluster).await;
+            let mut settling = false;
+            if view.as_ref().is_ok_and(|v| op.done(v)) {
+                // Done, unless a change still pending says otherwise.
+                settling = true;
+                view = self.settled_view(cluster).await;
+            }
             match &view {
+                // Not known yet whether it is done: ask again, send nothing.
+                Err(e) if settling => last = format!("not settled: {e}"),
                 Ok(v) if op.done(v) => {
                     return Ok(Outcome {
                         view: Some(v.clone()),

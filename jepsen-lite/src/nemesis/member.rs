@@ -58,6 +58,8 @@ pub enum Mode {
 /// What the cluster looks like to the nemesis when it picks a change.
 #[derive(Clone, Debug, Default)]
 pub struct Situation {
+    /// The leader.
+    pub leader: u64,
     /// Voters, the leader included.
     pub voters: Vec<u64>,
     /// Learners.
@@ -107,7 +109,14 @@ pub fn plan(mode: Mode, s: &Situation, rng: &mut impl Rng) -> Plan {
     } else {
         Vec::new()
     };
-    let can_grow = mode == Mode::Member && s.voters.len() == s.base && s.spares.len() >= GROW_BY;
+    // New members can only be added and caught up through a leader that
+    // works: alive, with a quorum of live voters.
+    let alive_voters = s.voters.iter().filter(|v| s.alive.contains(v)).count();
+    let can_grow = mode == Mode::Member
+        && s.voters.len() == s.base
+        && s.spares.len() >= GROW_BY
+        && s.alive.contains(&s.leader)
+        && alive_voters > s.voters.len() / 2;
     let mut options = Vec::new();
     if let Some(&v) = removable.choose(rng) {
         options.push(Plan::Remove(v));
@@ -189,6 +198,7 @@ impl MemberNemesis {
             .map(|m| m.id)
             .collect();
         Situation {
+            leader: view.leader,
             voters: view.voters(),
             learners: view.learners(),
             alive,
@@ -225,7 +235,7 @@ impl MemberNemesis {
         let notice = self.removed_notice(ctx, id).await;
         let what = match self.mode {
             Mode::Member => {
-                let pid = ctx.cluster.stop(id, STOP_GRACE)?;
+                let pid = ctx.cluster.stop(id, STOP_GRACE).await?;
                 format!("stopped (SIGTERM, pid {pid})")
             }
             Mode::Replace => {
@@ -341,13 +351,24 @@ impl MemberNemesis {
 
     /// Removes a spare that `grow` added and stops it.
     async fn shrink(&self, ctx: &Context, id: u64) -> anyhow::Result<String> {
+        // Sent once the other voters answer the leader: the strict check
+        // would refuse it before.
+        let others_healthy = |v: &View| {
+            v.members
+                .iter()
+                .filter(|m| m.id != id && m.role != "learner")
+                .all(|m| m.healthy)
+        };
         self.admin
-            .ensure(&ctx.cluster, &Op::Remove(id), STEP_LIMIT, |_| true)
+            .ensure(&ctx.cluster, &Op::Remove(id), STEP_LIMIT, others_healthy)
             .await?;
         ctx.cluster.members().remove(id);
         let _ = ctx.cluster.exited(id);
         let stopped = if ctx.cluster.running(id) {
-            format!(", stopped (pid {})", ctx.cluster.stop(id, STOP_GRACE)?)
+            format!(
+                ", stopped (pid {})",
+                ctx.cluster.stop(id, STOP_GRACE).await?
+            )
         } else {
             String::new()
         };
@@ -443,6 +464,7 @@ mod tests {
 
     fn situation(voters: &[u64], alive: &[u64], spares: &[u64]) -> Situation {
         Situation {
+            leader: voters[0],
             voters: voters.to_vec(),
             learners: Vec::new(),
             alive: alive.iter().copied().collect(),
@@ -513,6 +535,22 @@ mod tests {
             .all(|p| p.starts_with("Remove")));
         // Only one spare: no growing.
         let s = situation(&[1, 2, 3], &[1, 3], &[4]);
+        assert!(matches!(
+            plan(Mode::Member, &s, &mut StdRng::seed_from_u64(1)),
+            Plan::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn grows_only_through_a_live_leader_with_a_live_quorum() {
+        // The leader (1) is cut off or paused: nothing could be committed.
+        let s = situation(&[1, 2, 3], &[2, 3], &[4, 5]);
+        assert!(matches!(
+            plan(Mode::Member, &s, &mut StdRng::seed_from_u64(1)),
+            Plan::Skip(_)
+        ));
+        // Only the leader is alive.
+        let s = situation(&[1, 2, 3], &[1], &[4, 5]);
         assert!(matches!(
             plan(Mode::Member, &s, &mut StdRng::seed_from_u64(1)),
             Plan::Skip(_)
