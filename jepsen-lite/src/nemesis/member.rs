@@ -32,6 +32,7 @@ use rand::Rng;
 
 use super::admin::{Admin, Op, Skipped, View};
 use super::{Context, Nemesis};
+use crate::checker::membership::SELF_REMOVED_VOTER;
 use crate::history::EventType;
 
 /// How long one step (a removal, a node joining, a promotion) may take.
@@ -142,6 +143,17 @@ pub fn plan(mode: Mode, s: &Situation, rng: &mut impl Rng) -> Plan {
             }
         )),
     }
+}
+
+/// Whether node `id`'s status reports `raft.state` `Removed`.
+async fn removed_state(ctx: &Context, id: u64) -> bool {
+    let Some(client) = ctx.cluster.client(id) else {
+        return false;
+    };
+    client
+        .status()
+        .await
+        .is_some_and(|s| s.pointer("/raft/state").and_then(|v| v.as_str()) == Some("Removed"))
 }
 
 /// A change in place, undone by the heal.
@@ -334,6 +346,12 @@ impl MemberNemesis {
                 v.promotable(id)
             })
             .await?;
+        // A new member must not consider itself removed.
+        if removed_state(ctx, id).await {
+            let what = format!("node {id} {SELF_REMOVED_VOTER} (see its log)");
+            self.note(ctx, what.clone());
+            anyhow::bail!(what);
+        }
         self.note(
             ctx,
             format!(
@@ -351,13 +369,16 @@ impl MemberNemesis {
 
     /// Removes a spare that `grow` added and stops it.
     async fn shrink(&self, ctx: &Context, id: u64) -> anyhow::Result<String> {
-        // Sent once the other voters answer the leader: the strict check
-        // would refuse it before.
+        // Sent once the strict check would let it pass: the voters left that
+        // answer the leader are a quorum of them (right after a fault they
+        // may not answer yet).
         let others_healthy = |v: &View| {
-            v.members
+            let left: Vec<_> = v
+                .members
                 .iter()
                 .filter(|m| m.id != id && m.role != "learner")
-                .all(|m| m.healthy)
+                .collect();
+            left.iter().filter(|m| m.healthy).count() > left.len() / 2
         };
         self.admin
             .ensure(&ctx.cluster, &Op::Remove(id), STEP_LIMIT, others_healthy)

@@ -20,6 +20,8 @@ pub(super) struct Findings<'a> {
     pub(super) conv: &'a Verdict<String>,
     pub(super) starts: &'a [(u64, u32)],
     pub(super) lagging: Option<&'a LagSummary>,
+    /// Every promoted voter serves (membership nemeses).
+    pub(super) members: &'a Verdict<String>,
     /// Writes and successful CAS acknowledged.
     pub(super) writes_acknowledged: usize,
     /// Whether the replica checker (if it ran) passed.
@@ -36,6 +38,7 @@ pub(super) fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String 
         conv,
         starts,
         lagging,
+        members,
         writes_acknowledged,
         replica_ok,
     } = *f;
@@ -141,10 +144,17 @@ pub(super) fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String 
             }
         }
     }
+    if let Verdict::Fail { errors } = members {
+        let _ = writeln!(s, "checker membership (every promoted voter serves): FAIL");
+        for e in errors {
+            let _ = writeln!(s, "  - {e}");
+        }
+    }
     let watch_fail = watch.is_some_and(|w| !w.is_pass());
     let verdict = if matches!(reg.verdict, Verdict::Fail { .. })
         || matches!(conv, Verdict::Fail { .. })
         || watch_fail
+        || !members.is_pass()
         || !replica_ok
     {
         "FAIL"
