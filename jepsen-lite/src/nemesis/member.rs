@@ -32,7 +32,7 @@ use rand::Rng;
 
 use super::admin::{Admin, Op, Skipped, View};
 use super::{Context, Nemesis};
-use crate::checker::membership::SELF_REMOVED_VOTER;
+use crate::checker::membership::SELF_REMOVED;
 use crate::history::EventType;
 
 /// How long one step (a removal, a node joining, a promotion) may take.
@@ -340,18 +340,21 @@ impl MemberNemesis {
                 learner_after.as_secs_f64()
             ),
         );
-        let out = self
+        let promoted = self
             .admin
             .ensure(&ctx.cluster, &Op::Promote(id), STEP_LIMIT, |v| {
                 v.promotable(id)
             })
-            .await?;
-        // A new member must not consider itself removed.
+            .await;
+        // A new member must not consider itself removed: promoted or not
+        // (a learner that stopped following the log never catches up).
         if removed_state(ctx, id).await {
-            let what = format!("node {id} {SELF_REMOVED_VOTER} (see its log)");
+            let role = if promoted.is_ok() { "voter" } else { "learner" };
+            let what = format!("node {id} {SELF_REMOVED}: a {role} (see its log)");
             self.note(ctx, what.clone());
             anyhow::bail!(what);
         }
+        let out = promoted?;
         self.note(
             ctx,
             format!(

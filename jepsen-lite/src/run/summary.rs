@@ -20,7 +20,7 @@ pub(super) struct Findings<'a> {
     pub(super) conv: &'a Verdict<String>,
     pub(super) starts: &'a [(u64, u32)],
     pub(super) lagging: Option<&'a LagSummary>,
-    /// Every promoted voter serves (membership nemeses).
+    /// Every member the leader lists serves (membership nemeses).
     pub(super) members: &'a Verdict<String>,
     /// Writes and successful CAS acknowledged.
     pub(super) writes_acknowledged: usize,
@@ -145,7 +145,10 @@ pub(super) fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String 
         }
     }
     if let Verdict::Fail { errors } = members {
-        let _ = writeln!(s, "checker membership (every promoted voter serves): FAIL");
+        let _ = writeln!(
+            s,
+            "checker membership (every member the leader lists serves): FAIL"
+        );
         for e in errors {
             let _ = writeln!(s, "  - {e}");
         }
