@@ -2,6 +2,11 @@
 //! its own process group, with its own data directory and log file. Only the
 //! process groups started here are ever signalled, and every one of them is
 //! resumed (SIGCONT) and killed when the cluster is dropped, even on panic.
+//!
+//! The first nodes form the initial cluster (`--initial-cluster`); the
+//! others are spares that a membership nemesis starts with `--join`. Which
+//! nodes are members right now is a [`MemberSet`]: a removed node is not
+//! one, and the teardown restarts and checks only members.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -9,7 +14,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -17,6 +22,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::client::NodeClient;
+use crate::members::MemberSet;
 
 /// Process groups started by this process and not yet reaped: the emergency
 /// teardown (signal watchdog) kills exactly these.
@@ -103,6 +109,11 @@ struct NodeProc {
     child: Option<Child>,
     paused: bool,
     starts: u32,
+    /// Started with `--join` (on an empty data dir) at least once: from then
+    /// on it always restarts with `--join`, never with `--initial-cluster`,
+    /// which could make a node that had not been added yet form a cluster
+    /// of its own.
+    joins: bool,
 }
 
 /// Settings shared by every node.
@@ -121,15 +132,24 @@ pub struct Cluster {
     opts: ClusterOptions,
     nodes: Mutex<Vec<NodeProc>>,
     initial_cluster: String,
+    members: Arc<MemberSet>,
     /// Clients of each node's API, for status and readiness.
     pub clients: Vec<NodeClient>,
 }
 
 impl Cluster {
-    /// Describes (does not start) a cluster of `specs`.
-    pub fn new(opts: ClusterOptions, specs: Vec<NodeSpec>) -> anyhow::Result<Self> {
+    /// Describes (does not start) a cluster of `specs`, the first `initial`
+    /// of which form the initial cluster; the rest are spares.
+    pub fn new(opts: ClusterOptions, specs: Vec<NodeSpec>, initial: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (1..=specs.len()).contains(&initial),
+            "the initial cluster needs between 1 and {} nodes",
+            specs.len()
+        );
+        let members = Arc::new(MemberSet::new(specs.iter().take(initial).map(|s| s.id)));
         let initial_cluster = specs
             .iter()
+            .take(initial)
             .map(|s| format!("{}={}/{}", s.id, s.client_addr, s.peer_addr))
             .collect::<Vec<_>>()
             .join(",");
@@ -144,12 +164,14 @@ impl Cluster {
                 child: None,
                 paused: false,
                 starts: 0,
+                joins: false,
             })
             .collect();
         Ok(Self {
             opts,
             nodes: Mutex::new(nodes),
             initial_cluster,
+            members,
             clients,
         })
     }
@@ -158,9 +180,36 @@ impl Cluster {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Node ids.
+    /// Ids of the current members (see [`MemberSet`]).
     pub fn ids(&self) -> Vec<u64> {
+        self.members.all()
+    }
+
+    /// Every node id, members, spares and removed nodes.
+    pub fn all_ids(&self) -> Vec<u64> {
         self.lock().iter().map(|n| n.spec.id).collect()
+    }
+
+    /// The current members, shared with the clients.
+    pub fn members(&self) -> &Arc<MemberSet> {
+        &self.members
+    }
+
+    /// Nodes that are neither members nor running: spares to add.
+    pub fn spares(&self) -> Vec<u64> {
+        self.lock()
+            .iter()
+            .filter(|n| n.child.is_none() && !self.members.contains(n.spec.id))
+            .map(|n| n.spec.id)
+            .collect()
+    }
+
+    /// Node `id`'s description.
+    pub fn spec(&self, id: u64) -> Option<NodeSpec> {
+        self.lock()
+            .iter()
+            .find(|n| n.spec.id == id)
+            .map(|n| n.spec.clone())
     }
 
     /// Client of node `id`.
@@ -176,9 +225,30 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts node `id` as a new member: with `--join` the current members'
+    /// client endpoints instead of `--initial-cluster`, and with `--join`
+    /// again on every later restart. Its data directory should be empty.
+    pub fn start_joining(&self, id: u64) -> anyhow::Result<u32> {
+        if let Some(n) = self.lock().iter_mut().find(|n| n.spec.id == id) {
+            n.joins = true;
+        }
+        self.start(id)
+    }
+
+    /// `--join` endpoints for node `id`: every other member's client API.
+    fn join_endpoints(&self, nodes: &[NodeProc], id: u64) -> String {
+        nodes
+            .iter()
+            .filter(|n| n.spec.id != id && self.members.contains(n.spec.id))
+            .map(|n| format!("http://{}", n.spec.client_addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Starts node `id` (again, on the same data directory).
     pub fn start(&self, id: u64) -> anyhow::Result<u32> {
         let mut nodes = self.lock();
+        let join = self.join_endpoints(&nodes, id);
         let n = nodes
             .iter_mut()
             .find(|n| n.spec.id == id)
@@ -196,10 +266,14 @@ impl Cluster {
             .arg("--listen-client")
             .arg(&s.client_addr)
             .arg("--listen-peer")
-            .arg(&s.peer_addr)
-            .arg("--initial-cluster")
-            .arg(&self.initial_cluster)
-            .arg("--dial-overrides")
+            .arg(&s.peer_addr);
+        if n.joins {
+            anyhow::ensure!(!join.is_empty(), "node {id}: no member to join");
+            cmd.arg("--join").arg(&join);
+        } else {
+            cmd.arg("--initial-cluster").arg(&self.initial_cluster);
+        }
+        cmd.arg("--dial-overrides")
             .arg(&s.dial_overrides)
             .args(&self.opts.extra_args)
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
@@ -254,6 +328,75 @@ impl Cluster {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&pid);
         Ok(pid)
+    }
+
+    /// Stops node `id` the way an operator would: SIGTERM, then SIGKILL
+    /// if it has not exited within `grace`. Waits without holding the
+    /// cluster or a runtime thread: the proxies and clients run meanwhile.
+    pub async fn stop(&self, id: u64, grace: Duration) -> anyhow::Result<u32> {
+        let mut child = {
+            let mut nodes = self.lock();
+            let n = nodes
+                .iter_mut()
+                .find(|n| n.spec.id == id)
+                .context("no such node")?;
+            n.paused = false;
+            n.child.take().context("node is not running")?
+        };
+        let pid = child.id();
+        let pg = Pid::from_raw(i32::try_from(pid)?);
+        let _ = killpg(pg, Signal::SIGCONT);
+        let _ = killpg(pg, Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = killpg(pg, Signal::SIGKILL);
+        let _ = child.wait();
+        live_groups()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+        Ok(pid)
+    }
+
+    /// Removes node `id`'s data directory, so that it starts as a new
+    /// node. Refused while it runs.
+    pub fn wipe(&self, id: u64) -> anyhow::Result<()> {
+        let dir = {
+            let nodes = self.lock();
+            let n = nodes
+                .iter()
+                .find(|n| n.spec.id == id)
+                .context("no such node")?;
+            anyhow::ensure!(n.child.is_none(), "node {id} is running");
+            n.spec.data_dir.clone()
+        };
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// If node `id` was started and its process has exited by itself (a
+    /// refused `--join`), reaps it and says how it ended.
+    pub fn exited(&self, id: u64) -> Option<String> {
+        let mut nodes = self.lock();
+        let n = nodes.iter_mut().find(|n| n.spec.id == id)?;
+        let status = n.child.as_mut()?.try_wait().ok()??;
+        let child = n.child.take()?;
+        live_groups()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&child.id());
+        Some(status.to_string())
+    }
+
+    /// Whether node `id` is stopped with SIGSTOP.
+    pub fn paused(&self, id: u64) -> bool {
+        self.lock().iter().any(|n| n.spec.id == id && n.paused)
     }
 
     /// SIGSTOP node `id`.

@@ -2,7 +2,8 @@
 //! histories, and checkers.
 //!
 //! # Layout
-//! - `cluster`: the `ballastd` processes (start, kill -9, pause, restart, teardown).
+//! - `cluster`: the `ballastd` processes (start, kill -9, pause, restart, join, teardown).
+//! - `members`: which nodes are members right now (the endpoints clients use).
 //! - `proxy`: the TCP fault proxy on every directed peer link.
 //! - `client`: an HTTP client of one node that classifies outcomes ok/fail/info.
 //! - `workload`: the clients that generate and record operations (`register`).
@@ -19,6 +20,7 @@ pub mod checker;
 pub mod client;
 pub mod cluster;
 pub mod history;
+pub mod members;
 pub mod model;
 pub mod nemesis;
 pub mod proxy;

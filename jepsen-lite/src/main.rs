@@ -72,7 +72,8 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "register")]
     workload: Workload,
     /// Comma-separated nemeses: kill, kill-leader, pause, pause-leader,
-    /// partition, delay, failpoint, outage, lagging; `none` for no faults.
+    /// partition, delay, failpoint, outage, lagging, member, member-replace,
+    /// transfer; `none` for no faults.
     #[arg(long, default_value = "kill,partition,pause")]
     nemesis: String,
     /// Workload duration, seconds.
@@ -338,6 +339,19 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let lagging = nemeses.iter().any(|n| n == "lagging");
+    let membership = nemeses
+        .iter()
+        .any(|n| n == "member" || n == "member-replace");
+    anyhow::ensure!(
+        !(membership && matches!(a.workload, Workload::Replica)),
+        "the member and member-replace nemeses need the register or watch workload (replicas keep the endpoints they start with)"
+    );
+    // The member nemesis grows the cluster with spare nodes.
+    let spares = if nemeses.iter().any(|n| n == "member") {
+        jepsen_lite::nemesis::member::GROW_BY as u64
+    } else {
+        0
+    };
     let mut node_args = vec![
         "--heartbeat-ms=50".to_string(),
         "--election-timeout-min-ms=300".to_string(),
@@ -368,6 +382,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         ballastd: a.ballastd.unwrap_or_else(default_ballastd),
         out,
         nodes: a.nodes,
+        spares,
         time: Duration::from_secs(a.time),
         nemeses,
         nemesis_options: NemesisOptions {
@@ -375,6 +390,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
                 snapshot_logs,
                 limit: Duration::from_millis(a.lagging_limit_ms),
             },
+            nodes: usize::try_from(a.nodes)?,
         },
         schedule: Schedule {
             interval: Duration::from_millis(a.interval_ms),
@@ -532,6 +548,10 @@ mod tests {
                 "over ballast's maximum value size of 1024",
             ),
             (&["--nemesis", "kill,lagard"][..], "unknown nemesis"),
+            (
+                &["--workload", "replica", "--nemesis", "member-replace"][..],
+                "need the register or watch workload",
+            ),
         ] {
             let e = run_cmd(parse(extra)).expect_err("refused");
             assert!(format!("{e:#}").contains(refused), "{extra:?}: {e:#}");

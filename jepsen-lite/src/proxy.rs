@@ -302,6 +302,15 @@ impl Network {
             .nemesis(EventType::Info, format!("proxy: node {node} {what}"));
     }
 
+    /// Whether a fault holds any of `node`'s links: cut (either way) or
+    /// unreachable.
+    pub fn impaired(&self, node: u64) -> bool {
+        self.links
+            .values()
+            .filter(|l| l.from == node || l.to == node)
+            .any(|l| l.fwd.blocked() || l.back.blocked() || l.fwd.refusing())
+    }
+
     /// Removes every cut and delay.
     pub fn heal_all(&self) {
         for l in self.links.values() {

@@ -2,6 +2,7 @@
 //! per guarantee.
 
 pub mod linearizable;
+pub mod membership;
 pub mod register;
 pub mod watch;
 

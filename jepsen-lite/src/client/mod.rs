@@ -45,6 +45,10 @@ impl<T> Outcome<T> {
     }
 }
 
+/// How an answer `410 removed` is recorded: the node was removed from the
+/// cluster and served nothing (a write it answered so was not applied).
+pub const REMOVED: &str = "410 removed";
+
 /// A completed read: what was found, and the revision the read reflects.
 #[derive(Clone, Debug)]
 pub struct ReadResult {
@@ -145,6 +149,8 @@ impl NodeClient {
             // Refused before it was proposed: no leader, or the leader's
             // backlog is full.
             (503, "no_leader" | "too_many_requests") => Outcome::Fail(code),
+            // A removed node refuses every request before handling it.
+            (410, _) => Outcome::Fail(REMOVED.to_string()),
             (400..=499, _) => Outcome::Fail(format!("{status} {code}")),
             _ => Outcome::Info(format!("{status} {code}")),
         }
@@ -276,6 +282,9 @@ mod tests {
             "fail"
         );
         assert_eq!(kind(NodeClient::error(503, &err("timeout"))), "info");
+        assert!(
+            matches!(NodeClient::error::<()>(410, &err("removed")), Outcome::Fail(e) if e == REMOVED)
+        );
         assert_eq!(kind(NodeClient::error(500, &err("internal"))), "info");
     }
 }

@@ -4,15 +4,21 @@
 //! Several nemeses may be active at once (faults combine); the scheduler
 //! heals them in reverse order, except that a nemesis whose heal waits for
 //! the cluster to make progress (`lagging`) is healed after the faults that
-//! could stop that progress. Membership changes and leader transfer fit the
-//! same trait later: `inject` = remove/transfer, `heal` = re-add.
+//! could stop that progress. Membership changes and leader transfer are
+//! nemeses of the same shape (`inject` = remove a member, grow the cluster or
+//! transfer leadership; `heal` = add it back, shrink); the membership ones
+//! are injected after the faults they are combined with, so that they see
+//! them (see [`round_order`]).
 
+pub mod admin;
 mod failpoint;
 mod kill;
 pub mod lagging;
+pub mod member;
 mod outage;
 mod partition;
 mod pause;
+mod transfer;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -23,12 +29,14 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+pub use admin::{Refused, Skipped};
 pub use failpoint::FailpointNemesis;
 pub use kill::KillNemesis;
 pub use lagging::{LaggingNemesis, LaggingOptions};
 pub use outage::OutageNemesis;
 pub use partition::{DelayNemesis, PartitionNemesis};
 pub use pause::PauseNemesis;
+pub use transfer::TransferNemesis;
 
 use crate::cluster::Cluster;
 use crate::history::{EventType, Recorder};
@@ -122,6 +130,31 @@ pub trait Nemesis: Send {
     fn heal_last(&self) -> bool {
         false
     }
+    /// Whether it is injected after the faults combined with it, so that
+    /// it can see them (a membership change that must keep a quorum).
+    fn inject_last(&self) -> bool {
+        false
+    }
+}
+
+/// The order of one round's nemeses, given `(heal_last, inject_last)` of
+/// each: (inject order, heal order), as indexes. Injected first: those
+/// whose heal waits for progress (so that the fault they combine with
+/// starts inside theirs), then the others, then those that must see the
+/// other faults. Healed in reverse order of injection, except that those
+/// whose heal waits for progress or must find a healed cluster
+/// (`heal_last`) come after all the others.
+pub fn round_order(traits: &[(bool, bool)]) -> (Vec<usize>, Vec<usize>) {
+    let rank = |&(heal_last, inject_last): &(bool, bool)| match (heal_last, inject_last) {
+        (_, true) => 2,
+        (true, false) => 0,
+        (false, false) => 1,
+    };
+    let mut inject: Vec<usize> = (0..traits.len()).collect();
+    inject.sort_by_key(|&i| rank(&traits[i]));
+    let mut heal: Vec<usize> = inject.iter().rev().copied().collect();
+    heal.sort_by_key(|&i| traits[i].0);
+    (inject, heal)
 }
 
 /// Every nemesis name, as accepted by [`by_name`].
@@ -135,6 +168,9 @@ pub const NAMES: &[&str] = &[
     "failpoint",
     "outage",
     "lagging",
+    "member",
+    "member-replace",
+    "transfer",
 ];
 
 /// Settings of the nemeses that need more than a name.
@@ -142,6 +178,9 @@ pub const NAMES: &[&str] = &[
 pub struct NemesisOptions {
     /// For `lagging`.
     pub lagging: LaggingOptions,
+    /// Voters the cluster starts with (the membership nemeses come back to
+    /// it).
+    pub nodes: usize,
 }
 
 /// Builds a nemesis by name.
@@ -156,6 +195,15 @@ pub fn by_name(name: &str, opts: &NemesisOptions) -> anyhow::Result<Box<dyn Neme
         "failpoint" => Box::new(FailpointNemesis::new()),
         "outage" => Box::new(OutageNemesis::default()),
         "lagging" => Box::new(LaggingNemesis::new(opts.lagging)),
+        "member" => Box::new(member::MemberNemesis::new(
+            member::Mode::Member,
+            opts.nodes,
+        )?),
+        "member-replace" => Box::new(member::MemberNemesis::new(
+            member::Mode::Replace,
+            opts.nodes,
+        )?),
+        "transfer" => Box::new(TransferNemesis::new()?),
         other => anyhow::bail!("unknown nemesis {other:?} ({})", NAMES.join(", ")),
     })
 }
@@ -178,6 +226,11 @@ pub struct NemesisStats {
     pub injected: std::collections::BTreeMap<String, u64>,
     /// Injections that failed.
     pub failed: u64,
+    /// Changes the server refused on purpose (`409 would_lose_quorum`, ...),
+    /// by nemesis name: correct behaviour, recorded.
+    pub refused: std::collections::BTreeMap<String, u64>,
+    /// Times a nemesis found nothing safe to do, by name.
+    pub skipped: std::collections::BTreeMap<String, u64>,
 }
 
 /// Runs `nemeses` on `schedule` until `stop` turns true, then heals everything.
@@ -215,10 +268,13 @@ pub async fn run(
         } else {
             1
         };
-        let mut active: Vec<usize> = order.into_iter().take(count).collect();
-        // Injected first, healed last.
-        active.sort_by_key(|&i| !nemeses[i].heal_last());
-        for &i in &active {
+        let drawn: Vec<usize> = order.into_iter().take(count).collect();
+        let traits: Vec<(bool, bool)> = drawn
+            .iter()
+            .map(|&i| (nemeses[i].heal_last(), nemeses[i].inject_last()))
+            .collect();
+        let (inject_order, heal_order) = round_order(&traits);
+        for &i in inject_order.iter().map(|&k| &drawn[k]) {
             let name = nemeses[i].name();
             rec.nemesis(EventType::Invoke, format!("{name}: inject"));
             match nemeses[i].inject(&ctx, &mut rng).await {
@@ -228,23 +284,41 @@ pub async fn run(
                     rec.nemesis(EventType::Ok, format!("{name}: {what}"));
                 }
                 Err(e) => {
-                    stats.failed += 1;
-                    tracing::warn!(nemesis = name, error = %e, "injection failed");
-                    rec.nemesis(EventType::Fail, format!("{name}: {e:#}"));
+                    if let Some(r) = e.downcast_ref::<Refused>() {
+                        *stats.refused.entry(name.to_string()).or_default() += 1;
+                        tracing::info!(nemesis = name, refused = %r, "the server refused");
+                        rec.nemesis(
+                            EventType::Info,
+                            format!("{name}: refused by the server: {r}"),
+                        );
+                    } else if let Some(s) = e.downcast_ref::<Skipped>() {
+                        *stats.skipped.entry(name.to_string()).or_default() += 1;
+                        tracing::info!(nemesis = name, why = %s, "skipped");
+                        rec.nemesis(EventType::Info, format!("{name}: skipped: {s}"));
+                    } else {
+                        stats.failed += 1;
+                        tracing::warn!(nemesis = name, error = %e, "injection failed");
+                        rec.nemesis(EventType::Fail, format!("{name}: {e:#}"));
+                    }
                 }
             }
         }
         let stopped = sleep_or_stop(schedule.duration, &mut stop).await;
-        for &i in active.iter().rev() {
+        for &i in heal_order.iter().map(|&k| &drawn[k]) {
             heal(&mut *nemeses[i], &ctx).await;
         }
         if stopped {
             break;
         }
     }
-    // Heal everything, whatever state it is in.
-    for n in nemeses.iter_mut().rev() {
-        heal(&mut **n, &ctx).await;
+    // Heal everything, whatever state it is in (again: a heal that failed
+    // left its fault in place); those that need a healed cluster last.
+    let traits: Vec<(bool, bool)> = nemeses
+        .iter()
+        .map(|n| (n.heal_last(), n.inject_last()))
+        .collect();
+    for i in round_order(&traits).1 {
+        heal(&mut *nemeses[i], &ctx).await;
     }
     stats
 }
@@ -263,5 +337,29 @@ async fn heal(n: &mut dyn Nemesis, ctx: &Context) {
             ctx.recorder
                 .nemesis(EventType::Fail, format!("{name}: heal failed: {e:#}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_injects_lagging_first_and_membership_last_and_heals_both_last() {
+        // (heal_last, inject_last): kill, lagging, member.
+        let kill = (false, false);
+        let lagging = (true, false);
+        let member = (true, true);
+        assert_eq!(round_order(&[kill]), (vec![0], vec![0]));
+        assert_eq!(round_order(&[kill, lagging]), (vec![1, 0], vec![0, 1]));
+        assert_eq!(round_order(&[lagging, kill]), (vec![0, 1], vec![1, 0]));
+        assert_eq!(round_order(&[member, kill]), (vec![1, 0], vec![1, 0]));
+        assert_eq!(round_order(&[kill, member]), (vec![0, 1], vec![0, 1]));
+        assert_eq!(round_order(&[member, lagging]), (vec![1, 0], vec![0, 1]));
+        let transfer = (false, false);
+        assert_eq!(
+            round_order(&[member, transfer, kill]),
+            (vec![1, 2, 0], vec![2, 1, 0])
+        );
     }
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::summary;
 use super::teardown::Settled;
 use super::{RunConfig, RunOutcome, Workload};
+use crate::checker::membership;
 use crate::checker::register::{self, RegisterError, RegisterReport};
 use crate::checker::watch as watch_checker;
 use crate::checker::Verdict;
@@ -36,6 +37,7 @@ pub(super) fn check_and_report(
     history::write_jsonl(&hist_path, &events)?;
     tracing::info!(events = events.len(), "--- checking");
     let reg = register::check(&events, cfg.check_limit);
+    let members = membership::check(&events);
     let watch = (cfg.workload == Workload::Watch).then(|| {
         let writes = watch_workload::writes(&events);
         let last = writes.iter().filter_map(|w| w.revision).max();
@@ -56,11 +58,13 @@ pub(super) fn check_and_report(
     let replica_ok = replica_report.as_ref().is_none_or(|r| r.is_pass());
     let pass = reg.verdict.is_pass()
         && convergence.is_pass()
+        && members.is_pass()
         && watch.as_ref().is_none_or(|w| w.is_pass())
         && replica_ok
         && !idle;
     let failed = matches!(reg.verdict, Verdict::Fail { .. })
         || matches!(convergence, Verdict::Fail { .. })
+        || !members.is_pass()
         || watch.as_ref().is_some_and(|w| !w.is_pass())
         || !replica_ok;
     // Not failed and not passed: a checker could not decide, or no write
@@ -76,6 +80,7 @@ pub(super) fn check_and_report(
             conv: &convergence,
             starts: &starts,
             lagging: lagging.as_ref(),
+            members: &members,
             writes_acknowledged,
             replica_ok,
         },
@@ -89,7 +94,7 @@ pub(super) fn check_and_report(
         serde_json::to_string_pretty(&json!({
             "counts": counts, "nemesis": stats, "register": reg, "watch": watch, "convergence": convergence,
             "pass": pass, "nodes": cfg.nodes, "time_s": cfg.time.as_secs(), "nemeses": cfg.nemeses, "seed": cfg.seed,
-            "value_size": cfg.padding.size(), "lagging": lagging,
+            "value_size": cfg.padding.size(), "lagging": lagging, "membership": members,
         }))?,
     )?;
     if let Verdict::Fail { .. } = reg.verdict {

@@ -57,6 +57,9 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// Nodes (3 or 5).
     pub nodes: u64,
+    /// Spare nodes, started only by the `member` nemesis to grow the
+    /// cluster (ids after the initial ones).
+    pub spares: u64,
     /// Workload duration.
     pub time: Duration,
     /// Nemesis names.

@@ -51,7 +51,9 @@ pub(super) async fn start_cluster(cfg: &RunConfig) -> anyhow::Result<Setup> {
     anyhow::ensure!(cfg.ballastd.exists(), "no ballastd at {} (build it: cargo build -p ballast-store --bin ballastd, or pass --ballastd)", cfg.ballastd.display());
     let clock = Clock::new();
     let rec = Recorder::new(clock);
-    let ids: Vec<u64> = (1..=cfg.nodes).collect();
+    // Spares get ports, proxies and a data dir too, but start only when a
+    // membership nemesis adds them.
+    let ids: Vec<u64> = (1..=cfg.nodes + cfg.spares).collect();
     let mut peers = BTreeMap::new();
     let mut clients_addr = BTreeMap::new();
     for &id in &ids {
@@ -89,11 +91,12 @@ pub(super) async fn start_cluster(cfg: &RunConfig) -> anyhow::Result<Setup> {
         extra_args: cfg.node_args.clone(),
         env,
     };
-    let cluster = Arc::new(Cluster::new(opts, specs)?);
+    let initial = usize::try_from(cfg.nodes)?;
+    let cluster = Arc::new(Cluster::new(opts, specs, initial)?);
     cluster.start_all()?;
     tracing::info!(nodes = cfg.nodes, out = %cfg.out.display(), "--- cluster started, waiting for a leader");
     cluster.wait_ready(Duration::from_secs(30)).await?;
-    plant_bugs(cfg, &cluster, &ids).await?;
+    plant_bugs(cfg, &cluster, &cluster.ids()).await?;
     rec.nemesis(crate::history::EventType::Info, "cluster ready".to_string());
     Ok(Setup {
         data,

@@ -20,6 +20,8 @@ pub(super) struct Findings<'a> {
     pub(super) conv: &'a Verdict<String>,
     pub(super) starts: &'a [(u64, u32)],
     pub(super) lagging: Option<&'a LagSummary>,
+    /// Every member the leader lists serves (membership nemeses).
+    pub(super) members: &'a Verdict<String>,
     /// Writes and successful CAS acknowledged.
     pub(super) writes_acknowledged: usize,
     /// Whether the replica checker (if it ran) passed.
@@ -36,6 +38,7 @@ pub(super) fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String 
         conv,
         starts,
         lagging,
+        members,
         writes_acknowledged,
         replica_ok,
     } = *f;
@@ -73,6 +76,13 @@ pub(super) fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String 
         "faults injected: {:?} (failed injections: {}); node starts: {:?}",
         stats.injected, stats.failed, starts
     );
+    if !stats.refused.is_empty() || !stats.skipped.is_empty() {
+        let _ = writeln!(
+            s,
+            "membership changes refused by the server: {:?}; skipped (nothing safe to do): {:?}",
+            stats.refused, stats.skipped
+        );
+    }
     if let Some(l) = lagging {
         let _ = writeln!(
             s,
@@ -134,10 +144,20 @@ pub(super) fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String 
             }
         }
     }
+    if let Verdict::Fail { errors } = members {
+        let _ = writeln!(
+            s,
+            "checker membership (every member the leader lists serves): FAIL"
+        );
+        for e in errors {
+            let _ = writeln!(s, "  - {e}");
+        }
+    }
     let watch_fail = watch.is_some_and(|w| !w.is_pass());
     let verdict = if matches!(reg.verdict, Verdict::Fail { .. })
         || matches!(conv, Verdict::Fail { .. })
         || watch_fail
+        || !members.is_pass()
         || !replica_ok
     {
         "FAIL"

@@ -53,12 +53,19 @@ pub(super) async fn stop_and_settle(
     } = running;
     let _ = stop_tx.send(true);
     tracing::info!("--- healing and stopping clients");
+    // The last heals: a node rejoining must catch up before its promotion
+    // (a membership nemesis gives each step 30 s).
     let stats: NemesisStats =
-        match tokio::time::timeout(Duration::from_secs(30), nemesis_task).await {
+        match tokio::time::timeout(Duration::from_secs(90), nemesis_task).await {
             Ok(Ok(s)) => s,
-            _ => NemesisStats::default(),
+            _ => {
+                tracing::warn!("the nemeses did not finish healing in time");
+                NemesisStats::default()
+            }
         };
     net.heal_all();
+    // The members, as the membership nemeses left them; removed nodes and
+    // spares stay stopped.
     for id in cluster.ids() {
         if cluster.running(id) {
             let _ = cluster.resume(id);
@@ -148,37 +155,84 @@ fn last_write_revision(rec: &Recorder) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until every node reports the same revision and state hash.
+/// Waits until every member reports the same revision and state hash, and
+/// the same members: the ones jepsen-lite added and did not remove.
 async fn converge(cluster: &Cluster, timeout: Duration) -> Verdict<String> {
     let deadline = Instant::now() + timeout;
+    let ids = cluster.ids();
     loop {
         let mut seen = Vec::new();
-        for c in &cluster.clients {
+        for &id in &ids {
+            let Some(c) = cluster.client(id) else {
+                continue;
+            };
             if let Some(s) = c.status().await {
-                seen.push((
-                    c.node,
-                    s.get("revision").and_then(|v| v.as_u64()).unwrap_or(0),
-                    s.get("state_hash")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                        .to_string(),
-                ));
+                seen.push(NodeState::of(c.node, &s));
             }
         }
-        let all = seen.len() == cluster.clients.len();
+        let all = seen.len() == ids.len();
         if all
+            && seen.iter().all(|n| n.members == ids)
             && seen
                 .windows(2)
-                .all(|w| w[0].1 == w[1].1 && w[0].2 == w[1].2)
+                .all(|w| w[0].revision == w[1].revision && w[0].state_hash == w[1].state_hash)
         {
             return Verdict::Pass;
         }
         if Instant::now() >= deadline {
             return Verdict::Fail {
-                errors: vec![format!("nodes did not converge within {timeout:?}: (node, revision, state_hash) = {seen:?}")],
+                errors: vec![format!(
+                    "members {ids:?} did not converge within {timeout:?}: {}",
+                    seen.iter()
+                        .map(NodeState::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )],
             };
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What a node's status says, for the convergence check.
+struct NodeState {
+    node: u64,
+    revision: u64,
+    state_hash: String,
+    /// The members in its view, in id order.
+    members: Vec<u64>,
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {}: revision {}, state_hash {}, members {:?}",
+            self.node, self.revision, self.state_hash, self.members
+        )
+    }
+}
+
+impl NodeState {
+    fn of(node: u64, s: &serde_json::Value) -> Self {
+        let mut members: Vec<u64> = s
+            .get("members")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.get("id").and_then(|v| v.as_u64()))
+            .collect();
+        members.sort_unstable();
+        Self {
+            node,
+            revision: s.get("revision").and_then(|v| v.as_u64()).unwrap_or(0),
+            state_hash: s
+                .get("state_hash")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string(),
+            members,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use super::{RunConfig, Workload};
 use crate::checker::watch::Watcher;
 use crate::client::NodeClient;
 use crate::history::Recorder;
+use crate::members::Endpoints;
 use crate::nemesis::{self, Background, Context, NemesisStats};
 use crate::report;
 use crate::workload::register as register_workload;
@@ -48,6 +49,13 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
                 .map(|c| c.with_padding(cfg.padding))
         })
         .collect::<anyhow::Result<_>>()?;
+    let endpoints = Endpoints::new(node_clients.clone(), setup.cluster.members().clone());
+    // The members at the start: one watcher or replica per member.
+    let initial: Vec<NodeClient> = node_clients
+        .iter()
+        .filter(|c| setup.cluster.members().contains(c.node))
+        .cloned()
+        .collect();
     let mut tasks = Vec::new();
     let (target_tx, target_rx) = watch::channel(None);
     let mut watchers = Vec::new();
@@ -55,7 +63,7 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
         tasks.push(match cfg.workload {
             Workload::Register => tokio::spawn(register_workload::client(
                 i,
-                node_clients.clone(),
+                endpoints.clone(),
                 cfg.register.clone(),
                 setup.rec.clone(),
                 stop_rx.clone(),
@@ -68,21 +76,21 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
                     think: cfg.register.think,
                     seed: cfg.seed,
                 },
-                node_clients.clone(),
+                endpoints.clone(),
                 setup.rec.clone(),
                 stop_rx.clone(),
             )),
         });
     }
     if cfg.workload == Workload::Watch {
-        for (i, c) in node_clients.iter().enumerate() {
+        for (i, c) in initial.iter().enumerate() {
             let log = Arc::new(Mutex::new(Watcher {
                 name: format!("w{}@node{}", i + 1, c.node),
                 sessions: Vec::new(),
             }));
             let task = tokio::spawn(watch_workload::watcher(
                 i,
-                node_clients.clone(),
+                endpoints.clone(),
                 log.clone(),
                 target_rx.clone(),
             ));
@@ -92,8 +100,8 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
     let mut replicas = Vec::new();
     let mut readers = Vec::new();
     if cfg.workload == Workload::Replica {
-        let endpoints: Vec<String> = node_clients.iter().map(|c| c.base().to_string()).collect();
-        for (i, c) in node_clients.iter().enumerate() {
+        let endpoints: Vec<String> = initial.iter().map(|c| c.base().to_string()).collect();
+        for (i, c) in initial.iter().enumerate() {
             // Each replica prefers a different node first.
             let mut eps = endpoints.clone();
             eps.rotate_left(i);
@@ -138,7 +146,7 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
     ));
     Ok(Running {
         stop_tx,
-        node_clients,
+        node_clients: initial,
         tasks,
         target_tx,
         watchers,

@@ -7,8 +7,9 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::client::NodeClient;
+use crate::client::REMOVED;
 use crate::history::{Event, EventType, Func, Recorder};
+use crate::members::Endpoints;
 
 /// Workload settings.
 #[derive(Clone, Debug)]
@@ -27,22 +28,27 @@ pub struct RegisterOptions {
     pub seed: u64,
 }
 
-/// Runs one client until `stop`; `nodes` are the clients of every node; the
-/// client sticks to node `index % nodes.len()`.
+/// Runs one client until `stop`. Each operation goes to the `index`-th
+/// member (modulo): with a fixed membership the client sticks to one node,
+/// and it follows membership changes. A node that answers `410 removed` is
+/// reported and left for another member.
 pub async fn client(
     index: usize,
-    nodes: Vec<NodeClient>,
+    nodes: Endpoints,
     opts: RegisterOptions,
     rec: Recorder,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut rng = StdRng::seed_from_u64(opts.seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
-    let node = &nodes[index % nodes.len()];
     let mut process = index as u64 + 1;
     let mut counter = 0u64;
     // Last value this client saw per key: CAS compares against it.
     let mut last_seen: HashMap<String, String> = HashMap::new();
     while !*stop.borrow() {
+        let Some((node, epoch)) = nodes.pick(index) else {
+            let _ = tokio::time::timeout(Duration::from_millis(50), stop.changed()).await;
+            continue;
+        };
         let key = format!("{}{}", opts.prefix, rng.gen_range(0..opts.keys));
         let roll: f64 = rng.gen();
         let f = if roll < opts.read_ratio {
@@ -109,6 +115,9 @@ pub async fn client(
             Func::Nemesis => EventType::Fail,
         };
         done.kind = outcome_kind;
+        if done.error.as_deref() == Some(REMOVED) {
+            nodes.gone(node.node, epoch);
+        }
         rec.record(done);
         if outcome_kind == EventType::Info {
             // The operation may still be in flight: this process is retired

@@ -12,8 +12,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::checker::watch::{Message, Session, WatchEvent, Watcher, Write};
-use crate::client::{NodeClient, Padding};
+use crate::client::{Padding, REMOVED};
 use crate::history::{Event, EventType, Func, Recorder};
+use crate::members::Endpoints;
 
 /// Watched prefix.
 pub const PREFIX: &str = "jl/w/";
@@ -37,10 +38,10 @@ pub struct WriterOptions {
     pub seed: u64,
 }
 
-/// Runs one writer until `stop`.
+/// Runs one writer until `stop`, through the `index`-th member (modulo).
 pub async fn writer(
     o: WriterOptions,
-    nodes: Vec<NodeClient>,
+    nodes: Endpoints,
     rec: Recorder,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -52,10 +53,13 @@ pub async fn writer(
         seed,
     } = o;
     let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x2545_F491));
-    let node = &nodes[index % nodes.len()];
     let mut process = index as u64 + 1;
     let mut counter = 0u64;
     while !*stop.borrow() {
+        let Some((node, epoch)) = nodes.pick(index) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
         counter += 1;
         let key = format!("{PREFIX}k{}", rng.gen_range(0..keys));
         let value = format!("{process}-{counter}");
@@ -72,6 +76,9 @@ pub async fn writer(
             Err(kind) => kind,
         };
         let kind = done.kind;
+        if done.error.as_deref() == Some(REMOVED) {
+            nodes.gone(node.node, epoch);
+        }
         rec.record(done);
         if kind == EventType::Info {
             process += clients as u64;
@@ -151,11 +158,12 @@ fn covered(w: &Watcher) -> u64 {
 }
 
 /// Runs one watcher until `stop` is set and it has covered `target` (or
-/// `deadline` passes). Starts on node `index`, moves to the next node on
-/// every reconnect.
+/// `deadline` passes). Starts on the `index`-th member, moves to the next
+/// member on every reconnect (a removed node refuses the watch with `410`
+/// and its stream ends or stalls, so the watcher moves on).
 pub async fn watcher(
     index: usize,
-    nodes: Vec<NodeClient>,
+    nodes: Endpoints,
     log: Arc<Mutex<Watcher>>,
     mut target: tokio::sync::watch::Receiver<Option<(u64, Instant)>>,
 ) {
@@ -165,7 +173,7 @@ pub async fn watcher(
     else {
         return;
     };
-    let padding = nodes.first().map(|c| *c.padding()).unwrap_or_default();
+    let padding = nodes.padding();
     let mut n = index;
     let mut start = 1u64;
     let done = |log: &Arc<Mutex<Watcher>>, t: &Option<(u64, Instant)>| match t {
@@ -179,7 +187,10 @@ pub async fn watcher(
         if done(&log, &target.borrow()) {
             return;
         }
-        let node = &nodes[n % nodes.len()];
+        let Some((node, _)) = nodes.pick(n) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
         n += 1;
         let url = format!(
             "{}/v1/watch/{PREFIX}?prefix=true&start_revision={start}&progress_notify=true&progress_interval_ms=500",
