@@ -45,6 +45,45 @@ pub fn init_logging() {
     });
 }
 
+/// Binds a client and a peer listener on `127.0.0.1:0` for each of `n`
+/// members, and returns them with the `--initial-cluster` they make (ids
+/// 1..=n).
+pub(crate) async fn bind_members(n: usize) -> Result<(Vec<Listeners>, String)> {
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        let client = TcpListener::bind("127.0.0.1:0").await?;
+        let peer = TcpListener::bind("127.0.0.1:0").await?;
+        listeners.push(Listeners { client, peer });
+    }
+    let mut cluster = Vec::new();
+    for (i, l) in listeners.iter().enumerate() {
+        cluster.push(format!(
+            "{}={}/{}",
+            i + 1,
+            l.client.local_addr()?,
+            l.peer.local_addr()?
+        ));
+    }
+    Ok((listeners, cluster.join(",")))
+}
+
+/// The [`test_config`] of member `id` on `listeners`, with its data under
+/// `dir`, in the cluster `initial_cluster`.
+pub(crate) fn member_config(
+    dir: &std::path::Path,
+    id: u64,
+    listeners: &Listeners,
+    initial_cluster: &str,
+) -> Result<Config> {
+    let mut c = test_config();
+    c.node_id = id;
+    c.data_dir = dir.join(format!("node{id}"));
+    c.listen_client = listeners.client.local_addr()?.to_string();
+    c.listen_peer = listeners.peer.local_addr()?.to_string();
+    c.initial_cluster = Some(initial_cluster.to_string());
+    Ok(c)
+}
+
 /// A cluster of in-process nodes.
 pub struct TestCluster {
     /// Owns every node's data directory; removed on drop.
@@ -79,33 +118,22 @@ impl TestCluster {
     pub async fn start_with(n: usize, tweak: impl Fn(&mut Config)) -> Result<TestCluster> {
         init_logging();
         let dir = tempfile::Builder::new().prefix("ballast-test-").tempdir()?;
-        let mut listeners = Vec::new();
-        for _ in 0..n {
-            let client = TcpListener::bind("127.0.0.1:0").await?;
-            let peer = TcpListener::bind("127.0.0.1:0").await?;
-            listeners.push(Listeners { client, peer });
-        }
-        let mut cluster = Vec::new();
-        for (i, l) in listeners.iter().enumerate() {
-            cluster.push(format!(
-                "{}={}/{}",
-                i + 1,
-                l.client.local_addr()?,
-                l.peer.local_addr()?
-            ));
-        }
-        let cluster = cluster.join(",");
+        let (listeners, cluster) = bind_members(n).await?;
         let mut configs = Vec::new();
         for (i, l) in listeners.iter().enumerate() {
-            let mut c = test_config();
-            c.node_id = (i + 1) as u64;
-            c.data_dir = dir.path().join(format!("node{}", i + 1));
-            c.listen_client = l.client.local_addr()?.to_string();
-            c.listen_peer = l.peer.local_addr()?.to_string();
-            c.initial_cluster = Some(cluster.clone());
+            let mut c = member_config(dir.path(), i as u64 + 1, l, &cluster)?;
             tweak(&mut c);
             configs.push(c);
         }
+        Self::launch(dir, configs, listeners).await
+    }
+
+    /// Starts a node per config on its listeners and waits for a leader.
+    pub(crate) async fn launch(
+        dir: TempDir,
+        configs: Vec<Config>,
+        listeners: Vec<Listeners>,
+    ) -> Result<TestCluster> {
         let mut nodes = Vec::new();
         for (c, l) in configs.iter().zip(listeners) {
             nodes.push(Some(ballast_store::start(c.clone(), Some(l)).await?));

@@ -2,13 +2,10 @@
 //! source with `ballast_store::restore` (what `ballastd restore` runs), on
 //! new ports and data directories, and starts them as a [`TestCluster`].
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
-use ballast_store::{Listeners, RestoreOptions, RestoreReport, RestoreSource};
-use tokio::net::TcpListener;
+use ballast_store::{RestoreOptions, RestoreReport, RestoreSource};
 
-use crate::{init_logging, test_config, TestCluster};
+use crate::{bind_members, init_logging, member_config, TestCluster};
 
 /// The token restored test clusters are formed with.
 pub const RESTORE_TOKEN: &str = "restored";
@@ -24,31 +21,11 @@ pub async fn restore_cluster(
     let dir = tempfile::Builder::new()
         .prefix("ballast-restored-")
         .tempdir()?;
-    let mut listeners = Vec::new();
-    for _ in 0..n {
-        let client = TcpListener::bind("127.0.0.1:0").await?;
-        let peer = TcpListener::bind("127.0.0.1:0").await?;
-        listeners.push(Listeners { client, peer });
-    }
-    let mut members = Vec::new();
-    for (i, l) in listeners.iter().enumerate() {
-        members.push(format!(
-            "{}={}/{}",
-            i + 1,
-            l.client.local_addr()?,
-            l.peer.local_addr()?
-        ));
-    }
-    let initial_cluster = members.join(",");
+    let (listeners, initial_cluster) = bind_members(n).await?;
     let mut configs = Vec::new();
     let mut reports = Vec::new();
     for (i, l) in listeners.iter().enumerate() {
-        let mut c = test_config();
-        c.node_id = (i + 1) as u64;
-        c.data_dir = dir.path().join(format!("node{}", i + 1));
-        c.listen_client = l.client.local_addr()?.to_string();
-        c.listen_peer = l.peer.local_addr()?.to_string();
-        c.initial_cluster = Some(initial_cluster.clone());
+        let mut c = member_config(dir.path(), i as u64 + 1, l, &initial_cluster)?;
         c.cluster_token = RESTORE_TOKEN.to_string();
         let options = RestoreOptions {
             node_id: c.node_id,
@@ -64,21 +41,6 @@ pub async fn restore_cluster(
         reports.push(report);
         configs.push(c);
     }
-    let mut nodes = Vec::new();
-    for (c, l) in configs.iter().zip(listeners) {
-        nodes.push(Some(ballast_store::start(c.clone(), Some(l)).await?));
-    }
-    let tc = TestCluster {
-        _dir: dir,
-        configs,
-        nodes,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?,
-        streams: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?,
-    };
-    tc.wait_leader(Duration::from_secs(20)).await?;
+    let tc = TestCluster::launch(dir, configs, listeners).await?;
     Ok((tc, reports))
 }

@@ -272,7 +272,7 @@ impl Node {
             voters: membership.voter_ids().collect(),
             nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
             progress,
-            membership_log_id: stored.log_id().clone(),
+            membership_log_id: *stored.log_id(),
         })
     }
 
@@ -462,7 +462,7 @@ impl Node {
                 }
             };
         let precondition = Precondition::LastMembershipLogId {
-            last_membership_log_id: view.membership_log_id.clone(),
+            last_membership_log_id: view.membership_log_id,
         };
         let timeout = self.options().request_timeout;
         let raft = self.raft().clone();
