@@ -33,6 +33,9 @@ use crate::storage::identity::{self as stored, Identity};
 
 /// How often Raft's view is checked for peers that hold data.
 const RECORD_INTERVAL: Duration = Duration::from_secs(1);
+/// A node that knows a leader asks its peers whether it is still a member
+/// every this many intervals (one that knows none, every interval).
+const ASK_EVERY_TICKS: u64 = 3;
 
 /// Why a node may not start with this data directory and configuration.
 #[derive(Debug, thiserror::Error)]
@@ -337,6 +340,7 @@ pub async fn run_recorder(node: Arc<Node>, db: Arc<DB>, mut stop: watch::Receive
     let mut removed = node.subscribe_removed();
     let mut removal_stored = removed.borrow_and_update().is_some();
     let mut tick = tokio::time::interval(RECORD_INTERVAL);
+    let mut asks = 0u64;
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -344,13 +348,22 @@ pub async fn run_recorder(node: Arc<Node>, db: Arc<DB>, mut stop: watch::Receive
             _ = removed.changed() => {}
         }
         if node.removed().is_none() {
-            if let Some(index) = node.removed_by_membership() {
-                node.mark_removed(format!(
+            match node.removed_by_membership() {
+                Some(index) => node.mark_removed(format!(
                     "node {} is not in the membership committed at log index {index} of cluster \
                      {:032x}: it was removed",
                     node.id(),
                     node.cluster_id()
-                ));
+                )),
+                // A member removed while it was down or cut off never applies
+                // its removal: ask the others, every tick while it knows no
+                // leader, less often otherwise.
+                None => {
+                    asks += 1;
+                    if node.leader().is_none() || asks.is_multiple_of(ASK_EVERY_TICKS) {
+                        node.ask_peers_whether_removed().await;
+                    }
+                }
             }
         }
         if let (false, Some(reason)) = (removal_stored, node.removed()) {

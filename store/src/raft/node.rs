@@ -319,6 +319,71 @@ impl Node {
             .then_some(index)
     }
 
+    /// The log index of this node's committed membership, and whether it
+    /// lists `id`.
+    pub fn committed_membership_lists(&self, id: NodeId) -> (u64, bool) {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let committed = &m.committed_membership_config;
+        (
+            committed.log_id().as_ref().map_or(0, |l| l.index),
+            committed.membership().get_node(&id).is_some(),
+        )
+    }
+
+    /// Asks the members this node knows whether their committed membership
+    /// still lists it (a removed node may still believe in its old leader:
+    /// nothing tells it otherwise). A membership committed
+    /// after the latest one this node saw itself in, that leaves it out,
+    /// means it was removed while it was down or cut off (committed entries
+    /// are never lost, and memberships are ordered by their log index).
+    /// Marks it removed then; returns whether it did.
+    pub async fn ask_peers_whether_removed(&self) -> bool {
+        let seen = self.seen_in_membership.load(Ordering::Acquire);
+        if seen == 0 || self.removed().is_some() || self.is_leader() {
+            return false;
+        }
+        let peers: Vec<(NodeId, Member)> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, n)| (*id, n.clone()))
+                .collect()
+        };
+        let timeout = self.options.connect_timeout * 2;
+        let calls = peers.iter().map(|(id, member)| async move {
+            let addr = dial_addr(&self.options.dial, *id, member);
+            (
+                *id,
+                self.pool
+                    .call(&addr, *id, &PeerRequest::MembershipOf, timeout)
+                    .await,
+            )
+        });
+        for (peer, answer) in futures::future::join_all(calls).await {
+            if let Ok(PeerResponse::MembershipOf {
+                committed_index,
+                includes_you: false,
+            }) = answer
+            {
+                if committed_index + 1 > seen {
+                    self.mark_removed(format!(
+                        "node {} is not in the membership committed at log index \
+                         {committed_index} of cluster {:032x} (as node {peer} reports): it was \
+                         removed while it was down or cut off",
+                        self.id,
+                        self.cluster_id()
+                    ));
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Runs a membership or leadership operation on the leader: here when
     /// this node leads, else forwarded. Removing the leader hands leadership
     /// over first and then asks the new leader.

@@ -163,6 +163,13 @@ async fn handle(
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(node.handle_read_index().await),
         PeerRequest::Replicas => PeerResponse::Replicas(node.replicas().current()),
         PeerRequest::Admin(request) => PeerResponse::Admin(node.handle_admin(request).await),
+        PeerRequest::MembershipOf => {
+            let (committed_index, includes_you) = node.committed_membership_lists(from);
+            PeerResponse::MembershipOf {
+                committed_index,
+                includes_you,
+            }
+        }
         PeerRequest::Removed { reason } => {
             node.mark_removed(reason);
             PeerResponse::Ack

@@ -122,6 +122,9 @@ pub enum PeerRequest {
         /// Who removed it, when.
         reason: String,
     },
+    /// Asked by a node without a leader: does your committed membership
+    /// list me? (A member removed while it was down or cut off learns it so.)
+    MembershipOf,
 }
 
 /// What travels in every request frame: the request, addressed to one node
@@ -209,6 +212,13 @@ pub enum PeerResponse {
     Admin(Result<super::membership::AdminResponse, super::membership::AdminError>),
     /// To `Removed`.
     Ack,
+    /// To `MembershipOf`.
+    MembershipOf {
+        /// Log index of the answering node's committed membership.
+        committed_index: u64,
+        /// Whether that membership lists the asking node.
+        includes_you: bool,
+    },
     /// The request failed on the remote node.
     Error(String),
 }

@@ -252,6 +252,38 @@ async fn removing_the_leader_hands_leadership_over_first() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_while_cut_off_learns_it_when_it_is_back() -> Result<()> {
+    let tc = TestCluster::start(3).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    let cut = tc
+        .ids()
+        .into_iter()
+        .find(|i| *i != leader)
+        .context("a follower")?;
+    let rev = tc.put(leader, "before", "x").await?;
+    tc.wait_applied(rev, Duration::from_secs(10)).await?;
+    // It must have seen itself in a membership before it can be removed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    info!(cut, "--- cut a follower off, remove it, then let it back");
+    tc.isolate(cut)?;
+    remove(&tc, leader, cut).await?;
+    assert!(
+        tc.node(cut)?.removed().is_none(),
+        "it cannot know yet: it was cut off"
+    );
+    tc.heal(cut)?;
+    says_removed(&tc, cut).await?;
+    let reason = tc.node(cut)?.removed().context("a reason")?;
+    assert!(reason.contains("while it was down or cut off"), "{reason}");
+    let others: Vec<u64> = tc.ids().into_iter().filter(|i| *i != cut).collect();
+    tc.put(others[0], "after", "y").await?;
+    converged(&tc, &others).await?;
+    tc.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_replaced_while_writes_flow() -> Result<()> {
     let mut tc = TestCluster::start(3).await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
