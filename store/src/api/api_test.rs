@@ -787,3 +787,119 @@ async fn invalid_percent_encoding_in_a_key_is_refused() {
     }
     h.shutdown().await;
 }
+
+/// The membership routes on a one-node cluster: the listing, each refusal
+/// with its code, and a removed node refusing everything but its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_routes_refuse_bad_and_unsafe_changes() {
+    let h = Harness::start(|_| {}).await;
+    let members = h.get("/v1/members").await;
+    assert_eq!(members.status, StatusCode::OK);
+    let doc = members.json();
+    assert_eq!(doc["leader"], 1, "{doc}");
+    assert_eq!(doc["members"][0]["role"], "leader", "{doc}");
+    assert_eq!(doc["members"].as_array().map(Vec::len), Some(1), "{doc}");
+
+    for (method, uri, body, status, code) in [
+        (
+            Method::POST,
+            "/v1/members",
+            "[]",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/v1/members",
+            r#"{"id":2}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/v1/members",
+            r#"{"id":0,"client_addr":"a:1","peer_addr":"a:2"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/members",
+            r#"{"id":2,"client_addr":"a:1","peer_addr":"a b:2"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/members/x/promote",
+            "",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/members/1/promote",
+            "",
+            StatusCode::CONFLICT,
+            "member_exists",
+        ),
+        (
+            Method::POST,
+            "/v1/members/7/promote",
+            "",
+            StatusCode::NOT_FOUND,
+            "member_not_found",
+        ),
+        (
+            Method::DELETE,
+            "/v1/members/7",
+            "",
+            StatusCode::NOT_FOUND,
+            "member_not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/leader/transfer",
+            r#"{"to":7}"#,
+            StatusCode::NOT_FOUND,
+            "member_not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/members/1/promote",
+            "",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ] {
+        h.call(method, uri, body).await.assert_error(status, code);
+    }
+    // Removing the only voter would leave no cluster; the leader hands over
+    // first, and with nobody to hand to the removal is refused.
+    h.call(Method::DELETE, "/v1/members/1", "")
+        .await
+        .assert_error(StatusCode::CONFLICT, "would_lose_quorum");
+    // Transfer to itself is a no-op that names it.
+    let moved = h
+        .call(Method::POST, "/v1/leader/transfer", r#"{"to":1}"#)
+        .await;
+    assert_eq!(moved.status, StatusCode::OK);
+    assert_eq!(moved.json()["leader"], 1);
+    // Nothing changed.
+    let doc = h.get("/v1/members").await.json();
+    assert_eq!(doc["members"].as_array().map(Vec::len), Some(1), "{doc}");
+
+    h.running
+        .node
+        .mark_removed("node 1 was removed for the test".into());
+    h.get("/v1/kv/a")
+        .await
+        .assert_error(StatusCode::GONE, "removed");
+    h.call(Method::POST, "/v1/members", "{}")
+        .await
+        .assert_error(StatusCode::GONE, "removed");
+    let status = h.get("/v1/status").await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(status.json()["raft"]["state"], "Removed");
+    h.shutdown().await;
+}
