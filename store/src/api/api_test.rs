@@ -314,14 +314,25 @@ async fn malformed_txn_bodies_are_invalid_json_or_invalid_request() {
     }
     assert_eq!(h.revision(), 1, "no rejected transaction wrote anything");
 
-    // An empty object is a valid (empty) transaction; it writes nothing. So is
-    // an empty array: serde accepts a struct in sequence form.
-    for body in ["{}", "[]"] {
-        let reply = h.txn(body).await;
-        assert_eq!(reply.status, StatusCode::OK, "{body}");
-        assert_eq!(reply.json()["succeeded"], true);
-        assert_eq!(reply.json()["revision"], 1);
+    // An empty object is a valid (empty) transaction; it writes nothing.
+    let reply = h.txn("{}").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["succeeded"], true);
+    assert_eq!(reply.json()["revision"], 1);
+    // Every other JSON value is refused, also the array form serde would
+    // read a struct from.
+    for body in ["[]", "[[], [], []]", " \"x\"", "1", "null", "true"] {
+        h.txn(body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+        h.call(Method::POST, "/v1/compact", body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+        h.call(Method::POST, "/v1/replicas/report", body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
     }
+    assert_eq!(h.revision(), 1, "no refused body wrote anything");
     h.shutdown().await;
 }
 

@@ -123,8 +123,17 @@ pub fn read_body(
 }
 
 /// Parses a JSON body into `T`; a body that does not fit is `400
-/// invalid_json`, its message starting with `what`.
+/// invalid_json`, its message starting with `what`. Every body of the API is
+/// a JSON object: an array, a string, a number or `null` is refused, even
+/// where serde would read a struct from an array of its fields.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::refused(
+            ErrorCode::InvalidJson,
+            format!("{what}: the body must be a JSON object"),
+        ));
+    }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::refused(ErrorCode::InvalidJson, format!("{what}: {e}")))
 }
