@@ -119,6 +119,10 @@ impl ClientBuilder {
             .timeout(self.request_timeout)
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
+            // Below the server's idle limit (its header read timeout, 30 s
+            // by default), so a pooled connection is dropped here before
+            // the server closes it under a request being sent.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("ballast-client/", env!("CARGO_PKG_VERSION")));
         if let Some(max) = self.pool_max_idle_per_endpoint {
             http = http.pool_max_idle_per_host(max);
@@ -323,6 +327,9 @@ impl Client {
         decode::<Status>(&answer)
     }
 }
+
+/// How long an idle pooled connection is kept (see `build`).
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub(crate) fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T> {
     serde_json::from_slice(&answer.body).map_err(|e| {

@@ -35,6 +35,9 @@ pub enum ConfigError {
     },
 }
 
+/// The derived client connection cap never goes below this.
+const MIN_CLIENT_CONNECTIONS: usize = 64;
+
 fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
 }
@@ -126,6 +129,17 @@ pub struct Config {
     /// (0 = no age limit). Whichever rule allows more compaction applies.
     #[arg(long, env = "BALLAST_HISTORY_AGE_SECS", default_value_t = 86_400)]
     pub history_age_secs: u64,
+    /// Longest a client may take to send a request's headers, milliseconds;
+    /// also how long an idle keep-alive connection stays open. A connection
+    /// that sends half a header is closed after it.
+    #[arg(long, env = "BALLAST_HEADER_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub header_read_timeout_ms: u64,
+    /// Most client connections open at once; beyond it new connections are
+    /// closed at once, so a flood on the client port never takes the file
+    /// descriptors peers and storage need. 0: three quarters of the process's
+    /// open-file limit.
+    #[arg(long, env = "BALLAST_MAX_CLIENT_CONNECTIONS", default_value_t = 0)]
+    pub max_client_connections: usize,
     /// Most watch streams open at once on this node (beyond: 429).
     #[arg(long, env = "BALLAST_MAX_WATCHERS", default_value_t = 20_000)]
     pub max_watchers: usize,
@@ -325,6 +339,9 @@ impl Config {
         if self.replica_report_ttl_secs == 0 {
             return Err(invalid("replica-report-ttl-secs must be positive"));
         }
+        if self.header_read_timeout_ms == 0 {
+            return Err(invalid("header-read-timeout-ms must be positive"));
+        }
         if self.max_watchers == 0 || self.watch_window == 0 {
             return Err(invalid("max-watchers and watch-window must be positive"));
         }
@@ -421,6 +438,17 @@ impl Config {
         }
     }
 
+    /// The client connection cap: `--max-client-connections`, or three
+    /// quarters of `open_files` (the process's open-file limit) when it is 0.
+    pub fn client_connection_cap(&self, open_files: u64) -> usize {
+        if self.max_client_connections > 0 {
+            return self.max_client_connections;
+        }
+        usize::try_from(open_files / 4 * 3)
+            .unwrap_or(usize::MAX)
+            .max(MIN_CLIENT_CONNECTIONS)
+    }
+
     /// Request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -514,6 +542,15 @@ mod tests {
         assert!(
             parse_initial_cluster("1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:3/127.0.0.1:4").is_err()
         );
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_a_quarter_of_the_files() {
+        let mut c = Config::default();
+        assert_eq!(c.client_connection_cap(20_000), 15_000);
+        assert_eq!(c.client_connection_cap(10), MIN_CLIENT_CONNECTIONS);
+        c.max_client_connections = 7;
+        assert_eq!(c.client_connection_cap(20_000), 7);
     }
 
     #[test]

@@ -324,9 +324,14 @@ pub async fn start(
         stop_rx.clone(),
     )));
     let app = crate::api::router(node.clone(), hub.clone());
+    let limits = HttpLimits {
+        header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
+        max_connections: config.client_connection_cap(open_file_limit()),
+    };
     tasks.push(tokio::spawn(serve_http(
         listeners.client,
         app,
+        limits,
         stop_rx.clone(),
     )));
 
@@ -369,14 +374,29 @@ pub async fn start(
 /// A plain HTTP/1.1 connection per client rather than axum's auto-detecting
 /// HTTP/1+2 server: watch streams hold a connection each, and the auto
 /// server's per-connection state measurably raised memory per watcher.
-async fn serve_http(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
-    use hyper_util::rt::TokioIo;
+///
+/// Hostile clients are bounded: a connection that does not send its headers
+/// within the header read timeout (or sits idle between requests that long)
+/// is closed, and beyond `max_connections` a new connection is closed at
+/// once, so the file descriptors that peers and storage need are never taken
+/// by the client port.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.keep_alive(true);
+    http.keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     let mut conns = tokio::task::JoinSet::new();
+    let mut refused_since_log = 0u64;
+    let mut last_refusal_log: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
@@ -390,6 +410,21 @@ async fn serve_http(listener: TcpListener, app: axum::Router, mut stop: watch::R
                         continue;
                     }
                 };
+                if conns.len() >= limits.max_connections {
+                    // Closed at once: the cap keeps descriptors for peers.
+                    drop(stream);
+                    refused_since_log += 1;
+                    if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                        tracing::warn!(
+                            open = conns.len(),
+                            refused = refused_since_log,
+                            "client connection cap reached; closing new connections"
+                        );
+                        refused_since_log = 0;
+                        last_refusal_log = Some(std::time::Instant::now());
+                    }
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -412,6 +447,34 @@ async fn serve_http(listener: TcpListener, app: axum::Router, mut stop: watch::R
         );
     }
     conns.shutdown().await;
+}
+
+/// Bounds of the client listener.
+struct HttpLimits {
+    header_read_timeout: std::time::Duration,
+    max_connections: usize,
+}
+
+/// At most one log line per this interval for refused client connections.
+const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The process's open-file limit, after raising the soft limit to the hard
+/// one (as servers commonly do at start).
+pub fn open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+            1024
+        }
+    }
 }
 
 /// Runs one node until `shutdown` completes, then stops it. An error means

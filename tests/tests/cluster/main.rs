@@ -2,6 +2,7 @@
 
 mod t100_membership;
 mod t10_basic;
+mod t110_hostile_clients;
 mod t20_failover;
 mod t30_restart;
 mod t40_snapshot;
