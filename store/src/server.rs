@@ -220,11 +220,8 @@ pub async fn start(
         // A joining node with no Raft state asks to be added before it
         // answers any peer: the leader must know first that this node's log
         // starts empty (a wiped learner's log is shorter than the leader
-        // remembers).
-        let removed = identity::stored_removal(&database)
-            .map_err(|e| ServerError::Storage(e.to_string()))?
-            .is_some();
-        if fresh && !removed {
+        // remembers). (A removed node has Raft state: it is never fresh.)
+        if fresh {
             let deadline = tokio::time::Instant::now() + config.request_timeout() * 6;
             join::request_learner(
                 endpoints,
@@ -287,8 +284,8 @@ pub async fn start(
         },
         metrics.clone(),
     );
-    if let Some(reason) =
-        identity::stored_removal(&database).map_err(|e| ServerError::Storage(e.to_string()))?
+    if let Some(reason) = crate::storage::identity::load_removed(&database)
+        .map_err(|e| ServerError::Storage(e.to_string()))?
     {
         node.mark_removed(reason);
     }

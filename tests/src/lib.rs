@@ -161,6 +161,11 @@ impl TestCluster {
         (1..=self.configs.len() as u64).collect()
     }
 
+    /// Every node id but `id`, in order (`others(leader)[0]`: a follower).
+    pub fn others(&self, id: u64) -> Vec<u64> {
+        self.ids().into_iter().filter(|i| *i != id).collect()
+    }
+
     /// Ids of the nodes currently running.
     pub fn running(&self) -> Vec<u64> {
         self.ids()

@@ -14,11 +14,7 @@ use tracing::info;
 async fn a_snapshot_build_and_install_on_one_node_never_clash() -> Result<()> {
     let tc = TestCluster::start_with(3, |c| c.snapshot_logs = 50).await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-    let lagging = tc
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let lagging = tc.others(leader)[0];
 
     info!("--- cut node {lagging} off and write past the leader's snapshot");
     for i in 0..20 {
@@ -126,11 +122,7 @@ async fn first_change(tc: &TestCluster, id: u64, key: &str, start_revision: u64)
 async fn planted_bugs_are_on_only_while_their_failpoints_return() -> Result<()> {
     let tc = TestCluster::start(3).await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-    let follower = tc
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = tc.others(leader)[0];
 
     info!("--- a resumed watch gets its first revision, unless the skip is planted");
     let first = tc.put(leader, "planted/w", "a").await?;

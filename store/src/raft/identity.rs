@@ -387,11 +387,6 @@ pub async fn run_recorder(node: Arc<Node>, db: Arc<DB>, mut stop: watch::Receive
     }
 }
 
-/// Why the node in `db` was removed from its cluster, if it was.
-pub fn stored_removal(db: &DB) -> std::io::Result<Option<String>> {
-    stored::load_removed(db)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,7 +159,6 @@ struct Progress {
 struct LeaderView {
     term: u64,
     last_log_index: u64,
-    membership_log_index: u64,
     uncommitted_change: bool,
     joint: bool,
     voters: BTreeSet<NodeId>,
@@ -169,6 +168,10 @@ struct LeaderView {
 }
 
 impl LeaderView {
+    fn membership_log_index(&self) -> u64 {
+        self.membership_log_id.as_ref().map_or(0, |l| l.index)
+    }
+
     fn healthy(&self, id: NodeId, me: NodeId, window: Duration) -> bool {
         id == me
             || self
@@ -219,7 +222,7 @@ impl LeaderView {
             leader: me,
             term: self.term,
             last_log_index: self.last_log_index,
-            membership_log_index: self.membership_log_index,
+            membership_log_index: self.membership_log_index(),
             members,
         }
     }
@@ -266,7 +269,6 @@ impl Node {
         Ok(LeaderView {
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
-            membership_log_index: stored.log_id().as_ref().map_or(0, |l| l.index),
             uncommitted_change: stored.log_id() != committed.log_id(),
             joint: membership.get_joint_config().len() > 1,
             voters: membership.voter_ids().collect(),
@@ -309,7 +311,10 @@ impl Node {
             AdminRequest::Members => Ok(AdminResponse::Members(
                 self.leader_view()?.info(self.id(), self.health_window()),
             )),
-            AdminRequest::TransferLeader { to } => self.transfer_to(to).await,
+            AdminRequest::TransferLeader { to } => {
+                let (leader, term) = self.transfer_to(to).await?;
+                Ok(AdminResponse::Transferred { leader, term })
+            }
             change => {
                 let _guard = self.change_lock().try_lock().map_err(|_| {
                     AdminError::InProgress(
@@ -331,7 +336,7 @@ impl Node {
             return Err(AdminError::InProgress(format!(
                 "the membership change at log index {} is not complete yet; retry when it has \
                  committed",
-                view.membership_log_index
+                view.membership_log_index()
             )));
         }
         let healthy_voters = view
@@ -493,14 +498,12 @@ impl Node {
         Ok(AdminResponse::Members(self.leader_view()?.info(me, window)))
     }
 
-    async fn transfer_to(&self, to: NodeId) -> Result<AdminResponse, AdminError> {
+    /// Hands leadership to `to`; returns it with its term once it leads.
+    async fn transfer_to(&self, to: NodeId) -> Result<(NodeId, u64), AdminError> {
         let view = self.settled_view().await?;
         let me = self.id();
         if to == me {
-            return Ok(AdminResponse::Transferred {
-                leader: me,
-                term: view.term,
-            });
+            return Ok((me, view.term));
         }
         if !view.voters.contains(&to) {
             return Err(if view.nodes.contains_key(&to) {
@@ -539,7 +542,7 @@ impl Node {
         })
         .await;
         match moved {
-            Ok(Some(term)) => Ok(AdminResponse::Transferred { leader: to, term }),
+            Ok(Some(term)) => Ok((to, term)),
             Ok(None) => Err(AdminError::Forward(ForwardError::Internal(
                 "Raft stopped during the transfer".into(),
             ))),
@@ -566,10 +569,7 @@ impl Node {
                     "the leader has no healthy voter to hand leadership to".into(),
                 )
             })?;
-        match self.transfer_to(best).await? {
-            AdminResponse::Transferred { leader, .. } => Ok(leader),
-            AdminResponse::Members(_) => Ok(best),
-        }
+        Ok(self.transfer_to(best).await?.0)
     }
 }
 

@@ -216,6 +216,10 @@ pub struct Node {
     seen_in_membership: std::sync::atomic::AtomicU64,
 }
 
+fn unexpected(response: PeerResponse) -> NodeError {
+    NodeError::Internal(format!("unexpected peer response: {response:?}"))
+}
+
 fn forward_hint(f: &ForwardToLeader<TypeConfig>) -> Option<(NodeId, Member)> {
     match (&f.leader_id, &f.leader_node) {
         (Some(id), Some(node)) => Some((*id, node.clone())),
@@ -438,24 +442,19 @@ impl Node {
     ) -> Result<AdminResponse, AdminError> {
         // Room for a transfer before a removal on the leader.
         let timeout = self.options.request_timeout * 2 + self.options.connect_timeout;
+        let outcome = "; the change may or may not take effect";
         match self
-            .pool
-            .call(peer_addr, leader, &PeerRequest::Admin(request), timeout)
-            .await
+            .call_leader(
+                peer_addr,
+                leader,
+                &PeerRequest::Admin(request),
+                timeout,
+                outcome,
+            )
+            .await?
         {
-            Ok(PeerResponse::Admin(result)) => result,
-            Ok(other) => Err(AdminError::from(NodeError::Internal(format!(
-                "unexpected peer response: {other:?}"
-            )))),
-            Err(CallError::Connect { message, .. }) => Err(AdminError::from(
-                self.no_leader(&format!("leader unreachable: {message}")),
-            )),
-            Err(CallError::Lost { message, .. }) => {
-                Err(AdminError::from(NodeError::Timeout(format!(
-                    "the leader did not answer ({message}); the change may or may not take effect"
-                ))))
-            }
-            Err(CallError::Remote(m)) => Err(AdminError::from(NodeError::Internal(m))),
+            PeerResponse::Admin(result) => result,
+            other => Err(unexpected(other).into()),
         }
     }
 
@@ -782,19 +781,40 @@ impl Node {
         let req = PeerRequest::Forward(command);
         // A little longer than the leader's own timeout, so the leader answers first.
         let timeout = self.options.request_timeout + self.options.connect_timeout;
-        match self.pool.call(peer_addr, leader, &req, timeout).await {
-            Ok(PeerResponse::Forward(result)) => result.map_err(NodeError::from),
-            Ok(other) => Err(NodeError::Internal(format!(
-                "unexpected peer response: {other:?}"
-            ))),
-            Err(CallError::Connect { message, .. }) => {
-                Err(self.no_leader(&format!("leader unreachable: {message}")))
-            }
-            Err(CallError::Lost { message, .. }) => Err(NodeError::Timeout(format!(
-                "the leader did not answer ({message}); the write may or may not take effect"
-            ))),
-            Err(CallError::Remote(m)) => Err(NodeError::Internal(m)),
+        let outcome = "; the write may or may not take effect";
+        match self
+            .call_leader(peer_addr, leader, &req, timeout, outcome)
+            .await?
+        {
+            PeerResponse::Forward(result) => result.map_err(NodeError::from),
+            other => Err(unexpected(other)),
         }
+    }
+
+    /// Calls the leader over the peer protocol. A leader that cannot be
+    /// reached is `NoLeader` (nothing was sent); one that took the request
+    /// and did not answer is `Timeout`, its message ending with `outcome`
+    /// (what that means for the request).
+    async fn call_leader(
+        &self,
+        peer_addr: &str,
+        leader: NodeId,
+        request: &PeerRequest,
+        timeout: Duration,
+        outcome: &str,
+    ) -> Result<PeerResponse, NodeError> {
+        self.pool
+            .call(peer_addr, leader, request, timeout)
+            .await
+            .map_err(|e| match e {
+                CallError::Connect { message, .. } => {
+                    self.no_leader(&format!("leader unreachable: {message}"))
+                }
+                CallError::Lost { message, .. } => {
+                    NodeError::Timeout(format!("the leader did not answer ({message}){outcome}"))
+                }
+                CallError::Remote(m) => NodeError::Internal(m),
+            })
     }
 
     /// Handles a write forwarded by a follower: propose it here, never
@@ -859,23 +879,11 @@ impl Node {
                 let timeout = self.options.request_timeout;
                 let addr = dial_addr(&self.options.dial, id, &member);
                 match self
-                    .pool
-                    .call(&addr, id, &PeerRequest::ReadIndex, timeout)
-                    .await
+                    .call_leader(&addr, id, &PeerRequest::ReadIndex, timeout, "")
+                    .await?
                 {
-                    Ok(PeerResponse::ReadIndex(r)) => r.map_err(NodeError::from)?,
-                    Ok(other) => {
-                        return Err(NodeError::Internal(format!(
-                            "unexpected peer response: {other:?}"
-                        )))
-                    }
-                    Err(CallError::Connect { message, .. }) => {
-                        return Err(self.no_leader(&format!("leader unreachable: {message}")))
-                    }
-                    Err(CallError::Lost { message, .. }) => {
-                        return Err(NodeError::Timeout(message))
-                    }
-                    Err(CallError::Remote(m)) => return Err(NodeError::Internal(m)),
+                    PeerResponse::ReadIndex(r) => r.map_err(NodeError::from)?,
+                    other => return Err(unexpected(other)),
                 }
             }
             None => {

@@ -229,7 +229,7 @@ async fn grow_to_five_voters_and_shrink_back_under_write_load() -> Result<()> {
 async fn removing_the_leader_hands_leadership_over_first() -> Result<()> {
     let tc = TestCluster::start(3).await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-    let others: Vec<u64> = tc.ids().into_iter().filter(|i| *i != leader).collect();
+    let others: Vec<u64> = tc.others(leader);
     let load = Load::start(others.iter().map(|i| tc.endpoint(*i)).collect());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -255,11 +255,7 @@ async fn removing_the_leader_hands_leadership_over_first() -> Result<()> {
 async fn a_node_removed_while_cut_off_learns_it_when_it_is_back() -> Result<()> {
     let tc = TestCluster::start(3).await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-    let cut = tc
-        .ids()
-        .into_iter()
-        .find(|i| *i != leader)
-        .context("a follower")?;
+    let cut = tc.others(leader)[0];
     let rev = tc.put(leader, "before", "x").await?;
     tc.wait_applied(rev, Duration::from_secs(10)).await?;
     // It must have seen itself in a membership before it can be removed.
@@ -276,7 +272,7 @@ async fn a_node_removed_while_cut_off_learns_it_when_it_is_back() -> Result<()> 
     says_removed(&tc, cut).await?;
     let reason = tc.node(cut)?.removed().context("a reason")?;
     assert!(reason.contains("while it was down or cut off"), "{reason}");
-    let others: Vec<u64> = tc.ids().into_iter().filter(|i| *i != cut).collect();
+    let others: Vec<u64> = tc.others(cut);
     tc.put(others[0], "after", "y").await?;
     converged(&tc, &others).await?;
     tc.shutdown().await;
@@ -287,12 +283,8 @@ async fn a_node_removed_while_cut_off_learns_it_when_it_is_back() -> Result<()> 
 async fn a_killed_node_is_replaced_while_writes_flow() -> Result<()> {
     let mut tc = TestCluster::start(3).await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-    let dead = tc
-        .ids()
-        .into_iter()
-        .find(|i| *i != leader)
-        .context("a follower")?;
-    let alive: Vec<u64> = tc.ids().into_iter().filter(|i| *i != dead).collect();
+    let dead = tc.others(leader)[0];
+    let alive: Vec<u64> = tc.others(dead);
     let load = Load::start(alive.iter().map(|i| tc.endpoint(*i)).collect());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -429,7 +421,7 @@ async fn promotion_waits_for_catch_up_and_changes_go_one_at_a_time() -> Result<(
     assert_eq!((voters, learners), (vec![1, 2, 3], vec![9]));
 
     info!("--- a change that cannot commit holds the next one off with 409");
-    let followers: Vec<u64> = tc.ids().into_iter().filter(|i| *i != leader).collect();
+    let followers: Vec<u64> = tc.others(leader);
     for f in &followers {
         tc.isolate(*f)?;
     }
@@ -480,11 +472,7 @@ async fn leader_transfer_to_a_named_node_under_write_load() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     for round in 0..3 {
         let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-        let to = tc
-            .ids()
-            .into_iter()
-            .find(|i| *i != leader)
-            .context("a follower")?;
+        let to = tc.others(leader)[0];
         // Asked through a node that is neither the leader nor the target
         // when there is one.
         let via = tc

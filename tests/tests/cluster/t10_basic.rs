@@ -8,11 +8,7 @@ use tracing::info;
 async fn write_through_follower_then_linearizable_read_everywhere() -> Result<()> {
     let tc = TestCluster::start(3).await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-    let follower = tc
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = tc.others(leader)[0];
 
     info!("--- write through follower {follower}");
     let rev = tc.put(follower, "app/mode", "green").await?;

@@ -66,7 +66,7 @@ async fn a_connection_flood_is_capped_and_the_node_keeps_its_peers() -> Result<(
     })
     .await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
-    let followers: Vec<u64> = tc.ids().into_iter().filter(|i| *i != leader).collect();
+    let followers: Vec<u64> = tc.others(leader);
     let flooded = followers[0];
     let other = followers[1];
     let addr = tc.config(flooded).listen_client.clone();
