@@ -80,14 +80,21 @@ async fn failover_to_a_lagging_node_never_goes_backwards() -> Result<()> {
     tc.isolate(3)?;
     // If node 3 led, writes resume once 1 and 2 elect a new leader, which
     // takes longer on a loaded machine: wait for the replica to move ahead.
-    let node3 = tc.node(3)?.applied().revision;
+    // Node 3 may still be applying what it was told was committed just
+    // before the cut: wait until it has applied all of that (it can learn
+    // of no more) and the replica is past it.
+    let isolated = tc.node(3)?.clone();
     wait_until(
         "the replica to move ahead of the isolated node 3",
         WAIT,
-        || r.revision() > node3,
+        || {
+            isolated
+                .status()
+                .is_ok_and(|s| s.raft.applied >= s.raft.committed && r.revision() > s.revision)
+        },
     )
     .await?;
-    let node3 = tc.node(3)?.applied().revision;
+    let node3 = isolated.applied().revision;
     let before_kill = r.revision();
     info!(node3, replica = before_kill, "node 3 lags the replica");
     assert!(
