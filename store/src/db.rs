@@ -56,6 +56,16 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     // 200 MB of values); past the cap the families holding the oldest WAL
     // are flushed.
     opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+    // Writes to one database come from few threads (the log append, the
+    // state-machine apply), so concurrent memtable inserts buy nothing, and
+    // they cost a full skip-list search per insert: the single-writer insert
+    // reuses the previous insert's position, which makes the log's and the
+    // change feed's ever-increasing keys nearly free to insert.
+    opts.set_allow_concurrent_memtable_write(false);
+    // A writer waiting for the write group's leader yields in a spin loop
+    // first; on a machine with few cores (and three nodes in one process
+    // under `ballastd dev`) that spinning takes the CPU the leader needs.
+    opts.set_enable_write_thread_adaptive_yield(false);
     let cfs = ALL_CFS
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
