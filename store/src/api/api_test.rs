@@ -106,7 +106,18 @@ impl Harness {
             .await
             .expect("start node");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !running.node.raft().is_leader() {
+        // Leader, and its first entry applied: membership changes wait for
+        // the initial membership to be committed.
+        let ready = |node: &crate::raft::node::Node| {
+            use openraft::async_runtime::watch::WatchReceiver;
+            let metrics = node.raft().metrics();
+            let applied = metrics
+                .borrow_watched()
+                .last_applied
+                .map_or(0, |id| id.index);
+            node.raft().is_leader() && applied >= 1
+        };
+        while !ready(&running.node) {
             assert!(Instant::now() < deadline, "node 1 did not become leader");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
