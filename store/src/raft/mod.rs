@@ -1,6 +1,8 @@
 //! Consensus: openraft types, the peer network and the node that ties Raft to
 //! the key space.
 
+pub mod batch;
+pub mod forwarder;
 pub mod identity;
 pub mod inbox;
 pub mod join;
@@ -9,6 +11,7 @@ pub mod network;
 pub mod node;
 pub mod peer;
 pub mod pool;
+pub mod proposer;
 pub mod retention;
 pub mod types;
 pub mod wire;

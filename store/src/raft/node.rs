@@ -21,9 +21,11 @@ use openraft::{ReadPolicy, ServerState};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::forwarder::{batchable, Forwarder};
 use super::membership::{AdminError, AdminRequest, AdminResponse};
 use super::network::{dial_addr, DialMap, NetFault};
 use super::pool::PeerPool;
+use super::proposer::{ProposeError, Proposer};
 use super::types::{Member, NodeId, Raft, TypeConfig};
 use super::wire::{CallError, ForwardError, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
 use crate::kv::limits::command_bytes;
@@ -200,7 +202,7 @@ pub struct Node {
     raft: Raft,
     reader: KvReader,
     applied: watch::Receiver<Applied>,
-    pool: PeerPool,
+    pool: Arc<PeerPool>,
     fault: NetFault,
     options: NodeOptions,
     metrics: Arc<Metrics>,
@@ -214,6 +216,16 @@ pub struct Node {
     /// One more than the log index of the latest membership seen listing
     /// this node (0: none seen yet).
     seen_in_membership: std::sync::atomic::AtomicU64,
+    /// Batches this node's proposals while it leads.
+    proposer: Proposer<InflightGuard>,
+    /// Batches the writes this node forwards while it follows.
+    forwarder: Forwarder,
+}
+
+/// How long a follower waits for the leader to answer a forwarded write: a
+/// little longer than the leader's own timeout, so the leader answers first.
+fn forward_timeout(options: &NodeOptions) -> Duration {
+    options.request_timeout + options.connect_timeout
 }
 
 fn unexpected(response: PeerResponse) -> NodeError {
@@ -240,15 +252,19 @@ impl Node {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let caps = FrameCaps::for_limits(&options.limits);
-        let pool = PeerPool::new(
+        let pool = Arc::new(PeerPool::new(
             fault.clone(),
             options.connect_timeout,
             caps,
             options.identity,
-        );
+        ));
+        let forwarder = Forwarder::start(pool.clone(), forward_timeout(&options));
         let replicas = ReplicaRegistry::new(options.replica_ttl);
+        let proposer = Proposer::start(raft.clone());
         Arc::new(Node {
             id,
+            proposer,
+            forwarder,
             raft,
             reader,
             applied,
@@ -730,45 +746,39 @@ impl Node {
         Ok(guard)
     }
 
-    /// Proposes a command on this node, which must be the leader.
+    /// Proposes a command on this node, which must be the leader. Writes
+    /// waiting at the same time go to Raft together (see `proposer`).
     pub async fn propose(&self, command: Command) -> Result<CommandResponse, NodeError> {
-        let inflight = self.admit(command_bytes(&command))?;
-        let timeout = self.options.request_timeout;
         // The proposal's bytes count until Raft is done with it, also when
         // the client has been answered with a timeout meanwhile.
-        let raft = self.raft.clone();
-        let write = tokio::spawn(async move {
-            let result = raft.client_write(command).await;
-            drop(inflight);
-            result
-        });
-        match tokio::time::timeout(timeout, write).await {
-            Ok(Err(join)) => Err(NodeError::Internal(format!("write task failed: {join}"))),
-            Ok(Ok(result)) => self.proposed(result),
+        let inflight = self.admit(command_bytes(&command))?;
+        let timeout = self.options.request_timeout;
+        let outcome = self.proposer.propose(command, inflight);
+        match tokio::time::timeout(timeout, outcome).await {
+            Ok(Ok(Ok(written))) => Ok(written.response),
+            Ok(Ok(Err(ProposeError::Write(e)))) => Err(self.refused(e)),
+            Ok(Ok(Err(ProposeError::Fatal(e)))) => Err(NodeError::Internal(e.to_string())),
+            Ok(Err(_)) => Err(NodeError::Internal(
+                "Raft stopped before answering the write; it may or may not take effect".into(),
+            )),
             Err(_) => Err(NodeError::Timeout(format!(
                 "the write was not committed within {timeout:?}; it may or may not take effect"
             ))),
         }
     }
 
-    /// Maps what Raft answered to a proposal.
-    fn proposed(
-        &self,
-        result: Result<
-            openraft::raft::ClientWriteResponse<TypeConfig>,
-            RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
-        >,
-    ) -> Result<CommandResponse, NodeError> {
-        match result {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(NodeError::NoLeader {
+    /// Maps a write Raft refused or lost.
+    fn refused(&self, error: ClientWriteError<TypeConfig>) -> NodeError {
+        match error {
+            ClientWriteError::ForwardToLeader(f) => NodeError::NoLeader {
                 reason: format!("this node is not a writable leader ({:?})", f.reason),
                 leader: forward_hint(&f),
-            }),
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(NodeError::Timeout(
-                "leadership changed while the write was in flight; it may or may not take effect".into(),
-            )),
-            Err(e) => Err(NodeError::Internal(e.to_string())),
+            },
+            ClientWriteError::LogEntryDiscarded(_) => NodeError::Timeout(
+                "leadership changed while the write was in flight; it may or may not take effect"
+                    .into(),
+            ),
+            e => NodeError::Internal(e.to_string()),
         }
     }
 
@@ -778,12 +788,32 @@ impl Node {
         leader: NodeId,
         command: Command,
     ) -> Result<CommandResponse, NodeError> {
-        let req = PeerRequest::Forward(command);
-        // A little longer than the leader's own timeout, so the leader answers first.
-        let timeout = self.options.request_timeout + self.options.connect_timeout;
         let outcome = "; the write may or may not take effect";
+        if batchable(&command) {
+            let timeout = forward_timeout(&self.options);
+            let answer = self
+                .forwarder
+                .forward(leader, peer_addr.to_string(), command);
+            return match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(Ok(result))) => result.map_err(NodeError::from),
+                Ok(Ok(Err(e))) => Err(self.call_failed(e, outcome)),
+                Ok(Err(_)) => Err(NodeError::Internal(format!(
+                    "the forwarding task stopped{outcome}"
+                ))),
+                Err(_) => Err(NodeError::Timeout(format!(
+                    "the leader did not answer within {timeout:?}{outcome}"
+                ))),
+            };
+        }
+        let req = PeerRequest::Forward(command);
         match self
-            .call_leader(peer_addr, leader, &req, timeout, outcome)
+            .call_leader(
+                peer_addr,
+                leader,
+                &req,
+                forward_timeout(&self.options),
+                outcome,
+            )
             .await?
         {
             PeerResponse::Forward(result) => result.map_err(NodeError::from),
@@ -806,15 +836,21 @@ impl Node {
         self.pool
             .call(peer_addr, leader, request, timeout)
             .await
-            .map_err(|e| match e {
-                CallError::Connect { message, .. } => {
-                    self.no_leader(&format!("leader unreachable: {message}"))
-                }
-                CallError::Lost { message, .. } => {
-                    NodeError::Timeout(format!("the leader did not answer ({message}){outcome}"))
-                }
-                CallError::Remote(m) => NodeError::Internal(m),
-            })
+            .map_err(|e| self.call_failed(e, outcome))
+    }
+
+    /// Maps a failed call to the leader; `outcome` ends the message when the
+    /// leader may have taken the request.
+    fn call_failed(&self, error: CallError, outcome: &str) -> NodeError {
+        match error {
+            CallError::Connect { message, .. } => {
+                self.no_leader(&format!("leader unreachable: {message}"))
+            }
+            CallError::Lost { message, .. } => {
+                NodeError::Timeout(format!("the leader did not answer ({message}){outcome}"))
+            }
+            CallError::Remote(m) => NodeError::Internal(m),
+        }
     }
 
     /// Handles a write forwarded by a follower: propose it here, never
@@ -826,6 +862,15 @@ impl Node {
         self.propose(command)
             .await
             .map_err(NodeError::into_forward_error)
+    }
+
+    /// Handles writes a follower forwarded together: each is proposed here
+    /// on its own and answered on its own, in order.
+    pub async fn handle_forward_batch(
+        &self,
+        commands: Vec<Command>,
+    ) -> Vec<Result<CommandResponse, ForwardError>> {
+        futures::future::join_all(commands.into_iter().map(|c| self.handle_forward(c))).await
     }
 
     /// On the leader: confirms leadership with a quorum and returns the log

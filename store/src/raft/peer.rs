@@ -9,6 +9,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::forwarder::UNDECODABLE;
 use super::inbox::{Progress, Resume, SnapshotInbox};
 use super::node::Node;
 use super::types::NodeId;
@@ -75,10 +76,7 @@ async fn serve_conn(
                     (PeerResponse::Error(reason), true)
                 }
             },
-            Err(e) => (
-                PeerResponse::Error(format!("undecodable request: {e}")),
-                false,
-            ),
+            Err(e) => (PeerResponse::Error(format!("{UNDECODABLE}: {e}")), false),
         };
         if node.fault().is_isolated() {
             return Ok(());
@@ -160,6 +158,9 @@ async fn handle(
             Err(e) => PeerResponse::Error(e.to_string()),
         },
         PeerRequest::Forward(command) => PeerResponse::Forward(node.handle_forward(command).await),
+        PeerRequest::ForwardBatch(commands) => {
+            PeerResponse::ForwardBatch(node.handle_forward_batch(commands).await)
+        }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(node.handle_read_index().await),
         PeerRequest::Replicas => PeerResponse::Replicas(node.replicas().current()),
         PeerRequest::Admin(request) => PeerResponse::Admin(node.handle_admin(request).await),

@@ -125,6 +125,9 @@ pub enum PeerRequest {
     /// Asked by a node without a leader: does your committed membership
     /// list me? (A member removed while it was down or cut off learns it so.)
     MembershipOf,
+    /// Client writes received by a follower, for the leader to propose, each
+    /// answered on its own (see `forwarder`).
+    ForwardBatch(Vec<Command>),
 }
 
 /// What travels in every request frame: the request, addressed to one node
@@ -221,6 +224,8 @@ pub enum PeerResponse {
     },
     /// The request failed on the remote node.
     Error(String),
+    /// To `ForwardBatch`: one answer per write, in order.
+    ForwardBatch(Vec<Result<CommandResponse, ForwardError>>),
 }
 
 /// One framed peer connection, as its client sees it (requests out,
@@ -261,7 +266,7 @@ pub fn serve_framed(stream: TcpStream, caps: FrameCaps) -> ServerConn {
 }
 
 /// Errors of one peer call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     /// Could not connect: nothing was sent.
     #[error("cannot connect to {addr}: {message}")]
