@@ -28,6 +28,8 @@ pub mod etcd;
 pub mod report;
 pub mod results;
 pub mod runner;
+#[cfg(test)]
+mod runner_test;
 pub mod summary;
 pub mod target;
 
