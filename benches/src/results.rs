@@ -69,7 +69,7 @@ pub fn histogram_path(dir: &Path, target: &str, workload: &str, clients: usize) 
 
 fn row_line(target: &str, r: &RowResult) -> String {
     format!(
-        "{target},{},{},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{:.3}",
+        "{target},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{:.3}",
         r.workload,
         r.clients,
         r.ops_per_sec,
