@@ -43,10 +43,11 @@ cargo build --release -p ballast-store -p ballast-bench --bin ballastd --bin bal
 BIN="${CARGO_TARGET_DIR:-target}/release"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/ballast-bench.XXXXXX")"
-RUNNING=()
+BALLAST_PID=""
+ETCD_PIDS=()
 cleanup() {
   local rc=$? pid
-  for pid in "${RUNNING[@]}"; do
+  for pid in $BALLAST_PID "${ETCD_PIDS[@]}"; do
     bench_stop_pid "$pid"
   done
   rm -rf "$tmp"
@@ -55,15 +56,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# Stops everything in RUNNING (one system), in order.
-stop_running() {
-  local pid
-  for pid in "${RUNNING[@]}"; do
-    bench_stop_pid "$pid" "$1"
-  done
-  RUNNING=()
-}
 
 mkdir -p "$OUT"
 # shellcheck disable=SC2206
@@ -82,10 +74,9 @@ bench_args=(--workloads "$WORKLOADS" --clients "$CLIENTS" --duration "$DURATION"
 } >"$OUT/run.txt"
 
 # ---- ballast
-base="$(bench_pick_base "${BENCH_BALLAST_PORTS[@]}")"
-echo "== ballast: 3-node ballastd dev on 127.0.0.1, base port $base" >&2
-bench_start_ballast "$BIN" "$tmp/ballast" "$base" "$tmp/ballastd.log"
-RUNNING=("$BALLAST_PID")
+echo "== ballast: 3-node ballastd dev on 127.0.0.1" >&2
+bench_start_ballast "$BIN" "$tmp/ballast" "$tmp/ballastd.log"
+echo "   client endpoints $BALLAST_ENDPOINTS" >&2
 status=0
 "$BIN/ballast-bench" --target ballast --endpoints "$BALLAST_ENDPOINTS" "${bench_args[@]}" || status=$?
 if [ "$status" -ne 0 ]; then
@@ -93,15 +84,14 @@ if [ "$status" -ne 0 ]; then
   tail -n 30 "$tmp/ballastd.log" >&2
   exit "$status"
 fi
-stop_running ballastd
+bench_stop_pid "$BALLAST_PID" ballastd
+BALLAST_PID=""
 rm -rf "$tmp/ballast"
 
 # ---- etcd
-base="$(bench_pick_base "${BENCH_ETCD_PORTS[@]}")"
-echo "== etcd: 3 members on 127.0.0.1, base port $base" >&2
-mkdir -p "$tmp/etcd"
-bench_start_etcd "$tmp/etcd" "$base" "$tmp"
-RUNNING=("${ETCD_PIDS[@]}")
+echo "== etcd: 3 members on 127.0.0.1" >&2
+bench_start_etcd "$tmp/etcd" "$tmp"
+echo "   client endpoints $ETCD_ENDPOINTS" >&2
 "$BIN/ballast-bench" --target etcd --endpoints "$ETCD_ENDPOINTS" "${bench_args[@]}" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "run.sh: the etcd run failed ($status); the end of each member's log:" >&2
@@ -111,7 +101,10 @@ if [ "$status" -ne 0 ]; then
   done
   exit "$status"
 fi
-stop_running etcd
+for pid in "${ETCD_PIDS[@]}"; do
+  bench_stop_pid "$pid" etcd
+done
+ETCD_PIDS=()
 rm -rf "$tmp/etcd"
 
 # ---- side by side
