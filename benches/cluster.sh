@@ -1,5 +1,9 @@
 # Sourced by benches/run.sh and benches/smoke.sh: free loopback ports, and
 # starting and stopping the clusters they measure. Every wait is bounded.
+#
+# The variables set for the sourcing script (BALLAST_PID, ETCD_ENDPOINTS, ...)
+# look unused to shellcheck.
+# shellcheck shell=bash disable=SC2034
 
 # Whether something accepts connections on 127.0.0.1:PORT.
 bench_port_open() {

@@ -31,11 +31,11 @@ EXTRA_ARGS="${EXTRA_ARGS:-}"
 READY_TIMEOUT=60s
 
 # Build dependencies (RocksDB, protoc), then the etcd server.
-# shellcheck source=../scripts/env.sh
+# shellcheck source=scripts/env.sh
 source scripts/env.sh
 ballast_need_pkgs etcd-server
 command -v etcd >/dev/null || { echo "run.sh: etcd is not on PATH after installing etcd-server" >&2; exit 1; }
-# shellcheck source=cluster.sh
+# shellcheck source=benches/cluster.sh
 source benches/cluster.sh
 
 echo "== building release binaries" >&2
@@ -43,11 +43,12 @@ cargo build --release -p ballast-store -p ballast-bench --bin ballastd --bin bal
 BIN="${CARGO_TARGET_DIR:-target}/release"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/ballast-bench.XXXXXX")"
+BENCH_PID=""
 BALLAST_PID=""
 ETCD_PIDS=()
 cleanup() {
   local rc=$? pid
-  for pid in $BALLAST_PID "${ETCD_PIDS[@]}"; do
+  for pid in $BENCH_PID $BALLAST_PID "${ETCD_PIDS[@]}"; do
     bench_stop_pid "$pid"
   done
   rm -rf "$tmp"
@@ -56,6 +57,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# Runs ballast-bench in the background and waits for it, so that a signal to
+# this script is acted on at once (the cleanup then stops the run too).
+run_bench() {
+  local rc=0
+  "$BIN/ballast-bench" "$@" &
+  BENCH_PID=$!
+  wait "$BENCH_PID" || rc=$?
+  BENCH_PID=""
+  return "$rc"
+}
 
 mkdir -p "$OUT"
 # shellcheck disable=SC2206
@@ -78,7 +90,7 @@ echo "== ballast: 3-node ballastd dev on 127.0.0.1" >&2
 bench_start_ballast "$BIN" "$tmp/ballast" "$tmp/ballastd.log"
 echo "   client endpoints $BALLAST_ENDPOINTS" >&2
 status=0
-"$BIN/ballast-bench" --target ballast --endpoints "$BALLAST_ENDPOINTS" "${bench_args[@]}" || status=$?
+run_bench --target ballast --endpoints "$BALLAST_ENDPOINTS" "${bench_args[@]}" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "run.sh: the ballast run failed ($status); the end of ballastd's log:" >&2
   tail -n 30 "$tmp/ballastd.log" >&2
@@ -92,7 +104,7 @@ rm -rf "$tmp/ballast"
 echo "== etcd: 3 members on 127.0.0.1" >&2
 bench_start_etcd "$tmp/etcd" "$tmp"
 echo "   client endpoints $ETCD_ENDPOINTS" >&2
-"$BIN/ballast-bench" --target etcd --endpoints "$ETCD_ENDPOINTS" "${bench_args[@]}" || status=$?
+run_bench --target etcd --endpoints "$ETCD_ENDPOINTS" "${bench_args[@]}" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "run.sh: the etcd run failed ($status); the end of each member's log:" >&2
   for log in "$tmp"/etcd-m*.log; do

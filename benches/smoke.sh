@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# shellcheck source=../scripts/env.sh
+# shellcheck source=scripts/env.sh
 source scripts/env.sh
-# shellcheck source=cluster.sh
+# shellcheck source=benches/cluster.sh
 source benches/cluster.sh
 
 # The debug ballastd and ballast-bench exactly as `make test` builds them (both
