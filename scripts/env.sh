@@ -2,6 +2,8 @@
 #
 # Installs what a fresh Debian machine lacks to build ballast, and points the
 # rocksdb crate at the system RocksDB so it is linked instead of compiled.
+# protobuf-compiler (protoc) is for ballast-bench's etcd client, whose build
+# script compiles etcd's gRPC definitions.
 #   BALLAST_ROCKSDB=system   (default) link Debian's librocksdb-dev (seconds)
 #   BALLAST_ROCKSDB=bundled  compile the crate's bundled RocksDB C++ (many minutes)
 
@@ -25,7 +27,7 @@ ballast_setup() {
   local mode="${BALLAST_ROCKSDB:-system}"
   case "$mode" in
     system)
-      ballast_need_pkgs librocksdb-dev libclang-dev || return 1
+      ballast_need_pkgs librocksdb-dev libclang-dev protobuf-compiler || return 1
       local lib
       lib=$(dpkg -L librocksdb-dev 2>/dev/null | grep '/librocksdb\.so$' | head -n1)
       if [ -z "$lib" ]; then
@@ -35,7 +37,7 @@ ballast_setup() {
       export ROCKSDB_LIB_DIR="$(dirname "$lib")"
       ;;
     bundled)
-      ballast_need_pkgs libclang-dev g++ || return 1
+      ballast_need_pkgs libclang-dev g++ protobuf-compiler || return 1
       unset ROCKSDB_LIB_DIR
       ;;
     *)

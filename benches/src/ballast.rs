@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
-use ballast_client::{Client, Consistency, ReadOptions};
+use ballast_client::{
+    Client, Compare, CompareOp, Consistency, ReadOptions, Txn, TxnOp, TxnOpResponse,
+};
 
-use crate::target::{Connection, OpError, ReadConsistency, Target};
+use crate::target::{CasOutcome, Connection, OpError, ReadConsistency, Target};
 
 /// Drives ballastd's HTTP API.
 #[derive(Debug, Clone)]
@@ -30,7 +32,7 @@ impl Target for BallastTarget {
         "ballast"
     }
 
-    fn connect(&self, endpoint: &str) -> anyhow::Result<BallastConn> {
+    async fn connect(&self, endpoint: &str) -> anyhow::Result<BallastConn> {
         let client = Client::builder(vec![endpoint.to_owned()])
             .request_timeout(self.request_timeout)
             .max_attempts(1)
@@ -66,7 +68,7 @@ impl Connection for BallastConn {
             .map_err(op_error)
     }
 
-    async fn get(&self, key: &str, consistency: ReadConsistency) -> Result<(), OpError> {
+    async fn get(&self, key: &str, consistency: ReadConsistency) -> Result<u64, OpError> {
         let options = ReadOptions {
             consistency: match consistency {
                 ReadConsistency::Linearizable => Consistency::Linearizable,
@@ -75,9 +77,32 @@ impl Connection for BallastConn {
             revision: None,
         };
         match self.client.get_with(key, options).await {
-            Ok(resp) if resp.kv.is_some() => Ok(()),
-            Ok(_) => Err(OpError("404 key_not_found".to_owned())),
+            Ok(resp) => resp
+                .kv
+                .map(|kv| kv.mod_revision)
+                .ok_or_else(|| OpError("404 key_not_found".to_owned())),
             Err(e) => Err(op_error(e)),
+        }
+    }
+
+    async fn cas(&self, key: &str, expected: u64, value: &[u8]) -> Result<CasOutcome, OpError> {
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then(vec![TxnOp::put(key, value.to_vec())])
+            .or_else(vec![TxnOp::get(key)]);
+        let resp = self.client.txn(txn).await.map_err(op_error)?;
+        if resp.succeeded {
+            return Ok(CasOutcome::Swapped {
+                revision: resp.revision,
+            });
+        }
+        match resp.responses.first() {
+            Some(TxnOpResponse::Get { kvs }) => Ok(CasOutcome::CompareFailed {
+                current: kvs.first().map_or(0, |kv| kv.mod_revision),
+            }),
+            other => Err(OpError(format!(
+                "failure branch answered {other:?}, not the get it asked for"
+            ))),
         }
     }
 }

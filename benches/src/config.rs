@@ -1,26 +1,70 @@
 //! Command-line configuration, its defaults and validation.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 /// Default endpoints: the local 3-node cluster that `ballastd dev` starts.
 const DEFAULT_ENDPOINTS: &str = "http://127.0.0.1:2379,http://127.0.0.1:2479,http://127.0.0.1:2579";
+/// gRPC connections the etcd clients share by default, as the etcd baseline
+/// was measured.
+const DEFAULT_GRPC_CONNECTIONS: usize = 16;
+/// `--smoke`: client counts, time per row and key count.
+const SMOKE_CLIENTS: [usize; 2] = [1, 4];
+const SMOKE_DURATION: Duration = Duration::from_secs(1);
+const SMOKE_KEYS: usize = 100;
 
-/// Closed-loop load generator for a running ballast cluster.
+/// Closed-loop load generator for ballast and etcd clusters.
 ///
 /// For every workload and every client count, runs that many concurrent clients
 /// (each sends one request, waits for the answer, sends the next) for `--duration`,
-/// then prints throughput, latency percentiles and errors.
+/// then prints throughput, latency percentiles and errors. `report DIR` compares
+/// the results of two targets that were written with `--out DIR`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ballast-bench",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Settings of a benchmark run.
+    #[command(flatten)]
+    pub run: Config,
+    /// A subcommand instead of a run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Reads the CSV files that runs with `--out DIR` wrote (one per target) and
+    /// writes DIR/summary.md and SVG charts next to them.
+    Report(ReportArgs),
+}
+
+/// `ballast-bench report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// The directory given to `--out` of the runs.
+    pub dir: PathBuf,
+    /// Client count of the latency CDF charts; the largest count measured by
+    /// both targets when that one was not run.
+    #[arg(long, default_value_t = 256)]
+    pub cdf_clients: usize,
+}
+
+/// Settings of one benchmark run.
 #[derive(Debug, Clone, Parser, Serialize)]
-#[command(name = "ballast-bench", version, about, long_about = None)]
+#[command(name = "ballast-bench")]
 pub struct Config {
-    /// System under test. Only `ballast` for now; the runner is generic over a
-    /// `Target` so others can be added.
+    /// System under test: `ballast` (HTTP/1.1, one connection per client) or
+    /// `etcd` (gRPC, clients spread over `--grpc-connections`).
     #[arg(long, value_enum, default_value_t = TargetKind::Ballast)]
     pub target: TargetKind,
 
@@ -33,19 +77,25 @@ pub struct Config {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "put,get-linearizable,get-serializable"
+        default_value = "put,get-linearizable,get-serializable,txn-cas,mixed"
     )]
     pub workloads: Vec<Workload>,
 
     /// Concurrent client counts: one table row per count and workload.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     pub clients: Vec<usize>,
 
-    /// HTTP connections per endpoint: `auto` gives every client its own connection
-    /// (HTTP/1.1 carries one request at a time, so this is what N concurrent
-    /// clients need); a number caps them, and clients sharing a connection queue.
+    /// ballast: HTTP connections per endpoint. `auto` gives every client its
+    /// own connection (HTTP/1.1 carries one request at a time, so this is what
+    /// N concurrent clients need); a number caps them, and clients sharing a
+    /// connection queue.
     #[arg(long, default_value = "auto")]
     pub connections: Connections,
+
+    /// etcd: gRPC connections in all, opened round-robin over the endpoints;
+    /// the clients share them (HTTP/2 carries many requests at once).
+    #[arg(long, default_value_t = DEFAULT_GRPC_CONNECTIONS)]
+    pub grpc_connections: usize,
 
     /// How long each row runs (e.g. `8s`, `500ms`, `1m`).
     #[arg(long, default_value = "8s", value_parser = parse_duration)]
@@ -69,9 +119,21 @@ pub struct Config {
     #[serde(serialize_with = "as_secs")]
     pub request_timeout: Duration,
 
+    /// Before the first row, wait up to this long for every endpoint to take a
+    /// write and a linearizable read (a cluster that was just started).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(skip)]
+    pub wait_ready: Option<Duration>,
+
     /// `table` (markdown) or `json`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+
+    /// Also write DIR/<target>.csv (one line per row), DIR/<target>.md (the
+    /// table) and DIR/hist/<target>/<workload>-c<clients>.csv (each row's
+    /// latency distribution, for a CDF). `ballast-bench report DIR` reads them.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 
     /// Seed for key choice and values, so runs are repeatable.
     #[arg(long, default_value_t = 1)]
@@ -80,6 +142,13 @@ pub struct Config {
     /// Exit with status 3 when any request failed.
     #[arg(long)]
     pub fail_on_errors: bool,
+
+    /// A quick check that every workload works: each one for 1 s at 1 and 4
+    /// clients over 100 keys (replacing --workloads, --clients, --duration
+    /// and --keys); exits 3 on any failed request and 4 on a row without a
+    /// single completed operation.
+    #[arg(long)]
+    pub smoke: bool,
 
     /// Do not draw progress bars on stderr.
     #[arg(long)]
@@ -91,21 +160,21 @@ impl Default for Config {
         Self {
             target: TargetKind::Ballast,
             endpoints: DEFAULT_ENDPOINTS.split(',').map(str::to_owned).collect(),
-            workloads: vec![
-                Workload::Put,
-                Workload::GetLinearizable,
-                Workload::GetSerializable,
-            ],
-            clients: vec![1, 16, 256],
+            workloads: Workload::ALL.to_vec(),
+            clients: vec![1, 16, 64, 256],
             connections: Connections::Auto,
+            grpc_connections: DEFAULT_GRPC_CONNECTIONS,
             duration: Duration::from_secs(8),
             keys: 1000,
             value_size: 256,
             key_prefix: "bench/".to_owned(),
             request_timeout: Duration::from_secs(5),
+            wait_ready: None,
             output: OutputFormat::Table,
+            out: None,
             seed: 1,
             fail_on_errors: false,
+            smoke: false,
             no_progress: false,
         }
     }
@@ -126,6 +195,9 @@ impl Config {
         if self.connections == Connections::PerEndpoint(0) {
             bail!("--connections: must be `auto` or at least 1");
         }
+        if self.grpc_connections == 0 {
+            bail!("--grpc-connections must be at least 1");
+        }
         if self.duration.is_zero() || self.request_timeout.is_zero() {
             bail!("--duration and --request-timeout must be greater than zero");
         }
@@ -133,6 +205,27 @@ impl Config {
             bail!("--keys must be at least 1");
         }
         Ok(())
+    }
+
+    /// The settings `--smoke` runs with: every workload, few clients, short
+    /// rows, and failed requests fail the process.
+    pub fn into_smoke(self) -> Self {
+        Self {
+            workloads: Workload::ALL.to_vec(),
+            clients: SMOKE_CLIENTS.to_vec(),
+            duration: SMOKE_DURATION,
+            keys: SMOKE_KEYS,
+            fail_on_errors: true,
+            ..self
+        }
+    }
+
+    /// How the clients of this run's target share connections.
+    pub fn connection_layout(&self) -> Connections {
+        match self.target {
+            TargetKind::Ballast => self.connections,
+            TargetKind::Etcd => Connections::Total(self.grpc_connections),
+        }
     }
 
     /// The endpoints, trimmed, without empty entries.
@@ -151,6 +244,8 @@ impl Config {
 pub enum TargetKind {
     /// A ballastd cluster over its HTTP API, through `ballast-client`.
     Ballast,
+    /// An etcd cluster over its v3 gRPC API, through `etcd-client`.
+    Etcd,
 }
 
 /// What each client does in a loop.
@@ -163,16 +258,38 @@ pub enum Workload {
     GetLinearizable,
     /// Serializable (local, possibly stale) get of a random preloaded key.
     GetSerializable,
+    /// A compare-and-swap transaction on a random preloaded key: if its mod
+    /// revision is the one last seen, put; otherwise read it. A failed compare
+    /// is a completed operation, counted apart from errors.
+    TxnCas,
+    /// 90% linearizable gets and 10% puts of random preloaded keys.
+    Mixed,
 }
 
 impl Workload {
+    /// Every workload, in the default order.
+    pub const ALL: [Workload; 5] = [
+        Workload::Put,
+        Workload::GetLinearizable,
+        Workload::GetSerializable,
+        Workload::TxnCas,
+        Workload::Mixed,
+    ];
+
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Workload::Put => "put",
             Workload::GetLinearizable => "get-linearizable",
             Workload::GetSerializable => "get-serializable",
+            Workload::TxnCas => "txn-cas",
+            Workload::Mixed => "mixed",
         }
+    }
+
+    /// The workload called `name` in reports.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.name() == name)
     }
 
     /// Whether the keys must exist before the row starts.
@@ -181,13 +298,15 @@ impl Workload {
     }
 }
 
-/// How many HTTP connections to open.
+/// How many connections to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Connections {
     /// One per client.
     Auto,
     /// At most this many per endpoint.
     PerEndpoint(usize),
+    /// At most this many over all endpoints (etcd's gRPC connections).
+    Total(usize),
 }
 
 impl Connections {
@@ -196,6 +315,7 @@ impl Connections {
         match self {
             Connections::Auto => clients,
             Connections::PerEndpoint(n) => clients.min(n.saturating_mul(endpoints)),
+            Connections::Total(n) => clients.min(n),
         }
         .max(1)
     }
@@ -219,6 +339,7 @@ impl fmt::Display for Connections {
         match self {
             Connections::Auto => f.write_str("auto"),
             Connections::PerEndpoint(n) => write!(f, "{n}"),
+            Connections::Total(n) => write!(f, "{n} in all"),
         }
     }
 }
@@ -282,7 +403,10 @@ mod tests {
         let parsed = Config::parse_from(["ballast-bench"]);
         let default = Config::default();
         assert_eq!(parsed.clients, default.clients);
+        assert_eq!(parsed.clients, [1, 16, 64, 256]);
         assert_eq!(parsed.workloads, default.workloads);
+        assert_eq!(parsed.workloads, Workload::ALL);
+        assert_eq!(parsed.grpc_connections, default.grpc_connections);
         assert_eq!(parsed.duration, Duration::from_secs(8));
         assert_eq!((parsed.keys, parsed.value_size), (1000, 256));
         assert_eq!(parsed.endpoint_list().len(), 3);
@@ -299,5 +423,51 @@ mod tests {
         assert_eq!(Connections::PerEndpoint(16).total(256, 3), 48);
         assert_eq!(Connections::PerEndpoint(16).total(1, 3), 1);
         assert!("x".parse::<Connections>().is_err());
+
+        let etcd = Config::parse_from(["ballast-bench", "--target", "etcd"]);
+        assert_eq!(etcd.connection_layout(), Connections::Total(16));
+        assert_eq!(etcd.connection_layout().total(256, 3), 16);
+        assert_eq!(etcd.connection_layout().total(4, 3), 4);
+        let ballast = Config::parse_from(["ballast-bench"]);
+        assert_eq!(ballast.connection_layout().total(256, 3), 256);
+        let none = Config::parse_from(["ballast-bench", "--grpc-connections", "0"]);
+        assert!(none.validate().is_err());
+    }
+
+    #[test]
+    fn workload_names_round_trip() {
+        for w in Workload::ALL {
+            assert_eq!(Workload::from_name(w.name()), Some(w));
+            let parsed = Config::parse_from(["ballast-bench", "--workloads", w.name()]);
+            assert_eq!(parsed.workloads, [w]);
+        }
+        assert_eq!(Workload::from_name("scan"), None);
+    }
+
+    #[test]
+    fn smoke_replaces_the_matrix() {
+        let smoke =
+            Config::parse_from(["ballast-bench", "--smoke", "--clients", "256"]).into_smoke();
+        assert_eq!(smoke.workloads, Workload::ALL);
+        assert_eq!(smoke.clients, SMOKE_CLIENTS);
+        assert_eq!(smoke.duration, SMOKE_DURATION);
+        assert!(smoke.fail_on_errors);
+        assert!(smoke.validate().is_ok());
+    }
+
+    #[test]
+    fn report_is_a_subcommand() {
+        let cli = Cli::parse_from(["ballast-bench", "report", "results/x"]);
+        match cli.command {
+            Some(Command::Report(args)) => {
+                assert_eq!(args.dir, PathBuf::from("results/x"));
+                assert_eq!(args.cdf_clients, 256);
+            }
+            None => panic!("no subcommand parsed"),
+        }
+        let cli = Cli::parse_from(["ballast-bench", "--target", "etcd", "--out", "o"]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.target, TargetKind::Etcd);
+        assert_eq!(cli.run.out, Some(PathBuf::from("o")));
     }
 }

@@ -1,19 +1,35 @@
 //! `ballast-bench`: parses the command line, starts tracing, and hands over to
-//! [`ballast_bench::run`].
+//! [`ballast_bench::run`] (a benchmark run) or [`ballast_bench::report_dir`]
+//! (`ballast-bench report DIR`).
 
 use std::process::ExitCode;
 
+use ballast_bench::config::{Cli, Command};
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = ballast_bench::Config::parse();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Report(args)) = cli.command {
+        return match ballast_bench::report_dir(&args) {
+            Ok(files) => {
+                for file in files {
+                    println!("wrote {}", file.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ballast-bench report: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -24,7 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(ballast_bench::run(config)) {
+    match runtime.block_on(ballast_bench::run(cli.run)) {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) => {
             eprintln!("ballast-bench: {e:#}");

@@ -1,5 +1,6 @@
 //! Results: one [`RowResult`] per workload and client count, printed as a
-//! markdown table or one JSON document.
+//! markdown table or one JSON document (the CSV files of `--out` are in
+//! `results.rs`).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -7,33 +8,43 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::config::{Config, Workload};
+use crate::config::{Config, TargetKind, Workload};
 
 /// Measurements of one row.
 #[derive(Debug, Clone, Serialize)]
 pub struct RowResult {
-    /// Workload name (`put`, `get-linearizable`, `get-serializable`).
+    /// Workload name (`put`, `get-linearizable`, `txn-cas`, ...).
     pub workload: &'static str,
     /// Concurrent clients.
     pub clients: usize,
-    /// HTTP connections the clients shared.
+    /// Connections the clients shared.
     pub connections: usize,
-    /// Successful requests.
+    /// Completed requests (failed compares of `txn-cas` included).
     pub ops: u64,
-    /// Failed requests (non-2xx answers, timeouts, transport errors).
+    /// `txn-cas` transactions whose compare failed: completed, but nothing
+    /// was written.
+    pub compare_failed: u64,
+    /// Failed requests (error answers, timeouts, transport errors).
     pub errors: u64,
     /// Wall time from the first request to the last answer, in seconds.
     pub elapsed_secs: f64,
     /// Successful requests per second.
     pub ops_per_sec: f64,
-    /// Median latency of successful requests, milliseconds.
+    /// Median latency of completed requests, milliseconds.
     pub p50_ms: f64,
+    /// 90th percentile latency, milliseconds.
+    pub p90_ms: f64,
     /// 99th percentile latency, milliseconds.
     pub p99_ms: f64,
-    /// Slowest successful request, milliseconds.
+    /// 99.9th percentile latency, milliseconds.
+    pub p999_ms: f64,
+    /// Slowest completed request, milliseconds.
     pub max_ms: f64,
     /// A few distinct error messages, to tell what failed.
     pub error_samples: Vec<String>,
+    /// Latencies of the completed requests in microseconds, for the CDF files.
+    #[serde(skip)]
+    pub latencies: Histogram<u64>,
 }
 
 fn ms(micros: u64) -> f64 {
@@ -46,36 +57,47 @@ impl RowResult {
         workload: Workload,
         clients: usize,
         connections: usize,
-        latencies: &Histogram<u64>,
-        errors: u64,
+        latencies: Histogram<u64>,
+        counts: Counts,
         error_samples: Vec<String>,
         elapsed: Duration,
     ) -> Self {
         let ops = latencies.len();
         let secs = elapsed.as_secs_f64();
-        let (p50, p99, max) = if ops == 0 {
-            (0, 0, 0)
-        } else {
-            (
-                latencies.value_at_quantile(0.50),
-                latencies.value_at_quantile(0.99),
-                latencies.max(),
-            )
+        let at = |q: f64| {
+            if ops == 0 {
+                0.0
+            } else {
+                ms(latencies.value_at_quantile(q))
+            }
         };
         Self {
             workload: workload.name(),
             clients,
             connections,
             ops,
-            errors,
+            compare_failed: counts.compare_failed,
+            errors: counts.errors,
             elapsed_secs: secs,
             ops_per_sec: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
-            p50_ms: ms(p50),
-            p99_ms: ms(p99),
-            max_ms: ms(max),
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            p999_ms: at(0.999),
+            max_ms: if ops == 0 { 0.0 } else { ms(latencies.max()) },
             error_samples,
+            latencies,
         }
     }
+}
+
+/// What a row counted besides latencies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Failed requests.
+    pub errors: u64,
+    /// Completed `txn-cas` requests whose compare failed.
+    pub compare_failed: u64,
 }
 
 /// A whole run.
@@ -95,34 +117,58 @@ impl Report {
         self.rows.iter().map(|r| r.errors).sum()
     }
 
+    /// Rows without a single completed request.
+    pub fn idle_rows(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .filter(|r| r.ops == 0)
+            .map(|r| format!("{} x{}", r.workload, r.clients))
+            .collect()
+    }
+
     /// The markdown table (plus a settings line and error samples, if any).
     pub fn to_table(&self) -> String {
         let c = &self.config;
         let mut out = String::new();
+        let layout = match c.target {
+            TargetKind::Ballast => format!("HTTP connections per endpoint: {}", c.connections),
+            TargetKind::Etcd => format!("gRPC connections: {}", c.connection_layout()),
+        };
         let _ = writeln!(
             out,
-            "{} at {} ({} keys, {}-byte values, {:?} per row, connections per endpoint: {})\n",
+            "{} at {} ({} keys, {}-byte values, {:?} per row, {layout})\n",
             self.target,
             c.endpoint_list().join(","),
             c.keys,
             c.value_size,
             c.duration,
-            c.connections
         );
-        out.push_str("| workload | clients | ops/s | p50 | p99 | max | errors |\n");
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+        let cas = self
+            .rows
+            .iter()
+            .any(|r| r.workload == Workload::TxnCas.name());
+        out.push_str("| workload | clients | ops/s | p50 | p90 | p99 | p99.9 | max | errors |");
+        out.push_str(if cas { " failed compares |\n" } else { "\n" });
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        out.push_str(if cas { "---:|\n" } else { "\n" });
         for r in &self.rows {
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.workload,
                 r.clients,
                 thousands(r.ops_per_sec.round() as u64),
                 latency(r.p50_ms),
+                latency(r.p90_ms),
                 latency(r.p99_ms),
+                latency(r.p999_ms),
                 latency(r.max_ms),
                 r.errors
             );
+            if cas {
+                let _ = write!(out, " {} |", thousands(r.compare_failed));
+            }
+            out.push('\n');
         }
         for r in self.rows.iter().filter(|r| !r.error_samples.is_empty()) {
             let _ = writeln!(
@@ -143,7 +189,7 @@ impl Report {
 }
 
 /// `12345` → `12,345`.
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
@@ -156,7 +202,8 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn latency(ms: f64) -> String {
+/// A latency in milliseconds with three significant digits or so.
+pub fn latency(ms: f64) -> String {
     if ms >= 100.0 {
         format!("{ms:.0} ms")
     } else if ms >= 10.0 {
@@ -187,10 +234,23 @@ mod tests {
         for us in [1000, 1000, 1000, 2000, 50_000] {
             h.record(us).expect("in range");
         }
-        let row = RowResult::new(Workload::Put, 16, 16, &h, 2, vec![], Duration::from_secs(2));
+        let counts = Counts {
+            errors: 2,
+            compare_failed: 0,
+        };
+        let row = RowResult::new(
+            Workload::Put,
+            16,
+            16,
+            h,
+            counts,
+            vec![],
+            Duration::from_secs(2),
+        );
         assert_eq!((row.ops, row.errors), (5, 2));
         assert!((row.ops_per_sec - 2.5).abs() < 1e-9);
         assert!((row.p50_ms - 1.0).abs() < 0.01);
+        assert!((row.p90_ms - 50.0).abs() < 0.1);
         assert!((row.max_ms - 50.0).abs() < 0.1);
 
         let report = Report {
@@ -199,8 +259,10 @@ mod tests {
             rows: vec![row],
         };
         let table = report.to_table();
-        assert!(table.contains("| workload | clients | ops/s | p50 | p99 | max | errors |"));
+        assert!(table
+            .contains("| workload | clients | ops/s | p50 | p90 | p99 | p99.9 | max | errors |\n"));
         assert!(table.contains("| put | 16 | 3 | 1.00 ms |"), "{table}");
+        assert!(!table.contains("failed compares"));
         let json: serde_json::Value =
             serde_json::from_str(&report.to_json().expect("serializes")).expect("valid JSON");
         assert_eq!(json["rows"][0]["workload"], "put");
@@ -212,15 +274,56 @@ mod tests {
     #[test]
     fn empty_row_has_zero_latencies() {
         let h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+        let counts = Counts {
+            errors: 7,
+            compare_failed: 0,
+        };
         let row = RowResult::new(
             Workload::GetLinearizable,
             1,
             1,
-            &h,
-            7,
+            h,
+            counts,
             vec![],
             Duration::from_secs(1),
         );
         assert_eq!((row.ops, row.p99_ms, row.errors), (0, 0.0, 7));
+        let report = Report {
+            target: "ballast",
+            config: Config::default(),
+            rows: vec![row],
+        };
+        assert_eq!(report.idle_rows(), ["get-linearizable x1"]);
+    }
+
+    #[test]
+    fn failed_compares_get_a_column() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+        h.record(1500).expect("in range");
+        let counts = Counts {
+            errors: 0,
+            compare_failed: 1234,
+        };
+        let row = RowResult::new(
+            Workload::TxnCas,
+            4,
+            4,
+            h,
+            counts,
+            vec![],
+            Duration::from_secs(1),
+        );
+        let report = Report {
+            target: "etcd",
+            config: Config {
+                target: TargetKind::Etcd,
+                ..Config::default()
+            },
+            rows: vec![row],
+        };
+        let table = report.to_table();
+        assert!(table.contains("gRPC connections: 16 in all"), "{table}");
+        assert!(table.contains("| errors | failed compares |"), "{table}");
+        assert!(table.ends_with("| 0 | 1,234 |\n"), "{table}");
     }
 }

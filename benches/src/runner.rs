@@ -5,6 +5,13 @@
 //! offered load adapts to the system (closed loop, as in the etcd baseline).
 //! Latency is measured from the moment a client wants to send (including any wait
 //! for a shared connection) to the moment the answer is read.
+//!
+//! `txn-cas` compares a key's mod revision with the one the load generator
+//! last saw for it: a table shared by all clients, filled by reading every key
+//! before the row and updated from every answer (the new revision of a swap,
+//! the current one a failed compare read back). A compare then fails only when
+//! another client changed the key in between, as it would for real users of a
+//! compare-and-swap.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,8 +27,8 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::{Connections, Workload};
-use crate::report::RowResult;
-use crate::target::{Connection, OpError, ReadConsistency, Target};
+use crate::report::{Counts, RowResult};
+use crate::target::{CasOutcome, Connection, OpError, ReadConsistency, Target};
 
 /// Highest latency the histograms record exactly (one hour, in µs); anything
 /// slower is clamped, which a request timeout makes impossible anyway.
@@ -38,18 +45,29 @@ const PRELOAD_RETRY_PAUSE: Duration = Duration::from_millis(200);
 const ERROR_SAMPLES: usize = 3;
 /// How often the progress bar refreshes.
 const PROGRESS_TICK: Duration = Duration::from_millis(200);
+/// Share of puts in the `mixed` workload, in percent (the rest are
+/// linearizable gets).
+const MIXED_PUT_PERCENT: u32 = 10;
+/// Pause between readiness probes of a cluster that is starting.
+const READY_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Key written and read by the readiness probe (after the key prefix).
+const READY_KEY: &str = "ready";
 
-/// One connection and the gate that keeps it to one request at a time.
+/// One connection, and for HTTP/1.1 the gate that keeps it to one request at
+/// a time.
 struct Slot<C> {
     conn: C,
-    gate: Semaphore,
+    gate: Option<Semaphore>,
 }
 
 /// Everything a row needs that does not change between rows.
 pub struct Workbench<T: Target> {
     target: T,
     endpoints: Vec<String>,
+    key_prefix: String,
     keys: Arc<Vec<String>>,
+    /// The mod revision last seen of each key, for `txn-cas`.
+    revisions: Arc<Vec<AtomicU64>>,
     value: Arc<Vec<u8>>,
     connections: Connections,
     seed: u64,
@@ -59,8 +77,16 @@ pub struct Workbench<T: Target> {
 /// What one client measured.
 struct ClientStats {
     hist: Histogram<u64>,
-    errors: u64,
+    counts: Counts,
     samples: Vec<String>,
+}
+
+/// What one client shares with the others.
+struct Shared {
+    keys: Arc<Vec<String>>,
+    revisions: Arc<Vec<AtomicU64>>,
+    value: Arc<Vec<u8>>,
+    ops: Arc<AtomicU64>,
 }
 
 impl<T: Target> Workbench<T> {
@@ -84,7 +110,9 @@ impl<T: Target> Workbench<T> {
         Self {
             target,
             endpoints,
+            key_prefix: key_prefix.to_owned(),
             keys: Arc::new((0..keys).map(|i| format!("{key_prefix}{i:06}")).collect()),
+            revisions: Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect()),
             value: Arc::new(value),
             connections,
             seed,
@@ -101,11 +129,10 @@ impl<T: Target> Workbench<T> {
             let conn = self
                 .target
                 .connect(endpoint)
+                .await
                 .with_context(|| format!("connecting to {endpoint}"))?;
-            slots.push(Arc::new(Slot {
-                conn,
-                gate: Semaphore::new(1),
-            }));
+            let gate = (!self.target.multiplexed()).then(|| Semaphore::new(1));
+            slots.push(Arc::new(Slot { conn, gate }));
         }
         let mut warm = JoinSet::new();
         for (i, slot) in slots.iter().enumerate() {
@@ -123,6 +150,34 @@ impl<T: Target> Workbench<T> {
             }
         }
         Ok(slots)
+    }
+
+    /// Waits until every endpoint takes a write and answers a linearizable
+    /// read, for at most `limit` (a cluster that was just started may still be
+    /// electing a leader).
+    pub async fn wait_ready(&self, limit: Duration) -> Result<()> {
+        let started = Instant::now();
+        let key = format!("{}{READY_KEY}", self.key_prefix);
+        for endpoint in &self.endpoints {
+            while let Err(e) = self.probe(endpoint, &key).await {
+                if started.elapsed() >= limit {
+                    bail!(
+                        "{} endpoint {endpoint} not ready after {limit:?}: {e:#}",
+                        self.target.name()
+                    );
+                }
+                tokio::time::sleep(READY_RETRY_PAUSE).await;
+            }
+        }
+        info!(elapsed = ?started.elapsed(), "cluster ready");
+        Ok(())
+    }
+
+    async fn probe(&self, endpoint: &str, key: &str) -> Result<()> {
+        let conn = self.target.connect(endpoint).await?;
+        conn.put(key, &self.value).await?;
+        conn.get(key, ReadConsistency::Linearizable).await?;
+        Ok(())
     }
 
     /// Writes every key once so gets find them.
@@ -154,6 +209,40 @@ impl<T: Target> Workbench<T> {
         Ok(())
     }
 
+    /// Reads every key's current mod revision into the table `txn-cas`
+    /// compares with (earlier rows wrote to the keys since).
+    async fn refresh_revisions(&self) -> Result<()> {
+        let slots = self.open(PRELOAD_CONCURRENCY.min(self.keys.len())).await?;
+        let mut tasks = JoinSet::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let (slot, keys, revisions) = (slot.clone(), self.keys.clone(), self.revisions.clone());
+            let stride = slots.len();
+            tasks.spawn(async move {
+                for (key, revision) in keys.iter().zip(revisions.iter()).skip(i).step_by(stride) {
+                    let mut attempt = 1;
+                    loop {
+                        match slot.conn.get(key, ReadConsistency::Linearizable).await {
+                            Ok(r) => {
+                                revision.store(r, Ordering::Relaxed);
+                                break;
+                            }
+                            Err(e) if attempt >= PRELOAD_ATTEMPTS => {
+                                return Err(anyhow!("reading {key}: {e}"));
+                            }
+                            Err(_) => attempt += 1,
+                        }
+                        tokio::time::sleep(PRELOAD_RETRY_PAUSE).await;
+                    }
+                }
+                Ok(())
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.context("revision refresh task")??;
+        }
+        Ok(())
+    }
+
     /// Runs `clients` closed-loop clients of `workload` for `duration`.
     pub async fn run_row(
         &self,
@@ -161,6 +250,9 @@ impl<T: Target> Workbench<T> {
         clients: usize,
         duration: Duration,
     ) -> Result<RowResult> {
+        if workload == Workload::TxnCas {
+            self.refresh_revisions().await?;
+        }
         let slots = self
             .open(self.connections.total(clients, self.endpoints.len()))
             .await?;
@@ -171,11 +263,14 @@ impl<T: Target> Workbench<T> {
         let mut tasks = JoinSet::new();
         for client in 0..clients {
             let slot = slots[client % slots.len()].clone();
-            let (keys, value, ops) = (self.keys.clone(), self.value.clone(), ops.clone());
+            let shared = Shared {
+                keys: self.keys.clone(),
+                revisions: self.revisions.clone(),
+                value: self.value.clone(),
+                ops: ops.clone(),
+            };
             let seed = self.seed ^ (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            tasks.spawn(client_loop(
-                slot, workload, keys, value, deadline, seed, ops,
-            ));
+            tasks.spawn(client_loop(slot, workload, shared, deadline, seed));
         }
         let ticker = bar.clone().map(|bar| {
             let ops = ops.clone();
@@ -191,11 +286,12 @@ impl<T: Target> Workbench<T> {
         });
 
         let mut total = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, HISTOGRAM_PRECISION)?;
-        let (mut errors, mut samples) = (0u64, Vec::new());
+        let (mut counts, mut samples) = (Counts::default(), Vec::new());
         while let Some(joined) = tasks.join_next().await {
             let stats = joined.context("client task")??;
             total.add(&stats.hist)?;
-            errors += stats.errors;
+            counts.errors += stats.counts.errors;
+            counts.compare_failed += stats.counts.compare_failed;
             for s in stats.samples {
                 if samples.len() < ERROR_SAMPLES && !samples.contains(&s) {
                     samples.push(s);
@@ -209,11 +305,11 @@ impl<T: Target> Workbench<T> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        if errors > 0 {
+        if counts.errors > 0 {
             warn!(
                 workload = workload.name(),
                 clients,
-                errors,
+                errors = counts.errors,
                 ?samples,
                 "requests failed"
             );
@@ -222,8 +318,8 @@ impl<T: Target> Workbench<T> {
             workload,
             clients,
             slots.len(),
-            &total,
-            errors,
+            total,
+            counts,
             samples,
             elapsed,
         ))
@@ -252,45 +348,49 @@ impl<T: Target> Workbench<T> {
     }
 }
 
+/// How a completed request ended.
+enum Done {
+    /// It did what it asked.
+    Completed,
+    /// A `txn-cas` whose compare failed: answered, nothing written.
+    CompareFailed,
+}
+
 /// One closed-loop client.
 async fn client_loop<C: Connection>(
     slot: Arc<Slot<C>>,
     workload: Workload,
-    keys: Arc<Vec<String>>,
-    value: Arc<Vec<u8>>,
+    shared: Shared,
     deadline: Instant,
     seed: u64,
-    ops: Arc<AtomicU64>,
 ) -> Result<ClientStats> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut stats = ClientStats {
         hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, HISTOGRAM_PRECISION)?,
-        errors: 0,
+        counts: Counts::default(),
         samples: Vec::new(),
     };
     while Instant::now() < deadline {
-        let key = &keys[rng.gen_range(0..keys.len())];
+        let index = rng.gen_range(0..shared.keys.len());
         let start = Instant::now();
-        let result = match slot.gate.acquire().await {
-            Ok(_permit) => match workload {
-                Workload::Put => slot.conn.put(key, &value).await,
-                Workload::GetLinearizable => {
-                    slot.conn.get(key, ReadConsistency::Linearizable).await
-                }
-                Workload::GetSerializable => {
-                    slot.conn.get(key, ReadConsistency::Serializable).await
-                }
+        let result = match &slot.gate {
+            Some(gate) => match gate.acquire().await {
+                Ok(_permit) => one_request(&slot.conn, workload, &shared, index, &mut rng).await,
+                Err(_) => Err(OpError("connection gate closed".to_owned())),
             },
-            Err(_) => Err(OpError("connection gate closed".to_owned())),
+            None => one_request(&slot.conn, workload, &shared, index, &mut rng).await,
         };
         let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         match result {
-            Ok(()) => {
+            Ok(done) => {
                 stats.hist.saturating_record(micros.max(1));
-                ops.fetch_add(1, Ordering::Relaxed);
+                shared.ops.fetch_add(1, Ordering::Relaxed);
+                if matches!(done, Done::CompareFailed) {
+                    stats.counts.compare_failed += 1;
+                }
             }
             Err(e) => {
-                stats.errors += 1;
+                stats.counts.errors += 1;
                 if stats.samples.len() < ERROR_SAMPLES {
                     stats.samples.push(e.0);
                 }
@@ -298,4 +398,47 @@ async fn client_loop<C: Connection>(
         }
     }
     Ok(stats)
+}
+
+/// Sends the request `workload` asks for, on key number `index`.
+async fn one_request<C: Connection>(
+    conn: &C,
+    workload: Workload,
+    shared: &Shared,
+    index: usize,
+    rng: &mut StdRng,
+) -> Result<Done, OpError> {
+    let key = &shared.keys[index];
+    match workload {
+        Workload::Put => conn.put(key, &shared.value).await.map(|()| Done::Completed),
+        Workload::GetLinearizable => conn
+            .get(key, ReadConsistency::Linearizable)
+            .await
+            .map(|_| Done::Completed),
+        Workload::GetSerializable => conn
+            .get(key, ReadConsistency::Serializable)
+            .await
+            .map(|_| Done::Completed),
+        Workload::Mixed if rng.gen_ratio(MIXED_PUT_PERCENT, 100) => {
+            conn.put(key, &shared.value).await.map(|()| Done::Completed)
+        }
+        Workload::Mixed => conn
+            .get(key, ReadConsistency::Linearizable)
+            .await
+            .map(|_| Done::Completed),
+        Workload::TxnCas => {
+            let seen = &shared.revisions[index];
+            let expected = seen.load(Ordering::Relaxed);
+            match conn.cas(key, expected, &shared.value).await? {
+                CasOutcome::Swapped { revision } => {
+                    seen.fetch_max(revision, Ordering::Relaxed);
+                    Ok(Done::Completed)
+                }
+                CasOutcome::CompareFailed { current } => {
+                    seen.fetch_max(current, Ordering::Relaxed);
+                    Ok(Done::CompareFailed)
+                }
+            }
+        }
+    }
 }

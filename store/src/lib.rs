@@ -45,9 +45,16 @@ pub use server::{run, start, Listeners, RunningNode, ServerError, ShutdownReport
 pub use storage::restore::{restore, RestoreError, RestoreOptions, RestoreReport, RestoreSource};
 
 /// Internals the project's own integration tests and benchmarks reach into
-/// (raw peer requests, snapshot files). Not part of the supported API.
+/// (raw peer requests, snapshot files, the hot paths the micro-benchmarks
+/// time). Not part of the supported API.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::kv::mvcc::{
+        change_key, history_key, load_state, split_history_key, ApplyBatch, Change, MvccState,
+        Record,
+    };
+    pub use crate::kv::Command;
     pub use crate::raft::wire::{self, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
     pub use crate::storage::snapshot;
+    pub use crate::watch::event::{encode_revision, Filter};
 }
