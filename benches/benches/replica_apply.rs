@@ -8,7 +8,8 @@
 //! (before)" does the same with the `BTreeMap` + `HashMap` pair the replica
 //! used before, whose clone copies every entry. "get" is a point read on
 //! the snapshot (what `Replica::get` does after its lock-free load), over
-//! keys spread across the map. Criterion runs on one thread: the time per
+//! keys spread across the map, next to the same read on the std `HashMap`
+//! the replica used before. Criterion runs on one thread: the time per
 //! call gives calls per second per core.
 
 use std::collections::{BTreeMap, HashMap};
@@ -89,6 +90,19 @@ fn get(c: &mut Criterion) {
                 black_box(snap.get(black_box(&keys[i])).cloned())
             })
         });
+        let hashed: HashMap<Arc<str>, Arc<KeyValue>> = (0..n)
+            .map(|i| (Arc::from(kv(i, 1).key.as_str()), Arc::new(kv(i, 1))))
+            .collect();
+        group.bench_with_input(
+            BenchmarkId::new("std HashMap get (before)", n),
+            &n,
+            |b, &n| {
+                b.iter(|| {
+                    i = (i + 7919) % n;
+                    black_box(hashed.get(black_box(keys[i].as_str())).cloned())
+                })
+            },
+        );
     }
     group.finish();
 }
