@@ -8,9 +8,9 @@
 //! `GET /v1/kv/fill/?prefix=true` go to the follower; every answer is
 //! compared byte for byte, as it arrives, with the document the load
 //! implies (every key once, in order, at the load's revision), while
-//! `/proc/<pid>/status` is sampled. Reports resting, peak (the larger of
-//! the sampled VmRSS and VmHWM, which is reset before the reads) and RSS
-//! `--settle-secs` after the reads.
+//! `/proc/<pid>/status` is sampled. Reports, for each of `--rounds`
+//! rounds, resting, peak (the larger of the sampled VmRSS and VmHWM, which
+//! is reset before the reads) and RSS `--settle-secs` after the reads.
 //!
 //! Bounded: the server is killed if its RSS passes `--rss-limit-mb` (so a
 //! build without bounded range reads cannot take the machine down), every
@@ -53,7 +53,11 @@ struct Args {
     /// Kill the server (and fail) if its RSS passes this many MiB.
     #[arg(long, default_value_t = 8192)]
     rss_limit_mb: u64,
-    /// Longest the reads may take, seconds.
+    /// Times to run the concurrent reads (one row each): RSS after a round
+    /// should not grow with the rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Longest the reads of a round may take, seconds.
     #[arg(long, default_value_t = 600)]
     read_timeout_secs: u64,
     /// More flags for `ballastd` (e.g. `--range-buffer-bytes=...`).
@@ -285,22 +289,55 @@ async fn main() -> Result<()> {
     let (resting, _) = rss_kib(pid)?;
     let expected = Arc::new(expected);
 
-    reset_peak(pid)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let over = Arc::new(AtomicU64::new(0));
-    let sampling = sampler(pid, args.rss_limit_mb * 1024, stop.clone(), over.clone());
     let url = format!("{follower}/v1/kv/fill/?prefix=true");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()?;
     println!(
-        "{} concurrent reads of {:.0} MB answers on the follower {follower} ...",
+        "{} concurrent reads of {:.0} MB answers on the follower {follower}, {} round(s) ...",
         args.readers,
-        expected.len() as f64 / 1e6
+        expected.len() as f64 / 1e6,
+        args.rounds
     );
+    let mut rows = Vec::new();
+    for _ in 0..args.rounds {
+        rows.push(round(&args, pid, resting, &url, &http, &expected).await?);
+    }
+    println!();
+    println!(
+        "| round | readers | answer | reads ok | time | resting RSS | peak RSS | peak / resting | RSS {} s after |",
+        args.settle_secs
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (i, row) in rows.iter().enumerate() {
+        println!("| {} {row}", i + 1);
+    }
+    drop(server);
+    Ok(())
+}
+
+/// One round of concurrent reads: the table row (without its round).
+async fn round(
+    args: &Args,
+    pid: u32,
+    resting: u64,
+    url: &str,
+    http: &reqwest::Client,
+    expected: &Arc<Vec<u8>>,
+) -> Result<String> {
+    reset_peak(pid)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let over = Arc::new(AtomicU64::new(0));
+    let sampling = sampler(pid, args.rss_limit_mb * 1024, stop.clone(), over.clone());
     let started = Instant::now();
     let reads = (0..args.readers)
-        .map(|_| tokio::spawn(read_and_check(http.clone(), url.clone(), expected.clone())))
+        .map(|_| {
+            tokio::spawn(read_and_check(
+                http.clone(),
+                url.to_owned(),
+                expected.clone(),
+            ))
+        })
         .collect::<Vec<_>>();
     let outcome = tokio::time::timeout(
         Duration::from_secs(args.read_timeout_secs),
@@ -330,25 +367,6 @@ async fn main() -> Result<()> {
         .filter_map(|r| r.err())
         .map(|e| e.to_string())
         .collect();
-    let peak = sampled_peak.max(hwm);
-    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
-    let (after, _) = rss_kib(pid)?;
-
-    println!();
-    println!("| readers | answer | reads ok | time | resting RSS | peak RSS | peak / resting | RSS {} s after |", args.settle_secs);
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {} | {:.0} MB | {}/{} | {:.1} s | {:.0} MiB | {:.0} MiB | {:.2} | {:.0} MiB |",
-        args.readers,
-        expected.len() as f64 / 1e6,
-        args.readers - failed.len(),
-        args.readers,
-        elapsed.as_secs_f64(),
-        mib(resting),
-        mib(peak),
-        peak as f64 / resting as f64,
-        mib(after)
-    );
     if let Some(first) = failed.first() {
         bail!(
             "{} of {} reads failed; first: {first}",
@@ -356,8 +374,21 @@ async fn main() -> Result<()> {
             args.readers
         );
     }
-    drop(server);
-    Ok(())
+    let peak = sampled_peak.max(hwm);
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    let (after, _) = rss_kib(pid)?;
+    Ok(format!(
+        "| {} | {:.0} MB | {}/{} | {:.1} s | {:.0} MiB | {:.0} MiB | {:.2} | {:.0} MiB |",
+        args.readers,
+        expected.len() as f64 / 1e6,
+        args.readers,
+        args.readers,
+        elapsed.as_secs_f64(),
+        mib(resting),
+        mib(peak),
+        peak as f64 / resting as f64,
+        mib(after)
+    ))
 }
 
 /// Waits for every read; a panicked task counts as a failed read.
