@@ -147,6 +147,30 @@ pub struct Config {
     /// history from storage.
     #[arg(long, env = "BALLAST_WATCH_WINDOW", default_value_t = 4096)]
     pub watch_window: usize,
+    /// Bytes of JSON per chunk of a streamed prefix read.
+    #[arg(long, env = "BALLAST_RANGE_CHUNK_BYTES", default_value_t = 256 * 1024)]
+    pub range_chunk_bytes: usize,
+    /// Most bytes one prefix read may have encoded and not yet written to
+    /// its client; then it waits for the client (backpressure).
+    #[arg(long, env = "BALLAST_RANGE_RESPONSE_BUFFER_BYTES", default_value_t = 1024 * 1024)]
+    pub range_response_buffer_bytes: usize,
+    /// Most bytes all prefix reads of this node together may have encoded
+    /// and not yet written; then they wait, and new ones get 429.
+    #[arg(long, env = "BALLAST_RANGE_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub range_buffer_bytes: usize,
+    /// Most prefix reads running at once on this node (each holds a storage
+    /// snapshot and a blocking thread while it streams).
+    #[arg(long, env = "BALLAST_MAX_RANGE_STREAMS", default_value_t = 64)]
+    pub max_range_streams: usize,
+    /// Longest a prefix read waits for a stream slot and buffer before it
+    /// is answered 429, milliseconds.
+    #[arg(long, env = "BALLAST_RANGE_QUEUE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub range_queue_timeout_ms: u64,
+    /// Longest a streaming prefix read waits for its client to take the
+    /// next chunk before it is cut off and its storage snapshot released,
+    /// milliseconds.
+    #[arg(long, env = "BALLAST_RANGE_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub range_idle_timeout_ms: u64,
     /// Seconds a data-plane replica's report is remembered.
     #[arg(long, env = "BALLAST_REPLICA_REPORT_TTL_SECS", default_value_t = 60)]
     pub replica_report_ttl_secs: u64,
@@ -345,6 +369,21 @@ impl Config {
         if self.max_watchers == 0 || self.watch_window == 0 {
             return Err(invalid("max-watchers and watch-window must be positive"));
         }
+        if self.range_chunk_bytes == 0
+            || self.max_range_streams == 0
+            || self.range_idle_timeout_ms == 0
+        {
+            return Err(invalid(
+                "range-chunk-bytes, max-range-streams and range-idle-timeout-ms must be positive",
+            ));
+        }
+        if self.range_response_buffer_bytes < self.range_chunk_bytes
+            || self.range_buffer_bytes < self.range_response_buffer_bytes
+        {
+            return Err(invalid(
+                "need range-chunk-bytes <= range-response-buffer-bytes <= range-buffer-bytes",
+            ));
+        }
         if self.max_inflight_write_bytes == 0 {
             return Err(invalid("max-inflight-write-bytes must be positive"));
         }
@@ -426,6 +465,18 @@ impl Config {
             max_watchers: self.max_watchers,
             window_revisions: self.watch_window,
             ..crate::watch::WatchOptions::default()
+        }
+    }
+
+    /// Limits of streamed prefix reads.
+    pub fn range_options(&self) -> crate::api::RangeOptions {
+        crate::api::RangeOptions {
+            chunk_bytes: self.range_chunk_bytes,
+            response_buffer_bytes: self.range_response_buffer_bytes,
+            node_buffer_bytes: self.range_buffer_bytes,
+            max_streams: self.max_range_streams,
+            queue_timeout: Duration::from_millis(self.range_queue_timeout_ms),
+            idle_timeout: Duration::from_millis(self.range_idle_timeout_ms),
         }
     }
 

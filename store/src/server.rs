@@ -320,7 +320,8 @@ pub async fn start(
         database.clone(),
         stop_rx.clone(),
     )));
-    let app = crate::api::router(node.clone(), hub.clone());
+    let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
+    let app = crate::api::router(node.clone(), hub.clone(), ranges);
     let limits = HttpLimits {
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),

@@ -1,12 +1,26 @@
 //! [`ReplicaSnapshot`]: the immutable key map a replica serves reads from.
 //! A new one is built per applied batch and swapped in whole, so readers never
 //! wait for a writer and always see one revision's complete state.
+//!
+//! Both of its maps are persistent (`imbl`): a clone shares every node with
+//! the original, and a change copies only the nodes on one key's path. So
+//! the next snapshot costs O(1) to start from the current one and O(log n)
+//! per changed key, whatever the number of keys, while the snapshot readers
+//! hold stays untouched.
 
-use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::types::KeyValue;
+
+/// The point-read index: a hash trie with foldhash (randomly seeded per
+/// map; imbl's default, std's SipHash, made point reads half as fast).
+type Index = imbl::GenericHashMap<
+    Arc<str>,
+    Arc<KeyValue>,
+    foldhash::fast::RandomState,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
 use crate::watch::{Event, EventKind};
 
 /// The replica's keys at one revision. Obtained with
@@ -17,10 +31,11 @@ use crate::watch::{Event, EventKind};
 pub struct ReplicaSnapshot {
     pub(crate) revision: u64,
     /// Ordered, for range reads and the cache file.
-    pub(crate) kvs: BTreeMap<Arc<str>, Arc<KeyValue>>,
+    pub(crate) kvs: imbl::OrdMap<Arc<str>, Arc<KeyValue>>,
     /// The same entries hashed, for point reads: the data plane's hot path
-    /// (a B-tree lookup costs a dozen string comparisons on 10,000 keys).
-    index: HashMap<Arc<str>, Arc<KeyValue>>,
+    /// (a B-tree lookup costs a dozen string comparisons on 10,000 keys; a
+    /// hash trie, one hash and a few array lookups).
+    index: Index,
 }
 
 impl ReplicaSnapshot {
@@ -37,7 +52,7 @@ impl ReplicaSnapshot {
     /// Every key starting with `prefix`, in key order.
     pub fn range<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Arc<KeyValue>> + 'a {
         self.kvs
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v)
     }
@@ -52,9 +67,11 @@ impl ReplicaSnapshot {
         self.kvs.is_empty()
     }
 
-    /// A snapshot of `kvs` at `revision`.
-    pub(crate) fn from_kvs(revision: u64, kvs: impl IntoIterator<Item = KeyValue>) -> Self {
-        let kvs: BTreeMap<Arc<str>, Arc<KeyValue>> = kvs
+    /// A detached snapshot of `kvs` at `revision`. A [`Replica`](crate::Replica)
+    /// builds its own; this is for benchmarks and tests of the structure.
+    #[doc(hidden)]
+    pub fn from_kvs(revision: u64, kvs: impl IntoIterator<Item = KeyValue>) -> Self {
+        let kvs: imbl::OrdMap<Arc<str>, Arc<KeyValue>> = kvs
             .into_iter()
             .map(|kv| (Arc::from(kv.key.as_str()), Arc::new(kv)))
             .collect();
@@ -77,8 +94,12 @@ impl ReplicaSnapshot {
     }
 
     /// Applies one revision's events (`revision` must be newer than ours;
-    /// older ones are ignored, which keeps the revision monotonic).
-    pub(crate) fn apply(&mut self, revision: u64, events: &[Event], prefix: &str) -> bool {
+    /// older ones are ignored, which keeps the revision monotonic). Costs
+    /// O(log n) per event; snapshots cloned before are not changed. Public
+    /// for benchmarks: a [`Replica`](crate::Replica)'s own snapshots are
+    /// only ever changed by the replica.
+    #[doc(hidden)]
+    pub fn apply(&mut self, revision: u64, events: &[Event], prefix: &str) -> bool {
         if revision <= self.revision {
             return false;
         }
@@ -140,5 +161,57 @@ mod tests {
         assert_eq!(keys, ["/a/y", "/a/z"]);
         assert_eq!(s.range("/a/z").count(), 1);
         assert_eq!(s.range("/b").count(), 0);
+    }
+
+    #[test]
+    fn a_change_leaves_earlier_clones_as_they_were() {
+        let keys: Vec<KeyValue> = (0..1000)
+            .map(|i| kv(&format!("/a/{i:04}"), "v", 2))
+            .collect();
+        let before = ReplicaSnapshot::from_kvs(2, keys);
+        let mut after = before.clone();
+        let events = [
+            Event {
+                kind: EventKind::Put,
+                kv: kv("/a/0500", "changed", 3),
+                prev_kv: None,
+            },
+            Event {
+                kind: EventKind::Delete,
+                kv: kv("/a/0007", "", 3),
+                prev_kv: None,
+            },
+            Event {
+                kind: EventKind::Put,
+                kv: kv("/a/new", "n", 3),
+                prev_kv: None,
+            },
+        ];
+        assert!(after.apply(3, &events, "/a/"));
+        // The earlier state, for readers that still hold it.
+        assert_eq!(before.revision(), 2);
+        assert_eq!(before.len(), 1000);
+        assert_eq!(
+            before.get("/a/0500").map(|kv| kv.value.as_slice()),
+            Some(&b"v"[..])
+        );
+        assert!(before.get("/a/0007").is_some());
+        assert!(before.get("/a/new").is_none());
+        // The new one.
+        assert_eq!(after.revision(), 3);
+        assert_eq!(after.len(), 1000);
+        assert_eq!(
+            after.get("/a/0500").map(|kv| kv.value.as_slice()),
+            Some(&b"changed"[..])
+        );
+        assert!(after.get("/a/0007").is_none());
+        assert!(after.get("/a/new").is_some());
+        let keys: Vec<&str> = after.range("/a/").map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys.len(), 1000);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // Point reads and range reads agree.
+        for kv in after.range("") {
+            assert_eq!(after.get(&kv.key), Some(kv));
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! router driven with `oneshot`. Checks the error table of `api::error`, the
 //! headers every response carries, and how keys and values are encoded.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -102,6 +103,7 @@ impl Harness {
             ..Config::default()
         };
         tweak(&mut config);
+        let config_ranges = config.range_options();
         let running = crate::server::start(config, Some(Listeners { client, peer }))
             .await
             .expect("start node");
@@ -121,7 +123,8 @@ impl Harness {
             assert!(Instant::now() < deadline, "node 1 did not become leader");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let router = crate::api::router(running.node.clone(), running.hub.clone());
+        let ranges = Arc::new(crate::api::RangeLimiter::new(config_ranges));
+        let router = crate::api::router(running.node.clone(), running.hub.clone(), ranges);
         Harness {
             running,
             router,

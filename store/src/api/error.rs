@@ -15,6 +15,7 @@
 //! | `not_ready` | 503 | the node is not ready to serve |
 //! | `too_many_watchers` | 429 | the node's watch stream limit is reached (`Retry-After`) |
 //! | `snapshot_in_progress` | 429 | the node is already streaming a backup (`Retry-After`) |
+//! | `too_many_range_reads` | 429 | the node's range reads hold all their stream slots or buffer (`Retry-After`) |
 //! | `internal` | 500 | a fault on the node (storage) |
 
 use axum::http::{HeaderValue, StatusCode};
@@ -74,6 +75,8 @@ pub enum ErrorCode {
     TooManyWatchers,
     /// The node is already streaming a backup.
     SnapshotInProgress,
+    /// The node's range reads hold all their stream slots or buffer.
+    TooManyRangeReads,
     /// A fault on the node.
     Internal,
     /// No such member.
@@ -92,7 +95,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -112,6 +115,7 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::TooManyWatchers,
         ErrorCode::SnapshotInProgress,
+        ErrorCode::TooManyRangeReads,
         ErrorCode::Internal,
         ErrorCode::MemberNotFound,
         ErrorCode::ChangeInProgress,
@@ -143,6 +147,7 @@ impl ErrorCode {
             ErrorCode::NotReady => "not_ready",
             ErrorCode::TooManyWatchers => "too_many_watchers",
             ErrorCode::SnapshotInProgress => "snapshot_in_progress",
+            ErrorCode::TooManyRangeReads => "too_many_range_reads",
             ErrorCode::Internal => "internal",
             ErrorCode::MemberNotFound => "member_not_found",
             ErrorCode::ChangeInProgress => "change_in_progress",
@@ -179,9 +184,9 @@ impl ErrorCode {
             | ErrorCode::Timeout
             | ErrorCode::TooManyRequests
             | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::TooManyWatchers | ErrorCode::SnapshotInProgress => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ErrorCode::TooManyWatchers
+            | ErrorCode::SnapshotInProgress
+            | ErrorCode::TooManyRangeReads => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -41,17 +41,6 @@ pub struct GetJson {
     pub kv: KvJson,
 }
 
-/// Answer to a prefix `GET`.
-#[derive(Debug, Serialize)]
-pub struct RangeJson {
-    /// Revision the read reflects.
-    pub revision: u64,
-    /// Matching key-values in key order.
-    pub kvs: Vec<KvJson>,
-    /// Whether `limit` cut the result short.
-    pub more: bool,
-}
-
 /// Answer to `DELETE`.
 #[derive(Debug, Serialize)]
 pub struct DeleteJson {

@@ -10,9 +10,10 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
-use super::json::{kvs_json, DeleteJson, GetJson, KvJson, PutJson, RangeJson, TxnJson};
+use super::json::{kvs_json, DeleteJson, GetJson, KvJson, PutJson, TxnJson};
+use super::range::{self, RangeLimiter};
 use super::txn::TxnRequestJson;
-use crate::kv::{Command, CommandResponse, ReadError, TxnRequest};
+use crate::kv::{Command, CommandResponse, TxnRequest};
 use crate::raft::node::{Node, NodeError};
 
 /// Read consistency of a `GET`.
@@ -69,9 +70,11 @@ fn unexpected(resp: CommandResponse) -> ApiError {
     )))
 }
 
-/// `GET /v1/kv/{key}`: one key, or a prefix with `prefix=true`.
+/// `GET /v1/kv/{key}`: one key, or a prefix with `prefix=true` (streamed
+/// in bounded chunks, see [`super::range`]).
 pub async fn get(
     State(node): State<Arc<Node>>,
+    State(ranges): State<Arc<RangeLimiter>>,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -90,22 +93,7 @@ pub async fn get(
     let revision = q.revision;
     if q.prefix {
         let limit = q.limit.filter(|l| *l > 0);
-        let r = node
-            .read_local(|reader| {
-                let key = key.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || reader.range(&key, limit, revision))
-                        .await
-                        .map_err(|e| ReadError::Storage(std::io::Error::other(e)))?
-                }
-            })
-            .await?;
-        Ok(Json(RangeJson {
-            revision: r.revision,
-            kvs: kvs_json(r.kvs),
-            more: r.more,
-        })
-        .into_response())
+        range::respond(&node, &ranges, key, limit, revision).await
     } else {
         let (revision, kv) = node
             .read_local(|reader| std::future::ready(reader.get(&key, revision)))

@@ -8,6 +8,7 @@ pub mod input;
 pub mod json;
 pub mod kv;
 pub mod members;
+pub mod range;
 pub mod replicas;
 pub mod snapshot;
 pub mod status;
@@ -26,6 +27,7 @@ use axum::Router;
 use crate::raft::node::Node;
 use crate::watch::WatchHub;
 pub use error::ApiError;
+pub use range::{RangeLimiter, RangeOptions};
 
 /// What every handler can extract: the node's request paths and its watch
 /// hub (the hub sits above Raft, so the node does not own it).
@@ -33,6 +35,7 @@ pub use error::ApiError;
 pub struct AppState {
     node: Arc<Node>,
     hub: Arc<WatchHub>,
+    ranges: Arc<RangeLimiter>,
 }
 
 impl FromRef<AppState> for Arc<Node> {
@@ -44,6 +47,12 @@ impl FromRef<AppState> for Arc<Node> {
 impl FromRef<AppState> for Arc<WatchHub> {
     fn from_ref(state: &AppState) -> Self {
         state.hub.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<RangeLimiter> {
+    fn from_ref(state: &AppState) -> Self {
+        state.ranges.clone()
     }
 }
 
@@ -82,8 +91,9 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The client API router for `node`, serving watches from `hub`.
-pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> Router {
+/// The client API router for `node`, serving watches from `hub` and prefix
+/// reads within `ranges`.
+pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, ranges: Arc<RangeLimiter>) -> Router {
     let body_limit = node.limits().max_request_bytes();
     let kv_routes = get(kv::get)
         .put(kv::put)
@@ -158,7 +168,7 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>) -> Router {
             refuse_if_removed,
         ))
         .layer(middleware::from_fn_with_state(node.clone(), stamp))
-        .with_state(AppState { node, hub })
+        .with_state(AppState { node, hub, ranges })
 }
 
 #[cfg(feature = "failpoints")]
@@ -179,3 +189,5 @@ fn debug_routes() -> Router<AppState> {
 
 #[cfg(test)]
 mod api_test;
+#[cfg(test)]
+mod range_test;

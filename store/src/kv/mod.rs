@@ -8,12 +8,14 @@ pub mod gate;
 pub mod json;
 pub mod limits;
 pub mod mvcc;
+pub mod range;
 pub mod types;
 
 pub use applied::Applied;
 pub use error::KvError;
 pub use limits::Limits;
 pub use mvcc::{KvReader, ReadError};
+pub use range::{RangeScan, Visit};
 pub use types::{
     Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, TxnOp, TxnOpResponse,
     TxnRequest,
@@ -21,3 +23,5 @@ pub use types::{
 
 #[cfg(test)]
 mod mvcc_test;
+#[cfg(test)]
+mod range_test;

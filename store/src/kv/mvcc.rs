@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::KvError;
 use super::gate::{InstallGate, Installing};
+use super::range::RangeScan;
 use super::types::{
     Command, CommandResponse, CompactRefusal, Compare, CompareTarget, KeyValue, TxnOp,
     TxnOpResponse, TxnRequest,
@@ -701,6 +702,29 @@ impl KvReader {
                 })
             }
         }
+    }
+
+    /// Starts a prefix read that hands its key-values out in steps (see
+    /// [`RangeScan`]): one RocksDB snapshot, taken through the install gate,
+    /// serves every step, so the whole read reflects one revision however
+    /// long it runs. The gate only needs to pass while the snapshot is
+    /// taken: a snapshot taken when no install ran holds a complete key
+    /// space, and an install that starts later writes (deletes ranges and
+    /// loads records) where the snapshot does not see. Installs never wait
+    /// for a scan.
+    pub fn range_scan(
+        &self,
+        prefix: &str,
+        limit: Option<usize>,
+        revision: Option<u64>,
+    ) -> Result<RangeScan<'_>, ReadError> {
+        let snap = self.gate.read(|| self.db.snapshot())?;
+        let state = state_at(&self.db, &snap)?;
+        let (at, revision) = match Self::check_revision(&state, revision)? {
+            None => (None, state.revision),
+            Some(at) => (Some(at), at),
+        };
+        Ok(RangeScan::new(&self.db, snap, prefix, at, revision, limit))
     }
 
     /// The events of revision `revision`, in the order they were applied, if
