@@ -295,6 +295,7 @@ impl SessionTable {
                 command: write,
             } => {
                 if self.session_of(client) != Some(*session) {
+                    tracing::debug!(client = %format_args!("{client:032x}"), session, seq, "session write refused: unknown session");
                     return Ok(refused(SessionRefusal::UnknownSession));
                 }
                 self.touch(client, rows)?;
@@ -304,12 +305,14 @@ impl SessionTable {
                     return Ok(refused(SessionRefusal::UnknownSession));
                 };
                 if let Some(r) = c.results.get(seq) {
+                    tracing::debug!(client = %format_args!("{client:032x}"), session, seq, "session write replayed: its first result answers");
                     return Ok(match &r.response {
                         Some(response) => response.clone(),
                         None => refused(SessionRefusal::ResultForgotten),
                     });
                 }
                 if *seq < c.floor {
+                    tracing::debug!(client = %format_args!("{client:032x}"), session, seq, floor = c.floor, "session write refused: result forgotten");
                     return Ok(refused(SessionRefusal::ResultForgotten));
                 }
                 // Validation refuses a nested session command before it is
