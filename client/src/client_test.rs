@@ -23,6 +23,8 @@ enum Reply {
     Json(u16, Value, Vec<(&'static str, String)>),
     /// Accept the request and never answer.
     Hang,
+    /// Answer with this status and body once notified.
+    After(Arc<tokio::sync::Notify>, u16, Value),
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +92,11 @@ async fn handle(
             resp
         }
         Reply::Hang => std::future::pending::<Response>().await,
+        Reply::After(notify, status, body) => {
+            notify.notified().await;
+            let status = StatusCode::from_u16(status).expect("valid test status");
+            (status, axum::Json(body)).into_response()
+        }
     }
 }
 
@@ -698,4 +705,76 @@ async fn a_cluster_without_sessions_gets_plain_writes() {
         .iter()
         .filter(|r| r.method == Method::PUT)
         .all(|r| param(&r.uri, "client").is_none()));
+}
+
+/// A write whose answer was lost stays in the session it was sent under:
+/// when another write of the client has registered a new session meanwhile,
+/// the retry must not go as a new write of the new session (it would be
+/// applied again there); the old session refuses it, and it is
+/// indeterminate.
+#[tokio::test]
+async fn a_lost_write_is_retried_only_in_its_own_session() {
+    let registrations = Arc::new(AtomicUsize::new(0));
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let second_done = Arc::new(tokio::sync::Notify::new());
+    let (count, hold, done) = (registrations.clone(), held.clone(), second_done.clone());
+    let server = serve(move |r| {
+        if is_registration(r) {
+            let n = count.fetch_add(1, Ordering::SeqCst) as u64;
+            return registered(r, 7 + n);
+        }
+        let first = r.uri.starts_with("/v1/kv/first");
+        match param(&r.uri, "session") {
+            // The first write's first attempt: answered `503 timeout` (its
+            // outcome unknown) only after the second write succeeded in a
+            // new session.
+            Some("7") if first && !hold.swap(true, Ordering::SeqCst) => Reply::After(
+                done.clone(),
+                503,
+                json!({"error": {"code": "timeout", "message": "lost"}}),
+            ),
+            // Session 7 is gone.
+            Some("7") => err(410, "session_expired"),
+            _ => {
+                if !first {
+                    done.notify_one();
+                }
+                ok(json!({"revision": 60}))
+            }
+        }
+    })
+    .await;
+    // Attempts wait long enough for the held answer.
+    let c = Client::builder(vec![server.url.clone()])
+        .request_timeout(Duration::from_secs(20))
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .build()
+        .expect("valid test client");
+    let first = {
+        let c = c.clone();
+        tokio::spawn(async move { c.put("first", "v").await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !held.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first write was not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Refused in session 7, the second write registers session 8.
+    c.put("second", "v").await.expect("second write");
+    assert_eq!(registrations.load(Ordering::SeqCst), 2);
+    let first = first.await.expect("task");
+    assert!(
+        matches!(first, Err(Error::Indeterminate { .. })),
+        "{first:?}"
+    );
+    assert!(
+        !server
+            .requests()
+            .iter()
+            .any(|r| r.uri.starts_with("/v1/kv/first") && param(&r.uri, "session") == Some("8")),
+        "the lost write was sent again in the new session"
+    );
 }

@@ -13,7 +13,10 @@
 //! The cluster applies each (session, sequence number) at most once and
 //! answers a retry of an applied write with its first result. So a write
 //! whose answer was lost (a timeout, a broken connection, a `503 timeout`)
-//! is sent again, to the next endpoint, within the retry budget. When the
+//! is sent again, to the next endpoint, within the retry budget, always in
+//! the session it was first sent in (in a newer one, registered meanwhile by
+//! another write of the client, the same sequence number would be a new
+//! write). When the
 //! cluster no longer remembers the result (`410 session_expired`: the
 //! session expired or was evicted, or the result was forgotten), a write
 //! that may have been applied is [`Error::Indeterminate`]; one that
@@ -267,9 +270,17 @@ impl Transport {
         let mut attempt: u32 = 0;
         // Set once an attempt was (or may have been) applied and its answer lost.
         let mut lost: Option<String> = None;
+        // The session of that attempt: every retry goes under it. Sent under
+        // a newer session (another write of this client registered again),
+        // the same sequence number would be a new write there.
+        let mut pinned: Option<u64> = None;
         let last_error = loop {
             attempt += 1;
-            let registered = match session.ensure(self).await {
+            let ensured = match pinned {
+                Some(id) => Ok(Some(id)),
+                None => session.ensure(self).await,
+            };
+            let registered = match ensured {
                 Ok(Some(id)) => id,
                 Ok(None) => {
                     if let Some(lost) = lost {
@@ -320,7 +331,8 @@ impl Transport {
                 Outcome::Unknown { error, message } => {
                     self.endpoints.mark_failed(index);
                     debug!(endpoint, attempt, %message, "answer lost, retrying the write");
-                    lost = Some(message);
+                    lost.get_or_insert(message);
+                    pinned = Some(registered);
                     last_error = error;
                     retry_after = None;
                 }
