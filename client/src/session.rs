@@ -14,14 +14,14 @@
 //! answers a retry of an applied write with its first result. So a write
 //! whose answer was lost (a timeout, a broken connection, a `503 timeout`)
 //! is sent again, to the next endpoint, within the retry budget, always in
-//! the session it was first sent in (in a newer one, registered meanwhile by
-//! another write of the client, the same sequence number would be a new
-//! write). When the
-//! cluster no longer remembers the result (`410 session_expired`: the
-//! session expired or was evicted, or the result was forgotten), a write
-//! that may have been applied is [`Error::Indeterminate`]; one that
-//! certainly was not (every earlier attempt was refused) is sent again
-//! under a new sequence number, registering a new session if needed.
+//! the session it was first sent in (in a newer one, registered meanwhile
+//! by another write of the client, the same sequence number would be a new
+//! write). When the cluster no longer remembers the result (`410
+//! session_expired`: the session expired or was evicted, or the result was
+//! forgotten), a write that may have been applied is
+//! [`Error::Indeterminate`]; one that certainly was not (every earlier
+//! attempt was refused) is sent again under a new sequence number,
+//! registering a new session if needed.
 //!
 //! A cluster without sessions (an older build) answers the registration
 //! `404`: the client then writes as before, without retrying writes whose
