@@ -18,8 +18,9 @@ async fn flip(client: &Client, key: &str, old: Option<&str>, new: &str) -> Resul
     {
         Ok(cas) => Ok(cas.succeeded),
         Err(Error::Indeterminate { message }) => {
-            // The write may or may not have been applied: never re-send it
-            // blindly. Read the key (linearizably) and decide from what it holds.
+            // The client's own retries could not settle it (budget spent, or
+            // the cluster forgot the result): the write may or may not have
+            // been applied. Read the key (linearizably) and decide.
             eprintln!("outcome unknown ({message}); reading back");
             let now = client.get(key).await?;
             Ok(now.kv.is_some_and(|kv| kv.value == new.as_bytes()))

@@ -11,6 +11,7 @@ use tracing::instrument;
 use crate::endpoints::{kv_path, Endpoints};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
+use crate::session::{Carrier, Session};
 use crate::transport::{chain, truncate, Answer, Call, Kind, Transport};
 use crate::txn::{cas_result, cas_txn, CasResult, Txn, TxnResponse, WireTxnResponse};
 use crate::types::{
@@ -41,6 +42,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     retry: RetryPolicy,
     pool_max_idle_per_endpoint: Option<usize>,
+    exactly_once: bool,
 }
 
 impl ClientBuilder {
@@ -53,11 +55,13 @@ impl ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retry: RetryPolicy::default(),
             pool_max_idle_per_endpoint: None,
+            exactly_once: true,
         }
     }
 
     /// Time limit for one attempt, from sending the request to reading the whole
-    /// answer. A write that hits it is `Indeterminate`.
+    /// answer. A write that hits it is sent again under its session (see
+    /// [`ClientBuilder::exactly_once`]); without one it is `Indeterminate`.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -92,6 +96,24 @@ impl ClientBuilder {
     /// The whole retry policy at once.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Exactly-once writes (on by default). Every write (put, delete, txn)
+    /// carries this client's session and a sequence number, and the cluster
+    /// applies it at most once; so a write whose answer was lost (timeout,
+    /// broken connection, `503 timeout`) is sent again, to the next endpoint,
+    /// within the retry policy's attempts and deadline, and is reported
+    /// [`Error::Indeterminate`] only when the budget runs out or the cluster
+    /// no longer remembers its result (see `docs/client.md`). The first
+    /// write registers the session (one more round through Raft).
+    ///
+    /// `false`: writes carry no session and are never sent again once they
+    /// may have reached a node (an unknown outcome is `Indeterminate` at
+    /// once). A cluster without sessions (an older build) is detected and
+    /// treated the same way.
+    pub fn exactly_once(mut self, on: bool) -> Self {
+        self.exactly_once = on;
         self
     }
 
@@ -142,6 +164,7 @@ impl ClientBuilder {
                 stream_http,
                 endpoints,
                 retry: self.retry,
+                session: self.exactly_once.then(Session::new),
             }),
         })
     }
@@ -235,7 +258,7 @@ impl Client {
             body: Some(("application/octet-stream", value.into())),
             kind: Kind::Write,
         };
-        let answer = self.inner.execute(call).await?;
+        let answer = self.inner.write(call, Carrier::Query).await?;
         decode::<WirePut>(&answer)?.into_response(answer.revision_header)
     }
 
@@ -274,12 +297,13 @@ impl Client {
             body: None,
             kind: Kind::Write,
         };
-        let answer = self.inner.execute(call).await?;
+        let answer = self.inner.write(call, Carrier::Query).await?;
         decode::<WireDelete>(&answer)?.into_response(answer.revision_header)
     }
 
-    /// Runs a transaction atomically. Never re-sent once it may have reached a
-    /// node: an unknown outcome is [`Error::Indeterminate`].
+    /// Runs a transaction atomically, at most once (see
+    /// [`ClientBuilder::exactly_once`]); an outcome that stays unknown is
+    /// [`Error::Indeterminate`].
     #[instrument(
         skip(self, txn),
         level = "debug",
@@ -294,7 +318,7 @@ impl Client {
             body: Some(("application/json", body)),
             kind: Kind::Write,
         };
-        let answer = self.inner.execute(call).await?;
+        let answer = self.inner.write(call, Carrier::JsonBody).await?;
         decode::<WireTxnResponse>(&answer)?.into_response(answer.revision_header)
     }
 

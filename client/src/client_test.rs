@@ -1,5 +1,7 @@
 //! The request loop against tiny in-process HTTP servers on `127.0.0.1:0`:
-//! request shapes, failover, leader hints, and indeterminate writes.
+//! request shapes, failover, leader hints, and indeterminate writes; then
+//! the session write loop: registration, the session on each write, lost
+//! answers sent again, `session_expired`, and a cluster without sessions.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,8 @@ enum Reply {
     Json(u16, Value, Vec<(&'static str, String)>),
     /// Accept the request and never answer.
     Hang,
+    /// Answer with this status and body once notified.
+    After(Arc<tokio::sync::Notify>, u16, Value),
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +92,11 @@ async fn handle(
             resp
         }
         Reply::Hang => std::future::pending::<Response>().await,
+        Reply::After(notify, status, body) => {
+            notify.notified().await;
+            let status = StatusCode::from_u16(status).expect("valid test status");
+            (status, axum::Json(body)).into_response()
+        }
     }
 }
 
@@ -133,11 +142,13 @@ fn err(status: u16, code: &str) -> Reply {
     )
 }
 
+/// A client without sessions: the request loop as such.
 fn client(endpoints: Vec<String>) -> Client {
     Client::builder(endpoints)
         .request_timeout(Duration::from_millis(500))
         .connect_timeout(Duration::from_millis(500))
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .exactly_once(false)
         .build()
         .expect("valid test client")
 }
@@ -365,6 +376,7 @@ async fn unanswered_txn_is_indeterminate_and_sent_once() {
     let c = || {
         Client::builder(vec![hang.url.clone(), other.url.clone()])
             .request_timeout(Duration::from_millis(200))
+            .exactly_once(false)
             .build()
             .expect("client")
     };
@@ -505,4 +517,264 @@ async fn invalid_arguments_are_refused_locally() {
         c.delete("a/../b").await,
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// A client with sessions (the default), quick to give up on an attempt.
+fn session_client(endpoints: Vec<String>) -> Client {
+    Client::builder(endpoints)
+        .request_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(300))
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .build()
+        .expect("valid test client")
+}
+
+/// The answer to `POST /v1/sessions`: session `session`.
+fn registered(r: &Recorded, session: u64) -> Reply {
+    let client: Value = serde_json::from_slice(&r.body).expect("registration body");
+    ok(json!({"client": client["client"], "session": session}))
+}
+
+fn is_registration(r: &Recorded) -> bool {
+    r.method == Method::POST && r.uri == "/v1/sessions"
+}
+
+/// The `name=value` query parameter of `uri`.
+fn param<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
+    let query = uri.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+#[tokio::test]
+async fn writes_carry_the_session_after_one_registration() {
+    let server = serve(|r| match (r.method.as_str(), r.uri.as_str()) {
+        ("POST", "/v1/sessions") => registered(r, 7),
+        ("POST", "/v1/txn") => ok(json!({"succeeded": true, "revision": 9, "responses": []})),
+        _ => ok(json!({"revision": 9, "deleted": 1})),
+    })
+    .await;
+    let c = session_client(vec![server.url.clone()]);
+    c.put("k", "v").await.expect("put");
+    c.delete("k").await.expect("delete");
+    c.txn(Txn::new().and_then(vec![TxnOp::put("k", "w")]))
+        .await
+        .expect("txn");
+    let reqs = server.requests();
+    assert_eq!(reqs.iter().filter(|r| is_registration(r)).count(), 1);
+    let client_id: Value = serde_json::from_slice(&reqs[0].body).expect("body");
+    let client_id = client_id["client"].as_str().expect("client id").to_owned();
+    assert_eq!(client_id.len(), 32);
+    for (r, seq) in reqs[1..3].iter().zip(1..) {
+        assert_eq!(
+            param(&r.uri, "client"),
+            Some(client_id.as_str()),
+            "{}",
+            r.uri
+        );
+        assert_eq!(param(&r.uri, "session"), Some("7"));
+        assert_eq!(param(&r.uri, "seq"), Some(seq.to_string().as_str()));
+        // The earlier writes were answered: nothing below seq waits.
+        assert_eq!(param(&r.uri, "acked_below"), Some(seq.to_string().as_str()));
+    }
+    let body: Value = serde_json::from_slice(&reqs[3].body).expect("txn body");
+    assert_eq!(
+        body["session"],
+        json!({"client": client_id, "session": 7, "seq": 3, "acked_below": 3})
+    );
+    // Another client has another id.
+    let other = session_client(vec![server.url.clone()]);
+    other.put("k", "v").await.expect("put");
+    let last = server.requests();
+    let other_id: Value = serde_json::from_slice(&last[4].body).expect("body");
+    assert_ne!(other_id["client"], client_id.as_str());
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_sent_again_with_the_same_sequence_number() {
+    // Registers, then never answers a write.
+    let hang = serve(|r| {
+        if is_registration(r) {
+            registered(r, 7)
+        } else {
+            Reply::Hang
+        }
+    })
+    .await;
+    let live = serve(|_| ok(json!({"revision": 44, "succeeded": true, "responses": []}))).await;
+    let c = session_client(vec![hang.url.clone(), live.url.clone()]);
+    let put = c.put("k", "v").await.expect("retried put");
+    assert_eq!(put.revision, 44);
+    let sent = live.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(param(&sent[0].uri, "seq"), Some("1"));
+    assert_eq!(param(&sent[0].uri, "session"), Some("7"));
+    // And a transaction, the same way.
+    let txn = c.txn(Txn::new().and_then(vec![TxnOp::put("k", "w")]));
+    assert!(txn.await.expect("retried txn").succeeded);
+    assert_eq!(
+        (hang.hits(), live.hits()),
+        (2, 2),
+        "one registration, one lost write"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_retry_after_a_lost_answer_is_indeterminate() {
+    let hang = serve(|r| {
+        if is_registration(r) {
+            registered(r, 7)
+        } else {
+            Reply::Hang
+        }
+    })
+    .await;
+    let refuser = serve(|_| err(410, "session_expired")).await;
+    let c = session_client(vec![hang.url.clone(), refuser.url.clone()]);
+    let put = c.put("k", "v").await;
+    assert!(matches!(put, Err(Error::Indeterminate { .. })), "{put:?}");
+}
+
+#[tokio::test]
+async fn lost_answers_until_the_budget_runs_out_are_indeterminate() {
+    let hang = serve(|r| {
+        if is_registration(r) {
+            registered(r, 7)
+        } else {
+            Reply::Hang
+        }
+    })
+    .await;
+    let c = Client::builder(vec![hang.url.clone()])
+        .request_timeout(Duration::from_millis(100))
+        .max_attempts(3)
+        .backoff(Duration::from_millis(1), Duration::from_millis(2))
+        .build()
+        .expect("client");
+    let put = c.put("k", "v").await;
+    assert!(matches!(put, Err(Error::Indeterminate { .. })), "{put:?}");
+    assert_eq!(hang.hits(), 1 + 3, "a registration and three attempts");
+}
+
+#[tokio::test]
+async fn a_refused_first_attempt_registers_again_and_goes_as_a_new_write() {
+    let registrations = Arc::new(AtomicUsize::new(0));
+    let count = registrations.clone();
+    let server = serve(move |r| {
+        if is_registration(r) {
+            let n = count.fetch_add(1, Ordering::SeqCst) as u64;
+            return registered(r, 7 + n);
+        }
+        if param(&r.uri, "session") == Some("7") {
+            Reply::Json(
+                410,
+                json!({"error": {"code": "session_expired", "reason": "unknown_session", "message": "m"}}),
+                vec![],
+            )
+        } else {
+            ok(json!({"revision": 50}))
+        }
+    })
+    .await;
+    let c = session_client(vec![server.url.clone()]);
+    let put = c.put("k", "v").await.expect("sent again in a new session");
+    assert_eq!(put.revision, 50);
+    assert_eq!(registrations.load(Ordering::SeqCst), 2);
+    let last = server.requests().pop().expect("requests");
+    assert_eq!(param(&last.uri, "session"), Some("8"));
+    assert_eq!(param(&last.uri, "seq"), Some("2"), "a new sequence number");
+}
+
+#[tokio::test]
+async fn a_cluster_without_sessions_gets_plain_writes() {
+    let server = serve(|r| {
+        if is_registration(r) {
+            err(404, "not_found")
+        } else {
+            ok(json!({"revision": 3}))
+        }
+    })
+    .await;
+    let c = session_client(vec![server.url.clone()]);
+    c.put("k", "v").await.expect("put");
+    c.put("k", "w").await.expect("put");
+    let reqs = server.requests();
+    assert_eq!(reqs.iter().filter(|r| is_registration(r)).count(), 1);
+    assert!(reqs
+        .iter()
+        .filter(|r| r.method == Method::PUT)
+        .all(|r| param(&r.uri, "client").is_none()));
+}
+
+/// A write whose answer was lost stays in the session it was sent under:
+/// when another write of the client has registered a new session meanwhile,
+/// the retry must not go as a new write of the new session (it would be
+/// applied again there); the old session refuses it, and it is
+/// indeterminate.
+#[tokio::test]
+async fn a_lost_write_is_retried_only_in_its_own_session() {
+    let registrations = Arc::new(AtomicUsize::new(0));
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let second_done = Arc::new(tokio::sync::Notify::new());
+    let (count, hold, done) = (registrations.clone(), held.clone(), second_done.clone());
+    let server = serve(move |r| {
+        if is_registration(r) {
+            let n = count.fetch_add(1, Ordering::SeqCst) as u64;
+            return registered(r, 7 + n);
+        }
+        let first = r.uri.starts_with("/v1/kv/first");
+        match param(&r.uri, "session") {
+            // The first write's first attempt: answered `503 timeout` (its
+            // outcome unknown) only after the second write succeeded in a
+            // new session.
+            Some("7") if first && !hold.swap(true, Ordering::SeqCst) => Reply::After(
+                done.clone(),
+                503,
+                json!({"error": {"code": "timeout", "message": "lost"}}),
+            ),
+            // Session 7 is gone.
+            Some("7") => err(410, "session_expired"),
+            _ => {
+                if !first {
+                    done.notify_one();
+                }
+                ok(json!({"revision": 60}))
+            }
+        }
+    })
+    .await;
+    // Attempts wait long enough for the held answer.
+    let c = Client::builder(vec![server.url.clone()])
+        .request_timeout(Duration::from_secs(20))
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .build()
+        .expect("valid test client");
+    let first = {
+        let c = c.clone();
+        tokio::spawn(async move { c.put("first", "v").await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !held.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first write was not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Refused in session 7, the second write registers session 8.
+    c.put("second", "v").await.expect("second write");
+    assert_eq!(registrations.load(Ordering::SeqCst), 2);
+    let first = first.await.expect("task");
+    assert!(
+        matches!(first, Err(Error::Indeterminate { .. })),
+        "{first:?}"
+    );
+    assert!(
+        !server
+            .requests()
+            .iter()
+            .any(|r| r.uri.starts_with("/v1/kv/first") && param(&r.uri, "session") == Some("8")),
+        "the lost write was sent again in the new session"
+    );
 }

@@ -39,8 +39,11 @@ pub enum Error {
 
     /// A write may or may not have been applied: the request was (or may have been)
     /// sent, and then the answer was lost (timeout, connection reset, a 503
-    /// `timeout`, a 5xx other than 503). The client never re-sends such a write;
-    /// the caller must read the key to find out.
+    /// `timeout`, a 5xx other than 503). Under a session (the default) the
+    /// client has sent it again until its retry budget ran out, or until the
+    /// cluster no longer remembered its result (`410 session_expired`); without
+    /// one it never re-sends it. Either way the caller must read the key to
+    /// find out.
     #[error("outcome unknown: {message}")]
     Indeterminate {
         /// What happened, including the endpoint.

@@ -9,6 +9,9 @@
 //! - `endpoints.rs`: endpoint normalization, the preferred endpoint and leader
 //!   hints, and the percent-encoding of keys into `/v1/kv/...` paths.
 //! - `retry.rs`: [`RetryPolicy`], the retry budget and jittered backoff.
+//! - `session.rs`: exactly-once writes: the client's session (client id,
+//!   sequence numbers, registration) and the write loop that sends a write
+//!   again after a lost answer.
 //! - `types.rs`: options and responses for reads and single-key writes
 //!   ([`KeyValue`], [`GetResponse`], [`RangeResponse`], [`Status`], ...) and the
 //!   value wire encoding (UTF-8 string or base64).
@@ -32,15 +35,22 @@
 //! - [`Error::Transport`]: no endpoint could be reached; a write was never sent.
 //! - [`Error::Api`]: a node answered with an error document (`invalid_key`,
 //!   `compacted`, `no_leader` after the retry budget ran out, ...).
-//! - [`Error::Indeterminate`]: a write was (or may have been) sent and the answer
-//!   was lost. The client never re-sends such a write; read the key to find out.
+//! - [`Error::Indeterminate`]: a write was (or may have been) applied and its
+//!   answer was lost, and the client could not learn the outcome within its
+//!   retry budget; read the key to find out.
 //!
 //! Reads (`get`, `range`, `status`) are retried across endpoints with jittered
-//! exponential backoff, within [`RetryPolicy`]'s attempt count and deadline. Writes
-//! are retried only when they certainly were not applied: the connection could
-//! not be opened, or a node answered 503 `no_leader` / `not_ready`. Any node
-//! accepts writes (followers forward them to the leader); a 503 that names the
-//! leader (`X-Ballast-Leader` or `error.leader`) sends the next attempt there.
+//! exponential backoff, within [`RetryPolicy`]'s attempt count and deadline.
+//! Writes (`put`, `delete`, `txn`) run under the client's session by default
+//! ([`ClientBuilder::exactly_once`]): the cluster applies each at most once
+//! and answers a retry with the first result, so a write whose answer was lost
+//! (a timeout, a broken connection, a 503 `timeout`) is sent again, to the
+//! next endpoint, within the same budget. Writes that certainly were not
+//! applied (the connection could not be opened, a 503 `no_leader` /
+//! `not_ready` / `too_many_requests`) are retried with or without a session.
+//! Any node accepts writes (followers forward them to the leader); a 503 that
+//! names the leader (`X-Ballast-Leader` or `error.leader`) sends the next
+//! attempt there.
 //!
 //! # Example
 //!
@@ -70,7 +80,7 @@
 //! match client.txn(txn).await {
 //!     Ok(resp) => println!("succeeded={} at {}", resp.succeeded, resp.revision),
 //!     Err(ballast_client::Error::Indeterminate { message }) => {
-//!         // Maybe applied, maybe not: re-read before deciding anything.
+//!         // Retries did not settle it: re-read before deciding anything.
 //!         eprintln!("unknown outcome: {message}");
 //!     }
 //!     Err(e) => return Err(e),
@@ -88,6 +98,7 @@ mod error;
 mod members;
 mod replica;
 mod retry;
+mod session;
 mod snapshot;
 mod transport;
 mod txn;

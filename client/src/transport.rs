@@ -7,9 +7,12 @@
 //! |-------------------------------------------------|------------|---------------------|
 //! | connect failed (refused, DNS, connect timeout)  | next node  | next node (not sent)|
 //! | 503 `no_leader` / `not_ready` / `too_many_requests` (or no code) | next node | next node (not applied) |
-//! | 503 `timeout`, other 5xx, timeout or reset after sending | next node | `Indeterminate` |
+//! | 503 `timeout`, other 5xx, timeout or reset after sending | next node | `Indeterminate` (with a session: next node, see `session.rs`) |
 //! | 2xx                                             | done       | done                |
 //! | other status                                    | `Api` error| `Api` error         |
+//!
+//! Writes under the client's session (exactly once) run their own loop in
+//! `session.rs`, on the same attempts, classification and budget.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,7 @@ use tracing::debug;
 use crate::endpoints::Endpoints;
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
+use crate::session::{Carrier, Session};
 use crate::types::WireErrorDoc;
 
 /// Header carrying the responding node's applied revision.
@@ -38,6 +42,8 @@ pub(crate) struct Transport {
     pub(crate) stream_http: reqwest::Client,
     pub(crate) endpoints: Endpoints,
     pub(crate) retry: RetryPolicy,
+    /// The client's session for exactly-once writes; `None` when turned off.
+    pub(crate) session: Option<Session>,
 }
 
 /// Whether a request may have changed state, which decides what a retry may do.
@@ -45,6 +51,9 @@ pub(crate) struct Transport {
 pub(crate) enum Kind {
     Read,
     Write,
+    /// Changes state, but the same request applied twice does what it does
+    /// once (a session registration): retried like a read.
+    Idempotent,
 }
 
 /// A request that can be sent again as is.
@@ -67,7 +76,7 @@ pub(crate) struct Answer {
 }
 
 /// What one attempt led to.
-enum Outcome {
+pub(crate) enum Outcome {
     /// 2xx.
     Done(Answer),
     /// A final error: no retry can change it.
@@ -83,6 +92,26 @@ enum Outcome {
 }
 
 impl Transport {
+    /// Sends a write: under the client's session when it has one (retried
+    /// until answered, see `session.rs`), else once it may have been sent.
+    pub(crate) async fn write(&self, call: Call, carrier: Carrier) -> Result<Answer> {
+        match &self.session {
+            Some(session) => self.execute_session(session, call, carrier).await,
+            None => self.execute(call).await,
+        }
+    }
+
+    /// After an attempt that was certainly not applied: prefer the leader
+    /// the node named, else move past the endpoint.
+    pub(crate) fn follow_hint_or_move_on(&self, index: usize, hint: Option<&str>) -> bool {
+        let redirected = hint.is_some_and(|h| self.endpoints.prefer_hint(h))
+            && self.endpoints.preferred().0 != index;
+        if !redirected {
+            self.endpoints.mark_failed(index);
+        }
+        redirected
+    }
+
     /// Sends `call` until it succeeds, fails for good, or the retry budget runs out.
     pub(crate) async fn execute(&self, call: Call) -> Result<Answer> {
         let inner = self;
@@ -111,13 +140,7 @@ impl Transport {
                     hint,
                     retry_after: after,
                 } => {
-                    let redirected = hint
-                        .as_deref()
-                        .is_some_and(|h| inner.endpoints.prefer_hint(h))
-                        && inner.endpoints.preferred().0 != index;
-                    if !redirected {
-                        inner.endpoints.mark_failed(index);
-                    }
+                    let redirected = self.follow_hint_or_move_on(index, hint.as_deref());
                     debug!(endpoint, attempt, redirected, %error, "not applied, trying again");
                     last_error = error;
                     retry_after = after;
@@ -138,16 +161,7 @@ impl Transport {
             "gave up after {attempt} attempt(s) in {:?}",
             started.elapsed()
         );
-        Err(match last_error {
-            Error::Transport {
-                endpoint,
-                message: cause,
-            } => Error::Transport {
-                endpoint,
-                message: format!("{cause}; {message}"),
-            },
-            other => other,
-        })
+        Err(gave_up(last_error, &message))
     }
 
     /// One attempt against one given endpoint, no retry, no failover: for
@@ -158,13 +172,13 @@ impl Transport {
             Outcome::Final(error) | Outcome::NotApplied { error, .. } => Err(error),
             Outcome::Unknown { error, message } => match call.kind {
                 Kind::Write => Err(Error::Indeterminate { message }),
-                Kind::Read => Err(error),
+                Kind::Read | Kind::Idempotent => Err(error),
             },
         }
     }
 
     /// One attempt against one endpoint.
-    async fn attempt(&self, endpoint: &str, call: &Call) -> Outcome {
+    pub(crate) async fn attempt(&self, endpoint: &str, call: &Call) -> Outcome {
         let url = format!("{endpoint}{}", call.target);
         let mut request = self.http.request(call.method.clone(), &url);
         if let Some((content_type, body)) = &call.body {
@@ -204,6 +218,21 @@ impl Transport {
             });
         }
         classify_error_answer(endpoint, call, status, &headers, revision_header, &body)
+    }
+}
+
+/// The error a call ends with when its budget runs out: the last error,
+/// a transport error saying how long it tried.
+pub(crate) fn gave_up(last_error: Error, message: &str) -> Error {
+    match last_error {
+        Error::Transport {
+            endpoint,
+            message: cause,
+        } => Error::Transport {
+            endpoint,
+            message: format!("{cause}; {message}"),
+        },
+        other => other,
     }
 }
 

@@ -103,9 +103,17 @@ struct RunArgs {
     /// Probability that two nemeses act at once.
     #[arg(long, default_value_t = 0.3)]
     combine: f64,
-    /// Client request timeout, ms (a later answer is `info`).
+    /// Client request timeout, ms (a later answer is `info`; with
+    /// --client-retries, the limit of one attempt).
     #[arg(long, default_value_t = 3000)]
     request_timeout_ms: u64,
+    /// Register workload: send operations through ballast's `Client`, whose
+    /// exactly-once sessions let it send a write again after a lost answer
+    /// (up to 40 attempts within 10 s, over every member, preferring the
+    /// client's node); an operation is `info` only when the client reports
+    /// it indeterminate.
+    #[arg(long)]
+    client_retries: bool,
     /// Size of every value written, bytes: the unique value followed by a
     /// check pattern (histories keep the unique value only). At least 64,
     /// at most the nodes' --max-value-bytes (1572864 unless set with
@@ -343,6 +351,10 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .any(|n| n == "member" || n == "member-replace");
     anyhow::ensure!(
+        !a.client_retries || (matches!(a.workload, Workload::Register) && !membership),
+        "--client-retries needs the register workload and no member or member-replace nemesis (the client keeps the endpoints it starts with)"
+    );
+    anyhow::ensure!(
         !(membership && matches!(a.workload, Workload::Replica)),
         "the member and member-replace nemeses need the register or watch workload (replicas keep the endpoints they start with)"
     );
@@ -409,6 +421,8 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
             think: Duration::from_millis(a.think_ms),
             read_ratio: a.read_ratio,
             seed,
+            client_retries: a.client_retries,
+            request_timeout: Duration::from_millis(a.request_timeout_ms),
         },
         request_timeout: Duration::from_millis(a.request_timeout_ms),
         padding,

@@ -35,6 +35,23 @@ impl Endpoints {
         Some((c, epoch))
     }
 
+    /// The base URLs of the current members, starting with the node
+    /// [`pick`](Self::pick) gives client `index`.
+    pub fn urls_from(&self, index: usize) -> Vec<String> {
+        let members = self.members.all();
+        let mut urls: Vec<String> = members
+            .iter()
+            .filter_map(|id| self.clients.iter().find(|c| c.node == *id))
+            .map(|c| c.base().to_string())
+            .collect();
+        if let Some((first, _)) = self.members.pick(index) {
+            if let Some(at) = members.iter().position(|id| *id == first) {
+                urls.rotate_left(at);
+            }
+        }
+        urls
+    }
+
     /// Node `id` answered `410 removed` (see [`MemberSet::gone`]).
     pub fn gone(&self, id: u64, epoch: u64) {
         self.members.gone(id, epoch);

@@ -17,6 +17,12 @@ use crate::kv::limits::{
     Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_VALUE_BYTES,
     MAX_VALUE_BYTES_CEILING,
 };
+use crate::kv::sessions::{
+    DEFAULT_MAX_BYTES as DEFAULT_SESSION_MAX_BYTES,
+    DEFAULT_MAX_CLIENTS as DEFAULT_SESSION_MAX_CLIENTS,
+    DEFAULT_MAX_RESULTS as DEFAULT_SESSION_MAX_RESULTS, DEFAULT_TTL_MS as DEFAULT_SESSION_TTL_MS,
+};
+use crate::kv::SessionLimits;
 use crate::raft::types::{Member, NodeId};
 
 /// Why a configuration was refused.
@@ -183,6 +189,20 @@ pub struct Config {
     /// Most compares, and most ops per branch, in a transaction.
     #[arg(long, env = "BALLAST_MAX_TXN_OPS", default_value_t = DEFAULT_MAX_TXN_OPS)]
     pub max_txn_ops: usize,
+    /// Most clients with a session (exactly-once writes); registering one
+    /// more evicts the least recently active. Set on the leader, which
+    /// stamps it into the log: give every node the same value.
+    #[arg(long, env = "BALLAST_SESSION_MAX_CLIENTS", default_value_t = DEFAULT_SESSION_MAX_CLIENTS)]
+    pub session_max_clients: u64,
+    /// Most remembered write results per client session.
+    #[arg(long, env = "BALLAST_SESSION_MAX_RESULTS", default_value_t = DEFAULT_SESSION_MAX_RESULTS)]
+    pub session_max_results: u64,
+    /// Most bytes of remembered write results in the whole session table.
+    #[arg(long, env = "BALLAST_SESSION_MAX_BYTES", default_value_t = DEFAULT_SESSION_MAX_BYTES)]
+    pub session_max_bytes: u64,
+    /// Milliseconds a client session may stay idle before it expires.
+    #[arg(long, env = "BALLAST_SESSION_TTL_MS", default_value_t = DEFAULT_SESSION_TTL_MS)]
+    pub session_ttl_ms: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "BALLAST_LOG_JSON")]
     pub log_json: bool,
@@ -405,6 +425,16 @@ impl Config {
                 "max-value-bytes must be at most {MAX_VALUE_BYTES_CEILING} bytes"
             )));
         }
+        if self.session_max_clients == 0
+            || self.session_max_results == 0
+            || self.session_max_bytes == 0
+            || self.session_ttl_ms == 0
+        {
+            return Err(invalid(
+                "session-max-clients, session-max-results, session-max-bytes and \
+                 session-ttl-ms must be positive",
+            ));
+        }
         Ok(())
     }
 
@@ -486,6 +516,16 @@ impl Config {
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
             max_txn_ops: self.max_txn_ops,
+        }
+    }
+
+    /// Bounds of the client session table.
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_clients: self.session_max_clients,
+            max_results: self.session_max_results,
+            max_bytes: self.session_max_bytes,
+            ttl_ms: self.session_ttl_ms,
         }
     }
 

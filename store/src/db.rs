@@ -27,16 +27,23 @@ pub const CF_HISTORY: &str = "history";
 /// Changes by revision: big-endian revision → the events of that revision.
 pub const CF_CHANGES: &str = "changes";
 
-/// The state-machine column families, in the order snapshots carry them.
-pub const SM_DATA_CFS: [&str; 3] = [CF_KV, CF_HISTORY, CF_CHANGES];
+/// Client sessions: the replicated table of recent write results per client
+/// (`kv::sessions`).
+pub const CF_SESSIONS: &str = "sessions";
 
-const ALL_CFS: [&str; 6] = [
+/// The state-machine column families, in the order snapshots carry them
+/// (a snapshot record names its family by its index here, so new families
+/// are only ever appended).
+pub const SM_DATA_CFS: [&str; 4] = [CF_KV, CF_HISTORY, CF_CHANGES, CF_SESSIONS];
+
+const ALL_CFS: [&str; 7] = [
     CF_RAFT_META,
     CF_RAFT_LOG,
     CF_SM_META,
     CF_KV,
     CF_HISTORY,
     CF_CHANGES,
+    CF_SESSIONS,
 ];
 
 /// Most bytes of WAL kept before RocksDB flushes the column families that

@@ -281,6 +281,7 @@ pub async fn start(
             max_inflight_write_bytes: config.max_inflight_write_bytes,
             election_timeout_max: std::time::Duration::from_millis(config.election_timeout_max_ms),
             backups,
+            sessions: config.session_limits(),
         },
         metrics.clone(),
     );

@@ -6,6 +6,7 @@
 //! Every node keeps its ports across restarts (they are chosen once, when the
 //! cluster starts), so a restarted node rejoins at the same address.
 
+pub mod answer_drop;
 pub mod restore;
 pub mod sse;
 pub mod throttle;

@@ -4,12 +4,14 @@
 //! value on the way back (`padding`).
 
 pub mod padding;
+pub mod retrying;
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 pub use padding::Padding;
+pub use retrying::RetryingClient;
 
 use crate::history::Observed;
 

@@ -94,7 +94,8 @@ pub(super) fn check_and_report(
         serde_json::to_string_pretty(&json!({
             "counts": counts, "nemesis": stats, "register": reg, "watch": watch, "convergence": convergence,
             "pass": pass, "nodes": cfg.nodes, "time_s": cfg.time.as_secs(), "nemeses": cfg.nemeses, "seed": cfg.seed,
-            "value_size": cfg.padding.size(), "lagging": lagging, "membership": members,
+            "value_size": cfg.padding.size(), "client_retries": cfg.register.client_retries,
+            "lagging": lagging, "membership": members,
         }))?,
     )?;
     if let Verdict::Fail { .. } = reg.verdict {

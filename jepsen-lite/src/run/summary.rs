@@ -46,10 +46,15 @@ pub(super) fn summary(cfg: &RunConfig, f: &Findings<'_>, hist: &Path) -> String 
     let _ = writeln!(s, "== jepsen-lite summary");
     let _ = writeln!(
         s,
-        "workload {:?}, {} nodes, {} clients, {} keys, {}s, nemesis {:?}, seed {}, values {}",
+        "workload {:?}, {} nodes, {} clients{}, {} keys, {}s, nemesis {:?}, seed {}, values {}",
         cfg.workload,
         cfg.nodes,
         cfg.register.clients,
+        if cfg.register.client_retries {
+            " (ballast Client, exactly-once retries)"
+        } else {
+            ""
+        },
         cfg.register.keys,
         cfg.time.as_secs(),
         cfg.nemeses,

@@ -73,9 +73,15 @@ pub(super) async fn stop_and_settle(
             let _ = cluster.start(id);
         }
     }
+    // A client finishes within its request timeout; with --client-retries,
+    // once its retry deadline has passed and the last attempt ended.
+    let last_request = if cfg.register.client_retries {
+        cfg.request_timeout + crate::client::retrying::RETRY_DEADLINE
+    } else {
+        cfg.request_timeout
+    };
     for t in tasks {
-        // A client finishes within its request timeout.
-        if tokio::time::timeout(cfg.request_timeout + Duration::from_secs(2), t)
+        if tokio::time::timeout(last_request + Duration::from_secs(2), t)
             .await
             .is_err()
         {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::client::REMOVED;
+use crate::client::{RetryingClient, REMOVED};
 use crate::history::{Event, EventType, Func, Recorder};
 use crate::members::Endpoints;
 
@@ -26,6 +26,12 @@ pub struct RegisterOptions {
     pub read_ratio: f64,
     /// Seed.
     pub seed: u64,
+    /// Send operations through `ballast_client::Client` (exactly-once
+    /// sessions; lost answers of writes are retried by the client) instead
+    /// of single HTTP requests to one node.
+    pub client_retries: bool,
+    /// Time limit of one request (one attempt with `client_retries`).
+    pub request_timeout: Duration,
 }
 
 /// Runs one client until `stop`. Each operation goes to the `index`-th
@@ -44,6 +50,23 @@ pub async fn client(
     let mut counter = 0u64;
     // Last value this client saw per key: CAS compares against it.
     let mut last_seen: HashMap<String, String> = HashMap::new();
+    // With --client-retries: one Client (one session) for this client's
+    // whole run, preferring its node.
+    let retrying = if opts.client_retries {
+        match RetryingClient::new(
+            nodes.urls_from(index),
+            opts.request_timeout,
+            nodes.padding(),
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(client = index, error = %e, "cannot build the retrying client");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     while !*stop.borrow() {
         let Some((node, epoch)) = nodes.pick(index) else {
             let _ = tokio::time::timeout(Duration::from_millis(50), stop.changed()).await;
@@ -75,7 +98,12 @@ pub async fn client(
         let mut done = inv;
         done.kind = EventType::Ok;
         let outcome_kind = match f {
-            Func::Read => match node.read(&key).await.or_record(&mut done) {
+            Func::Read => match match &retrying {
+                Some(r) => r.read(&key).await,
+                None => node.read(&key).await,
+            }
+            .or_record(&mut done)
+            {
                 Ok(r) => {
                     done.found = Some(r.kv.is_some());
                     done.revision = r.revision;
@@ -87,7 +115,12 @@ pub async fn client(
                 }
                 Err(kind) => kind,
             },
-            Func::Write => match node.write(&key, &value).await.or_record(&mut done) {
+            Func::Write => match match &retrying {
+                Some(r) => r.write(&key, &value).await,
+                None => node.write(&key, &value).await,
+            }
+            .or_record(&mut done)
+            {
                 Ok(rev) => {
                     done.revision = rev;
                     last_seen.insert(key.clone(), value.clone());
@@ -97,7 +130,11 @@ pub async fn client(
             },
             Func::Cas => {
                 let exp = expected.unwrap_or_default();
-                match node.cas(&key, &exp, &value).await.or_record(&mut done) {
+                let outcome = match &retrying {
+                    Some(r) => r.cas(&key, &exp, &value).await,
+                    None => node.cas(&key, &exp, &value).await,
+                };
+                match outcome.or_record(&mut done) {
                     Ok(r) => {
                         done.succeeded = Some(r.succeeded);
                         done.revision = r.revision;

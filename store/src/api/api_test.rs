@@ -928,3 +928,121 @@ async fn membership_routes_refuse_bad_and_unsafe_changes() {
     assert_eq!(status.json()["raft"]["state"], "Removed");
     h.shutdown().await;
 }
+
+/// Session writes through the router: registration, a replay answering the
+/// first result for each kind of write, the refusals of malformed session
+/// fields, and `410 session_expired` for what the table cannot answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_writes_replay_their_first_result() {
+    let h = Harness::start(|_| {}).await;
+    let client = "0123456789abcdef0123456789abcdef";
+    let registered = h
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            format!(r#"{{"client":"{client}"}}"#),
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::OK, "{:?}", registered.body);
+    let doc = registered.json();
+    assert_eq!(doc["client"], client);
+    let session = doc["session"].as_u64().expect("session");
+    let again = h
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            format!(r#"{{"client":"{}"}}"#, client.to_uppercase()),
+        )
+        .await;
+    assert_eq!(
+        again.json()["session"],
+        session,
+        "registering is idempotent"
+    );
+    let tag = |seq: u64, acked: u64| {
+        format!("client={client}&session={session}&seq={seq}&acked_below={acked}")
+    };
+
+    // A put, and its retry: one application, the same answer.
+    h.put_ok("/v1/kv/s/a", "0").await;
+    let uri = format!("/v1/kv/s/a?prev_kv=true&{}", tag(1, 1));
+    let first = h.put(&uri, "1").await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let replay = h.put(&uri, "1").await;
+    assert_eq!(replay.json(), first.json());
+    assert_eq!(replay.json()["prev_kv"]["value"], "0");
+    assert_eq!(h.get("/v1/kv/s/a").await.json()["kv"]["version"], 2);
+
+    // A delete and a transaction, the same way.
+    let uri = format!("/v1/kv/s/?prefix=true&{}", tag(2, 1));
+    let first = h.call(Method::DELETE, &uri, "").await;
+    assert_eq!(first.json()["deleted"], 1);
+    assert_eq!(h.call(Method::DELETE, &uri, "").await.json(), first.json());
+    let txn = json!({
+        "compare": [{"key": "s/b", "target": "version", "op": "=", "version": 0}],
+        "success": [{"put": {"key": "s/b", "value": "x"}}],
+        "session": {"client": client, "session": session, "seq": 3, "acked_below": 1},
+    })
+    .to_string();
+    let first = h.txn(txn.clone()).await;
+    assert_eq!(first.json()["succeeded"], true, "{:?}", first.body);
+    assert_eq!(
+        h.txn(txn).await.json(),
+        first.json(),
+        "not a failed compare"
+    );
+
+    // Malformed session fields.
+    for uri in [
+        format!("/v1/kv/s/c?client={client}"),
+        format!("/v1/kv/s/c?client=xyz&session={session}&seq=4&acked_below=1"),
+        format!("/v1/kv/s/c?client={client}&session=-1&seq=4&acked_below=1"),
+    ] {
+        h.put(&uri, "v")
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_query");
+    }
+    for uri in [
+        format!("/v1/kv/s/c?{}", tag(0, 0)),
+        format!("/v1/kv/s/c?{}", tag(4, 5)),
+    ] {
+        h.put(&uri, "v")
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    for body in [
+        r#"{"client": "nothex"}"#,
+        r#"{"client": 7}"#,
+        r#"{"client": "0123456789abcdef0123456789abcdef", "x": 1}"#,
+        r#"[]"#,
+    ] {
+        h.call(Method::POST, "/v1/sessions", body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+    }
+    h.txn(r#"{"session": {"client": "0123456789abcdef0123456789abcdef"}}"#)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+
+    // What the table cannot answer: an unknown session, an acknowledged
+    // sequence number. Nothing is applied.
+    let revision = h.revision();
+    let unknown = h
+        .put(
+            &format!(
+                "/v1/kv/s/c?client={client}&session={}&seq=4&acked_below=1",
+                session + 1000
+            ),
+            "v",
+        )
+        .await;
+    unknown.assert_error(StatusCode::GONE, "session_expired");
+    assert_eq!(unknown.json()["error"]["reason"], "unknown_session");
+    let fifth = h.put_ok(&format!("/v1/kv/s/d?{}", tag(5, 5)), "v").await;
+    assert_eq!(fifth, revision + 1);
+    let forgotten = h.put(&format!("/v1/kv/s/a?{}", tag(1, 1)), "1").await;
+    forgotten.assert_error(StatusCode::GONE, "session_expired");
+    assert_eq!(forgotten.json()["error"]["reason"], "result_forgotten");
+    assert_eq!(h.revision(), fifth, "only seq 5 was applied");
+    h.shutdown().await;
+}

@@ -8,6 +8,7 @@
 //! | `method_not_allowed` | 405 | wrong method for the route |
 //! | `change_in_progress`, `learner_not_ready`, `would_lose_quorum`, `member_exists` | 409 | a membership change refused as things stand |
 //! | `removed` | 410 | this node was removed from the cluster |
+//! | `session_expired` | 410 | a session write not applied: its session or its result is gone, so an earlier attempt's outcome is unknown |
 //! | `key_too_large`, `value_too_large`, `request_too_large` | 413 | over a configured limit |
 //! | `no_leader` | 503 | no leader reachable: not applied, retry (`Retry-After`) |
 //! | `timeout` | 503 | no answer in time: a write may or may not have taken effect |
@@ -23,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::kv::KvError;
+use super::session::refusal_name;
+use crate::kv::{KvError, SessionRefusal};
 use crate::raft::membership::AdminError;
 use crate::raft::node::NodeError;
 use crate::raft::types::{Member, NodeId};
@@ -91,11 +93,14 @@ pub enum ErrorCode {
     MemberExists,
     /// This node was removed from the cluster.
     Removed,
+    /// A session write was refused: its session, or the result of its
+    /// sequence number, is gone.
+    SessionExpired,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -123,6 +128,7 @@ impl ErrorCode {
         ErrorCode::WouldLoseQuorum,
         ErrorCode::MemberExists,
         ErrorCode::Removed,
+        ErrorCode::SessionExpired,
     ];
 
     /// The code as it appears in `{"error": {"code": ...}}`.
@@ -155,6 +161,7 @@ impl ErrorCode {
             ErrorCode::WouldLoseQuorum => "would_lose_quorum",
             ErrorCode::MemberExists => "member_exists",
             ErrorCode::Removed => "removed",
+            ErrorCode::SessionExpired => "session_expired",
         }
     }
 
@@ -175,7 +182,7 @@ impl ErrorCode {
             | ErrorCode::LearnerNotReady
             | ErrorCode::WouldLoseQuorum
             | ErrorCode::MemberExists => StatusCode::CONFLICT,
-            ErrorCode::Removed => StatusCode::GONE,
+            ErrorCode::Removed | ErrorCode::SessionExpired => StatusCode::GONE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::KeyTooLarge | ErrorCode::ValueTooLarge | ErrorCode::RequestTooLarge => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -257,6 +264,26 @@ pub enum ApiError {
     /// This node was removed from the cluster.
     #[error("{0}; this node serves nothing any more (use another member; to reuse this machine, wipe the data directory and join as a new member)")]
     Removed(String),
+    /// A session write that was not applied, because whether an earlier
+    /// attempt of it was can no longer be known.
+    #[error("{}", session_expired_message(*.0))]
+    SessionExpired(SessionRefusal),
+}
+
+fn session_expired_message(reason: SessionRefusal) -> &'static str {
+    match reason {
+        SessionRefusal::UnknownSession => {
+            "the client session is unknown (it expired while idle, was evicted from the full \
+             session table, or the cluster was restored from a backup): this request was not \
+             applied, and whether an earlier attempt of the same write was is unknown; \
+             register a new session"
+        }
+        SessionRefusal::ResultForgotten => {
+            "the session no longer remembers this sequence number (acknowledged, or forgotten \
+             to keep the session table within its bounds): this request was not applied, and \
+             whether an earlier attempt of the same write was is unknown"
+        }
+    }
 }
 
 impl From<AdminError> for ApiError {
@@ -304,6 +331,7 @@ impl ApiError {
                 AdminError::Forward(_) => ErrorCode::Internal,
             },
             ApiError::Removed(_) => ErrorCode::Removed,
+            ApiError::SessionExpired(_) => ErrorCode::SessionExpired,
         }
     }
 
@@ -325,6 +353,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({ "code": code.as_str(), "message": self.to_string() });
         if let Some((id, member)) = self.leader() {
             error["leader"] = json!({ "id": id, "client_addr": member.client_addr });
+        }
+        if let ApiError::SessionExpired(reason) = &self {
+            error["reason"] = json!(refusal_name(*reason));
         }
         let mut body = json!({ "error": error });
         if let ApiError::KeyNotFound { revision, .. } = &self {

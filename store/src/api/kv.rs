@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
 use super::json::{kvs_json, DeleteJson, GetJson, KvJson, PutJson, TxnJson};
 use super::range::{self, RangeLimiter};
+use super::session::{self, WriteSession};
 use super::txn::TxnRequestJson;
 use crate::kv::{Command, CommandResponse, TxnRequest};
 use crate::raft::node::{Node, NodeError};
@@ -50,6 +51,14 @@ pub struct PutQuery {
     /// Return the previous key-value.
     #[serde(default)]
     pub prev_kv: bool,
+    /// Session: client id (see [`super::session`]).
+    pub client: Option<String>,
+    /// Session: the session.
+    pub session: Option<u64>,
+    /// Session: the write's sequence number.
+    pub seq: Option<u64>,
+    /// Session: every sequence number below it was answered.
+    pub acked_below: Option<u64>,
 }
 
 /// Query of `DELETE /v1/kv/{key}`.
@@ -62,6 +71,14 @@ pub struct DeleteQuery {
     /// Return the deleted key-values.
     #[serde(default)]
     pub prev_kv: bool,
+    /// Session: client id (see [`super::session`]).
+    pub client: Option<String>,
+    /// Session: the session.
+    pub session: Option<u64>,
+    /// Session: the write's sequence number.
+    pub seq: Option<u64>,
+    /// Session: every sequence number below it was answered.
+    pub acked_below: Option<u64>,
 }
 
 fn unexpected(resp: CommandResponse) -> ApiError {
@@ -117,13 +134,14 @@ pub async fn put(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PutJson>, ApiError> {
     node.limits().check_key(&key)?;
+    let session = WriteSession::from_query(q.client, q.session, q.seq, q.acked_below)?;
     let value = read_body(body, BodyKind::Value, node.limits().max_value_bytes)?;
     let cmd = Command::Put {
         key,
         value: value.to_vec(),
         prev_kv: q.prev_kv,
     };
-    match node.write(cmd).await? {
+    match session::answer(node.write(session::wrap(&node, session, cmd)).await?)? {
         CommandResponse::Put { revision, prev_kv } => Ok(Json(PutJson {
             revision,
             prev_kv: prev_kv.map(KvJson::from),
@@ -138,12 +156,13 @@ pub async fn delete(
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Json<DeleteJson>, ApiError> {
+    let session = WriteSession::from_query(q.client, q.session, q.seq, q.acked_below)?;
     let cmd = Command::Delete {
         key,
         prefix: q.prefix,
         prev_kv: q.prev_kv,
     };
-    match node.write(cmd).await? {
+    match session::answer(node.write(session::wrap(&node, session, cmd)).await?)? {
         CommandResponse::Delete {
             revision,
             deleted,
@@ -163,9 +182,11 @@ pub async fn txn(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TxnJson>, ApiError> {
     let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;
-    let parsed: TxnRequestJson = parse_json(&body, "invalid transaction JSON")?;
+    let mut parsed: TxnRequestJson = parse_json(&body, "invalid transaction JSON")?;
+    let session = WriteSession::from_json(parsed.session.take())?;
     let txn = TxnRequest::try_from(parsed)?;
-    match node.write(Command::Txn(txn)).await? {
+    let cmd = session::wrap(&node, session, Command::Txn(txn));
+    match session::answer(node.write(cmd).await?)? {
         CommandResponse::Txn {
             succeeded,
             revision,

@@ -10,6 +10,7 @@ pub mod kv;
 pub mod members;
 pub mod range;
 pub mod replicas;
+pub mod session;
 pub mod snapshot;
 pub mod status;
 pub mod txn;
@@ -104,6 +105,10 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, ranges: Arc<RangeLimiter>) ->
         .route("/v1/kv/", kv_routes.clone())
         .route("/v1/kv/{*key}", kv_routes)
         .route("/v1/txn", post(kv::txn).fallback(method_not_allowed))
+        .route(
+            "/v1/sessions",
+            post(session::register).fallback(method_not_allowed),
+        )
         .route("/v1/watch", get(watch::watch).fallback(method_not_allowed))
         .route("/v1/watch/", get(watch::watch).fallback(method_not_allowed))
         .route(

@@ -19,6 +19,9 @@ pub struct TxnRequestJson {
     /// Ops otherwise.
     #[serde(default)]
     pub failure: Vec<TxnOpJson>,
+    /// The client session of the write (see [`super::session`]).
+    #[serde(default)]
+    pub session: Option<super::session::SessionJson>,
 }
 
 /// What a compare looks at.

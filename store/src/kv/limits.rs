@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::error::KvError;
-use super::types::{Command, TxnOp, TxnRequest};
+use super::types::{Command, SessionOp, TxnOp, TxnRequest};
 
 /// Size limits for keys, values and transactions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +116,37 @@ impl Limits {
             Command::Delete { key, prefix, .. } => self.check_key_or_prefix(key, *prefix),
             Command::Txn(txn) => self.check_txn(txn),
             Command::Compact { .. } => Ok(()),
+            Command::Session(s) => match &s.op {
+                SessionOp::Register => Ok(()),
+                SessionOp::Write {
+                    seq,
+                    acked_below,
+                    command,
+                    ..
+                } => {
+                    if *seq == 0 {
+                        return Err(KvError::InvalidRequest(
+                            "a session's sequence numbers start at 1".into(),
+                        ));
+                    }
+                    if acked_below > seq {
+                        return Err(KvError::InvalidRequest(format!(
+                            "acked_below {acked_below} is above the write's own sequence \
+                             number {seq}: a write cannot be acknowledged before its answer"
+                        )));
+                    }
+                    match **command {
+                        Command::Put { .. } | Command::Delete { .. } | Command::Txn(_) => {
+                            self.check_command(command)
+                        }
+                        Command::Compact { .. } | Command::Session(_) => {
+                            Err(KvError::InvalidRequest(
+                                "only puts, deletes and transactions are session writes".into(),
+                            ))
+                        }
+                    }
+                }
+            },
         }
     }
 
@@ -214,6 +245,14 @@ pub fn command_bytes(command: &Command) -> usize {
             field(compares + ops)
         }
         Command::Compact { .. } => field(0),
+        // The client id, the stamp and the sequence numbers.
+        Command::Session(s) => {
+            field(64)
+                + match &s.op {
+                    SessionOp::Register => 0,
+                    SessionOp::Write { command, .. } => command_bytes(command),
+                }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The key space: command types, input limits, the MVCC store on RocksDB,
-//! what has been applied ([`Applied`]), and the JSON form of a key-value.
+//! the client session table (exactly-once writes), what has been applied
+//! ([`Applied`]), and the JSON form of a key-value.
 
 pub mod applied;
 pub mod compactor;
@@ -9,6 +10,7 @@ pub mod json;
 pub mod limits;
 pub mod mvcc;
 pub mod range;
+pub mod sessions;
 pub mod types;
 
 pub use applied::Applied;
@@ -17,8 +19,8 @@ pub use limits::Limits;
 pub use mvcc::{KvReader, ReadError};
 pub use range::{RangeScan, Visit};
 pub use types::{
-    Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, TxnOp, TxnOpResponse,
-    TxnRequest,
+    Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, SessionCommand,
+    SessionLimits, SessionOp, SessionRefusal, SessionStamp, TxnOp, TxnOpResponse, TxnRequest,
 };
 
 #[cfg(test)]

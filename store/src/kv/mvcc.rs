@@ -521,6 +521,11 @@ impl<'a> ApplyBatch<'a> {
                     refused,
                 })
             }
+            // Applied through the session table (`kv::sessions::apply_entry`),
+            // which hands only the write inside to this batch.
+            Command::Session(_) => Err(io::Error::other(
+                "a session command reached the key space without the session table",
+            )),
         }
     }
 }

@@ -219,6 +219,7 @@ impl Model {
                 };
                 (false, response)
             }
+            Command::Session(_) => unreachable!("the model applies no session commands"),
         };
         if wrote {
             self.map = next;

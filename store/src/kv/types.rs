@@ -55,6 +55,10 @@ pub enum Command {
         /// The new compact revision.
         revision: u64,
     },
+    /// A command of a client session (exactly-once writes, see
+    /// [`crate::kv::sessions`]): the registration of a session, or a write
+    /// the state machine applies at most once per (client, sequence number).
+    Session(SessionCommand),
 }
 
 impl fmt::Display for Command {
@@ -70,8 +74,85 @@ impl fmt::Display for Command {
                 t.failure.len()
             ),
             Command::Compact { revision } => write!(f, "compact({revision})"),
+            Command::Session(s) => match &s.op {
+                SessionOp::Register => write!(f, "register({:032x})", s.client),
+                SessionOp::Write {
+                    session,
+                    seq,
+                    command,
+                    ..
+                } => write!(
+                    f,
+                    "session({:032x}/{session}, seq {seq}, {command})",
+                    s.client
+                ),
+            },
         }
     }
+}
+
+/// A command of a client session, with the leader's stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCommand {
+    /// The client's id: random, 128 bits, one per client instance.
+    pub client: u128,
+    /// The time and table bounds the state machine applies this command
+    /// with. Carried in the entry, so every node decides expiry and eviction
+    /// alike; the leader sets it when it proposes.
+    pub stamp: SessionStamp,
+    /// What the command does.
+    pub op: SessionOp,
+}
+
+/// What a [`SessionCommand`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionOp {
+    /// Opens a session for the client, or names the one it has. Answered
+    /// with [`CommandResponse::Registered`].
+    Register,
+    /// A write of a session: applied unless this sequence number was already
+    /// applied (its first result is returned again) or can no longer be
+    /// told apart from one that was ([`CommandResponse::SessionExpired`]).
+    Write {
+        /// The session, as registration named it.
+        session: u64,
+        /// The write's sequence number in the client, from 1.
+        seq: u64,
+        /// Every sequence number below this one has been answered: the
+        /// client never sends them again, so their results may be forgotten.
+        acked_below: u64,
+        /// The write: a put, a delete or a transaction.
+        command: Box<Command>,
+    },
+}
+
+/// The leader's clock and the bounds of the session table, stamped into a
+/// [`SessionCommand`] when it is proposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStamp {
+    /// The leader's wall clock, milliseconds since the Unix epoch. The table
+    /// keeps the largest stamp it has seen as its clock, so a leader whose
+    /// clock is behind never turns the table's time back.
+    pub now_ms: u64,
+    /// The bounds in force for this command.
+    pub limits: SessionLimits,
+}
+
+/// The bounds of the replicated session table (see [`crate::kv::sessions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLimits {
+    /// Most clients with a session; registering one more evicts the least
+    /// recently active.
+    pub max_clients: u64,
+    /// Most remembered results per client; past it the lowest sequence
+    /// numbers are forgotten.
+    pub max_results: u64,
+    /// Most bytes of remembered results in the whole table; past it the
+    /// oldest results are forgotten.
+    pub max_bytes: u64,
+    /// A client idle (no session command) for longer than this, by the
+    /// table's clock, loses its session.
+    pub ttl_ms: u64,
 }
 
 /// A transaction: if every compare holds, run `success`, else `failure`.
@@ -207,6 +288,29 @@ pub enum CommandResponse {
         /// Why nothing changed, if it was refused.
         refused: Option<CompactRefusal>,
     },
+    /// Result of [`SessionOp::Register`].
+    Registered {
+        /// The session: the log index of the entry that opened it.
+        session: u64,
+    },
+    /// A [`SessionOp::Write`] that was not applied: whether an earlier
+    /// attempt of it was applied can no longer be known.
+    SessionExpired {
+        /// Why.
+        reason: SessionRefusal,
+    },
+}
+
+/// Why a session write was refused without being applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionRefusal {
+    /// The session is not in the table: it expired, was evicted, was never
+    /// registered, or the state was restored from a backup.
+    UnknownSession,
+    /// The session lives, but the sequence number is below what it still
+    /// remembers results for: acknowledged by the client, or forgotten to
+    /// keep the table within its bounds.
+    ResultForgotten,
 }
 
 /// Why a compaction was refused (a result, not an error: Raft goes on).

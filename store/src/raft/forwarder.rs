@@ -29,7 +29,7 @@ use super::pool::PeerPool;
 use super::types::NodeId;
 use super::wire::{CallError, ForwardError, PeerRequest, PeerResponse};
 use crate::kv::limits::command_bytes;
-use crate::kv::{Command, CommandResponse};
+use crate::kv::{Command, CommandResponse, SessionOp};
 
 /// The batches: at most two requests of small writes open to the leader at
 /// once, at most 256 writes and 1 MiB each (see `batch.rs`).
@@ -45,17 +45,23 @@ pub type Answer = Result<Result<CommandResponse, ForwardError>, CallError>;
 
 /// Whether `command` may share a request with others: its answer is a
 /// revision and a few flags, never a value (a batch of small puts asking for
-/// their previous values could be answered with many large ones).
+/// their previous values could be answered with many large ones). A client
+/// session's registration and its writes of such commands answer as small
+/// (a replay answers what the write itself did).
 pub fn batchable(command: &Command) -> bool {
-    matches!(
-        command,
+    match command {
         Command::Put { prev_kv: false, .. }
-            | Command::Delete {
-                prefix: false,
-                prev_kv: false,
-                ..
-            }
-    )
+        | Command::Delete {
+            prefix: false,
+            prev_kv: false,
+            ..
+        } => true,
+        Command::Session(s) => match &s.op {
+            SessionOp::Register => true,
+            SessionOp::Write { command, .. } => batchable(command),
+        },
+        _ => false,
+    }
 }
 
 struct Item {

@@ -195,4 +195,25 @@ fn only_writes_with_small_answers_are_batched() {
     }));
     assert!(!batchable(&Command::Txn(Default::default())));
     assert!(!batchable(&Command::Compact { revision: 1 }));
+    let session = |op| {
+        Command::Session(crate::kv::SessionCommand {
+            client: 1,
+            stamp: crate::kv::SessionStamp {
+                now_ms: 0,
+                limits: crate::kv::SessionLimits::default(),
+            },
+            op,
+        })
+    };
+    let write = |command| crate::kv::SessionOp::Write {
+        session: 1,
+        seq: 1,
+        acked_below: 1,
+        command: Box::new(command),
+    };
+    assert!(batchable(&session(crate::kv::SessionOp::Register)));
+    assert!(batchable(&session(write(put(1)))));
+    assert!(!batchable(&session(write(
+        Command::Txn(Default::default())
+    ))));
 }

@@ -29,7 +29,10 @@ use super::proposer::{ProposeError, Proposer};
 use super::types::{Member, NodeId, Raft, TypeConfig};
 use super::wire::{CallError, ForwardError, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
 use crate::kv::limits::command_bytes;
-use crate::kv::{Applied, Command, CommandResponse, KvError, KvReader, Limits, ReadError};
+use crate::kv::sessions;
+use crate::kv::{
+    Applied, Command, CommandResponse, KvError, KvReader, Limits, ReadError, SessionLimits,
+};
 use crate::metrics::Metrics;
 use crate::replicas::{merge, ReplicaEntry, ReplicaRegistry};
 use crate::storage::backup::BackupSource;
@@ -145,6 +148,9 @@ pub struct NodeOptions {
     pub election_timeout_max: Duration,
     /// Where backups (`GET /v1/snapshot`) are taken from, one at a time.
     pub backups: BackupSource,
+    /// Bounds of the client session table, stamped into the session
+    /// commands this node proposes as leader.
+    pub sessions: SessionLimits,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -748,7 +754,13 @@ impl Node {
 
     /// Proposes a command on this node, which must be the leader. Writes
     /// waiting at the same time go to Raft together (see `proposer`).
-    pub async fn propose(&self, command: Command) -> Result<CommandResponse, NodeError> {
+    pub async fn propose(&self, mut command: Command) -> Result<CommandResponse, NodeError> {
+        // Session commands run on the leader's clock and bounds.
+        sessions::stamp(
+            &mut command,
+            sessions::wall_clock_ms(),
+            self.options.sessions,
+        );
         // The proposal's bytes count until Raft is done with it, also when
         // the client has been answered with a timeout meanwhile.
         let inflight = self.admit(command_bytes(&command))?;

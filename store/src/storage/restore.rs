@@ -5,6 +5,11 @@
 //! - The key space, its history and its revision counters are copied as
 //!   they are, through the snapshot format (`storage::snapshot`), whose
 //!   reader verifies the checksum and the state digest.
+//! - The client session table (`kv::sessions`) is not restored: the new
+//!   cluster starts with no sessions, so a client retrying a write it sent
+//!   to the old cluster is refused (`session_expired`) and reports the write
+//!   as indeterminate, rather than applying it on top of a state that may or
+//!   may not hold it.
 //! - The Raft side is empty: no log, no vote, no applied log id or
 //!   membership. Started with `--initial-cluster`, the node runs openraft's
 //!   `initialize`, which requires exactly that, and the new cluster's first
@@ -31,7 +36,7 @@ use super::identity::{self, Identity};
 use super::snapshot::{self, SnapshotHeader};
 use super::state_machine::{install_in_progress, snapshot_header};
 use crate::config::{parse_initial_cluster, ConfigError};
-use crate::db::{self as database, cf, io_err, CF_KV, CF_SM_META, SM_DATA_CFS};
+use crate::db::{self as database, cf, io_err, CF_KV, CF_SESSIONS, CF_SM_META, SM_DATA_CFS};
 use crate::kv::mvcc::{MvccState, MVCC_STATE_KEY};
 use crate::raft::identity::cluster_id_for;
 use crate::raft::types::{Member, NodeId};
@@ -309,7 +314,13 @@ fn snapshot_of_data_dir(dir: &Path, out: &Path) -> Result<(), RestoreError> {
     let names = DB::list_cf(&opts, &db_dir).map_err(|e| source_err(dir, e.into_string()))?;
     let db = DB::open_cf_for_read_only(&opts, &db_dir, &names, false)
         .map_err(|e| source_err(dir, e.into_string()))?;
-    for name in SM_DATA_CFS.iter().chain([CF_SM_META].iter()) {
+    // Data directories of earlier builds have no session table; it is not
+    // restored anyway.
+    for name in SM_DATA_CFS
+        .iter()
+        .chain([CF_SM_META].iter())
+        .filter(|n| **n != CF_SESSIONS)
+    {
         cf(&db, name).map_err(|e| source_err(dir, e))?;
     }
     let snap = db.snapshot();
@@ -328,18 +339,23 @@ fn snapshot_of_data_dir(dir: &Path, out: &Path) -> Result<(), RestoreError> {
 }
 
 /// Loads a snapshot file's records into the empty state machine of `db`,
-/// with its MVCC counters and no applied log id or membership. Fails
-/// (`InvalidData`) on a corrupt file. Returns the header and the live keys.
+/// with its MVCC counters and no applied log id or membership, and without
+/// the client sessions (see the module docs). Fails (`InvalidData`) on a
+/// corrupt file. Returns the header and the live keys.
 fn load(db: &DB, path: &Path) -> io::Result<(SnapshotHeader, u64)> {
     let handles = SM_DATA_CFS
         .iter()
         .map(|n| cf(db, n))
         .collect::<io::Result<Vec<_>>>()?;
     let kv_index = SM_DATA_CFS.iter().position(|n| *n == CF_KV);
+    let sessions_index = SM_DATA_CFS.iter().position(|n| *n == CF_SESSIONS);
     let mut batch = WriteBatch::default();
     let mut count = 0usize;
     let mut keys = 0u64;
     let header = snapshot::for_each_record(path, |index, k, v| {
+        if Some(index) == sessions_index {
+            return Ok(());
+        }
         if Some(index) == kv_index {
             keys += 1;
         }

@@ -10,7 +10,8 @@ use super::*;
 use crate::db::{CF_RAFT_LOG, CF_RAFT_META};
 use crate::kv::gate::InstallGate;
 use crate::kv::mvcc::{self, ApplyBatch};
-use crate::kv::Command;
+use crate::kv::sessions::{self, SessionTable};
+use crate::kv::{Command, SessionCommand, SessionLimits, SessionOp, SessionStamp};
 use crate::storage::backup::BackupSource;
 
 const CLUSTER: &str = "1=127.0.0.1:1/127.0.0.1:2,2=127.0.0.1:3/127.0.0.1:4";
@@ -45,19 +46,47 @@ impl Source {
             },
             put("c", "4"),
         ];
-        for command in &commands {
+        // A client session, and a write of it (to an existing key).
+        let stamp = SessionStamp {
+            now_ms: 1,
+            limits: SessionLimits::default(),
+        };
+        let session = |op| {
+            Command::Session(SessionCommand {
+                client: 9,
+                stamp,
+                op,
+            })
+        };
+        let commands = commands.into_iter().chain([
+            session(SessionOp::Register),
+            session(SessionOp::Write {
+                session: 6,
+                seq: 1,
+                acked_below: 1,
+                command: Box::new(put("a", "5")),
+            }),
+        ]);
+        let mut sessions = SessionTable::new();
+        for (index, command) in (1..).zip(commands) {
             let mut batch = ApplyBatch::new(&db, state);
-            batch.apply(command).expect("apply");
+            sessions::apply_entry(&mut sessions, &db, &mut batch, index, &command).expect("apply");
             let (write_batch, next) = batch.finish().expect("finish");
             db.write(write_batch).expect("write");
             state = next;
         }
+        assert_eq!(
+            sessions.session_of(9),
+            Some(6),
+            "the session is the register's index"
+        );
+        assert_eq!(sessions.results(), 1);
         let source = BackupSource::new(db.clone(), InstallGate::default(), dir.path().join("b"));
         let slot = source.try_claim().expect("slot");
         assert!(source.try_claim().is_none(), "one backup at a time");
         let backup = source.build(&slot, 7, 1).expect("backup");
         assert_eq!(backup.header.key_count, 2);
-        assert_eq!(backup.header.revision, 5);
+        assert_eq!(backup.header.revision, 6);
         let mut file = fs::File::create(dir.path().join("backup.snap")).expect("create");
         file.write_all(&backup.prefix).expect("prefix");
         file.write_all(&fs::read(backup.file.path()).expect("read"))
@@ -113,11 +142,17 @@ fn a_backup_restores_the_key_space_with_an_empty_raft_side() {
     assert_eq!(report.state_hash, src.mvcc.state_hash);
     assert_eq!(report.key_count, 2);
 
-    let names: Vec<&str> = SM_DATA_CFS.to_vec();
+    // The key space as it was; the client sessions are not restored.
+    let names: Vec<&str> = SM_DATA_CFS
+        .into_iter()
+        .filter(|n| *n != CF_SESSIONS)
+        .collect();
     assert_eq!(
         records(&options.data_dir.join("db"), &names),
         records(&src.data_dir().join("db"), &names)
     );
+    assert!(!records(&src.data_dir().join("db"), &[CF_SESSIONS]).is_empty());
+    assert!(records(&options.data_dir.join("db"), &[CF_SESSIONS]).is_empty());
     let entries: Vec<String> = fs::read_dir(&options.data_dir)
         .expect("list")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -247,4 +282,40 @@ fn a_corrupt_or_truncated_backup_is_refused() {
         assert!(matches!(err, RestoreError::Source { .. }), "{name}: {err}");
         assert!(!options.data_dir.exists(), "{name}: nothing left");
     }
+}
+
+/// A data directory written by a build before client sessions (no
+/// `sessions` column family) restores too.
+#[test]
+fn a_data_directory_without_a_session_table_restores() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_dir = dir.path().join("old/db");
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    let old_families = [
+        "raft_meta",
+        "raft_log",
+        CF_SM_META,
+        CF_KV,
+        "history",
+        "changes",
+    ];
+    let db = DB::open_cf(&opts, &db_dir, old_families).expect("open the old layout");
+    let mut batch = ApplyBatch::new(&db, MvccState::default());
+    batch.apply(&put("k", "v")).expect("apply");
+    let (write_batch, state) = batch.finish().expect("finish");
+    db.write(write_batch).expect("write");
+    drop(db);
+    let options = RestoreOptions {
+        node_id: 2,
+        data_dir: dir.path().join("new"),
+        initial_cluster: CLUSTER.into(),
+        cluster_token: "t".into(),
+        source: RestoreSource::DataDir(dir.path().join("old")),
+        new_cluster: true,
+    };
+    let report = restore(&options).expect("restore");
+    assert_eq!((report.revision, report.key_count), (state.revision, 1));
+    assert_eq!(report.state_hash, state.state_hash);
 }

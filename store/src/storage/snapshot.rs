@@ -8,14 +8,18 @@
 //!
 //! Format versions (the header's first byte):
 //! - 1, written by earlier builds: records of `kv`, `history` and `changes`.
-//! - 2 ([`SNAPSHOT_VERSION`]): records of `history` and `changes` only. The
-//!   current key space is each key's latest `history` entry, so the reader
-//!   rebuilds the `kv` records from `history` instead of the file carrying
-//!   every live value twice. An earlier build refuses the file as an
-//!   unsupported format version rather than installing rows it cannot read.
+//! - 2, written by earlier builds: records of `history` and `changes` only.
+//!   The current key space is each key's latest `history` entry, so the
+//!   reader rebuilds the `kv` records from `history` instead of the file
+//!   carrying every live value twice.
+//! - 3 ([`SNAPSHOT_VERSION`]): as 2, plus the records of `sessions` (the
+//!   client session table, `kv::sessions`) after `changes`. A file of an
+//!   earlier format installs with an empty session table.
 //!
-//! Both are read. Reading also checks that the key space it yields hashes to
-//! the header's state digest.
+//! All three are read. An earlier build refuses a file of a later format as
+//! an unsupported format version rather than installing rows it cannot read.
+//! Reading also checks that the key space it yields hashes to the header's
+//! state digest.
 //!
 //! Every field is at most [`MAX_RECORD_FIELD_BYTES`], for the writer and the
 //! reader alike: the writer refuses a larger one, so every file it completes
@@ -30,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::codec;
-use crate::db::{cf, io_err, CF_CHANGES, CF_HISTORY, CF_KV, SM_DATA_CFS};
+use crate::db::{cf, io_err, CF_CHANGES, CF_HISTORY, CF_KV, CF_SESSIONS, SM_DATA_CFS};
 use crate::kv::limits::{MAX_VALUE_BYTES_CEILING, REQUEST_SLACK_BYTES};
 use crate::kv::mvcc::{entry_hash, split_history_key, MvccState, Record};
 use crate::raft::types::SnapshotMeta;
@@ -38,9 +42,12 @@ use crate::raft::types::SnapshotMeta;
 const MAGIC: &[u8; 8] = b"BALLSNAP";
 const END: u8 = 0xFF;
 /// Format version of the files this build writes (see the module docs).
-pub const SNAPSHOT_VERSION: u8 = 2;
+pub const SNAPSHOT_VERSION: u8 = 3;
 /// Format version of the files of earlier builds, which carry `kv`.
 const SNAPSHOT_VERSION_WITH_KV: u8 = 1;
+/// Format version of the files of earlier builds without `kv` and without
+/// `sessions`.
+const SNAPSHOT_VERSION_WITHOUT_SESSIONS: u8 = 2;
 /// Most bytes a stored record's encoding adds to the key or value it holds: a
 /// version byte, an option tag, a length and three revision varints around a
 /// value; a NUL and a revision after a `history` key.
@@ -171,13 +178,13 @@ fn encode_header(header: &SnapshotHeader) -> io::Result<Vec<u8>> {
 fn decode_header(bytes: &[u8]) -> io::Result<(u8, SnapshotHeader)> {
     match bytes.first() {
         Some(&SNAPSHOT_VERSION_WITH_KV) => Ok((SNAPSHOT_VERSION_WITH_KV, codec::decode(bytes)?)),
-        Some(&SNAPSHOT_VERSION) => Ok((
-            SNAPSHOT_VERSION,
+        Some(&v @ (SNAPSHOT_VERSION_WITHOUT_SESSIONS | SNAPSHOT_VERSION)) => Ok((
+            v,
             postcard::from_bytes(&bytes[1..]).map_err(codec::CodecError::from)?,
         )),
         Some(v) => Err(invalid_data(format!(
             "snapshot format version {v} is not supported (this build reads \
-             {SNAPSHOT_VERSION_WITH_KV} and {SNAPSHOT_VERSION})"
+             {SNAPSHOT_VERSION_WITH_KV} to {SNAPSHOT_VERSION})"
         ))),
         None => Err(invalid_data("empty snapshot header")),
     }
@@ -233,6 +240,11 @@ fn write_file(
     for (index, name) in SM_DATA_CFS.iter().enumerate() {
         // Rebuilt from `history` when read.
         if *name == CF_KV {
+            continue;
+        }
+        // A data directory of an earlier build, opened read-only to be
+        // restored from, has no session table: it is empty.
+        if *name == CF_SESSIONS && db.cf_handle(name).is_none() {
             continue;
         }
         let handle = cf(db, name)?;
@@ -346,6 +358,7 @@ pub fn for_each_record(
     }
     let (version, header) = decode_header(&read_field(&mut r)?)?;
     let history_index = cf_index(CF_HISTORY);
+    let sessions_index = cf_index(CF_SESSIONS);
     let mut space = KeySpace {
         kv_index: cf_index(CF_KV),
         walking: None,
@@ -363,6 +376,11 @@ pub fn for_each_record(
         }
         let k = read_field(&mut r)?;
         let v = read_field(&mut r)?;
+        if index == sessions_index && version < SNAPSHOT_VERSION {
+            return Err(invalid_data(format!(
+                "a version-{version} snapshot holds no sessions records"
+            )));
+        }
         if version == SNAPSHOT_VERSION_WITH_KV {
             if index == space.kv_index {
                 space.kv(&k, &v)?;

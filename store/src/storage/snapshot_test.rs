@@ -1,6 +1,6 @@
-//! Snapshot files: round trips of both format versions, the rebuilt `kv`
-//! records, the state digest check, and the record limit shared by the
-//! writer and the reader.
+//! Snapshot files: round trips of every format version, the rebuilt `kv`
+//! records, the session table, the state digest check, and the record
+//! limit shared by the writer and the reader.
 
 use std::sync::Arc;
 
@@ -10,7 +10,8 @@ use tempfile::TempDir;
 use super::*;
 use crate::db::{self, CF_SM_META};
 use crate::kv::mvcc::{self, history_key, ApplyBatch, Record};
-use crate::kv::Command;
+use crate::kv::sessions::{self, SessionTable};
+use crate::kv::{Command, CommandResponse, SessionCommand, SessionLimits, SessionOp, SessionStamp};
 
 /// A record as `for_each_record` yields it: column family index, key, value.
 type Rec = (usize, Vec<u8>, Vec<u8>);
@@ -19,6 +20,8 @@ struct Store {
     db: Arc<DB>,
     dir: TempDir,
     state: MvccState,
+    sessions: SessionTable,
+    index: u64,
 }
 
 impl Store {
@@ -29,17 +32,27 @@ impl Store {
             db,
             dir,
             state: MvccState::default(),
+            sessions: SessionTable::new(),
+            index: 0,
         }
     }
 
-    fn apply(&mut self, commands: &[Command]) {
+    /// Applies `commands` as one batch of log entries, as the state
+    /// machine does (session commands through the session table).
+    fn apply(&mut self, commands: &[Command]) -> Vec<CommandResponse> {
         let mut batch = ApplyBatch::new(&self.db, self.state);
+        let mut responses = Vec::new();
         for c in commands {
-            batch.apply(c).expect("apply");
+            self.index += 1;
+            responses.push(
+                sessions::apply_entry(&mut self.sessions, &self.db, &mut batch, self.index, c)
+                    .expect("apply"),
+            );
         }
         let (write_batch, state) = batch.finish().expect("finish");
         self.db.write(write_batch).expect("write");
         self.state = state;
+        responses
     }
 
     fn header(&self) -> SnapshotHeader {
@@ -93,9 +106,60 @@ fn put(key: &str, value: &[u8]) -> Command {
     }
 }
 
-/// Puts, overwrites, deletes (a prefix delete too), and physical compaction.
+fn session_command(client: u128, op: SessionOp) -> Command {
+    Command::Session(SessionCommand {
+        client,
+        stamp: SessionStamp {
+            now_ms: 1_000,
+            limits: SessionLimits::default(),
+        },
+        op,
+    })
+}
+
+fn session_put(client: u128, session: u64, seq: u64, key: &str) -> Command {
+    session_command(
+        client,
+        SessionOp::Write {
+            session,
+            seq,
+            acked_below: 1,
+            command: Box::new(Command::Put {
+                key: key.into(),
+                value: b"s".to_vec(),
+                prev_kv: true,
+            }),
+        },
+    )
+}
+
+/// Registers clients 1 and 2 and has them write a few keys.
+fn add_sessions(s: &mut Store) {
+    let registered = s.apply(&[
+        session_command(1, SessionOp::Register),
+        session_command(2, SessionOp::Register),
+    ]);
+    let ids: Vec<u64> = registered
+        .iter()
+        .map(|r| match r {
+            CommandResponse::Registered { session } => *session,
+            other => panic!("registration answered {other:?}"),
+        })
+        .collect();
+    for seq in 1..=3 {
+        s.apply(&[
+            session_put(1, ids[0], seq, "sessions/a"),
+            session_put(2, ids[1], seq, "sessions/b"),
+        ]);
+    }
+    assert_eq!(s.sessions.results(), 6);
+}
+
+/// Puts, overwrites, deletes (a prefix delete too), physical compaction,
+/// and session writes.
 fn busy_store() -> Store {
     let mut s = Store::new();
+    add_sessions(&mut s);
     for i in 0..20u8 {
         s.apply(&[put(&format!("app/{}", i % 7), &[i; 100])]);
     }
@@ -154,7 +218,8 @@ fn write_version_1(s: &Store, path: &Path) {
     };
     w.write_all(MAGIC).expect("write");
     write_field(&mut w, &codec::encode(&s.header()).expect("encode")).expect("write");
-    for (index, k, v) in s.records() {
+    // Earlier builds had no session table.
+    for (index, k, v) in s.records().into_iter().filter(|(i, _, _)| *i != SESSIONS) {
         w.write_all(&[index as u8]).expect("write");
         write_field(&mut w, &k).expect("write");
         write_field(&mut w, &v).expect("write");
@@ -166,6 +231,46 @@ fn write_version_1(s: &Store, path: &Path) {
     fs::write(path, bytes).expect("write file");
 }
 
+/// The index of `sessions` in [`SM_DATA_CFS`].
+const SESSIONS: usize = 3;
+
+/// Writes `store` as the build before sessions did: version 2, no `kv`, no
+/// `sessions`.
+fn write_version_2(s: &Store, path: &Path) {
+    let mut w = HashingWriter {
+        inner: Vec::new(),
+        hasher: Xxh3::new(),
+    };
+    w.write_all(MAGIC).expect("write");
+    let header =
+        postcard::to_extend(&s.header(), vec![SNAPSHOT_VERSION_WITHOUT_SESSIONS]).expect("encode");
+    write_field(&mut w, &header).expect("write");
+    for (index, name) in SM_DATA_CFS.iter().enumerate() {
+        if *name == CF_KV || *name == CF_SESSIONS {
+            continue;
+        }
+        let handle = cf(&s.db, name).expect("cf");
+        for item in s.db.iterator_cf(handle, IteratorMode::Start) {
+            let (k, v) = item.expect("item");
+            w.write_all(&[index as u8]).expect("write");
+            write_field(&mut w, &k).expect("write");
+            write_field(&mut w, &v).expect("write");
+        }
+    }
+    w.write_all(&[END]).expect("write");
+    let checksum = w.hasher.digest();
+    let mut bytes = w.inner;
+    bytes.extend_from_slice(&checksum.to_le_bytes());
+    fs::write(path, bytes).expect("write file");
+}
+
+fn without_sessions(records: Vec<Rec>) -> Vec<Rec> {
+    records
+        .into_iter()
+        .filter(|(i, _, _)| *i != SESSIONS)
+        .collect()
+}
+
 #[test]
 fn files_of_earlier_builds_are_read() {
     let s = busy_store();
@@ -174,7 +279,74 @@ fn files_of_earlier_builds_are_read() {
     assert_eq!(read_header(&path).expect("header").mvcc, s.state);
     let (header, records) = read_all(&path).expect("read");
     assert_eq!(header.mvcc, s.state);
-    assert_eq!(records, s.records());
+    assert_eq!(records, without_sessions(s.records()));
+
+    let path = s.path("v2.snap");
+    write_version_2(&s, &path);
+    let (header, records) = read_all(&path).expect("read");
+    assert_eq!(header.mvcc, s.state);
+    assert_eq!(records, without_sessions(s.records()));
+}
+
+/// The session table travels in the file: loaded into an empty database, it
+/// reads back to the table the source holds, and both go on alike.
+#[test]
+fn the_session_table_round_trips_through_a_snapshot() {
+    let mut s = busy_store();
+    let path = s.write_snapshot("sessions.snap").expect("write");
+    let target = Store::new();
+    let handles: Vec<_> = SM_DATA_CFS
+        .iter()
+        .map(|n| cf(&target.db, n).expect("cf"))
+        .collect();
+    for_each_record(&path, |index, k, v| {
+        target
+            .db
+            .put_cf(handles[index], k, v)
+            .map_err(crate::db::io_err)
+    })
+    .expect("load");
+    let loaded = sessions::load_table(&target.db).expect("table");
+    assert_eq!(loaded, s.sessions);
+    assert_eq!(loaded.results(), 6);
+
+    // A retry against the loaded table answers the first result.
+    let retry = session_put(1, loaded.session_of(1).expect("session"), 3, "sessions/a");
+    let mut restored = Store {
+        state: s.state,
+        sessions: loaded,
+        index: s.index,
+        ..target
+    };
+    let before = restored.state.revision;
+    let replay = restored.apply(std::slice::from_ref(&retry));
+    assert_eq!(restored.state.revision, before, "not applied again");
+    assert_eq!(replay, s.apply(&[retry]));
+}
+
+/// A file of an earlier format with `sessions` records in it is corrupt.
+#[test]
+fn an_earlier_format_with_sessions_records_is_refused() {
+    let s = busy_store();
+    let path = s.path("v2-sessions.snap");
+    let mut w = HashingWriter {
+        inner: Vec::new(),
+        hasher: Xxh3::new(),
+    };
+    w.write_all(MAGIC).expect("write");
+    let header =
+        postcard::to_extend(&s.header(), vec![SNAPSHOT_VERSION_WITHOUT_SESSIONS]).expect("encode");
+    write_field(&mut w, &header).expect("write");
+    w.write_all(&[SESSIONS as u8]).expect("write");
+    write_field(&mut w, &[0]).expect("write");
+    write_field(&mut w, &[1]).expect("write");
+    w.write_all(&[END]).expect("write");
+    let checksum = w.hasher.digest();
+    let mut bytes = w.inner;
+    bytes.extend_from_slice(&checksum.to_le_bytes());
+    fs::write(&path, bytes).expect("write file");
+    let err = read_all(&path).expect_err("refused");
+    assert!(err.to_string().contains("no sessions records"), "{err}");
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::codec;
 use crate::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
 use crate::kv::gate::InstallGate;
 use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
+use crate::kv::sessions::{self, SessionTable};
 use crate::kv::types::CommandResponse;
 use crate::kv::Applied;
 use crate::raft::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -46,6 +47,9 @@ pub struct StateMachine {
     applied: Option<LogId>,
     membership: StoredMembership,
     mvcc: MvccState,
+    /// The client session table; its rows are written with every applied
+    /// batch that changes it.
+    sessions: SessionTable,
     applied_tx: watch::Sender<Applied>,
 }
 
@@ -135,6 +139,7 @@ impl StateMachine {
         }
         let (applied, membership) = load_applied(&db)?;
         let mvcc = mvcc::load_state(&db)?;
+        let sessions = sessions::load_table(&db)?;
         let (applied_tx, _) = watch::channel(Applied {
             log_index: applied.as_ref().map_or(0, |id| id.index),
             revision: mvcc.revision,
@@ -149,6 +154,7 @@ impl StateMachine {
             applied,
             membership,
             mvcc,
+            sessions,
             applied_tx,
         })
     }
@@ -293,7 +299,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
-                EntryPayload::Normal(command) => batch.apply(command)?,
+                EntryPayload::Normal(command) => sessions::apply_entry(
+                    &mut self.sessions,
+                    &db,
+                    &mut batch,
+                    entry.log_id.index,
+                    command,
+                )?,
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     CommandResponse::None
@@ -375,6 +387,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = header.meta.last_log_id;
         self.membership = header.meta.last_membership;
         self.mvcc = header.mvcc;
+        self.sessions = sessions::load_table(&self.db)?;
         remove_other_snapshots(&self.snapshot_dir, &final_path)?;
         tracing::info!(revision = self.mvcc.revision, "installed snapshot");
         self.publish();

@@ -1,5 +1,7 @@
-//! A compare-and-swap whose answer is lost is `Indeterminate` — it was applied,
-//! and the client neither reports success nor failure, nor re-sends it.
+//! Without a session (`exactly_once(false)`), a compare-and-swap whose
+//! answer is lost is `Indeterminate` — it was applied, and the client
+//! neither reports success nor failure, nor re-sends it. (With a session,
+//! the default, it is retried: `t40_exactly_once`.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,7 +51,10 @@ async fn cas_with_a_lost_answer_is_indeterminate() -> Result<()> {
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
     let upstream = tc.endpoint(leader).trim_start_matches("http://").to_owned();
     let (proxy, connections) = answer_dropping_proxy(upstream).await?;
-    let client = Client::builder(vec![proxy]).max_attempts(3).build()?;
+    let client = Client::builder(vec![proxy])
+        .max_attempts(3)
+        .exactly_once(false)
+        .build()?;
 
     info!("--- create-if-absent through the proxy: applied, answer lost");
     let result = client.compare_and_swap("/cas/lost", None, "v1").await;

@@ -1,0 +1,597 @@
+//! Client sessions: the replicated table that applies a retried write
+//! exactly once (the Raft dissertation's client sessions, §6.3).
+//!
+//! A client registers once ([`SessionOp::Register`]) and gets a session: the
+//! log index of the entry that opened it. It then tags every write with the
+//! session, a sequence number and the lowest sequence number it has not had
+//! an answer for ([`SessionOp::Write`]). For each client the state machine
+//! remembers the result of every applied sequence number until the client
+//! acknowledges it, so a retry of a write that was applied returns the first
+//! result (same revision, same `prev_kv`, same transaction outcome) instead
+//! of applying it again.
+//!
+//! The table is part of the replicated state: it changes only by applying
+//! log entries, with the clock and bounds stamped into each session entry
+//! by the leader ([`SessionStamp`]), never with a node's own clock or
+//! settings. Every node therefore holds the same table after the same
+//! entries. It is bounded:
+//!
+//! - at most `max_clients` sessions: registering one more evicts the least
+//!   recently active one;
+//! - at most `max_results` remembered results per client: past it the
+//!   lowest sequence numbers are forgotten;
+//! - at most `max_bytes` of remembered results in the whole table (by
+//!   [`result_size`], a measure that does not depend on any encoding): past
+//!   it the oldest results are forgotten; a result larger than
+//!   1/[`MAX_RESULT_SHARE`] of it is not remembered at all;
+//! - a client with no session entry for longer than `ttl_ms` of the table's
+//!   clock (the largest stamp applied so far) loses its session.
+//!
+//! Nothing forgotten is ever applied again: a write whose sequence number is
+//! below what its session still remembers, or whose session is gone, is
+//! refused with [`CommandResponse::SessionExpired`], and the client reports
+//! it as indeterminate. A session, once gone, is never revived: a new
+//! registration opens a new one (a new log index), so a stale request of
+//! the old one cannot slip into it.
+//!
+//! Persistence: the table lives in the `sessions` column family, written in
+//! the same RocksDB batch as the entries that changed it (rows from
+//! [`RowOp`]s), read back at start-up and after a snapshot install
+//! ([`load_table`]), and carried in snapshots like the key space.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+
+use rocksdb::{ColumnFamily, IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use super::mvcc::ApplyBatch;
+use super::types::{
+    Command, CommandResponse, KeyValue, SessionCommand, SessionLimits, SessionOp, SessionRefusal,
+    SessionStamp, TxnOpResponse,
+};
+use crate::codec;
+use crate::db::{cf, io_err, CF_SESSIONS};
+
+/// Default of [`SessionLimits::max_clients`].
+pub const DEFAULT_MAX_CLIENTS: u64 = 10_000;
+/// Default of [`SessionLimits::max_results`].
+pub const DEFAULT_MAX_RESULTS: u64 = 256;
+/// Default of [`SessionLimits::max_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default of [`SessionLimits::ttl_ms`]: one hour.
+pub const DEFAULT_TTL_MS: u64 = 60 * 60 * 1000;
+/// A result larger than `max_bytes / MAX_RESULT_SHARE` is not remembered, so
+/// one large answer never pushes every other client's results out.
+pub const MAX_RESULT_SHARE: u64 = 16;
+/// Bytes counted for each remembered result on top of its data (its place
+/// in the table's maps).
+pub const RESULT_OVERHEAD_BYTES: u64 = 64;
+/// Bytes counted per key-value in a result on top of its key and value.
+const KV_OVERHEAD_BYTES: u64 = 24;
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_clients: DEFAULT_MAX_CLIENTS,
+            max_results: DEFAULT_MAX_RESULTS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            ttl_ms: DEFAULT_TTL_MS,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock (0 before it).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Stamps a session command with `now_ms` and `limits`; other commands are
+/// left alone. The leader calls this when it proposes, so the table runs on
+/// the leader's clock and settings, recorded in the log.
+pub fn stamp(command: &mut Command, now_ms: u64, limits: SessionLimits) {
+    if let Command::Session(s) = command {
+        s.stamp = SessionStamp { now_ms, limits };
+    }
+}
+
+/// The size a remembered result counts for: its keys and values plus a
+/// fixed amount per key-value and per result. Defined on the data, not on
+/// an encoding, so that every build counts the same (the table's bounds
+/// depend on it, and every node must decide them alike).
+pub fn result_size(response: &CommandResponse) -> u64 {
+    fn kv(kv: &KeyValue) -> u64 {
+        kv.key.len() as u64 + kv.value.len() as u64 + KV_OVERHEAD_BYTES
+    }
+    let data = match response {
+        CommandResponse::Put { prev_kv, .. } => prev_kv.as_ref().map_or(0, kv),
+        CommandResponse::Delete { prev_kvs, .. } => prev_kvs.iter().map(kv).sum(),
+        CommandResponse::Txn { responses, .. } => responses
+            .iter()
+            .map(|r| match r {
+                TxnOpResponse::Get { kvs } => kvs.iter().map(kv).sum::<u64>() + 8,
+                TxnOpResponse::Put { .. } | TxnOpResponse::Delete { .. } => 8,
+            })
+            .sum(),
+        CommandResponse::None
+        | CommandResponse::Compact { .. }
+        | CommandResponse::Registered { .. }
+        | CommandResponse::SessionExpired { .. } => 0,
+    };
+    data + RESULT_OVERHEAD_BYTES
+}
+
+/// Row tags of the `sessions` column family (the first key byte).
+const META_TAG: u8 = 0;
+const CLIENT_TAG: u8 = 1;
+const RESULT_TAG: u8 = 2;
+
+/// The table's own state: its clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct MetaRow {
+    clock_ms: u64,
+}
+
+/// One client's session, under [`client_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct ClientRow {
+    session: u64,
+    last_active_ms: u64,
+    floor: u64,
+}
+
+/// One remembered result, under [`result_key`]. `response` is `None` for a
+/// write that was applied but whose result was too large to remember.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ResultRow {
+    index: u64,
+    response: Option<CommandResponse>,
+}
+
+fn meta_key() -> Vec<u8> {
+    vec![META_TAG]
+}
+
+fn client_key(client: u128) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(CLIENT_TAG);
+    k.extend_from_slice(&client.to_be_bytes());
+    k
+}
+
+fn result_key(client: u128, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.push(RESULT_TAG);
+    k.extend_from_slice(&client.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// A change to one row of the `sessions` column family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowOp {
+    /// Set the row.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove the row.
+    Delete(Vec<u8>),
+}
+
+/// A remembered result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Remembered {
+    index: u64,
+    response: Option<CommandResponse>,
+    bytes: u64,
+}
+
+/// One client's session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClientSession {
+    /// The log index of the registration that opened it.
+    session: u64,
+    /// The table's clock when the client last sent a session command.
+    last_active_ms: u64,
+    /// Sequence numbers below this are never applied: acknowledged by the
+    /// client, or forgotten to keep the table in its bounds.
+    floor: u64,
+    /// Results of applied sequence numbers at or above `floor`.
+    results: BTreeMap<u64, Remembered>,
+}
+
+impl ClientSession {
+    fn row(&self) -> ClientRow {
+        ClientRow {
+            session: self.session,
+            last_active_ms: self.last_active_ms,
+            floor: self.floor,
+        }
+    }
+}
+
+/// The session table (see the module docs). Its indexes are derived from
+/// the sessions and rebuilt when it is loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionTable {
+    clock_ms: u64,
+    clients: BTreeMap<u128, ClientSession>,
+    /// (last active, client): the next client to expire or evict first.
+    by_activity: BTreeSet<(u64, u128)>,
+    /// Remembered results by the log index that produced them, oldest first.
+    by_index: BTreeMap<u64, (u128, u64)>,
+    /// Sum of the remembered results' sizes.
+    bytes: u64,
+}
+
+fn encode_row<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    Ok(codec::encode(value)?)
+}
+
+fn invalid_data(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+impl SessionTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table's clock: the largest stamp applied, ms since the Unix epoch.
+    #[cfg(test)]
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// Clients with a session.
+    #[cfg(test)]
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Remembered results, in all sessions.
+    #[cfg(test)]
+    pub fn results(&self) -> usize {
+        self.by_index.len()
+    }
+
+    /// Sum of the remembered results' sizes ([`result_size`]).
+    #[cfg(test)]
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The session `client` holds, if any.
+    pub fn session_of(&self, client: u128) -> Option<u64> {
+        self.clients.get(&client).map(|c| c.session)
+    }
+
+    /// Applies one session command of the log entry at `index`. A write
+    /// that is neither a replay nor refused goes through `run`, which
+    /// applies it to the key space. The rows to store go to `rows`, to be
+    /// written in the same batch as the key space's changes.
+    ///
+    /// Only `run`'s storage errors are errors. Should the batch then not be
+    /// written, the node stops (a storage error stops Raft) and reloads the
+    /// table from disk when it starts again.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        command: &SessionCommand,
+        rows: &mut Vec<RowOp>,
+        run: impl FnOnce(&Command) -> io::Result<CommandResponse>,
+    ) -> io::Result<CommandResponse> {
+        let limits = sanitized(command.stamp.limits);
+        self.advance_clock(command.stamp.now_ms, rows)?;
+        self.expire_idle(limits.ttl_ms, rows);
+        let client = command.client;
+        match &command.op {
+            SessionOp::Register => self.register(index, client, limits, rows),
+            SessionOp::Write {
+                session,
+                seq,
+                acked_below,
+                command: write,
+            } => {
+                if self.session_of(client) != Some(*session) {
+                    tracing::debug!(client = %format_args!("{client:032x}"), session, seq, "session write refused: unknown session");
+                    return Ok(refused(SessionRefusal::UnknownSession));
+                }
+                self.touch(client, rows)?;
+                // A request never acknowledges itself.
+                self.raise_floor(client, (*acked_below).min(*seq), rows)?;
+                let Some(c) = self.clients.get(&client) else {
+                    return Ok(refused(SessionRefusal::UnknownSession));
+                };
+                if let Some(r) = c.results.get(seq) {
+                    tracing::debug!(client = %format_args!("{client:032x}"), session, seq, "session write replayed: its first result answers");
+                    return Ok(match &r.response {
+                        Some(response) => response.clone(),
+                        None => refused(SessionRefusal::ResultForgotten),
+                    });
+                }
+                if *seq < c.floor {
+                    tracing::debug!(client = %format_args!("{client:032x}"), session, seq, floor = c.floor, "session write refused: result forgotten");
+                    return Ok(refused(SessionRefusal::ResultForgotten));
+                }
+                // Validation refuses a nested session command before it is
+                // proposed; should one be in the log anyway, it does nothing.
+                if matches!(**write, Command::Session(_)) {
+                    return Ok(CommandResponse::None);
+                }
+                let response = run(write)?;
+                self.remember(client, *seq, index, &response, limits, rows)?;
+                Ok(response)
+            }
+        }
+    }
+
+    fn advance_clock(&mut self, now_ms: u64, rows: &mut Vec<RowOp>) -> io::Result<()> {
+        if now_ms > self.clock_ms {
+            self.clock_ms = now_ms;
+            rows.push(RowOp::Put(
+                meta_key(),
+                encode_row(&MetaRow {
+                    clock_ms: self.clock_ms,
+                })?,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes every client idle for longer than `ttl_ms` of the clock.
+    fn expire_idle(&mut self, ttl_ms: u64, rows: &mut Vec<RowOp>) {
+        let cutoff = self.clock_ms.saturating_sub(ttl_ms);
+        while let Some(&(last_active, client)) = self.by_activity.first() {
+            if last_active >= cutoff {
+                break;
+            }
+            self.remove_client(client, rows);
+        }
+    }
+
+    fn register(
+        &mut self,
+        index: u64,
+        client: u128,
+        limits: SessionLimits,
+        rows: &mut Vec<RowOp>,
+    ) -> io::Result<CommandResponse> {
+        if let Some(session) = self.session_of(client) {
+            self.touch(client, rows)?;
+            return Ok(CommandResponse::Registered { session });
+        }
+        while self.clients.len() as u64 >= limits.max_clients {
+            let Some(&(_, victim)) = self.by_activity.first() else {
+                break;
+            };
+            self.remove_client(victim, rows);
+        }
+        let new = ClientSession {
+            session: index,
+            last_active_ms: self.clock_ms,
+            floor: 0,
+            results: BTreeMap::new(),
+        };
+        rows.push(RowOp::Put(client_key(client), encode_row(&new.row())?));
+        self.by_activity.insert((new.last_active_ms, client));
+        self.clients.insert(client, new);
+        Ok(CommandResponse::Registered { session: index })
+    }
+
+    fn remove_client(&mut self, client: u128, rows: &mut Vec<RowOp>) {
+        let Some(c) = self.clients.remove(&client) else {
+            return;
+        };
+        self.by_activity.remove(&(c.last_active_ms, client));
+        for (seq, r) in c.results {
+            self.by_index.remove(&r.index);
+            self.bytes -= r.bytes;
+            rows.push(RowOp::Delete(result_key(client, seq)));
+        }
+        rows.push(RowOp::Delete(client_key(client)));
+    }
+
+    /// Marks `client` active now and stores its row.
+    fn touch(&mut self, client: u128, rows: &mut Vec<RowOp>) -> io::Result<()> {
+        let clock = self.clock_ms;
+        let Some(c) = self.clients.get_mut(&client) else {
+            return Ok(());
+        };
+        self.by_activity.remove(&(c.last_active_ms, client));
+        c.last_active_ms = clock;
+        self.by_activity.insert((clock, client));
+        rows.push(RowOp::Put(client_key(client), encode_row(&c.row())?));
+        Ok(())
+    }
+
+    /// Never applies a sequence number below `floor` again, forgetting the
+    /// results below it.
+    fn raise_floor(&mut self, client: u128, floor: u64, rows: &mut Vec<RowOp>) -> io::Result<()> {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return Ok(());
+        };
+        if floor <= c.floor {
+            return Ok(());
+        }
+        c.floor = floor;
+        let kept = c.results.split_off(&floor);
+        let dropped = std::mem::replace(&mut c.results, kept);
+        rows.push(RowOp::Put(client_key(client), encode_row(&c.row())?));
+        for (seq, r) in dropped {
+            self.by_index.remove(&r.index);
+            self.bytes -= r.bytes;
+            rows.push(RowOp::Delete(result_key(client, seq)));
+        }
+        Ok(())
+    }
+
+    fn remember(
+        &mut self,
+        client: u128,
+        seq: u64,
+        index: u64,
+        response: &CommandResponse,
+        limits: SessionLimits,
+        rows: &mut Vec<RowOp>,
+    ) -> io::Result<()> {
+        let size = result_size(response);
+        let (kept, bytes) = if size > limits.max_bytes / MAX_RESULT_SHARE {
+            (None, RESULT_OVERHEAD_BYTES)
+        } else {
+            (Some(response.clone()), size)
+        };
+        let row = ResultRow {
+            index,
+            response: kept,
+        };
+        let Some(c) = self.clients.get_mut(&client) else {
+            return Ok(());
+        };
+        rows.push(RowOp::Put(result_key(client, seq), encode_row(&row)?));
+        c.results.insert(
+            seq,
+            Remembered {
+                index,
+                response: row.response,
+                bytes,
+            },
+        );
+        self.by_index.insert(index, (client, seq));
+        self.bytes += bytes;
+        // Per client: forget the lowest sequence numbers.
+        while let Some(lowest) = self
+            .clients
+            .get(&client)
+            .filter(|c| c.results.len() as u64 > limits.max_results)
+            .and_then(|c| c.results.keys().next().copied())
+        {
+            self.raise_floor(client, lowest + 1, rows)?;
+        }
+        // The whole table: forget the oldest results.
+        while self.bytes > limits.max_bytes {
+            let Some((_, &(owner, oldest))) = self.by_index.first_key_value() else {
+                break;
+            };
+            self.raise_floor(owner, oldest + 1, rows)?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds a table from the rows of the `sessions` column family, in
+    /// key order.
+    pub fn from_rows(
+        rows: impl IntoIterator<Item = io::Result<(Box<[u8]>, Box<[u8]>)>>,
+    ) -> io::Result<Self> {
+        let mut table = SessionTable::new();
+        for row in rows {
+            let (key, value) = row?;
+            match key.first() {
+                Some(&META_TAG) if key.len() == 1 => {
+                    let meta: MetaRow = codec::decode(&value)?;
+                    table.clock_ms = meta.clock_ms;
+                }
+                Some(&CLIENT_TAG) if key.len() == 17 => {
+                    let client = u128::from_be_bytes(fixed(&key[1..17])?);
+                    let row: ClientRow = codec::decode(&value)?;
+                    table.by_activity.insert((row.last_active_ms, client));
+                    table.clients.insert(
+                        client,
+                        ClientSession {
+                            session: row.session,
+                            last_active_ms: row.last_active_ms,
+                            floor: row.floor,
+                            results: BTreeMap::new(),
+                        },
+                    );
+                }
+                Some(&RESULT_TAG) if key.len() == 25 => {
+                    let client = u128::from_be_bytes(fixed(&key[1..17])?);
+                    let seq = u64::from_be_bytes(fixed(&key[17..25])?);
+                    let row: ResultRow = codec::decode(&value)?;
+                    let bytes = row
+                        .response
+                        .as_ref()
+                        .map_or(RESULT_OVERHEAD_BYTES, result_size);
+                    let c = table.clients.get_mut(&client).ok_or_else(|| {
+                        invalid_data(format!(
+                            "a remembered result of client {client:032x} has no session row"
+                        ))
+                    })?;
+                    c.results.insert(
+                        seq,
+                        Remembered {
+                            index: row.index,
+                            response: row.response,
+                            bytes,
+                        },
+                    );
+                    table.by_index.insert(row.index, (client, seq));
+                    table.bytes += bytes;
+                }
+                _ => return Err(invalid_data("malformed key in the sessions column family")),
+            }
+        }
+        Ok(table)
+    }
+}
+
+fn fixed<const N: usize>(bytes: &[u8]) -> io::Result<[u8; N]> {
+    <[u8; N]>::try_from(bytes).map_err(|_| invalid_data("malformed sessions key"))
+}
+
+fn refused(reason: SessionRefusal) -> CommandResponse {
+    CommandResponse::SessionExpired { reason }
+}
+
+/// Bounds that keep every loop finite: at least one client and one result.
+fn sanitized(limits: SessionLimits) -> SessionLimits {
+    SessionLimits {
+        max_clients: limits.max_clients.max(1),
+        max_results: limits.max_results.max(1),
+        ..limits
+    }
+}
+
+/// Reads the table from the `sessions` column family of `db`.
+pub fn load_table(db: &DB) -> io::Result<SessionTable> {
+    let handle = cf(db, CF_SESSIONS)?;
+    SessionTable::from_rows(
+        db.iterator_cf(handle, IteratorMode::Start)
+            .map(|r| r.map_err(io_err)),
+    )
+}
+
+/// Adds `rows` to `batch`, in the `sessions` column family `handle`.
+pub fn write_rows(batch: &mut WriteBatch, handle: &ColumnFamily, rows: Vec<RowOp>) {
+    for row in rows {
+        match row {
+            RowOp::Put(k, v) => batch.put_cf(handle, k, v),
+            RowOp::Delete(k) => batch.delete_cf(handle, k),
+        }
+    }
+}
+
+/// The hook where the state machine applies the command of a log entry at
+/// `index`: a session command through `table`, anything else straight to
+/// the key space. Every change lands in `batch`.
+pub fn apply_entry(
+    table: &mut SessionTable,
+    db: &DB,
+    batch: &mut ApplyBatch<'_>,
+    index: u64,
+    command: &Command,
+) -> io::Result<CommandResponse> {
+    let Command::Session(session) = command else {
+        return batch.apply(command);
+    };
+    let mut rows = Vec::new();
+    let response = table.apply(index, session, &mut rows, |write| batch.apply(write))?;
+    write_rows(batch.write_batch(), cf(db, CF_SESSIONS)?, rows);
+    Ok(response)
+}
+
+#[cfg(test)]
+#[path = "sessions_test.rs"]
+mod tests;
