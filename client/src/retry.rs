@@ -34,6 +34,29 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// After `attempt` failed attempts of a request started at `started`:
+    /// waits the backoff before the next one and returns `true`, or returns
+    /// `false` at once when the attempts or the deadline are used up.
+    pub(crate) async fn wait_for_next(
+        &self,
+        attempt: u32,
+        endpoints: usize,
+        retry_after: Option<Duration>,
+        started: std::time::Instant,
+    ) -> bool {
+        if attempt >= self.max_attempts {
+            return false;
+        }
+        let delay = self.delay_before(attempt + 1, endpoints, retry_after);
+        if started.elapsed() + delay > self.deadline {
+            return false;
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        true
+    }
+
     /// The pause before attempt number `next_attempt` (1-based; the first attempt
     /// is 1) when `endpoints` endpoints are configured. Zero while the current pass
     /// still has endpoints left to try. `retry_after` is the server's `Retry-After`,

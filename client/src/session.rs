@@ -29,7 +29,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -347,16 +347,11 @@ impl Transport {
                     retry_after = after;
                 }
             }
-            if attempt >= policy.max_attempts {
+            if !policy
+                .wait_for_next(attempt, self.endpoints.len(), retry_after, started)
+                .await
+            {
                 break last_error;
-            }
-            let delay: Duration =
-                policy.delay_before(attempt + 1, self.endpoints.len(), retry_after);
-            if started.elapsed() + delay > policy.deadline {
-                break last_error;
-            }
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
             }
         };
         let message = format!(

@@ -146,15 +146,11 @@ impl Transport {
                     retry_after = after;
                 }
             }
-            if attempt >= policy.max_attempts {
+            if !policy
+                .wait_for_next(attempt, inner.endpoints.len(), retry_after, started)
+                .await
+            {
                 break last_error;
-            }
-            let delay = policy.delay_before(attempt + 1, inner.endpoints.len(), retry_after);
-            if started.elapsed() + delay > policy.deadline {
-                break last_error;
-            }
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
             }
         };
         let message = format!(
