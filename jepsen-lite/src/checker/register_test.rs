@@ -196,3 +196,33 @@ fn unfinished_operations_are_indeterminate() {
     h.read(3, Some(("b", 2, 2)), 10, 11);
     assert!(h.check().verdict.is_pass());
 }
+
+/// A planted double apply: a retried write whose first attempt already
+/// applied is applied again after another client's write (what a broken
+/// exactly-once table would do). Readers see "a", then "b", then "a" again at
+/// a new revision, though "a" was written once: the checker must fail it.
+#[test]
+fn double_applied_retry_fails() {
+    let mut h = H::new();
+    // p1's write of "a" spans the whole run: its answer was lost and the
+    // client retried it; the answer that came back names the second apply.
+    h.write(1, "a", 0, 20, EventType::Ok, Some(3));
+    h.read(2, Some(("a", 1, 1)), 2, 3);
+    h.write(3, "b", 4, 5, EventType::Ok, Some(2));
+    h.read(2, Some(("b", 2, 2)), 6, 7);
+    h.read(2, Some(("a", 3, 3)), 8, 9);
+    let e = errors(&h.check());
+    assert!(e.contains(&"non_linearizable".to_string()), "{e:?}");
+}
+
+/// The same double apply with no write in between: the value does not
+/// change, but its version and mod_revision move twice for one write.
+#[test]
+fn double_applied_retry_without_interleaving_fails() {
+    let mut h = H::new();
+    h.write(1, "a", 0, 20, EventType::Ok, Some(1));
+    h.read(2, Some(("a", 1, 1)), 2, 3);
+    h.read(2, Some(("a", 2, 2)), 8, 9);
+    let e = errors(&h.check());
+    assert!(e.contains(&"mod_revision_mismatch".to_string()), "{e:?}");
+}
