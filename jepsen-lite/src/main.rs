@@ -14,7 +14,9 @@ use jepsen_lite::client::padding::DEFAULT_MAX_VALUE_BYTES;
 use jepsen_lite::client::Padding;
 use jepsen_lite::cluster::{default_ballastd, emergency_teardown};
 use jepsen_lite::nemesis::{LaggingOptions, NemesisOptions, Schedule};
-use jepsen_lite::run::{self, RunConfig, PLANTED_STALE_READS, PLANTED_WATCH_SKIP};
+use jepsen_lite::run::{
+    self, RunConfig, PLANTED_DOUBLE_APPLY, PLANTED_STALE_READS, PLANTED_WATCH_SKIP,
+};
 use jepsen_lite::workload::register::RegisterOptions;
 use jepsen_lite::{checker, history};
 
@@ -145,6 +147,12 @@ struct RunArgs {
     /// built with `--features failpoints`).
     #[arg(long)]
     unsafe_watch_skip_on_resume: bool,
+    /// TEST ONLY: plant the exactly-once bug on every node, a retried write is
+    /// applied twice (the `unsafe-session-double-apply` failpoint; needs a
+    /// ballastd built with `--features failpoints`, and shows only with
+    /// `--client-retries`).
+    #[arg(long)]
+    unsafe_session_double_apply: bool,
     /// Extra ballastd flags, e.g. `--node-arg=--snapshot-logs=500`. With the
     /// lagging nemesis nodes get `--snapshot-logs=100` unless set here.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
@@ -373,6 +381,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
     let planted_bugs = [
         (a.unsafe_local_linearizable_reads, PLANTED_STALE_READS),
         (a.unsafe_watch_skip_on_resume, PLANTED_WATCH_SKIP),
+        (a.unsafe_session_double_apply, PLANTED_DOUBLE_APPLY),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))

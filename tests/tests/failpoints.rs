@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use ballast_client::{Client, PutOptions};
+use ballast_tests::answer_drop::AnswerDropProxy;
 use ballast_tests::sse::WatchStream;
 use ballast_tests::TestCluster;
 use openraft::async_runtime::watch::WatchReceiver;
@@ -147,6 +149,57 @@ async fn planted_bugs_are_on_only_while_their_failpoints_return() -> Result<()> 
     fail::remove("unsafe-local-linearizable-reads");
     assert_eq!(stale?.as_deref(), Some("old"));
     tc.heal(follower)?;
+    tc.shutdown().await;
+    Ok(())
+}
+
+/// The exactly-once check of `client/t40_exactly_once` can fail: with the
+/// session table's replay planted away, a write whose answer was lost is
+/// applied a second time by the client's retry (its version goes up by two),
+/// and without it the same sequence applies once. Only session writes of a
+/// retried request replay, which no other test of this binary makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_double_apply_is_visible_in_the_version() -> Result<()> {
+    let tc = TestCluster::start(3).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    let upstream = tc.endpoint(leader).trim_start_matches("http://").to_owned();
+    let proxy = AnswerDropProxy::start(upstream).await?;
+    let direct = Client::new(tc.ids().iter().map(|id| tc.endpoint(*id)).collect())?;
+    let client = Client::builder(vec![proxy.url()])
+        .request_timeout(Duration::from_secs(5))
+        .build()?;
+    let version = |key: &'static str| {
+        let direct = direct.clone();
+        async move {
+            let kv = direct.get(key).await?.kv;
+            anyhow::Ok(kv.map(|kv| kv.version).unwrap_or(0))
+        }
+    };
+
+    info!("--- a lost answer, retried: applied once");
+    direct.put("/planted/once", "v0").await?;
+    proxy.arm("PUT /v1/kv//planted/once");
+    client
+        .put_with("/planted/once", "v1", PutOptions { prev_kv: false })
+        .await?;
+    assert_eq!(proxy.dropped(), 1, "the first answer was dropped");
+    assert_eq!(version("/planted/once").await?, 2);
+
+    info!("--- the same with the replay planted away: applied twice");
+    direct.put("/planted/twice", "v0").await?;
+    fail::cfg("unsafe-session-double-apply", "return").map_err(anyhow::Error::msg)?;
+    proxy.arm("PUT /v1/kv//planted/twice");
+    let put = client
+        .put_with("/planted/twice", "v1", PutOptions { prev_kv: false })
+        .await;
+    fail::remove("unsafe-session-double-apply");
+    put?;
+    assert_eq!(proxy.dropped(), 2, "the second answer was dropped");
+    assert_eq!(
+        version("/planted/twice").await?,
+        3,
+        "the planted bug applied it twice"
+    );
     tc.shutdown().await;
     Ok(())
 }

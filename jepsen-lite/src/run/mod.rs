@@ -47,6 +47,10 @@ pub const PLANTED_STALE_READS: &str = "unsafe-local-linearizable-reads";
 /// Failpoint of a `--features failpoints` ballastd that plants a watch bug:
 /// a resumed watch skips its first revision.
 pub const PLANTED_WATCH_SKIP: &str = "unsafe-watch-skip-on-resume";
+/// Failpoint of a `--features failpoints` ballastd that plants an
+/// exactly-once bug: a retried session write is applied again instead of
+/// answered from the session table. Shows only with `--client-retries`.
+pub const PLANTED_DOUBLE_APPLY: &str = "unsafe-session-double-apply";
 
 /// Everything a run needs.
 #[derive(Clone, Debug)]

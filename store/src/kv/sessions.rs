@@ -304,7 +304,12 @@ impl SessionTable {
                 let Some(c) = self.clients.get(&client) else {
                     return Ok(refused(SessionRefusal::UnknownSession));
                 };
-                if let Some(r) = c.results.get(seq) {
+                let replay = if planted_double_apply() {
+                    None
+                } else {
+                    c.results.get(seq)
+                };
+                if let Some(r) = replay {
                     tracing::debug!(client = %format_args!("{client:032x}"), session, seq, "session write replayed: its first result answers");
                     return Ok(match &r.response {
                         Some(response) => response.clone(),
@@ -571,6 +576,16 @@ pub fn write_rows(batch: &mut WriteBatch, handle: &ColumnFamily, rows: Vec<RowOp
             RowOp::Delete(k) => batch.delete_cf(handle, k),
         }
     }
+}
+
+/// Planted bug for the exactly-once tests and the fault-injection checker,
+/// compiled in only with the `failpoints` feature: with the
+/// `unsafe-session-double-apply` failpoint set to `return`, a retried write
+/// whose first attempt applied is applied again instead of answered from the
+/// table.
+fn planted_double_apply() -> bool {
+    fail::fail_point!("unsafe-session-double-apply", |_| true);
+    false
 }
 
 /// The hook where the state machine applies the command of a log entry at
