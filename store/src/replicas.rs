@@ -15,7 +15,7 @@ pub const MAX_REPLICA_ID_BYTES: usize = 256;
 pub const MAX_REPLICAS_PER_NODE: usize = 100_000;
 
 /// A replica's report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaReport {
     /// Stable identity of the replica (for example host and process).
@@ -30,7 +30,7 @@ pub struct ReplicaReport {
 }
 
 /// A report as seen by the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplicaEntry {
     /// The report.
     #[serde(flatten)]
