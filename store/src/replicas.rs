@@ -19,6 +19,7 @@ pub const MAX_REPLICAS_PER_NODE: usize = 100_000;
 #[serde(deny_unknown_fields)]
 pub struct ReplicaReport {
     /// Stable identity of the replica (for example host and process).
+    #[schema(min_length = 1, max_length = 256)]
     pub id: String,
     /// The prefix it replicates.
     pub prefix: String,
@@ -30,7 +31,7 @@ pub struct ReplicaReport {
 }
 
 /// A report as seen by the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaEntry {
     /// The report.
     #[serde(flatten)]

@@ -42,6 +42,7 @@ pub struct GetQuery {
     pub revision: Option<u64>,
     /// Read consistency.
     #[serde(default)]
+    #[param(inline)]
     pub consistency: Consistency,
 }
 

@@ -24,6 +24,7 @@ use crate::raft::types::{Member, NodeId};
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     /// The new node's id (non-zero).
+    #[schema(minimum = 1)]
     pub id: NodeId,
     /// Its client listener, `host:port`.
     pub client_addr: String,
@@ -36,6 +37,7 @@ pub struct AddMember {
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
     /// The voter to hand leadership to.
+    #[schema(minimum = 1)]
     pub to: NodeId,
 }
 

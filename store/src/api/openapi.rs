@@ -84,6 +84,28 @@ pub struct RangeJson {
     pub more: bool,
 }
 
+/// A replica as `GET /v1/replicas` lists it: its report's fields, then
+/// where and how long ago it was received. (`crate::replicas::ReplicaEntry`
+/// flattens the report, whose own schema refuses unknown fields, so it is
+/// written out here.)
+// Described in the document only; the answers are built elsewhere.
+#[allow(dead_code)]
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaEntryJson {
+    /// Stable identity of the replica.
+    pub id: String,
+    /// The prefix it replicates.
+    pub prefix: String,
+    /// The revision it has applied.
+    pub revision: u64,
+    /// Whether it is serving from its on-disk copy.
+    pub serving_from_disk: bool,
+    /// The node that received the report.
+    pub node: u64,
+    /// Milliseconds since it was received.
+    pub age_ms: u64,
+}
+
 /// What `GET /v1/kv/{key}` answers: one key, or a prefix with `prefix=true`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]

@@ -101,6 +101,7 @@ pub struct ReplicasJson {
     /// Members that did not answer in time (their reports are missing).
     pub nodes_unreachable: Vec<u64>,
     /// Every replica, freshest report each.
+    #[schema(value_type = Vec<super::openapi::ReplicaEntryJson>)]
     pub replicas: Vec<ReplicaEntry>,
     /// With `?revision=R`: how far the rollout of R has converged.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -30,6 +30,7 @@ use crate::raft::node::{Node, NodeError};
 #[serde(deny_unknown_fields)]
 pub struct SessionJson {
     /// The client id, 32 hex digits.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub client: String,
     /// The session, as `POST /v1/sessions` named it.
     pub session: u64,
@@ -150,6 +151,7 @@ pub fn refusal_name(reason: SessionRefusal) -> &'static str {
 #[serde(deny_unknown_fields)]
 pub struct RegisterJson {
     /// The client id, 32 hex digits, chosen at random by the client.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub client: String,
 }
 
