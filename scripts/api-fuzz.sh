@@ -94,9 +94,11 @@ fi
 
 st() {
   # The outer timeout only guards against a hang; --max-time bounds the run.
-  timeout 600 "$VENV/bin/st" run "$URL/openapi.json" \
+  # Run from the temporary directory: schemathesis keeps its cache
+  # (.schemathesis/) in the working directory.
+  (cd "$tmp" && timeout 600 "$VENV/bin/st" run "$URL/openapi.json" \
     --checks "$CHECKS" --max-examples "$EXAMPLES" --seed "$SEED" \
-    --request-timeout 15 --no-color "$@"
+    --request-timeout 15 --no-color "$@")
 }
 
 echo "== api-fuzz: every operation but the watch stream and the leadership and membership changes"
