@@ -177,3 +177,37 @@ async fn one_admin_request_more_than_the_limit_is_429_and_writes_go_on() -> Resu
     tc.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() -> Result<()> {
+    let tc = TestCluster::start_with(1, |c| c.header_read_timeout_ms = 1_000).await?;
+    let node = tc.wait_leader(Duration::from_secs(10)).await?;
+    let addr = tc.config(node).listen_client.clone();
+
+    info!("--- one whole request on a keep-alive connection, then silence");
+    let mut conn = TcpStream::connect(&addr).await?;
+    conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .context("no answer")??;
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    info!("--- the server closes it (the timeout is 1 s; the bound only guards a hang)");
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => {}
+        }
+    };
+    assert!(closed, "an idle keep-alive connection stayed open");
+    commits(&tc, node, "limits/after-idle").await?;
+    tc.shutdown().await;
+    Ok(())
+}
