@@ -146,6 +146,20 @@ pub struct Config {
     /// open-file limit.
     #[arg(long, env = "BALLAST_MAX_CLIENT_CONNECTIONS", default_value_t = 0)]
     pub max_client_connections: usize,
+    /// Longest request target (path and query) a client may send, bytes;
+    /// beyond it `414 uri_too_long`. At least three times `--max-key-bytes`
+    /// plus 1024, so every valid key fits percent-encoded.
+    #[arg(long, env = "BALLAST_MAX_URI_BYTES", default_value_t = crate::api::limits::DEFAULT_MAX_URI_BYTES)]
+    pub max_uri_bytes: usize,
+    /// Most bytes of request header fields, all together; beyond it `431
+    /// headers_too_large`.
+    #[arg(long, env = "BALLAST_MAX_HEADER_BYTES", default_value_t = crate::api::limits::DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+    /// Most requests each admin route (membership, leader transfer,
+    /// snapshot, compaction) serves at once; beyond it `429
+    /// too_many_admin_requests`.
+    #[arg(long, env = "BALLAST_MAX_ADMIN_REQUESTS", default_value_t = crate::api::limits::DEFAULT_MAX_ADMIN_REQUESTS)]
+    pub max_admin_requests: usize,
     /// Most watch streams open at once on this node (beyond: 429).
     #[arg(long, env = "BALLAST_MAX_WATCHERS", default_value_t = 20_000)]
     pub max_watchers: usize,
@@ -386,6 +400,19 @@ impl Config {
         if self.header_read_timeout_ms == 0 {
             return Err(invalid("header-read-timeout-ms must be positive"));
         }
+        let min_uri = self.max_key_bytes.saturating_mul(3).saturating_add(1024);
+        if self.max_uri_bytes < min_uri {
+            return Err(invalid(format!(
+                "max-uri-bytes must be at least three times max-key-bytes plus 1024 ({min_uri}), \
+                 so every valid key fits percent-encoded"
+            )));
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(invalid("max-header-bytes must be at least 1024"));
+        }
+        if self.max_admin_requests == 0 {
+            return Err(invalid("max-admin-requests must be positive"));
+        }
         if self.max_watchers == 0 || self.watch_window == 0 {
             return Err(invalid("max-watchers and watch-window must be positive"));
         }
@@ -526,6 +553,15 @@ impl Config {
             max_results: self.session_max_results,
             max_bytes: self.session_max_bytes,
             ttl_ms: self.session_ttl_ms,
+        }
+    }
+
+    /// Request limits of the client API.
+    pub(crate) fn request_limits(&self) -> crate::api::RequestLimits {
+        crate::api::RequestLimits {
+            max_uri_bytes: self.max_uri_bytes,
+            max_header_bytes: self.max_header_bytes,
+            max_admin_requests: self.max_admin_requests,
         }
     }
 

@@ -15,10 +15,11 @@ pub const MAX_REPLICA_ID_BYTES: usize = 256;
 pub const MAX_REPLICAS_PER_NODE: usize = 100_000;
 
 /// A replica's report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaReport {
     /// Stable identity of the replica (for example host and process).
+    #[schema(min_length = 1, max_length = 256)]
     pub id: String,
     /// The prefix it replicates.
     pub prefix: String,

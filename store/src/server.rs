@@ -322,8 +322,10 @@ pub async fn start(
         stop_rx.clone(),
     )));
     let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
-    let app = crate::api::router(node.clone(), hub.clone(), ranges);
+    let request_limits = config.request_limits();
+    let app = crate::api::router_with_limits(node.clone(), hub.clone(), ranges, request_limits);
     let limits = HttpLimits {
+        head_buffer_bytes: request_limits.head_buffer_bytes(),
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),
     };
@@ -392,7 +394,8 @@ async fn serve_http(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.head_buffer_bytes);
     let mut conns = tokio::task::JoinSet::new();
     let mut refused_since_log = 0u64;
     let mut last_refusal_log: Option<std::time::Instant> = None;
@@ -451,6 +454,8 @@ async fn serve_http(
 /// Bounds of the client listener.
 struct HttpLimits {
     header_read_timeout: std::time::Duration,
+    /// Largest request head read (see `api::limits`).
+    head_buffer_bytes: usize,
     max_connections: usize,
 }
 

@@ -26,21 +26,21 @@ use crate::Config;
 const BODY_SLACK: usize = crate::kv::limits::REQUEST_SLACK_BYTES;
 
 /// One started node and its router.
-struct Harness {
+pub(super) struct Harness {
     running: RunningNode,
     router: Router,
     _dir: TempDir,
 }
 
 /// A response, read completely.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{} body is not JSON ({e}): {:?}", self.status, self.body))
     }
@@ -83,7 +83,7 @@ fn header_u64(headers: &HeaderMap, name: &str) -> u64 {
 impl Harness {
     /// Starts node 1 alone (with `tweak` applied to its config) and waits
     /// until it leads.
-    async fn start(tweak: impl FnOnce(&mut Config)) -> Harness {
+    pub(super) async fn start(tweak: impl FnOnce(&mut Config)) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let client = TcpListener::bind("127.0.0.1:0").await.expect("bind client");
         let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
@@ -153,7 +153,7 @@ impl Harness {
         }
     }
 
-    async fn call(&self, method: Method, uri: &str, body: impl Into<Body>) -> Reply {
+    pub(super) async fn call(&self, method: Method, uri: &str, body: impl Into<Body>) -> Reply {
         let req = Request::builder()
             .method(method)
             .uri(uri)
@@ -201,7 +201,7 @@ impl Harness {
         self.running.node.applied().revision
     }
 
-    async fn shutdown(self) {
+    pub(super) async fn shutdown(self) {
         self.running.shutdown().await;
     }
 }

@@ -10,12 +10,15 @@
 //! | `removed` | 410 | this node was removed from the cluster |
 //! | `session_expired` | 410 | a session write not applied: its session or its result is gone, so an earlier attempt's outcome is unknown |
 //! | `key_too_large`, `value_too_large`, `request_too_large` | 413 | over a configured limit |
+//! | `uri_too_long` | 414 | the request target is over `--max-uri-bytes` |
+//! | `headers_too_large` | 431 | the request headers are over `--max-header-bytes` |
 //! | `no_leader` | 503 | no leader reachable: not applied, retry (`Retry-After`) |
 //! | `timeout` | 503 | no answer in time: a write may or may not have taken effect |
 //! | `too_many_requests` | 503 | the leader's backlog is full: not applied, retry (`Retry-After`) |
 //! | `not_ready` | 503 | the node is not ready to serve |
 //! | `too_many_watchers` | 429 | the node's watch stream limit is reached (`Retry-After`) |
 //! | `snapshot_in_progress` | 429 | the node is already streaming a backup (`Retry-After`) |
+//! | `too_many_admin_requests` | 429 | an admin route already serves `--max-admin-requests` requests (`Retry-After`) |
 //! | `too_many_range_reads` | 429 | the node's range reads hold all their stream slots or buffer (`Retry-After`) |
 //! | `internal` | 500 | a fault on the node (storage) |
 
@@ -65,6 +68,12 @@ pub enum ErrorCode {
     ValueTooLarge,
     /// A whole request (a transaction, a JSON body) over the request limit.
     RequestTooLarge,
+    /// A request target (path and query) over the URI limit.
+    UriTooLong,
+    /// Request headers over the header limit.
+    HeadersTooLarge,
+    /// An admin route already serves its maximum of requests at once.
+    TooManyAdminRequests,
     /// No leader reachable: not applied, retry.
     NoLeader,
     /// No answer in time: a write may or may not have taken effect.
@@ -100,7 +109,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -129,6 +138,9 @@ impl ErrorCode {
         ErrorCode::MemberExists,
         ErrorCode::Removed,
         ErrorCode::SessionExpired,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::TooManyAdminRequests,
     ];
 
     /// The code as it appears in `{"error": {"code": ...}}`.
@@ -162,6 +174,9 @@ impl ErrorCode {
             ErrorCode::MemberExists => "member_exists",
             ErrorCode::Removed => "removed",
             ErrorCode::SessionExpired => "session_expired",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::TooManyAdminRequests => "too_many_admin_requests",
         }
     }
 
@@ -191,9 +206,12 @@ impl ErrorCode {
             | ErrorCode::Timeout
             | ErrorCode::TooManyRequests
             | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::TooManyWatchers
             | ErrorCode::SnapshotInProgress
-            | ErrorCode::TooManyRangeReads => StatusCode::TOO_MANY_REQUESTS,
+            | ErrorCode::TooManyRangeReads
+            | ErrorCode::TooManyAdminRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -23,7 +23,7 @@ pub fn decode_value(value: String, encoding: Option<Encoding>) -> Result<Vec<u8>
 }
 
 /// Answer to `PUT /v1/kv/{key}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PutJson {
     /// Revision of the write.
     pub revision: u64,
@@ -33,7 +33,7 @@ pub struct PutJson {
 }
 
 /// Answer to a single-key `GET`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GetJson {
     /// Revision the read reflects.
     pub revision: u64,
@@ -42,7 +42,7 @@ pub struct GetJson {
 }
 
 /// Answer to `DELETE`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeleteJson {
     /// Revision of the delete (unchanged if nothing was deleted).
     pub revision: u64,
@@ -54,7 +54,7 @@ pub struct DeleteJson {
 }
 
 /// One op's answer in a transaction.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TxnOpResponseJson {
     /// A put.
@@ -85,7 +85,7 @@ impl From<TxnOpResponse> for TxnOpResponseJson {
 }
 
 /// Answer to `POST /v1/txn`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TxnJson {
     /// Whether every compare held.
     pub succeeded: bool,

@@ -18,7 +18,7 @@ use crate::kv::{Command, CommandResponse, TxnRequest};
 use crate::raft::node::{Node, NodeError};
 
 /// Read consistency of a `GET`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
     /// Read-index barrier first; never stale.
@@ -29,8 +29,9 @@ pub enum Consistency {
 }
 
 /// Query of `GET /v1/kv/{key}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
     /// Read a prefix.
     #[serde(default)]
@@ -41,12 +42,14 @@ pub struct GetQuery {
     pub revision: Option<u64>,
     /// Read consistency.
     #[serde(default)]
+    #[param(inline)]
     pub consistency: Consistency,
 }
 
 /// Query of `PUT /v1/kv/{key}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PutQuery {
     /// Return the previous key-value.
     #[serde(default)]
@@ -62,8 +65,9 @@ pub struct PutQuery {
 }
 
 /// Query of `DELETE /v1/kv/{key}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Delete a prefix.
     #[serde(default)]
@@ -89,6 +93,23 @@ fn unexpected(resp: CommandResponse) -> ApiError {
 
 /// `GET /v1/kv/{key}`: one key, or a prefix with `prefix=true` (streamed
 /// in bounded chunks, see [`super::range`]).
+#[utoipa::path(
+    get,
+    path = "/v1/kv/{key}",
+    tag = "kv",
+    params(
+        ("key" = String, Path, description = "the key (percent-encoded); with `prefix=true` a prefix"),
+        GetQuery,
+    ),
+    responses(
+        (status = 200, description = "the key-value, or with `prefix=true` the key-values under the prefix", body = super::openapi::GetAnswer),
+        (status = 400, description = "`invalid_key`, `invalid_query`, `compacted`, `future_revision`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`key_not_found`, with the revision the read reflects", body = super::openapi::ErrorBody),
+        (status = 413, description = "`key_too_large`", body = super::openapi::ErrorBody),
+        (status = 429, description = "`too_many_range_reads` (`Retry-After`)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`: a linearizable read found no leader in time (`Retry-After`)", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn get(
     State(node): State<Arc<Node>>,
     State(ranges): State<Arc<RangeLimiter>>,
@@ -127,6 +148,20 @@ pub async fn get(
 }
 
 /// `PUT /v1/kv/{key}`: the raw body is the value.
+#[utoipa::path(
+    put,
+    path = "/v1/kv/{key}",
+    tag = "kv",
+    params(("key" = String, Path, description = "the key (percent-encoded)"), PutQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the value, raw bytes (any content type)"),
+    responses(
+        (status = 200, description = "committed", body = PutJson),
+        (status = 400, description = "`invalid_key`, `invalid_query`, `invalid_request`", body = super::openapi::ErrorBody),
+        (status = 410, description = "`session_expired` (a session write), `removed`", body = super::openapi::ErrorBody),
+        (status = 413, description = "`key_too_large`, `value_too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `too_many_requests` (`Retry-After`)", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn put(
     State(node): State<Arc<Node>>,
     KeyPath(key): KeyPath,
@@ -151,6 +186,19 @@ pub async fn put(
 }
 
 /// `DELETE /v1/kv/{key}`: one key, or a prefix with `prefix=true`.
+#[utoipa::path(
+    delete,
+    path = "/v1/kv/{key}",
+    tag = "kv",
+    params(("key" = String, Path, description = "the key, or with `prefix=true` a prefix (percent-encoded)"), DeleteQuery),
+    responses(
+        (status = 200, description = "committed (`deleted` is 0 when nothing matched)", body = DeleteJson),
+        (status = 400, description = "`invalid_key`, `invalid_query`", body = super::openapi::ErrorBody),
+        (status = 410, description = "`session_expired` (a session write), `removed`", body = super::openapi::ErrorBody),
+        (status = 413, description = "`key_too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `too_many_requests` (`Retry-After`)", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn delete(
     State(node): State<Arc<Node>>,
     KeyPath(key): KeyPath,
@@ -177,6 +225,19 @@ pub async fn delete(
 }
 
 /// `POST /v1/txn`.
+#[utoipa::path(
+    post,
+    path = "/v1/txn",
+    tag = "kv",
+    request_body(content = TxnRequestJson, description = "compares, then the `success` or the `failure` ops"),
+    responses(
+        (status = 200, description = "committed (or, with only gets, read) at one revision", body = TxnJson),
+        (status = 400, description = "`invalid_json`, `invalid_request`, `invalid_key`, `too_many_ops`", body = super::openapi::ErrorBody),
+        (status = 410, description = "`session_expired` (a session write), `removed`", body = super::openapi::ErrorBody),
+        (status = 413, description = "`key_too_large`, `value_too_large`, `request_too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `too_many_requests` (`Retry-After`)", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn txn(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,

@@ -9,30 +9,45 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorCode};
 use super::input::{parse_json, read_body, BodyKind};
+use super::openapi::ErrorBody;
 use crate::config::check_host_port;
 use crate::raft::membership::{AdminRequest, AdminResponse, MembersView};
 use crate::raft::node::Node;
 use crate::raft::types::{Member, NodeId};
 
 /// Body of `POST /v1/members`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddMember {
-    id: NodeId,
-    client_addr: String,
-    peer_addr: String,
+pub struct AddMember {
+    /// The new node's id (non-zero).
+    #[schema(minimum = 1)]
+    pub id: NodeId,
+    /// Its client listener, `host:port`.
+    pub client_addr: String,
+    /// Its peer listener, `host:port`.
+    pub peer_addr: String,
 }
 
 /// Body of `POST /v1/leader/transfer`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Transfer {
-    to: NodeId,
+pub struct Transfer {
+    /// The voter to hand leadership to.
+    #[schema(minimum = 1)]
+    pub to: NodeId,
+}
+
+/// Answer of `POST /v1/leader/transfer`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TransferredJson {
+    /// The new leader.
+    pub leader: NodeId,
+    /// Its term.
+    pub term: u64,
 }
 
 fn members(answer: AdminResponse) -> Result<Json<MembersView>, ApiError> {
@@ -62,11 +77,35 @@ fn refused(message: String) -> ApiError {
 }
 
 /// `GET /v1/members`: the members with the leader's view of their progress.
+#[utoipa::path(
+    get,
+    path = "/v1/members",
+    tag = "admin",
+    responses(
+        (status = 200, description = "the membership as the leader sees it", body = MembersView),
+        (status = 429, description = "`too_many_admin_requests` (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout` (`Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn list(State(node): State<Arc<Node>>) -> Result<Json<MembersView>, ApiError> {
     members(node.admin(AdminRequest::Members).await?)
 }
 
 /// `POST /v1/members`: adds a learner.
+#[utoipa::path(
+    post,
+    path = "/v1/members",
+    tag = "admin",
+    request_body = AddMember,
+    responses(
+        (status = 200, description = "added; the membership after the change", body = MembersView),
+        (status = 400, description = "`invalid_json`, `invalid_request`", body = ErrorBody),
+        (status = 409, description = "`member_exists`, `change_in_progress`", body = ErrorBody),
+        (status = 413, description = "`request_too_large`", body = ErrorBody),
+        (status = 429, description = "`too_many_admin_requests` (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`: a change may still take effect (`Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn add(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
@@ -89,6 +128,20 @@ pub async fn add(
 }
 
 /// `POST /v1/members/{id}/promote`: makes a caught-up learner a voter.
+#[utoipa::path(
+    post,
+    path = "/v1/members/{id}/promote",
+    tag = "admin",
+    params(("id" = String, Path, description = "the learner's node id")),
+    responses(
+        (status = 200, description = "promoted; the membership after the change", body = MembersView),
+        (status = 400, description = "`invalid_request` (not a node id)", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`member_exists` (already a voter), `change_in_progress`, `learner_not_ready`, `would_lose_quorum`", body = ErrorBody),
+        (status = 429, description = "`too_many_admin_requests` (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`: a change may still take effect (`Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn promote(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -98,6 +151,20 @@ pub async fn promote(
 }
 
 /// `DELETE /v1/members/{id}`: removes a member (the leader too).
+#[utoipa::path(
+    delete,
+    path = "/v1/members/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "the member's node id")),
+    responses(
+        (status = 200, description = "removed; the membership after the change", body = MembersView),
+        (status = 400, description = "`invalid_request` (not a node id)", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`change_in_progress`, `would_lose_quorum`", body = ErrorBody),
+        (status = 429, description = "`too_many_admin_requests` (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`: a change may still take effect (`Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn remove(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -107,10 +174,25 @@ pub async fn remove(
 }
 
 /// `POST /v1/leader/transfer`: hands leadership to a voter.
+#[utoipa::path(
+    post,
+    path = "/v1/leader/transfer",
+    tag = "admin",
+    request_body = Transfer,
+    responses(
+        (status = 200, description = "the voter now leads", body = TransferredJson),
+        (status = 400, description = "`invalid_json`, `invalid_request`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`change_in_progress`, `member_exists`", body = ErrorBody),
+        (status = 413, description = "`request_too_large`", body = ErrorBody),
+        (status = 429, description = "`too_many_admin_requests` (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`: a change may still take effect (`Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn transfer(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TransferredJson>, ApiError> {
     let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;
     let transfer: Transfer = parse_json(&body, "invalid transfer")?;
     if transfer.to == 0 {
@@ -120,9 +202,7 @@ pub async fn transfer(
         .admin(AdminRequest::TransferLeader { to: transfer.to })
         .await?
     {
-        AdminResponse::Transferred { leader, term } => {
-            Ok(Json(json!({ "leader": leader, "term": term })))
-        }
+        AdminResponse::Transferred { leader, term } => Ok(Json(TransferredJson { leader, term })),
         AdminResponse::Members(_) => Err(ApiError::refused(
             ErrorCode::Internal,
             "the leader answered a transfer with a membership",

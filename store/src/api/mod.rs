@@ -7,7 +7,9 @@ pub mod error;
 pub mod input;
 pub mod json;
 pub mod kv;
+pub mod limits;
 pub mod members;
+pub mod openapi;
 pub mod range;
 pub mod replicas;
 pub mod session;
@@ -28,6 +30,7 @@ use axum::Router;
 use crate::raft::node::Node;
 use crate::watch::WatchHub;
 pub use error::ApiError;
+pub use limits::RequestLimits;
 pub use range::{RangeLimiter, RangeOptions};
 
 /// What every handler can extract: the node's request paths and its watch
@@ -71,7 +74,7 @@ async fn stamp(State(node): State<Arc<Node>>, req: Request, next: Next) -> Respo
 }
 
 /// Routes a removed node still answers: what it is and why it is out.
-const REMOVED_NODE_ROUTES: [&str; 3] = ["/v1/status", "/health/live", "/metrics"];
+pub(crate) const REMOVED_NODE_ROUTES: [&str; 3] = ["/v1/status", "/health/live", "/metrics"];
 
 /// A node removed from its cluster serves nothing but its status: every
 /// other route answers `410 removed` with the reason.
@@ -93,8 +96,19 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The client API router for `node`, serving watches from `hub` and prefix
-/// reads within `ranges`.
+/// reads within `ranges`, with the default [`RequestLimits`].
+#[cfg(test)]
 pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, ranges: Arc<RangeLimiter>) -> Router {
+    router_with_limits(node, hub, ranges, RequestLimits::default())
+}
+
+/// [`router`] with the request limits `limits`.
+pub fn router_with_limits(
+    node: Arc<Node>,
+    hub: Arc<WatchHub>,
+    ranges: Arc<RangeLimiter>,
+    limits: RequestLimits,
+) -> Router {
     let body_limit = node.limits().max_request_bytes();
     let kv_routes = get(kv::get)
         .put(kv::put)
@@ -165,6 +179,14 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, ranges: Arc<RangeLimiter>) ->
             "/v1/snapshot",
             get(snapshot::snapshot).fallback(method_not_allowed),
         )
+        .route(
+            "/openapi.json",
+            get(openapi::openapi_json).fallback(method_not_allowed),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            limits::AdminLimiter::new(limits.max_admin_requests),
+            limits::limit_admin,
+        ))
         .merge(debug_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -172,6 +194,7 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, ranges: Arc<RangeLimiter>) ->
             node.clone(),
             refuse_if_removed,
         ))
+        .layer(middleware::from_fn_with_state(limits, limits::check_size))
         .layer(middleware::from_fn_with_state(node.clone(), stamp))
         .with_state(AppState { node, hub, ranges })
 }
@@ -194,5 +217,7 @@ fn debug_routes() -> Router<AppState> {
 
 #[cfg(test)]
 mod api_test;
+#[cfg(test)]
+mod openapi_test;
 #[cfg(test)]
 mod range_test;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorCode};
 use super::input::{parse_json, read_body, BodyKind};
+use super::openapi::ErrorBody;
 use crate::kv::sessions::wall_clock_ms;
 use crate::kv::{
     Command, CommandResponse, SessionCommand, SessionOp, SessionRefusal, SessionStamp,
@@ -25,10 +26,11 @@ use crate::kv::{
 use crate::raft::node::{Node, NodeError};
 
 /// A session as a transaction body carries it (`"session": {...}`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionJson {
     /// The client id, 32 hex digits.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub client: String,
     /// The session, as `POST /v1/sessions` named it.
     pub session: u64,
@@ -145,15 +147,16 @@ pub fn refusal_name(reason: SessionRefusal) -> &'static str {
 }
 
 /// `POST /v1/sessions` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterJson {
     /// The client id, 32 hex digits, chosen at random by the client.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub client: String,
 }
 
 /// Answer to `POST /v1/sessions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RegisteredJson {
     /// The client id.
     pub client: String,
@@ -163,6 +166,18 @@ pub struct RegisteredJson {
 
 /// `POST /v1/sessions`: opens a session for a client, or names the one it
 /// has. Goes through Raft like a write; safe to retry.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "kv",
+    request_body = RegisterJson,
+    responses(
+        (status = 200, description = "the client's session", body = RegisteredJson),
+        (status = 400, description = "`invalid_json`, `invalid_request`", body = ErrorBody),
+        (status = 413, description = "`request_too_large`", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `too_many_requests` (`Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn register(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,

@@ -33,6 +33,20 @@ const CHUNK_BYTES: usize = 256 * 1024;
 const INSTALL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `GET /v1/snapshot`.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot",
+    tag = "admin",
+    responses(
+        (status = 200, description = "the backup file, streamed", content_type = "application/octet-stream", body = Vec<u8>,
+         headers(
+             ("x-ballast-snapshot-revision" = u64, description = "the key-space revision of the copy"),
+             ("x-ballast-snapshot-checksum" = String, description = "xxh3-64 of the file before its trailer, 16 hex digits"),
+         )),
+        (status = 429, description = "`snapshot_in_progress`, `too_many_admin_requests` (`Retry-After`)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`not_ready`: a snapshot install did not finish in time (`Retry-After`)", body = super::openapi::ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     let source = node.backups().clone();

@@ -7,7 +7,7 @@ use super::json::{decode_value, Encoding};
 use crate::kv::{Compare, CompareOp, CompareTarget, TxnOp, TxnRequest};
 
 /// `POST /v1/txn` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxnRequestJson {
     /// Conditions.
@@ -25,7 +25,7 @@ pub struct TxnRequestJson {
 }
 
 /// What a compare looks at.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetJson {
     /// The value.
@@ -39,7 +39,7 @@ pub enum TargetJson {
 }
 
 /// A compare operator.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 pub enum OpJson {
     /// Equal.
     #[serde(rename = "=")]
@@ -56,7 +56,7 @@ pub enum OpJson {
 }
 
 /// One compare: the operand goes in the field named like the target.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompareJson {
     /// Key.
@@ -78,7 +78,7 @@ pub struct CompareJson {
 }
 
 /// A put op.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutOpJson {
     /// Key.
@@ -90,7 +90,7 @@ pub struct PutOpJson {
 }
 
 /// A delete or get op.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyOpJson {
     /// Key or prefix.
@@ -101,7 +101,7 @@ pub struct KeyOpJson {
 }
 
 /// One op of a branch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TxnOpJson {
     /// `{"put": {...}}`

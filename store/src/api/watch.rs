@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorCode};
 use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
+use super::openapi::ErrorBody;
 use crate::kv::types::CompactRefusal;
 use crate::kv::{Command, CommandResponse};
 use crate::raft::node::{Node, NodeError};
@@ -21,8 +22,9 @@ use crate::watch::stream::{watch_stream, WatchRequest};
 use crate::watch::WatchHub;
 
 /// Query of `GET /v1/watch/{key}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WatchQuery {
     /// Watch every key under the prefix.
     #[serde(default)]
@@ -45,6 +47,23 @@ pub struct WatchQuery {
 
 /// `GET /v1/watch/{key}`: a Server-Sent Events stream of the key's (or the
 /// prefix's) changes. `Last-Event-ID` resumes right after that revision.
+#[utoipa::path(
+    get,
+    path = "/v1/watch/{key}",
+    tag = "watch",
+    params(
+        ("key" = String, Path, description = "the key, or with `prefix=true` a prefix (percent-encoded)"),
+        ("last-event-id" = Option<u64>, Header, description = "resume right after this revision"),
+        WatchQuery,
+    ),
+    responses(
+        (status = 200, description = "a Server-Sent Events stream (see docs/watch.md); it does not end", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_key`, `invalid_query`, `invalid_request` (a bad `Last-Event-ID`)", body = ErrorBody),
+        (status = 413, description = "`key_too_large`", body = ErrorBody),
+        (status = 429, description = "`too_many_watchers` (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout` (`linearizable=true`), `not_ready` (shutting down)", body = ErrorBody),
+    )
+)]
 pub async fn watch(
     State(node): State<Arc<Node>>,
     State(hub): State<Arc<WatchHub>>,
@@ -144,7 +163,7 @@ fn planted_skip_on_resume() -> bool {
 }
 
 /// `POST /v1/compact` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompactBody {
     /// The new compact revision.
@@ -152,7 +171,7 @@ pub struct CompactBody {
 }
 
 /// `POST /v1/compact` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CompactJson {
     /// Current revision.
     pub revision: u64,
@@ -162,6 +181,19 @@ pub struct CompactJson {
 
 /// `POST /v1/compact`: forget history before a revision (through Raft, so
 /// every node compacts at the same point of the log).
+#[utoipa::path(
+    post,
+    path = "/v1/compact",
+    tag = "admin",
+    request_body = CompactBody,
+    responses(
+        (status = 200, description = "compacted", body = CompactJson),
+        (status = 400, description = "`invalid_json`, `invalid_request`, `compacted`, `future_revision`", body = ErrorBody),
+        (status = 413, description = "`request_too_large`", body = ErrorBody),
+        (status = 429, description = "`too_many_admin_requests` (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `too_many_requests` (`Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn compact(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,

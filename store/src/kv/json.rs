@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::types::KeyValue;
 
 /// How a JSON value string is to be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     /// The string is the value (UTF-8).
@@ -19,7 +19,7 @@ pub enum Encoding {
 }
 
 /// A key-value as JSON.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KvJson {
     /// The key.
     pub key: String,

@@ -65,7 +65,7 @@ pub enum AdminRequest {
 }
 
 /// One member as `GET /v1/members` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberInfo {
     /// Node id.
     pub id: NodeId,
@@ -89,7 +89,7 @@ pub struct MemberInfo {
 }
 
 /// The membership as the leader sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MembersView {
     /// The leader.
     pub leader: NodeId,

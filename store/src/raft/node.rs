@@ -154,7 +154,7 @@ pub struct NodeOptions {
 }
 
 /// The Raft-side view reported by `/v1/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RaftStatus {
     /// Last log index written on this node.
     pub last_log_index: u64,
@@ -167,7 +167,7 @@ pub struct RaftStatus {
 }
 
 /// A member as listed in `/v1/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberStatus {
     /// Node id.
     pub id: NodeId,
@@ -180,7 +180,7 @@ pub struct MemberStatus {
 }
 
 /// Everything `/v1/status` reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     /// This node's id.
     pub node_id: NodeId,
