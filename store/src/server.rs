@@ -61,7 +61,10 @@ pub enum ServerError {
     Join(#[from] join::JoinError),
 }
 
+mod auth_bootstrap;
 mod shutdown;
+
+pub use auth_bootstrap::write_token_file;
 
 pub use shutdown::ShutdownReport;
 
@@ -183,6 +186,7 @@ pub async fn start(
     let state_machine = StateMachine::open(database.clone(), snapshot_dir.clone())
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     let applied = state_machine.subscribe();
+    let auth = state_machine.auth();
     let install_gate = state_machine.install_gate();
     let fault = NetFault::default();
     let dial = std::sync::Arc::new(config.dial_override_map()?);
@@ -282,6 +286,7 @@ pub async fn start(
             election_timeout_max: std::time::Duration::from_millis(config.election_timeout_max_ms),
             backups,
             sessions: config.session_limits(),
+            auth,
         },
         metrics.clone(),
     );
@@ -321,6 +326,13 @@ pub async fn start(
         database.clone(),
         stop_rx.clone(),
     )));
+    if config.auth {
+        tasks.push(tokio::spawn(auth_bootstrap::run(
+            node.clone(),
+            config.auth_token_path(),
+            stop_rx.clone(),
+        )));
+    }
     let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
     let app = crate::api::router(node.clone(), hub.clone(), ranges);
     let limits = HttpLimits {

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "failpoints")]
 pub mod debug;
+pub mod auth;
 pub mod error;
 pub mod input;
 pub mod json;
@@ -165,9 +166,37 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, ranges: Arc<RangeLimiter>) ->
             "/v1/snapshot",
             get(snapshot::snapshot).fallback(method_not_allowed),
         )
+        .route(
+            "/v1/auth/tokens",
+            get(auth::list_tokens)
+                .post(auth::create_token)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/auth/tokens/{id}",
+            delete(auth::revoke_token).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/auth/roles",
+            get(auth::list_roles)
+                .post(auth::create_role)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/auth/roles/{name}",
+            delete(auth::delete_role).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/auth/whoami",
+            get(auth::whoami).fallback(method_not_allowed),
+        )
         .merge(debug_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(
             node.clone(),
             refuse_if_removed,

@@ -48,6 +48,7 @@ pub struct WatchQuery {
 pub async fn watch(
     State(node): State<Arc<Node>>,
     State(hub): State<Arc<WatchHub>>,
+    axum::Extension(principal): axum::Extension<crate::kv::auth::Principal>,
     KeyPath(key): KeyPath,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<WatchQuery>,
@@ -57,6 +58,7 @@ pub async fn watch(
     } else {
         node.limits().check_key(&key)?;
     }
+    super::auth::require(&principal, crate::kv::auth::Access::Read, &key, q.prefix)?;
     let options = hub.options().clone();
     if q.progress_interval_ms.is_some() && !q.progress_notify {
         return Err(invalid_query(

@@ -3,6 +3,7 @@
 //! ([`Applied`]), and the JSON form of a key-value.
 
 pub mod applied;
+pub mod auth;
 pub mod compactor;
 pub mod error;
 pub mod gate;
@@ -19,6 +20,7 @@ pub use limits::Limits;
 pub use mvcc::{KvReader, ReadError};
 pub use range::{RangeScan, Visit};
 pub use types::{
+    AuthCommand, AuthOutcome, AuthRefusal, Role, RoleKind,
     Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, SessionCommand,
     SessionLimits, SessionOp, SessionRefusal, SessionStamp, TxnOp, TxnOpResponse, TxnRequest,
 };

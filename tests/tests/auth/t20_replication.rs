@@ -1,0 +1,110 @@
+use std::time::Duration;
+
+use anyhow::Result;
+use openraft::async_runtime::watch::WatchReceiver;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tracing::info;
+
+use crate::common::{call, create_role, create_token, local_read, ok, start_with_auth};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_node_is_refused_on_every_node() -> Result<()> {
+    let (tc, admin) = start_with_auth(3, |_| {}).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    let follower = tc.others(leader)[0];
+    let (token_id, token) = create_token(&tc, leader, &admin, "reader").await?;
+    ok(&tc, leader, Method::PUT, "/v1/kv/k", &admin, Some(json!("v"))).await?;
+    for id in tc.ids() {
+        // A linearizable read first: the node has applied the token.
+        ok(&tc, id, Method::GET, "/v1/kv/k", &admin, None).await?;
+        assert_eq!(local_read(&tc, id, "k", &token).await?, StatusCode::OK);
+    }
+
+    info!("--- revoke through follower {follower}");
+    ok(&tc, follower, Method::DELETE, &format!("/v1/auth/tokens/{token_id}"), &admin, None)
+        .await?;
+    // The node that answered has applied the revocation.
+    assert_eq!(local_read(&tc, follower, "k", &token).await?, StatusCode::UNAUTHORIZED);
+    for id in tc.ids() {
+        // Once a node has applied what was committed before this read, it
+        // refuses the token: nothing but the local table is asked.
+        ok(&tc, id, Method::GET, "/v1/kv/k", &admin, None).await?;
+        assert_eq!(
+            local_read(&tc, id, "k", &token).await?,
+            StatusCode::UNAUTHORIZED,
+            "node {id}"
+        );
+    }
+    let listed = ok(&tc, leader, Method::GET, "/v1/auth/tokens", &admin, None).await?;
+    assert!(!listed.to_string().contains(&token_id));
+    let (status, _) = call(
+        &tc,
+        leader,
+        Method::DELETE,
+        &format!("/v1/auth/tokens/{token_id}"),
+        Some(&admin),
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "revoked twice");
+    tc.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_survive_restarts_and_travel_in_snapshots() -> Result<()> {
+    let (mut tc, admin) = start_with_auth(3, |c| c.snapshot_logs = 50).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    let lagging = tc.others(leader)[0];
+
+    info!("--- node {lagging} down; tokens and roles change, then many writes");
+    tc.kill(lagging).await?;
+    create_role(&tc, leader, &admin, "app", "writer", &["app/"]).await?;
+    let (_, writer) = create_token(&tc, leader, &admin, "app").await?;
+    let (gone_id, gone) = create_token(&tc, leader, &admin, "reader").await?;
+    ok(&tc, leader, Method::DELETE, &format!("/v1/auth/tokens/{gone_id}"), &admin, None).await?;
+    let mut revision = 0;
+    for i in 0..300 {
+        let v = ok(
+            &tc,
+            leader,
+            Method::PUT,
+            &format!("/v1/kv/app/k{}", i % 50),
+            &writer,
+            Some(json!(i.to_string())),
+        )
+        .await?;
+        revision = v["revision"].as_u64().unwrap_or(0);
+    }
+    let purged = tc.node(leader)?.raft().metrics().borrow_watched().purged;
+    assert!(purged.is_some(), "the leader purged its log after a snapshot");
+
+    info!("--- node {lagging} catches up by snapshot and knows the tokens");
+    tc.restart(lagging).await?;
+    tc.wait_applied(revision, Duration::from_secs(30)).await?;
+    let snapshot = tc.node(lagging)?.raft().metrics().borrow_watched().snapshot;
+    assert!(snapshot.is_some(), "node {lagging} installed a snapshot");
+    assert_eq!(local_read(&tc, lagging, "app/k1", &writer).await?, StatusCode::OK);
+    assert_eq!(local_read(&tc, lagging, "app/k1", &gone).await?, StatusCode::UNAUTHORIZED);
+    assert_eq!(local_read(&tc, lagging, "app/k1", &admin).await?, StatusCode::OK);
+    let (status, _) = call(&tc, lagging, Method::GET, "/v1/kv/x?consistency=serializable", Some(&writer), None).await?;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the role's prefixes came along");
+
+    info!("--- every node restarts: tokens, roles and auth itself are still on");
+    for id in tc.ids() {
+        tc.kill(id).await?;
+    }
+    for id in tc.ids() {
+        tc.restart(id).await?;
+    }
+    tc.wait_leader(Duration::from_secs(20)).await?;
+    for id in tc.ids() {
+        assert_eq!(local_read(&tc, id, "app/k1", &writer).await?, StatusCode::OK);
+        assert_eq!(local_read(&tc, id, "app/k1", &gone).await?, StatusCode::UNAUTHORIZED);
+        let (status, _) = call(&tc, id, Method::GET, "/v1/kv/app/k1?consistency=serializable", None, None).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "auth is still on at node {id}");
+    }
+    tc.shutdown().await;
+    Ok(())
+}
