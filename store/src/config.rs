@@ -220,6 +220,11 @@ pub struct Config {
     /// 0600). Default: `admin.token` in the data directory.
     #[arg(long, env = "BALLAST_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// A file holding an admin token, which `--join` sends to a cluster with
+    /// auth on (a file, so the token stays out of the process list and the
+    /// environment).
+    #[arg(long, env = "BALLAST_JOIN_TOKEN_FILE", requires = "join")]
+    pub join_token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -531,6 +536,25 @@ impl Config {
             max_value_bytes: self.max_value_bytes,
             max_txn_ops: self.max_txn_ops,
         }
+    }
+
+    /// The admin token `--join` sends, read from `--join-token-file`.
+    pub fn join_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.join_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(invalid(format!(
+                "--join-token-file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_owned()))
     }
 
     /// Where this node writes the initial admin token if it turns auth on.

@@ -193,9 +193,15 @@ pub async fn start(
     let caps = FrameCaps::for_limits(&config.limits());
     let members = config.initial_members()?;
     let join = config.join_endpoints()?;
+    let join_token = match &join {
+        Some(_) => config.join_token()?,
+        None => None,
+    };
     let advertised = config.advertised_member();
     let discovered = match &join {
-        Some(endpoints) => Some(join::discover(endpoints, config.request_timeout()).await),
+        Some(endpoints) => Some(
+            join::discover(endpoints, config.request_timeout(), join_token.as_deref()).await,
+        ),
         None => None,
     };
     // Whether this data directory holds no Raft state yet (read before the
@@ -233,6 +239,7 @@ pub async fn start(
                 &advertised,
                 config.request_timeout(),
                 deadline,
+                join_token.as_deref(),
             )
             .await?;
             tracing::info!(node = config.node_id, "added to the cluster as a learner");

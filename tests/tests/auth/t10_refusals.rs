@@ -265,9 +265,10 @@ async fn every_route_refuses_bad_tokens_and_changes_nothing() -> Result<()> {
     assert_eq!(watch.status(), StatusCode::OK);
     drop(watch);
     let secret = ok(&tc, leader, Method::GET, "/v1/kv/secret/s", &admin, None).await?;
-    assert_eq!(secret["kv"]["value"], "1", "the writer never reached secret/");
+    // PUT bodies are the raw value: the JSON string "1", quotes included.
+    assert_eq!(secret["kv"]["value"], "\"1\"", "the writer never reached secret/");
     let apple = ok(&tc, leader, Method::GET, "/v1/kv/apple", &admin, None).await?;
-    assert_eq!(apple["kv"]["value"], "1", "nor a key that merely shares letters");
+    assert_eq!(apple["kv"]["value"], "\"1\"", "nor a key that merely shares letters");
 
     info!("--- open routes stay open");
     for path in ["/health/live", "/health/ready", "/metrics"] {

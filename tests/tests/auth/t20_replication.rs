@@ -108,3 +108,43 @@ async fn tokens_survive_restarts_and_travel_in_snapshots() -> Result<()> {
     tc.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_a_cluster_with_auth_on_needs_an_admin_token() -> Result<()> {
+    let (mut tc, admin) = start_with_auth(3, |c| {
+        // Node 1's token file; `join_node` copies node 1's config.
+        let dir = c.data_dir.parent().map(|p| p.join("node1"));
+        c.join_token_file = dir.map(|d| d.join(ballast_store::config::DEFAULT_AUTH_TOKEN_FILE));
+    })
+    .await?;
+
+    info!("--- without a token the cluster refuses the join");
+    let scratch = tempfile::tempdir()?;
+    let mut c = tc.config(1).clone();
+    c.node_id = 9;
+    c.data_dir = scratch.path().join("node9");
+    c.listen_client = "127.0.0.1:0".into();
+    c.listen_peer = "127.0.0.1:0".into();
+    c.advertise_client = Some("127.0.0.1:1".into());
+    c.advertise_peer = Some("127.0.0.1:2".into());
+    c.initial_cluster = None;
+    c.auth = false;
+    c.join_token_file = None;
+    c.join = Some(tc.running_endpoints());
+    let refused = ballast_store::start(c, None).await;
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("401"), "{err}");
+    assert!(!err.contains(&admin));
+
+    info!("--- with the admin token file it joins as a learner");
+    let id = tc.join_node().await?;
+    let members = ok(&tc, 1, Method::GET, "/v1/members", &admin, None).await?;
+    assert!(members.to_string().contains("learner"), "{members}");
+    ok(&tc, 1, Method::PUT, "/v1/kv/after-join", &admin, Some(json!("x"))).await?;
+    // The learner serves its local state only to tokens.
+    let (status, _) = call(&tc, id, Method::GET, "/v1/status", None, None).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    ok(&tc, id, Method::GET, "/v1/status", &admin, None).await?;
+    tc.shutdown().await;
+    Ok(())
+}
