@@ -96,8 +96,13 @@ impl Client {
         if let Some(ttl) = ttl_secs {
             body["ttl_secs"] = ttl.into();
         }
-        self.auth_call(Method::POST, "/v1/auth/tokens".into(), Some(body), Kind::Write)
-            .await
+        self.auth_call(
+            Method::POST,
+            "/v1/auth/tokens".into(),
+            Some(body),
+            Kind::Write,
+        )
+        .await
     }
 
     /// Every token (ids, roles, times; no secrets).
@@ -122,10 +127,20 @@ impl Client {
     /// Creates a custom role of `kind` (`admin`, `writer`, `reader`) over
     /// `prefixes`.
     #[instrument(skip(self), level = "debug")]
-    pub async fn create_role(&self, name: &str, kind: &str, prefixes: &[String]) -> Result<RoleInfo> {
+    pub async fn create_role(
+        &self,
+        name: &str,
+        kind: &str,
+        prefixes: &[String],
+    ) -> Result<RoleInfo> {
         let body = serde_json::json!({ "name": name, "kind": kind, "prefixes": prefixes });
-        self.auth_call(Method::POST, "/v1/auth/roles".into(), Some(body), Kind::Write)
-            .await
+        self.auth_call(
+            Method::POST,
+            "/v1/auth/roles".into(),
+            Some(body),
+            Kind::Write,
+        )
+        .await
     }
 
     /// Every role, built-in ones first.

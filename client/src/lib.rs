@@ -108,8 +108,8 @@ mod txn;
 mod types;
 mod watch;
 
-pub use auth::{CreatedToken, RoleInfo, TokenInfo};
 pub use admin::{CompactResponse, LaggingReplica, ReplicaInfo, ReplicasResponse, Rollout};
+pub use auth::{CreatedToken, RoleInfo, TokenInfo};
 pub use client::{BearerToken, Client, ClientBuilder};
 pub use error::{Error, Result};
 pub use members::{MemberInfo, MembersView, TransferResponse};

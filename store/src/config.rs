@@ -222,8 +222,8 @@ pub struct Config {
     pub auth_token_file: Option<PathBuf>,
     /// A file holding an admin token, which `--join` sends to a cluster with
     /// auth on (a file, so the token stays out of the process list and the
-    /// environment).
-    #[arg(long, env = "BALLAST_JOIN_TOKEN_FILE", requires = "join")]
+    /// environment). Read only when the node joins.
+    #[arg(long, env = "BALLAST_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
 }
 

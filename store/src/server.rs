@@ -199,9 +199,9 @@ pub async fn start(
     };
     let advertised = config.advertised_member();
     let discovered = match &join {
-        Some(endpoints) => Some(
-            join::discover(endpoints, config.request_timeout(), join_token.as_deref()).await,
-        ),
+        Some(endpoints) => {
+            Some(join::discover(endpoints, config.request_timeout(), join_token.as_deref()).await)
+        }
         None => None,
     };
     // Whether this data directory holds no Raft state yet (read before the

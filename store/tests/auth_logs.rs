@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_appears_in_the_log() -> Result<()> {
-    let dir = tempfile::Builder::new().prefix("ballast-auth-log-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("ballast-auth-log-")
+        .tempdir()?;
     let (client, peer) = (free_port()?, free_port()?);
     let log_path = dir.path().join("node1.log");
     let token_file = dir.path().join("admin.token");
@@ -62,7 +64,9 @@ async fn no_token_appears_in_the_log() -> Result<()> {
         .build()?;
     let base = format!("http://127.0.0.1:{client}");
     let send = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
-        let mut req = http.request(method, format!("{base}{path}")).bearer_auth(token);
+        let mut req = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.body(b.to_string());
         }
@@ -89,14 +93,32 @@ async fn no_token_appears_in_the_log() -> Result<()> {
     .await?;
     let writer = created["token"].as_str().context("token")?.to_string();
     let id = created["id"].as_str().context("id")?.to_string();
-    let resp = send(reqwest::Method::PUT, "/v1/kv/app/x", &writer, Some(json!("1"))).await?;
+    let resp = send(
+        reqwest::Method::PUT,
+        "/v1/kv/app/x",
+        &writer,
+        Some(json!("1")),
+    )
+    .await?;
     assert_eq!(resp.status(), 200);
-    let resp = send(reqwest::Method::PUT, "/v1/kv/other", &writer, Some(json!("1"))).await?;
+    let resp = send(
+        reqwest::Method::PUT,
+        "/v1/kv/other",
+        &writer,
+        Some(json!("1")),
+    )
+    .await?;
     assert_eq!(resp.status(), 403);
     let wrong = "bal_thisisnotatokenbutlookslikeoneAAAAAAAAAAAAAAAAAAAAAA";
     let resp = send(reqwest::Method::GET, "/v1/kv/app/x", wrong, None).await?;
     assert_eq!(resp.status(), 401);
-    let resp = send(reqwest::Method::DELETE, &format!("/v1/auth/tokens/{id}"), &admin, None).await?;
+    let resp = send(
+        reqwest::Method::DELETE,
+        &format!("/v1/auth/tokens/{id}"),
+        &admin,
+        None,
+    )
+    .await?;
     assert_eq!(resp.status(), 200);
     let resp = send(reqwest::Method::GET, "/v1/kv/app/x", &writer, None).await?;
     assert_eq!(resp.status(), 401);
@@ -115,7 +137,10 @@ async fn no_token_appears_in_the_log() -> Result<()> {
     for secret in [&admin, &writer, &wrong.to_string()] {
         // The secret, and its random part alone.
         assert!(!log.contains(secret.as_str()), "a token is in the log");
-        assert!(!log.contains(&secret[4..]), "a token's secret part is in the log");
+        assert!(
+            !log.contains(&secret[4..]),
+            "a token's secret part is in the log"
+        );
     }
     Ok(())
 }

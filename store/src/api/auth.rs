@@ -90,8 +90,10 @@ fn bearer(req: &Request) -> Result<Option<&str>, &'static str> {
 pub async fn authenticate(State(node): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
     let principal = {
         let Ok(table) = node.auth().read() else {
-            return ApiError::Node(NodeError::Internal("the auth table lock is poisoned".into()))
-                .into_response();
+            return ApiError::Node(NodeError::Internal(
+                "the auth table lock is poisoned".into(),
+            ))
+            .into_response();
         };
         if !table.enabled() || is_open(req.uri().path()) {
             Principal::Anyone
@@ -127,7 +129,12 @@ fn denied(principal: &Principal, what: &str) -> ApiError {
 
 /// Refuses `access` to `key` (or the prefix `key`) that the principal's
 /// role does not grant.
-pub fn require(principal: &Principal, access: Access, key: &str, prefix: bool) -> Result<(), ApiError> {
+pub fn require(
+    principal: &Principal,
+    access: Access,
+    key: &str,
+    prefix: bool,
+) -> Result<(), ApiError> {
     if principal.allows(access, key) {
         return Ok(());
     }
@@ -302,14 +309,17 @@ pub async fn create_token(
 /// The table, at least as new as every change acknowledged before.
 async fn current(node: &Node) -> Result<crate::kv::auth::AuthTable, ApiError> {
     node.linearizable_barrier().await?;
-    node.auth()
-        .read()
-        .map(|t| t.clone())
-        .map_err(|_| ApiError::Node(NodeError::Internal("the auth table lock is poisoned".into())))
+    node.auth().read().map(|t| t.clone()).map_err(|_| {
+        ApiError::Node(NodeError::Internal(
+            "the auth table lock is poisoned".into(),
+        ))
+    })
 }
 
 /// `GET /v1/auth/tokens`: every token's id, role and times; never secrets.
-pub async fn list_tokens(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list_tokens(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let table = current(&node).await?;
     let tokens: Vec<TokenJson> = table
         .tokens()
@@ -370,14 +380,17 @@ pub async fn create_role(
         prefixes: req.prefixes,
     };
     let command = AuthCommand::PutRole(role.clone());
-    node.limits().check_command(&Command::Auth(command.clone()))?;
+    node.limits()
+        .check_command(&Command::Auth(command.clone()))?;
     propose(&node, command, &req.name).await?;
     tracing::info!(role = %role.name, "role created");
     Ok(Json(role_json(role, false)))
 }
 
 /// `GET /v1/auth/roles`: the built-in roles and the custom ones.
-pub async fn list_roles(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list_roles(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let table = current(&node).await?;
     let roles: Vec<RoleJson> = BUILTIN_ROLES
         .iter()
@@ -394,7 +407,8 @@ pub async fn delete_role(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let command = AuthCommand::DeleteRole { name: name.clone() };
-    node.limits().check_command(&Command::Auth(command.clone()))?;
+    node.limits()
+        .check_command(&Command::Auth(command.clone()))?;
     propose(&node, command, &name).await?;
     tracing::info!(role = %name, "role deleted");
     Ok(Json(serde_json::json!({ "deleted": name })))
@@ -406,11 +420,11 @@ pub async fn whoami(
     State(node): State<Arc<Node>>,
     axum::Extension(principal): axum::Extension<Principal>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let enabled = node
-        .auth()
-        .read()
-        .map(|t| t.enabled())
-        .map_err(|_| ApiError::Node(NodeError::Internal("the auth table lock is poisoned".into())))?;
+    let enabled = node.auth().read().map(|t| t.enabled()).map_err(|_| {
+        ApiError::Node(NodeError::Internal(
+            "the auth table lock is poisoned".into(),
+        ))
+    })?;
     Ok(Json(match principal {
         Principal::Anyone => serde_json::json!({ "enabled": enabled }),
         Principal::Token { id, role } => serde_json::json!({
@@ -438,7 +452,13 @@ mod tests {
         ] {
             assert!(needs_admin(p), "{p}");
         }
-        for p in ["/v1/auth/whoami", "/v1/kv/v1/members", "/v1/compactx", "/v1/status", "/v1/txn"] {
+        for p in [
+            "/v1/auth/whoami",
+            "/v1/kv/v1/members",
+            "/v1/compactx",
+            "/v1/status",
+            "/v1/txn",
+        ] {
             assert!(!needs_admin(p), "{p}");
         }
         assert!(is_open("/health/ready") && is_open("/metrics"));

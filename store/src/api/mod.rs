@@ -1,9 +1,9 @@
 //! The client HTTP API (axum): routes, the revision header, and JSON errors
 //! for every failure, including malformed requests and unknown routes.
 
+pub mod auth;
 #[cfg(feature = "failpoints")]
 pub mod debug;
-pub mod auth;
 pub mod error;
 pub mod input;
 pub mod json;

@@ -125,7 +125,22 @@ pub async fn watch(
     let Some(stream) = watch_stream(hub, req, slot) else {
         return Err(ApiError::NotReady("the node is shutting down".into()));
     };
-    let body = Body::from_stream(stream);
+    // A stream of a token that is revoked (or expires) meanwhile ends before
+    // its next frame: nothing is delivered to it after the revocation.
+    let body = match principal.token_id() {
+        None => Body::from_stream(stream),
+        Some(id) => {
+            use futures::StreamExt;
+            let (id, auth) = (id.to_owned(), node.auth().clone());
+            Body::from_stream(stream.take_while(move |_| {
+                let valid = auth
+                    .read()
+                    .map(|t| t.still_valid(&id, crate::kv::sessions::wall_clock_ms()))
+                    .unwrap_or(false);
+                std::future::ready(valid)
+            }))
+        }
+    };
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     h.insert(

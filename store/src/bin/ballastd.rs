@@ -167,12 +167,7 @@ fn dev_configs(
         .collect()
 }
 
-async fn run_dev(
-    dir: PathBuf,
-    base_port: u16,
-    auth: bool,
-    template: Config,
-) -> Result<(), String> {
+async fn run_dev(dir: PathBuf, base_port: u16, auth: bool, template: Config) -> Result<(), String> {
     let mut configs = dev_configs(&dir, base_port, &template)?;
     // One node bootstraps auth, so the token file has one known place.
     if auth {

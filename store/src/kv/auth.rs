@@ -102,7 +102,8 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 pub fn generate_token(role: &str, now_ms: u64, expires_ms: Option<u64>) -> NewToken {
     let secret = format!(
         "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<TOKEN_SECRET_BYTES>())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(random_bytes::<TOKEN_SECRET_BYTES>())
     );
     let id: String = random_bytes::<TOKEN_ID_BYTES>()
         .iter()
@@ -336,6 +337,14 @@ impl AuthTable {
         })
     }
 
+    /// Whether the token `id` still works at `now_ms` (not revoked, not
+    /// expired): long-lived requests (watch streams) ask again as they go.
+    pub fn still_valid(&self, id: &str, now_ms: u64) -> bool {
+        self.tokens
+            .get(id)
+            .is_some_and(|r| r.expires_ms.is_none_or(|e| now_ms < e))
+    }
+
     fn insert_token(&mut self, record: TokenRecord, rows: &mut Vec<RowOp>) -> io::Result<()> {
         rows.push(RowOp::Put(token_key(&record.id), codec::encode(&record)?));
         self.index
@@ -364,7 +373,11 @@ impl AuthTable {
     /// Applies one auth command; the rows to store go to `rows`, written in
     /// the same batch as the rest of the entry's changes. Refusals are
     /// outcomes, not errors (an error would stop Raft).
-    pub fn apply(&mut self, command: &AuthCommand, rows: &mut Vec<RowOp>) -> io::Result<AuthOutcome> {
+    pub fn apply(
+        &mut self,
+        command: &AuthCommand,
+        rows: &mut Vec<RowOp>,
+    ) -> io::Result<AuthOutcome> {
         use AuthRefusal::*;
         let refused = |r| Ok(AuthOutcome::Refused(r));
         match command {

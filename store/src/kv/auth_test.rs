@@ -14,7 +14,8 @@ fn table_with(roles: &[Role]) -> AuthTable {
     let mut rows = Vec::new();
     for r in roles {
         assert_eq!(
-            t.apply(&AuthCommand::PutRole(r.clone()), &mut rows).unwrap(),
+            t.apply(&AuthCommand::PutRole(r.clone()), &mut rows)
+                .unwrap(),
             AuthOutcome::Done
         );
     }
@@ -77,8 +78,11 @@ fn revoked_and_expired_tokens_are_refused() {
     assert_eq!(rows, vec![RowOp::Delete(token_key(&new.record.id))]);
 
     let expiring = generate_token("writer", 1, Some(10));
-    t.apply(&AuthCommand::CreateToken(expiring.record.clone()), &mut rows)
-        .unwrap();
+    t.apply(
+        &AuthCommand::CreateToken(expiring.record.clone()),
+        &mut rows,
+    )
+    .unwrap();
     assert!(t.check(&expiring.secret, 9).is_ok());
     assert_eq!(t.check(&expiring.secret, 10), Err(TokenRejection::Expired));
 }
@@ -174,7 +178,10 @@ fn roles_in_use_and_builtin_roles_stay() {
         &mut rows,
     )
     .unwrap();
-    assert_eq!(t.apply(&delete("app"), &mut rows).unwrap(), AuthOutcome::Done);
+    assert_eq!(
+        t.apply(&delete("app"), &mut rows).unwrap(),
+        AuthOutcome::Done
+    );
     let unknown = generate_token("app", 1, None);
     assert_eq!(
         t.apply(&AuthCommand::CreateToken(unknown.record), &mut rows)
@@ -245,9 +252,10 @@ fn the_table_reloads_from_its_rows() {
             }
         }
     }
-    let loaded = AuthTable::from_rows(cf.into_iter().map(|(k, v)| {
-        Ok::<_, io::Error>((k.into_boxed_slice(), v.into_boxed_slice()))
-    }))
+    let loaded = AuthTable::from_rows(
+        cf.into_iter()
+            .map(|(k, v)| Ok::<_, io::Error>((k.into_boxed_slice(), v.into_boxed_slice()))),
+    )
     .unwrap();
     assert_eq!(loaded, t);
     assert!(loaded.enabled());

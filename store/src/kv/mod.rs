@@ -20,9 +20,9 @@ pub use limits::Limits;
 pub use mvcc::{KvReader, ReadError};
 pub use range::{RangeScan, Visit};
 pub use types::{
-    AuthCommand, AuthOutcome, AuthRefusal, Role, RoleKind,
-    Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, SessionCommand,
-    SessionLimits, SessionOp, SessionRefusal, SessionStamp, TxnOp, TxnOpResponse, TxnRequest,
+    AuthCommand, AuthOutcome, AuthRefusal, Command, CommandResponse, Compare, CompareOp,
+    CompareTarget, KeyValue, Role, RoleKind, SessionCommand, SessionLimits, SessionOp,
+    SessionRefusal, SessionStamp, TxnOp, TxnOpResponse, TxnRequest,
 };
 
 #[cfg(test)]

@@ -546,7 +546,10 @@ fn the_auth_table_round_trips_and_older_files_have_none() {
             .map_err(crate::db::io_err)
     })
     .expect("load");
-    assert_eq!(crate::kv::auth::load_table(&target.db).expect("table"), table);
+    assert_eq!(
+        crate::kv::auth::load_table(&target.db).expect("table"),
+        table
+    );
 
     let v3 = s.path("v3.snap");
     write_version_3(&s, &v3, false);

@@ -19,9 +19,9 @@ use tokio::sync::watch;
 use super::snapshot::{self, SnapshotFile, SnapshotHeader};
 use crate::codec;
 use crate::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
+use crate::kv::auth::{self, SharedAuth};
 use crate::kv::gate::InstallGate;
 use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
-use crate::kv::auth::{self, SharedAuth};
 use crate::kv::sessions::{self, SessionTable};
 use crate::kv::types::CommandResponse;
 use crate::kv::Applied;
@@ -310,14 +310,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
-                EntryPayload::Normal(crate::kv::Command::Auth(command)) => {
-                    CommandResponse::Auth(auth::apply_command(
-                        &self.auth,
-                        &db,
-                        batch.write_batch(),
-                        command,
-                    )?)
-                }
+                EntryPayload::Normal(crate::kv::Command::Auth(command)) => CommandResponse::Auth(
+                    auth::apply_command(&self.auth, &db, batch.write_batch(), command)?,
+                ),
                 EntryPayload::Normal(command) => sessions::apply_entry(
                     &mut self.sessions,
                     &db,

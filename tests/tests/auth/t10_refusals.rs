@@ -61,8 +61,16 @@ fn every_route(writer_id: &str) -> Vec<Route> {
         route(Method::POST, "/v1/leader/transfer", Some(json!({"to": 2}))),
         route(Method::GET, "/v1/snapshot", None),
         route(Method::GET, "/v1/auth/tokens", None),
-        route(Method::POST, "/v1/auth/tokens", Some(json!({"role": "admin"}))),
-        route(Method::DELETE, &format!("/v1/auth/tokens/{writer_id}"), None),
+        route(
+            Method::POST,
+            "/v1/auth/tokens",
+            Some(json!({"role": "admin"})),
+        ),
+        route(
+            Method::DELETE,
+            &format!("/v1/auth/tokens/{writer_id}"),
+            None,
+        ),
         route(Method::GET, "/v1/auth/roles", None),
         route(
             Method::POST,
@@ -93,12 +101,16 @@ fn outside_writer_scope(writer_id: &str) -> Vec<Route> {
             {"put": {"key": "app/ok", "value": "x"}},
             {"put": {"key": "secret/s", "value": "x"}}]})),
         // A prefix delete that reaches outside, in the failure branch.
-        txn(json!({"compare": [{"key": "app/a", "target": "version", "op": "=", "version": 99}],
-            "failure": [{"delete": {"key": "ap", "prefix": true}}]})),
+        txn(
+            json!({"compare": [{"key": "app/a", "target": "version", "op": "=", "version": 99}],
+            "failure": [{"delete": {"key": "ap", "prefix": true}}]}),
+        ),
         txn(json!({"success": [{"delete": {"key": "", "prefix": true}}]})),
         // A compare reads the key it compares.
-        txn(json!({"compare": [{"key": "secret/s", "target": "value", "op": "=", "value": "1"}],
-            "success": [{"put": {"key": "app/b", "value": "x"}}]})),
+        txn(
+            json!({"compare": [{"key": "secret/s", "target": "value", "op": "=", "value": "1"}],
+            "success": [{"put": {"key": "app/b", "value": "x"}}]}),
+        ),
         // A range read outside, in a branch.
         txn(json!({"success": [{"get": {"key": "", "prefix": true}}]})),
         route(Method::GET, "/v1/watch/secret/?prefix=true", None),
@@ -107,9 +119,16 @@ fn outside_writer_scope(writer_id: &str) -> Vec<Route> {
     ];
     // Every admin route.
     routes.extend(every_route(writer_id).into_iter().filter(|r| {
-        ["/v1/compact", "/v1/members", "/v1/leader", "/v1/snapshot", "/v1/auth/t", "/v1/auth/r"]
-            .iter()
-            .any(|p| r.path.starts_with(p))
+        [
+            "/v1/compact",
+            "/v1/members",
+            "/v1/leader",
+            "/v1/snapshot",
+            "/v1/auth/t",
+            "/v1/auth/r",
+        ]
+        .iter()
+        .any(|p| r.path.starts_with(p))
     }));
     routes
 }
@@ -176,10 +195,25 @@ async fn every_route_refuses_bad_tokens_and_changes_nothing() -> Result<()> {
     let (writer_id, writer) = create_token(&tc, follower, &admin, "app").await?;
     let (_, reader) = create_token(&tc, leader, &admin, "app-ro").await?;
     let (revoked_id, revoked) = create_token(&tc, leader, &admin, "admin").await?;
-    ok(&tc, follower, Method::DELETE, &format!("/v1/auth/tokens/{revoked_id}"), &admin, None)
-        .await?;
+    ok(
+        &tc,
+        follower,
+        Method::DELETE,
+        &format!("/v1/auth/tokens/{revoked_id}"),
+        &admin,
+        None,
+    )
+    .await?;
     for (k, v) in [("app/a", "1"), ("secret/s", "1"), ("apple", "1")] {
-        ok(&tc, leader, Method::PUT, &format!("/v1/kv/{k}"), &admin, Some(json!(v))).await?;
+        ok(
+            &tc,
+            leader,
+            Method::PUT,
+            &format!("/v1/kv/{k}"),
+            &admin,
+            Some(json!(v)),
+        )
+        .await?;
     }
     let before = observable_state(&tc, &admin).await?;
 
@@ -207,7 +241,10 @@ async fn every_route_refuses_bad_tokens_and_changes_nothing() -> Result<()> {
         for header in malformed {
             let resp = tc
                 .http()
-                .request(r.method.clone(), format!("{}{}", tc.endpoint(leader), r.path))
+                .request(
+                    r.method.clone(),
+                    format!("{}{}", tc.endpoint(leader), r.path),
+                )
                 .header("authorization", header)
                 .send()
                 .await?;
@@ -221,9 +258,20 @@ async fn every_route_refuses_bad_tokens_and_changes_nothing() -> Result<()> {
         ("reader", &reader, outside_reader_scope()),
     ] {
         for r in routes {
-            let id = if r.path.contains("watch") { follower } else { leader };
-            let (status, body) =
-                call(&tc, id, r.method.clone(), &r.path, Some(token), r.body.clone()).await?;
+            let id = if r.path.contains("watch") {
+                follower
+            } else {
+                leader
+            };
+            let (status, body) = call(
+                &tc,
+                id,
+                r.method.clone(),
+                &r.path,
+                Some(token),
+                r.body.clone(),
+            )
+            .await?;
             assert_eq!(
                 status,
                 StatusCode::FORBIDDEN,
@@ -242,23 +290,52 @@ async fn every_route_refuses_bad_tokens_and_changes_nothing() -> Result<()> {
     assert_eq!(before, after);
 
     info!("--- in scope works: the writer writes app/, the reader reads it");
-    ok(&tc, follower, Method::PUT, "/v1/kv/app/w", &writer, Some(json!("2"))).await?;
+    ok(
+        &tc,
+        follower,
+        Method::PUT,
+        "/v1/kv/app/w",
+        &writer,
+        Some(json!("2")),
+    )
+    .await?;
     ok(
         &tc,
         leader,
         Method::POST,
         "/v1/txn",
         &writer,
-        Some(json!({"compare": [{"key": "app/w", "target": "version", "op": ">", "version": 0}],
-            "success": [{"delete": {"key": "app/", "prefix": true}}]})),
+        Some(
+            json!({"compare": [{"key": "app/w", "target": "version", "op": ">", "version": 0}],
+            "success": [{"delete": {"key": "app/", "prefix": true}}]}),
+        ),
     )
     .await?;
-    let (status, _) = call(&tc, leader, Method::GET, "/v1/kv/app/w", Some(&reader), None).await?;
+    let (status, _) = call(
+        &tc,
+        leader,
+        Method::GET,
+        "/v1/kv/app/w",
+        Some(&reader),
+        None,
+    )
+    .await?;
     assert_eq!(status, StatusCode::NOT_FOUND, "deleted by the writer's txn");
-    ok(&tc, leader, Method::GET, "/v1/kv/app/?prefix=true", &reader, None).await?;
+    ok(
+        &tc,
+        leader,
+        Method::GET,
+        "/v1/kv/app/?prefix=true",
+        &reader,
+        None,
+    )
+    .await?;
     let watch = tc
         .stream_http()
-        .get(format!("{}/v1/watch/app/?prefix=true", tc.endpoint(follower)))
+        .get(format!(
+            "{}/v1/watch/app/?prefix=true",
+            tc.endpoint(follower)
+        ))
         .bearer_auth(&reader)
         .send()
         .await?;
@@ -266,9 +343,15 @@ async fn every_route_refuses_bad_tokens_and_changes_nothing() -> Result<()> {
     drop(watch);
     let secret = ok(&tc, leader, Method::GET, "/v1/kv/secret/s", &admin, None).await?;
     // PUT bodies are the raw value: the JSON string "1", quotes included.
-    assert_eq!(secret["kv"]["value"], "\"1\"", "the writer never reached secret/");
+    assert_eq!(
+        secret["kv"]["value"], "\"1\"",
+        "the writer never reached secret/"
+    );
     let apple = ok(&tc, leader, Method::GET, "/v1/kv/apple", &admin, None).await?;
-    assert_eq!(apple["kv"]["value"], "\"1\"", "nor a key that merely shares letters");
+    assert_eq!(
+        apple["kv"]["value"], "\"1\"",
+        "nor a key that merely shares letters"
+    );
 
     info!("--- open routes stay open");
     for path in ["/health/live", "/health/ready", "/metrics"] {

@@ -19,10 +19,16 @@ pub async fn run(ctx: &Ctx, command: AuthCommand) -> Result<Outcome, CliError> {
             let ttl = args.ttl.map(|d| d.as_secs().max(1));
             render_created(format, &client.create_token(&args.role, ttl).await?)
         }
-        AuthCommand::Token(TokenCommand::List) => render_tokens(format, &client.list_tokens().await?),
+        AuthCommand::Token(TokenCommand::List) => {
+            render_tokens(format, &client.list_tokens().await?)
+        }
         AuthCommand::Token(TokenCommand::Revoke(args)) => {
             client.revoke_token(&args.id).await?;
-            done(format, json!({ "revoked": args.id }), format!("token {} revoked\n", args.id))
+            done(
+                format,
+                json!({ "revoked": args.id }),
+                format!("token {} revoked\n", args.id),
+            )
         }
         AuthCommand::Role(RoleCommand::Create(args)) => {
             let role = client
@@ -33,7 +39,11 @@ pub async fn run(ctx: &Ctx, command: AuthCommand) -> Result<Outcome, CliError> {
         AuthCommand::Role(RoleCommand::List) => render_roles(format, &client.list_roles().await?),
         AuthCommand::Role(RoleCommand::Delete(args)) => {
             client.delete_role(&args.name).await?;
-            done(format, json!({ "deleted": args.name }), format!("role {} deleted\n", args.name))
+            done(
+                format,
+                json!({ "deleted": args.name }),
+                format!("role {} deleted\n", args.name),
+            )
         }
     };
     Ok(Outcome::ok(out))
@@ -47,7 +57,8 @@ fn done(format: OutputFormat, doc: serde_json::Value, text: String) -> Vec<u8> {
 }
 
 fn expiry(t: &TokenInfo) -> String {
-    t.expires_ms.map_or_else(|| "never".to_owned(), |e| e.to_string())
+    t.expires_ms
+        .map_or_else(|| "never".to_owned(), |e| e.to_string())
 }
 
 /// Output of `auth token create`: the secret, once.
@@ -123,7 +134,8 @@ mod tests {
             created_ms: 5,
             expires_ms: None,
         }];
-        let table = String::from_utf8(render_tokens(OutputFormat::Table, &tokens)).unwrap_or_default();
+        let table =
+            String::from_utf8(render_tokens(OutputFormat::Table, &tokens)).unwrap_or_default();
         assert!(table.contains("ab12") && table.contains("never"), "{table}");
         let roles = [RoleInfo {
             name: "app".into(),
