@@ -43,6 +43,35 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     pool_max_idle_per_endpoint: Option<usize>,
     exactly_once: bool,
+    token: Option<BearerToken>,
+}
+
+/// A bearer token, kept out of `Debug` output (and so out of logs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        BearerToken(token.into())
+    }
+
+    /// The `Authorization` header value, marked sensitive (never logged by
+    /// the HTTP stack).
+    fn header(&self) -> Result<reqwest::header::HeaderValue> {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0))
+            .map_err(|_| {
+                Error::InvalidArgument("the token has characters a header cannot hold".to_owned())
+            })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
 }
 
 impl ClientBuilder {
@@ -56,7 +85,21 @@ impl ClientBuilder {
             retry: RetryPolicy::default(),
             pool_max_idle_per_endpoint: None,
             exactly_once: true,
+            token: None,
         }
+    }
+
+    /// Sends `token` as `Authorization: Bearer <token>` on every request
+    /// (needed when the cluster runs with auth on).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(BearerToken::new(token));
+        self
+    }
+
+    /// Like [`ClientBuilder::token`], with a token already wrapped.
+    pub fn bearer_token(mut self, token: BearerToken) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// Time limit for one attempt, from sending the request to reading the whole
@@ -137,7 +180,12 @@ impl ClientBuilder {
                 "timeouts must be greater than zero".to_owned(),
             ));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &self.token {
+            headers.insert(reqwest::header::AUTHORIZATION, token.header()?);
+        }
         let mut http = reqwest::Client::builder()
+            .default_headers(headers.clone())
             .timeout(self.request_timeout)
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
@@ -153,6 +201,7 @@ impl ClientBuilder {
             .build()
             .map_err(|e| Error::InvalidArgument(format!("HTTP client: {}", chain(&e))))?;
         let stream_http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .user_agent(concat!("ballast-client/", env!("CARGO_PKG_VERSION")))

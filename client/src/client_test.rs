@@ -32,6 +32,8 @@ struct Recorded {
     method: Method,
     uri: String,
     body: Vec<u8>,
+    /// The `Authorization` header, if any.
+    authorization: Option<String>,
 }
 
 type Responder = dyn Fn(&Recorded) -> Reply + Send + Sync;
@@ -65,12 +67,17 @@ async fn handle(
     State(state): State<Arc<ServerState>>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let rec = Recorded {
         method,
         uri: uri.to_string(),
         body: body.to_vec(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     state.hits.fetch_add(1, Ordering::SeqCst);
     let reply = (state.reply)(&rec);
@@ -777,4 +784,33 @@ async fn a_lost_write_is_retried_only_in_its_own_session() {
             .any(|r| r.uri.starts_with("/v1/kv/first") && param(&r.uri, "session") == Some("8")),
         "the lost write was sent again in the new session"
     );
+}
+
+#[tokio::test]
+async fn a_token_goes_on_every_request_and_never_into_debug_output() {
+    let server = serve(|r| match r.uri.as_str() {
+        "/v1/auth/tokens" => ok(json!({
+            "token": "bal_new", "id": "ab", "role": "app", "created_ms": 1})),
+        u if u.starts_with("/v1/kv") => ok(json!({"revision": 3, "deleted": 0})),
+        _ => err(400, "invalid_request"),
+    })
+    .await;
+    let builder = Client::builder(vec![server.url.clone()])
+        .exactly_once(false)
+        .token("bal_secret");
+    assert!(!format!("{builder:?}").contains("bal_secret"));
+    let c = builder.build().expect("client");
+    assert!(!format!("{c:?}").contains("bal_secret"));
+    c.delete("k").await.expect("delete");
+    let created = c.create_token("app", None).await.expect("create");
+    assert_eq!(created.token, "bal_new");
+    assert!(!format!("{created:?}").contains("bal_new"));
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    for r in requests {
+        assert_eq!(r.authorization.as_deref(), Some("Bearer bal_secret"), "{}", r.uri);
+    }
+    let without = client(vec![server.url.clone()]);
+    without.delete("k").await.expect("delete");
+    assert_eq!(server.requests()[2].authorization, None);
 }

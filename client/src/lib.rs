@@ -23,6 +23,8 @@
 //!   reconnect/resume engine (shared with the replica) in `engine.rs`, message
 //!   decoding in `decode.rs`, the SSE parser in `sse.rs`.
 //! - `admin.rs`: [`Client::compact`], [`Client::replicas`], [`Client::rollout`].
+//! - `auth.rs`: tokens and roles ([`Client::create_token`], [`Client::revoke_token`],
+//!   ...); a client sends its own token with [`ClientBuilder::token`].
 //! - `snapshot.rs`: backups: [`Client::snapshot`] streams one from a node,
 //!   [`verify_snapshot_file`] checks a saved one ([`SnapshotInfo`]).
 //! - `replica/`: [`Replica`], the data plane's local, statically stable copy
@@ -92,6 +94,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod auth;
 mod client;
 mod endpoints;
 mod error;
@@ -106,7 +109,8 @@ mod types;
 mod watch;
 
 pub use admin::{CompactResponse, LaggingReplica, ReplicaInfo, ReplicasResponse, Rollout};
-pub use client::{Client, ClientBuilder};
+pub use auth::{CreatedToken, RoleInfo, TokenInfo};
+pub use client::{BearerToken, Client, ClientBuilder};
 pub use error::{Error, Result};
 pub use members::{MemberInfo, MembersView, TransferResponse};
 pub use replica::{

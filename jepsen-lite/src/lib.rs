@@ -16,6 +16,7 @@
 //!   nodes), `workload` (clients and nemeses until the time is up), `teardown`
 //!   (heal, converge, catch up, stop), `check` and `summary` (checkers, report files).
 
+pub mod auth;
 pub mod checker;
 pub mod client;
 pub mod cluster;

@@ -157,6 +157,11 @@ struct RunArgs {
     /// lagging nemesis nodes get `--snapshot-logs=100` unless set here.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
+    /// Run with auth on: every node starts with `--auth`, and every request
+    /// of the run (workload, nemeses, final reads) carries the initial admin
+    /// token; joining nodes get it with `--join-token-file`.
+    #[arg(long)]
+    auth: bool,
 }
 
 fn main() -> ExitCode {
@@ -439,6 +444,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         planted_bugs,
         check_limit: Duration::from_secs(a.check_limit_s),
         seed,
+        auth: a.auth,
     };
     // Hard bound on the whole run: workload + healing/teardown + checking.
     let hard_limit = cfg.time + cfg.check_limit + Duration::from_secs(120);

@@ -41,6 +41,9 @@ pub enum ConfigError {
     },
 }
 
+/// The initial admin token's file name in the data directory.
+pub const DEFAULT_AUTH_TOKEN_FILE: &str = "admin.token";
+
 /// The derived client connection cap never goes below this.
 const MIN_CLIENT_CONNECTIONS: usize = 64;
 
@@ -220,6 +223,22 @@ pub struct Config {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "BALLAST_LOG_JSON")]
     pub log_json: bool,
+    /// Turn bearer-token auth on for the cluster. Auth is replicated state:
+    /// if it is off when this node starts, the node creates the initial
+    /// admin token, writes it to `--auth-token-file` and turns auth on for
+    /// every node through the log. Once on, it stays on, whatever flag any
+    /// node starts with.
+    #[arg(long, env = "BALLAST_AUTH")]
+    pub auth: bool,
+    /// Where a node that turns auth on writes the initial admin token (mode
+    /// 0600). Default: `admin.token` in the data directory.
+    #[arg(long, env = "BALLAST_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// A file holding an admin token, which `--join` sends to a cluster with
+    /// auth on (a file, so the token stays out of the process list and the
+    /// environment). Read only when the node joins.
+    #[arg(long, env = "BALLAST_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -546,7 +565,33 @@ impl Config {
         }
     }
 
-    /// Bounds of the client session table.
+    /// The admin token `--join` sends, read from `--join-token-file`.
+    pub fn join_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.join_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(invalid(format!(
+                "--join-token-file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_owned()))
+    }
+
+    /// Where this node writes the initial admin token if it turns auth on.
+    pub fn auth_token_path(&self) -> PathBuf {
+        self.auth_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(DEFAULT_AUTH_TOKEN_FILE))
+    }
+
+    /// The bounds of the client session table.
     pub fn session_limits(&self) -> SessionLimits {
         SessionLimits {
             max_clients: self.session_max_clients,

@@ -31,12 +31,15 @@ pub const CF_CHANGES: &str = "changes";
 /// (`kv::sessions`).
 pub const CF_SESSIONS: &str = "sessions";
 
+/// Tokens and roles: the replicated auth table (`kv::auth`).
+pub const CF_AUTH: &str = "auth";
+
 /// The state-machine column families, in the order snapshots carry them
 /// (a snapshot record names its family by its index here, so new families
 /// are only ever appended).
-pub const SM_DATA_CFS: [&str; 4] = [CF_KV, CF_HISTORY, CF_CHANGES, CF_SESSIONS];
+pub const SM_DATA_CFS: [&str; 5] = [CF_KV, CF_HISTORY, CF_CHANGES, CF_SESSIONS, CF_AUTH];
 
-const ALL_CFS: [&str; 7] = [
+const ALL_CFS: [&str; 8] = [
     CF_RAFT_META,
     CF_RAFT_LOG,
     CF_SM_META,
@@ -44,6 +47,7 @@ const ALL_CFS: [&str; 7] = [
     CF_HISTORY,
     CF_CHANGES,
     CF_SESSIONS,
+    CF_AUTH,
 ];
 
 /// Most bytes of WAL kept before RocksDB flushes the column families that

@@ -61,7 +61,10 @@ pub enum ServerError {
     Join(#[from] join::JoinError),
 }
 
+mod auth_bootstrap;
 mod shutdown;
+
+pub use auth_bootstrap::write_token_file;
 
 pub use shutdown::ShutdownReport;
 
@@ -183,15 +186,22 @@ pub async fn start(
     let state_machine = StateMachine::open(database.clone(), snapshot_dir.clone())
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     let applied = state_machine.subscribe();
+    let auth = state_machine.auth();
     let install_gate = state_machine.install_gate();
     let fault = NetFault::default();
     let dial = std::sync::Arc::new(config.dial_override_map()?);
     let caps = FrameCaps::for_limits(&config.limits());
     let members = config.initial_members()?;
     let join = config.join_endpoints()?;
+    let join_token = match &join {
+        Some(_) => config.join_token()?,
+        None => None,
+    };
     let advertised = config.advertised_member();
     let discovered = match &join {
-        Some(endpoints) => Some(join::discover(endpoints, config.request_timeout()).await),
+        Some(endpoints) => {
+            Some(join::discover(endpoints, config.request_timeout(), join_token.as_deref()).await)
+        }
         None => None,
     };
     // Whether this data directory holds no Raft state yet (read before the
@@ -229,6 +239,7 @@ pub async fn start(
                 &advertised,
                 config.request_timeout(),
                 deadline,
+                join_token.as_deref(),
             )
             .await?;
             tracing::info!(node = config.node_id, "added to the cluster as a learner");
@@ -282,6 +293,7 @@ pub async fn start(
             election_timeout_max: std::time::Duration::from_millis(config.election_timeout_max_ms),
             backups,
             sessions: config.session_limits(),
+            auth,
         },
         metrics.clone(),
     );
@@ -321,6 +333,13 @@ pub async fn start(
         database.clone(),
         stop_rx.clone(),
     )));
+    if config.auth {
+        tasks.push(tokio::spawn(auth_bootstrap::run(
+            node.clone(),
+            config.auth_token_path(),
+            stop_rx.clone(),
+        )));
+    }
     let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
     let request_limits = config.request_limits();
     let app = crate::api::router_with_limits(node.clone(), hub.clone(), ranges, request_limits);

@@ -42,6 +42,7 @@ pub struct ReplicaBuilder {
     request_timeout: Duration,
     connect_timeout: Duration,
     backoff: (Duration, Duration),
+    token: Option<crate::client::BearerToken>,
 }
 
 impl ReplicaBuilder {
@@ -59,6 +60,7 @@ impl ReplicaBuilder {
             initial_sync_timeout: DEFAULT_INITIAL_SYNC_TIMEOUT,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            token: None,
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
         }
     }
@@ -126,6 +128,13 @@ impl ReplicaBuilder {
         self
     }
 
+    /// Sends `token` as a bearer token (a cluster with auth on needs one; a
+    /// `reader` token of the replica's prefix is enough).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(crate::client::BearerToken::new(token));
+        self
+    }
+
     /// Starts the replica.
     ///
     /// With a cache file for this prefix in the cache directory, it is loaded
@@ -145,12 +154,15 @@ impl ReplicaBuilder {
         if id.is_empty() {
             return Err(Error::InvalidArgument("empty replica id".to_owned()));
         }
-        let client = Client::builder(self.endpoints.clone())
+        let mut builder = Client::builder(self.endpoints.clone())
             .request_timeout(self.request_timeout)
             .connect_timeout(self.connect_timeout)
             .backoff(self.backoff.0, self.backoff.1)
-            .max_attempts(1)
-            .build()?;
+            .max_attempts(1);
+        if let Some(token) = &self.token {
+            builder = builder.bearer_token(token.clone());
+        }
+        let client = builder.build()?;
         let transport = client.inner.clone();
         let loaded = match &self.cache_dir {
             None => None,

@@ -123,7 +123,7 @@ impl NodeClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Outcome<(u16, Value)> {
-        match req.send().await {
+        match req.headers(crate::auth::headers()).send().await {
             Err(e) if e.is_connect() => Outcome::Fail(format!("connect: {e}")),
             Err(e) if e.is_timeout() => Outcome::Info("client timeout".to_string()),
             Err(e) => Outcome::Info(format!("transport: {e}")),

@@ -53,12 +53,15 @@ impl RetryingClient {
         timeout: Duration,
         padding: Padding,
     ) -> anyhow::Result<Self> {
-        let client = Client::builder(endpoints)
+        let mut builder = Client::builder(endpoints)
             .request_timeout(timeout)
             .connect_timeout(Duration::from_millis(500))
             .max_attempts(ATTEMPTS)
-            .retry_deadline(RETRY_DEADLINE)
-            .build()?;
+            .retry_deadline(RETRY_DEADLINE);
+        if let Some(token) = crate::auth::token() {
+            builder = builder.token(token);
+        }
+        let client = builder.build()?;
         Ok(Self { client, padding })
     }
 

@@ -239,7 +239,7 @@ impl Admin {
                 .post(format!("{base}/v1/leader/transfer"))
                 .json(&serde_json::json!({ "to": to })),
         };
-        let resp = match req.send().await {
+        let resp = match req.headers(crate::auth::headers()).send().await {
             Ok(r) => r,
             Err(e) => return Answer::Unknown(format!("{base}: {e}")),
         };

@@ -91,6 +91,9 @@ pub struct RunConfig {
     pub check_limit: Duration,
     /// Seed.
     pub seed: u64,
+    /// Run with auth on: nodes start with `--auth` and every request of the
+    /// run carries the initial admin token (see `crate::auth`).
+    pub auth: bool,
 }
 
 /// What a run found.

@@ -86,9 +86,17 @@ pub(super) async fn start_cluster(cfg: &RunConfig) -> anyhow::Result<Setup> {
             .collect();
         env.push(("FAILPOINTS".into(), points.join(";")));
     }
+    let mut extra_args = cfg.node_args.clone();
+    let join_token = data.path().join("join.token");
+    if cfg.auth {
+        // Every node may bootstrap auth (into its own data dir); nodes that
+        // join later send the token the run adopts.
+        extra_args.push("--auth".into());
+        extra_args.push(format!("--join-token-file={}", join_token.display()));
+    }
     let opts = ClusterOptions {
         ballastd: cfg.ballastd.clone(),
-        extra_args: cfg.node_args.clone(),
+        extra_args,
         env,
     };
     let initial = usize::try_from(cfg.nodes)?;
@@ -96,6 +104,19 @@ pub(super) async fn start_cluster(cfg: &RunConfig) -> anyhow::Result<Setup> {
     cluster.start_all()?;
     tracing::info!(nodes = cfg.nodes, out = %cfg.out.display(), "--- cluster started, waiting for a leader");
     cluster.wait_ready(Duration::from_secs(30)).await?;
+    if cfg.auth {
+        let dirs: Vec<std::path::PathBuf> = ids
+            .iter()
+            .map(|id| data.path().join(format!("node{id}")))
+            .collect();
+        let dirs: Vec<&std::path::Path> = dirs.iter().map(|d| d.as_path()).collect();
+        let endpoints: Vec<String> = ids
+            .iter()
+            .map(|id| format!("http://{}", clients_addr[id]))
+            .collect();
+        crate::auth::adopt_initial_token(&dirs, &endpoints, &join_token, Duration::from_secs(30))
+            .await?;
+    }
     plant_bugs(cfg, &cluster, &cluster.ids()).await?;
     rec.nemesis(crate::history::EventType::Info, "cluster ready".to_string());
     Ok(Setup {

@@ -251,6 +251,7 @@ fn stats_has(stats: &NemesisStats, name: &str) -> bool {
 /// (revision, key -> value).
 async fn read_prefix(clients: &[NodeClient]) -> anyhow::Result<(u64, BTreeMap<String, Vec<u8>>)> {
     let http = reqwest::Client::builder()
+        .default_headers(crate::auth::headers())
         .timeout(Duration::from_secs(5))
         .build()?;
     for _ in 0..50 {

@@ -105,12 +105,14 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
             // Each replica prefers a different node first.
             let mut eps = endpoints.clone();
             eps.rotate_left(i);
-            let replica = ballast_client::Replica::builder(eps)
+            let mut builder = ballast_client::Replica::builder(eps)
                 .prefix(watch_workload::PREFIX)
                 .cache_dir(setup.data.path().join(format!("replica{}", i + 1)))
-                .id(format!("r{}@node{}", i + 1, c.node))
-                .start()
-                .await?;
+                .id(format!("r{}@node{}", i + 1, c.node));
+            if let Some(token) = crate::auth::token() {
+                builder = builder.token(token);
+            }
+            let replica = builder.start().await?;
             let replica = Arc::new(replica);
             let log = Arc::new(Mutex::new(ReplicaLog {
                 name: format!("r{}", i + 1),

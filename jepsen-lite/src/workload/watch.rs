@@ -168,6 +168,7 @@ pub async fn watcher(
     mut target: tokio::sync::watch::Receiver<Option<(u64, Instant)>>,
 ) {
     let Ok(http) = reqwest::Client::builder()
+        .default_headers(crate::auth::headers())
         .connect_timeout(Duration::from_millis(500))
         .build()
     else {

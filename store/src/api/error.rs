@@ -4,9 +4,12 @@
 //! | code | status | meaning |
 //! |---|---|---|
 //! | `invalid_key`, `invalid_query`, `invalid_json`, `invalid_request`, `too_many_ops`, `compacted`, `future_revision` | 400 | the request is wrong |
-//! | `key_not_found`, `not_found`, `member_not_found` | 404 | no such key / route / member |
+//! | `unauthenticated` | 401 | auth is on and the request has no valid bearer token (missing, unknown, revoked or expired) |
+//! | `permission_denied` | 403 | the token's role does not allow this route, key or prefix |
+//! | `key_not_found`, `not_found`, `member_not_found`, `auth_not_found` | 404 | no such key / route / member / token or role |
 //! | `method_not_allowed` | 405 | wrong method for the route |
 //! | `change_in_progress`, `learner_not_ready`, `would_lose_quorum`, `member_exists` | 409 | a membership change refused as things stand |
+//! | `auth_conflict` | 409 | a token or role change refused as things stand (exists, in use) |
 //! | `removed` | 410 | this node was removed from the cluster |
 //! | `session_expired` | 410 | a session write not applied: its session or its result is gone, so an earlier attempt's outcome is unknown |
 //! | `key_too_large`, `value_too_large`, `request_too_large` | 413 | over a configured limit |
@@ -105,11 +108,19 @@ pub enum ErrorCode {
     /// A session write was refused: its session, or the result of its
     /// sequence number, is gone.
     SessionExpired,
+    /// Auth is on and the request carries no valid token.
+    Unauthenticated,
+    /// The token's role does not allow the request.
+    PermissionDenied,
+    /// No such token or role.
+    AuthNotFound,
+    /// A token or role change refused as things stand.
+    AuthConflict,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -141,6 +152,10 @@ impl ErrorCode {
         ErrorCode::UriTooLong,
         ErrorCode::HeadersTooLarge,
         ErrorCode::TooManyAdminRequests,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
+        ErrorCode::AuthNotFound,
+        ErrorCode::AuthConflict,
     ];
 
     /// The code as it appears in `{"error": {"code": ...}}`.
@@ -177,6 +192,10 @@ impl ErrorCode {
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::TooManyAdminRequests => "too_many_admin_requests",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::AuthNotFound => "auth_not_found",
+            ErrorCode::AuthConflict => "auth_conflict",
         }
     }
 
@@ -190,13 +209,17 @@ impl ErrorCode {
             | ErrorCode::TooManyOps
             | ErrorCode::Compacted
             | ErrorCode::FutureRevision => StatusCode::BAD_REQUEST,
-            ErrorCode::KeyNotFound | ErrorCode::NotFound | ErrorCode::MemberNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ErrorCode::KeyNotFound
+            | ErrorCode::NotFound
+            | ErrorCode::MemberNotFound
+            | ErrorCode::AuthNotFound => StatusCode::NOT_FOUND,
             ErrorCode::ChangeInProgress
             | ErrorCode::LearnerNotReady
             | ErrorCode::WouldLoseQuorum
-            | ErrorCode::MemberExists => StatusCode::CONFLICT,
+            | ErrorCode::MemberExists
+            | ErrorCode::AuthConflict => StatusCode::CONFLICT,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::Removed | ErrorCode::SessionExpired => StatusCode::GONE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::KeyTooLarge | ErrorCode::ValueTooLarge | ErrorCode::RequestTooLarge => {

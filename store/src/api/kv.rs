@@ -5,15 +5,17 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 
+use super::auth::{require, require_command};
 use super::error::ApiError;
 use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
 use super::json::{kvs_json, DeleteJson, GetJson, KvJson, PutJson, TxnJson};
 use super::range::{self, RangeLimiter};
 use super::session::{self, WriteSession};
 use super::txn::TxnRequestJson;
+use crate::kv::auth::{Access, Principal};
 use crate::kv::{Command, CommandResponse, TxnRequest};
 use crate::raft::node::{Node, NodeError};
 
@@ -113,6 +115,7 @@ fn unexpected(resp: CommandResponse) -> ApiError {
 pub async fn get(
     State(node): State<Arc<Node>>,
     State(ranges): State<Arc<RangeLimiter>>,
+    Extension(principal): Extension<Principal>,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -125,6 +128,7 @@ pub async fn get(
     } else {
         node.limits().check_key(&key)?;
     }
+    require(&principal, Access::Read, &key, q.prefix)?;
     if q.consistency == Consistency::Linearizable {
         node.linearizable_barrier().await?;
     }
@@ -164,6 +168,7 @@ pub async fn get(
 )]
 pub async fn put(
     State(node): State<Arc<Node>>,
+    Extension(principal): Extension<Principal>,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<PutQuery>,
     body: Result<Bytes, BytesRejection>,
@@ -176,6 +181,7 @@ pub async fn put(
         value: value.to_vec(),
         prev_kv: q.prev_kv,
     };
+    require_command(&principal, &cmd)?;
     match session::answer(node.write(session::wrap(&node, session, cmd)).await?)? {
         CommandResponse::Put { revision, prev_kv } => Ok(Json(PutJson {
             revision,
@@ -201,6 +207,7 @@ pub async fn put(
 )]
 pub async fn delete(
     State(node): State<Arc<Node>>,
+    Extension(principal): Extension<Principal>,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Json<DeleteJson>, ApiError> {
@@ -210,6 +217,7 @@ pub async fn delete(
         prefix: q.prefix,
         prev_kv: q.prev_kv,
     };
+    require_command(&principal, &cmd)?;
     match session::answer(node.write(session::wrap(&node, session, cmd)).await?)? {
         CommandResponse::Delete {
             revision,
@@ -240,13 +248,15 @@ pub async fn delete(
 )]
 pub async fn txn(
     State(node): State<Arc<Node>>,
+    Extension(principal): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TxnJson>, ApiError> {
     let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;
     let mut parsed: TxnRequestJson = parse_json(&body, "invalid transaction JSON")?;
     let session = WriteSession::from_json(parsed.session.take())?;
-    let txn = TxnRequest::try_from(parsed)?;
-    let cmd = session::wrap(&node, session, Command::Txn(txn));
+    let txn = Command::Txn(TxnRequest::try_from(parsed)?);
+    require_command(&principal, &txn)?;
+    let cmd = session::wrap(&node, session, txn);
     match session::answer(node.write(cmd).await?)? {
         CommandResponse::Txn {
             succeeded,

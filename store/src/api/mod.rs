@@ -1,6 +1,7 @@
 //! The client HTTP API (axum): routes, the revision header, and JSON errors
 //! for every failure, including malformed requests and unknown routes.
 
+pub mod auth;
 #[cfg(feature = "failpoints")]
 pub mod debug;
 pub mod error;
@@ -180,6 +181,30 @@ pub fn router_with_limits(
             get(snapshot::snapshot).fallback(method_not_allowed),
         )
         .route(
+            "/v1/auth/tokens",
+            get(auth::list_tokens)
+                .post(auth::create_token)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/auth/tokens/{id}",
+            delete(auth::revoke_token).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/auth/roles",
+            get(auth::list_roles)
+                .post(auth::create_role)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/auth/roles/{name}",
+            delete(auth::delete_role).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/auth/whoami",
+            get(auth::whoami).fallback(method_not_allowed),
+        )
+        .route(
             "/openapi.json",
             get(openapi::openapi_json).fallback(method_not_allowed),
         )
@@ -190,6 +215,10 @@ pub fn router_with_limits(
         .merge(debug_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(
             node.clone(),
             refuse_if_removed,

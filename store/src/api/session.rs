@@ -180,6 +180,7 @@ pub struct RegisteredJson {
 )]
 pub async fn register(
     State(node): State<Arc<Node>>,
+    axum::Extension(principal): axum::Extension<crate::kv::auth::Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RegisteredJson>, ApiError> {
     let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;
@@ -191,6 +192,7 @@ pub async fn register(
         stamp: local_stamp(&node),
         op: SessionOp::Register,
     });
+    super::auth::require_command(&principal, &command)?;
     match node.write(command).await? {
         CommandResponse::Registered { session } => Ok(Json(RegisteredJson {
             client: format!("{client:032x}"),

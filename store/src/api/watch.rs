@@ -67,6 +67,7 @@ pub struct WatchQuery {
 pub async fn watch(
     State(node): State<Arc<Node>>,
     State(hub): State<Arc<WatchHub>>,
+    axum::Extension(principal): axum::Extension<crate::kv::auth::Principal>,
     KeyPath(key): KeyPath,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<WatchQuery>,
@@ -76,6 +77,7 @@ pub async fn watch(
     } else {
         node.limits().check_key(&key)?;
     }
+    super::auth::require(&principal, crate::kv::auth::Access::Read, &key, q.prefix)?;
     let options = hub.options().clone();
     if q.progress_interval_ms.is_some() && !q.progress_notify {
         return Err(invalid_query(
@@ -142,7 +144,22 @@ pub async fn watch(
     let Some(stream) = watch_stream(hub, req, slot) else {
         return Err(ApiError::NotReady("the node is shutting down".into()));
     };
-    let body = Body::from_stream(stream);
+    // A stream of a token that is revoked (or expires) meanwhile ends before
+    // its next frame: nothing is delivered to it after the revocation.
+    let body = match principal.token_id() {
+        None => Body::from_stream(stream),
+        Some(id) => {
+            use futures::StreamExt;
+            let (id, auth) = (id.to_owned(), node.auth().clone());
+            Body::from_stream(stream.take_while(move |_| {
+                let valid = auth
+                    .read()
+                    .map(|t| t.still_valid(&id, crate::kv::sessions::wall_clock_ms()))
+                    .unwrap_or(false);
+                std::future::ready(valid)
+            }))
+        }
+    };
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     h.insert(

@@ -29,6 +29,10 @@ enum Cmd {
         /// Client port of node 1.
         #[arg(long, default_value_t = 2379)]
         base_port: u16,
+        /// Turn bearer-token auth on (off by default in dev): node 1 writes
+        /// the initial admin token to `DIR/node1/admin.token`.
+        #[arg(long)]
+        auth: bool,
     },
     /// Create the data directory of one member of a NEW cluster from a backup
     /// file or a stopped node's data directory (disaster recovery). Run it for
@@ -163,8 +167,13 @@ fn dev_configs(
         .collect()
 }
 
-async fn run_dev(dir: PathBuf, base_port: u16, template: Config) -> Result<(), String> {
-    let configs = dev_configs(&dir, base_port, &template)?;
+async fn run_dev(dir: PathBuf, base_port: u16, auth: bool, template: Config) -> Result<(), String> {
+    let mut configs = dev_configs(&dir, base_port, &template)?;
+    // One node bootstraps auth, so the token file has one known place.
+    if auth {
+        configs[0].auth = true;
+    }
+    let token_file = configs[0].auth_token_path();
     let mut nodes = Vec::new();
     for config in configs {
         match ballast_store::start(config, None).await {
@@ -186,6 +195,12 @@ async fn run_dev(dir: PathBuf, base_port: u16, template: Config) -> Result<(), S
         println!("  node {}: {e}", i + 1);
     }
     println!("endpoints: {}", endpoints.join(","));
+    if auth {
+        println!(
+            "auth is on: the admin token is written to {} (send it as `Authorization: Bearer ...`)",
+            token_file.display()
+        );
+    }
     println!("try:");
     println!("  curl -X PUT {}/v1/kv/app/mode -d green", endpoints[0]);
     println!("  curl {}/v1/kv/app/mode", endpoints[1]);
@@ -245,7 +260,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Some(Cmd::Dev { dir, base_port }) => run_dev(dir, base_port, cli.config).await,
+            Some(Cmd::Dev {
+                dir,
+                base_port,
+                auth,
+            }) => run_dev(dir, base_port, auth, cli.config).await,
             Some(Cmd::Restore(_)) => Err("restore runs without a runtime".into()),
             None => ballast_store::run(cli.config, shutdown_signal())
                 .await

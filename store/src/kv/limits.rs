@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::error::KvError;
-use super::types::{Command, SessionOp, TxnOp, TxnRequest};
+use super::types::{AuthCommand, Command, SessionOp, TxnOp, TxnRequest};
 
 /// Size limits for keys, values and transactions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +116,7 @@ impl Limits {
             Command::Delete { key, prefix, .. } => self.check_key_or_prefix(key, *prefix),
             Command::Txn(txn) => self.check_txn(txn),
             Command::Compact { .. } => Ok(()),
+            Command::Auth(a) => check_auth(a),
             Command::Session(s) => match &s.op {
                 SessionOp::Register => Ok(()),
                 SessionOp::Write {
@@ -139,7 +140,7 @@ impl Limits {
                         Command::Put { .. } | Command::Delete { .. } | Command::Txn(_) => {
                             self.check_command(command)
                         }
-                        Command::Compact { .. } | Command::Session(_) => {
+                        Command::Compact { .. } | Command::Session(_) | Command::Auth(_) => {
                             Err(KvError::InvalidRequest(
                                 "only puts, deletes and transactions are session writes".into(),
                             ))
@@ -218,6 +219,45 @@ impl Limits {
     }
 }
 
+/// Checks an auth command's names and prefixes.
+fn check_auth(command: &AuthCommand) -> Result<(), KvError> {
+    use super::auth::{valid_role_name, MAX_ROLE_PREFIXES};
+    let bad_name = |name: &str| {
+        KvError::InvalidRequest(format!(
+            "role name {name:?} must be 1 to {} ASCII letters, digits, '-', '_' or '.'",
+            super::auth::MAX_ROLE_NAME_BYTES
+        ))
+    };
+    match command {
+        AuthCommand::PutRole(role) => {
+            if !valid_role_name(&role.name) {
+                return Err(bad_name(&role.name));
+            }
+            if role.prefixes.len() > MAX_ROLE_PREFIXES {
+                return Err(KvError::InvalidRequest(format!(
+                    "a role has at most {MAX_ROLE_PREFIXES} prefixes"
+                )));
+            }
+            Ok(())
+        }
+        AuthCommand::DeleteRole { name } => {
+            if valid_role_name(name) {
+                Ok(())
+            } else {
+                Err(bad_name(name))
+            }
+        }
+        AuthCommand::Enable { admin: t } | AuthCommand::CreateToken(t) => {
+            if valid_role_name(&t.role) {
+                Ok(())
+            } else {
+                Err(bad_name(&t.role))
+            }
+        }
+        AuthCommand::RevokeToken { .. } => Ok(()),
+    }
+}
+
 /// An upper bound of the bytes `command` takes when encoded: its keys and
 /// values plus a fixed overhead per field.
 pub fn command_bytes(command: &Command) -> usize {
@@ -245,6 +285,16 @@ pub fn command_bytes(command: &Command) -> usize {
             field(compares + ops)
         }
         Command::Compact { .. } => field(0),
+        Command::Auth(a) => match a {
+            AuthCommand::PutRole(r) => {
+                field(r.name.len()) + r.prefixes.iter().map(|p| field(p.len())).sum::<usize>()
+            }
+            AuthCommand::DeleteRole { name } => field(name.len()),
+            AuthCommand::RevokeToken { id } => field(id.len()),
+            AuthCommand::Enable { admin: t } | AuthCommand::CreateToken(t) => {
+                field(t.id.len()) + field(t.role.len()) + field(32 + 16)
+            }
+        },
         // The client id, the stamp and the sequence numbers.
         Command::Session(s) => {
             field(64)

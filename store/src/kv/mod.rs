@@ -3,6 +3,7 @@
 //! ([`Applied`]), and the JSON form of a key-value.
 
 pub mod applied;
+pub mod auth;
 pub mod compactor;
 pub mod error;
 pub mod gate;
@@ -19,8 +20,9 @@ pub use limits::Limits;
 pub use mvcc::{KvReader, ReadError};
 pub use range::{RangeScan, Visit};
 pub use types::{
-    Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, SessionCommand,
-    SessionLimits, SessionOp, SessionRefusal, SessionStamp, TxnOp, TxnOpResponse, TxnRequest,
+    AuthCommand, AuthOutcome, AuthRefusal, Command, CommandResponse, Compare, CompareOp,
+    CompareTarget, KeyValue, Role, RoleKind, SessionCommand, SessionLimits, SessionOp,
+    SessionRefusal, SessionStamp, TxnOp, TxnOpResponse, TxnRequest,
 };
 
 #[cfg(test)]

@@ -526,6 +526,10 @@ impl<'a> ApplyBatch<'a> {
             Command::Session(_) => Err(io::Error::other(
                 "a session command reached the key space without the session table",
             )),
+            // Applied to the auth table by the state machine.
+            Command::Auth(_) => Err(io::Error::other(
+                "an auth command reached the key space without the auth table",
+            )),
         }
     }
 }

@@ -220,6 +220,7 @@ impl Model {
                 (false, response)
             }
             Command::Session(_) => unreachable!("the model applies no session commands"),
+            Command::Auth(_) => unreachable!("the model applies no auth commands"),
         };
         if wrote {
             self.map = next;

@@ -118,7 +118,8 @@ pub fn result_size(response: &CommandResponse) -> u64 {
         CommandResponse::None
         | CommandResponse::Compact { .. }
         | CommandResponse::Registered { .. }
-        | CommandResponse::SessionExpired { .. } => 0,
+        | CommandResponse::SessionExpired { .. }
+        | CommandResponse::Auth(_) => 0,
     };
     data + RESULT_OVERHEAD_BYTES
 }
@@ -320,9 +321,9 @@ impl SessionTable {
                     tracing::debug!(client = %format_args!("{client:032x}"), session, seq, floor = c.floor, "session write refused: result forgotten");
                     return Ok(refused(SessionRefusal::ResultForgotten));
                 }
-                // Validation refuses a nested session command before it is
-                // proposed; should one be in the log anyway, it does nothing.
-                if matches!(**write, Command::Session(_)) {
+                // Validation refuses a nested session or auth command before
+                // it is proposed; should one be in the log anyway, it does nothing.
+                if matches!(**write, Command::Session(_) | Command::Auth(_)) {
                     return Ok(CommandResponse::None);
                 }
                 let response = run(write)?;

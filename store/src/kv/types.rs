@@ -59,6 +59,8 @@ pub enum Command {
     /// [`crate::kv::sessions`]): the registration of a session, or a write
     /// the state machine applies at most once per (client, sequence number).
     Session(SessionCommand),
+    /// A change to the tokens and roles (see [`crate::kv::auth`]).
+    Auth(AuthCommand),
 }
 
 impl fmt::Display for Command {
@@ -87,8 +89,122 @@ impl fmt::Display for Command {
                     s.client
                 ),
             },
+            // Ids and names only: a token's hash is not printed either.
+            Command::Auth(a) => match a {
+                AuthCommand::Enable { admin } => write!(f, "auth-enable({})", admin.id),
+                AuthCommand::PutRole(r) => write!(f, "auth-role-put({})", r.name),
+                AuthCommand::DeleteRole { name } => write!(f, "auth-role-delete({name})"),
+                AuthCommand::CreateToken(t) => write!(f, "auth-token-create({}, {})", t.id, t.role),
+                AuthCommand::RevokeToken { id } => write!(f, "auth-token-revoke({id})"),
+            },
         }
     }
+}
+
+/// A change to the replicated tokens and roles ([`crate::kv::auth`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthCommand {
+    /// Turns auth on, with the first admin token: the bootstrap entry of a
+    /// cluster started with `--auth`. Refused once auth is on (unless it is
+    /// the same entry again).
+    Enable {
+        /// The initial admin token.
+        admin: TokenRecord,
+    },
+    /// Creates a custom role.
+    PutRole(Role),
+    /// Deletes a custom role no token uses.
+    DeleteRole {
+        /// The role.
+        name: String,
+    },
+    /// Adds a token.
+    CreateToken(TokenRecord),
+    /// Removes a token: it stops working on each node as the node applies
+    /// this.
+    RevokeToken {
+        /// The token's id.
+        id: String,
+    },
+}
+
+/// What a role may do with the keys under its prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoleKind {
+    /// Everything: every key, membership, backups, compaction and auth.
+    Admin,
+    /// Reads and writes under the role's prefixes.
+    Writer,
+    /// Reads and watches under the role's prefixes.
+    Reader,
+}
+
+/// A named role: a kind and the key prefixes it applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    /// The role's name.
+    pub name: String,
+    /// What it may do.
+    pub kind: RoleKind,
+    /// Key prefixes it may do it under (`""` is every key; ignored for
+    /// admin).
+    pub prefixes: Vec<String>,
+}
+
+/// A token as stored: never the secret, only its SHA-256.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Random id, shown in listings and used to revoke.
+    pub id: String,
+    /// SHA-256 of the secret.
+    pub hash: [u8; 32],
+    /// The role's name.
+    pub role: String,
+    /// When it was created, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// When it stops working, ms since the Unix epoch.
+    pub expires_ms: Option<u64>,
+}
+
+impl fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("created_ms", &self.created_ms)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of an [`AuthCommand`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthOutcome {
+    /// Applied.
+    Done,
+    /// Not applied, and why.
+    Refused(AuthRefusal),
+}
+
+/// Why an [`AuthCommand`] was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthRefusal {
+    /// Auth is already on, with another initial token.
+    AlreadyEnabled,
+    /// No such role.
+    UnknownRole,
+    /// No such token.
+    UnknownToken,
+    /// A role of that name exists.
+    RoleExists,
+    /// A token of that id exists.
+    TokenExists,
+    /// Tokens still use the role.
+    RoleInUse,
+    /// Built-in roles cannot be created or deleted.
+    BuiltinRole,
+    /// The command is malformed (validation normally refuses it first).
+    InvalidCommand,
 }
 
 /// A command of a client session, with the leader's stamp.
@@ -299,6 +415,8 @@ pub enum CommandResponse {
         /// Why.
         reason: SessionRefusal,
     },
+    /// Result of [`Command::Auth`].
+    Auth(AuthOutcome),
 }
 
 /// Why a session write was refused without being applied.

@@ -53,8 +53,20 @@ pub enum JoinError {
     TimedOut(String),
 }
 
-fn http(timeout: Duration) -> Result<reqwest::Client, JoinError> {
+/// The HTTP client of a join, sending `token` (an admin token of a cluster
+/// with auth on) as a bearer token.
+fn http(timeout: Duration, token: Option<&str>) -> Result<reqwest::Client, JoinError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| {
+                JoinError::Unreachable("the join token has characters a header cannot hold".into())
+            })?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(timeout)
         .connect_timeout(timeout)
         .build()
@@ -62,8 +74,12 @@ fn http(timeout: Duration) -> Result<reqwest::Client, JoinError> {
 }
 
 /// Asks `endpoints` in turn who the cluster is; the first answer counts.
-pub async fn discover(endpoints: &[String], timeout: Duration) -> Result<ClusterInfo, JoinError> {
-    let client = http(timeout)?;
+pub async fn discover(
+    endpoints: &[String],
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<ClusterInfo, JoinError> {
+    let client = http(timeout, token)?;
     let mut errors = Vec::new();
     for endpoint in endpoints {
         let answer = async {
@@ -118,8 +134,9 @@ pub async fn request_learner(
     me: &Member,
     timeout: Duration,
     deadline: tokio::time::Instant,
+    token: Option<&str>,
 ) -> Result<(), JoinError> {
-    let client = http(timeout * 3)?;
+    let client = http(timeout * 3, token)?;
     let body = serde_json::json!({
         "id": id,
         "client_addr": me.client_addr,

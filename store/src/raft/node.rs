@@ -151,6 +151,9 @@ pub struct NodeOptions {
     /// Bounds of the client session table, stamped into the session
     /// commands this node proposes as leader.
     pub sessions: SessionLimits,
+    /// Tokens and roles, kept up to date by the state machine; the client
+    /// API checks every request against it (a local lookup).
+    pub auth: crate::kv::auth::SharedAuth,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -285,6 +288,11 @@ impl Node {
             removed: watch::Sender::new(None),
             seen_in_membership: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Tokens and roles, as this node has applied them.
+    pub fn auth(&self) -> &crate::kv::auth::SharedAuth {
+        &self.options.auth
     }
 
     /// Timeouts and limits.

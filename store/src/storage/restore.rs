@@ -10,6 +10,8 @@
 //!   to the old cluster is refused (`session_expired`) and reports the write
 //!   as indeterminate, rather than applying it on top of a state that may or
 //!   may not hold it.
+//! - Tokens and roles (`kv::auth`) are restored: a cluster restored from a
+//!   backup of a cluster with auth on enforces the same tokens.
 //! - The Raft side is empty: no log, no vote, no applied log id or
 //!   membership. Started with `--initial-cluster`, the node runs openraft's
 //!   `initialize`, which requires exactly that, and the new cluster's first
@@ -36,7 +38,9 @@ use super::identity::{self, Identity};
 use super::snapshot::{self, SnapshotHeader};
 use super::state_machine::{install_in_progress, snapshot_header};
 use crate::config::{parse_initial_cluster, ConfigError};
-use crate::db::{self as database, cf, io_err, CF_KV, CF_SESSIONS, CF_SM_META, SM_DATA_CFS};
+use crate::db::{
+    self as database, cf, io_err, CF_AUTH, CF_KV, CF_SESSIONS, CF_SM_META, SM_DATA_CFS,
+};
 use crate::kv::mvcc::{MvccState, MVCC_STATE_KEY};
 use crate::raft::identity::cluster_id_for;
 use crate::raft::types::{Member, NodeId};
@@ -314,12 +318,12 @@ fn snapshot_of_data_dir(dir: &Path, out: &Path) -> Result<(), RestoreError> {
     let names = DB::list_cf(&opts, &db_dir).map_err(|e| source_err(dir, e.into_string()))?;
     let db = DB::open_cf_for_read_only(&opts, &db_dir, &names, false)
         .map_err(|e| source_err(dir, e.into_string()))?;
-    // Data directories of earlier builds have no session table; it is not
-    // restored anyway.
+    // Data directories of earlier builds have no session table (it is not
+    // restored anyway) and no auth table (auth was off).
     for name in SM_DATA_CFS
         .iter()
         .chain([CF_SM_META].iter())
-        .filter(|n| **n != CF_SESSIONS)
+        .filter(|n| **n != CF_SESSIONS && **n != CF_AUTH)
     {
         cf(&db, name).map_err(|e| source_err(dir, e))?;
     }

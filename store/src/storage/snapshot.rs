@@ -12,11 +12,14 @@
 //!   The current key space is each key's latest `history` entry, so the
 //!   reader rebuilds the `kv` records from `history` instead of the file
 //!   carrying every live value twice.
-//! - 3 ([`SNAPSHOT_VERSION`]): as 2, plus the records of `sessions` (the
+//! - 3, written by earlier builds: as 2, plus the records of `sessions` (the
 //!   client session table, `kv::sessions`) after `changes`. A file of an
 //!   earlier format installs with an empty session table.
+//! - 4 ([`SNAPSHOT_VERSION`]): as 3, plus the records of `auth` (tokens and
+//!   roles, `kv::auth`) after `sessions`. A file of an earlier format
+//!   installs with an empty auth table (auth off).
 //!
-//! All three are read. An earlier build refuses a file of a later format as
+//! All four are read. An earlier build refuses a file of a later format as
 //! an unsupported format version rather than installing rows it cannot read.
 //! Reading also checks that the key space it yields hashes to the header's
 //! state digest.
@@ -34,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::codec;
-use crate::db::{cf, io_err, CF_CHANGES, CF_HISTORY, CF_KV, CF_SESSIONS, SM_DATA_CFS};
+use crate::db::{cf, io_err, CF_AUTH, CF_CHANGES, CF_HISTORY, CF_KV, CF_SESSIONS, SM_DATA_CFS};
 use crate::kv::limits::{MAX_VALUE_BYTES_CEILING, REQUEST_SLACK_BYTES};
 use crate::kv::mvcc::{entry_hash, split_history_key, MvccState, Record};
 use crate::raft::types::SnapshotMeta;
@@ -42,12 +45,14 @@ use crate::raft::types::SnapshotMeta;
 const MAGIC: &[u8; 8] = b"BALLSNAP";
 const END: u8 = 0xFF;
 /// Format version of the files this build writes (see the module docs).
-pub const SNAPSHOT_VERSION: u8 = 3;
+pub const SNAPSHOT_VERSION: u8 = 4;
 /// Format version of the files of earlier builds, which carry `kv`.
 const SNAPSHOT_VERSION_WITH_KV: u8 = 1;
 /// Format version of the files of earlier builds without `kv` and without
 /// `sessions`.
 const SNAPSHOT_VERSION_WITHOUT_SESSIONS: u8 = 2;
+/// Format version of the files of earlier builds without `auth`.
+const SNAPSHOT_VERSION_WITHOUT_AUTH: u8 = 3;
 /// Most bytes a stored record's encoding adds to the key or value it holds: a
 /// version byte, an option tag, a length and three revision varints around a
 /// value; a NUL and a revision after a `history` key.
@@ -178,7 +183,11 @@ fn encode_header(header: &SnapshotHeader) -> io::Result<Vec<u8>> {
 fn decode_header(bytes: &[u8]) -> io::Result<(u8, SnapshotHeader)> {
     match bytes.first() {
         Some(&SNAPSHOT_VERSION_WITH_KV) => Ok((SNAPSHOT_VERSION_WITH_KV, codec::decode(bytes)?)),
-        Some(&v @ (SNAPSHOT_VERSION_WITHOUT_SESSIONS | SNAPSHOT_VERSION)) => Ok((
+        Some(
+            &v @ (SNAPSHOT_VERSION_WITHOUT_SESSIONS
+            | SNAPSHOT_VERSION_WITHOUT_AUTH
+            | SNAPSHOT_VERSION),
+        ) => Ok((
             v,
             postcard::from_bytes(&bytes[1..]).map_err(codec::CodecError::from)?,
         )),
@@ -243,8 +252,8 @@ fn write_file(
             continue;
         }
         // A data directory of an earlier build, opened read-only to be
-        // restored from, has no session table: it is empty.
-        if *name == CF_SESSIONS && db.cf_handle(name).is_none() {
+        // restored from, has no session or auth table: they are empty.
+        if (*name == CF_SESSIONS || *name == CF_AUTH) && db.cf_handle(name).is_none() {
             continue;
         }
         let handle = cf(db, name)?;
@@ -359,6 +368,7 @@ pub fn for_each_record(
     let (version, header) = decode_header(&read_field(&mut r)?)?;
     let history_index = cf_index(CF_HISTORY);
     let sessions_index = cf_index(CF_SESSIONS);
+    let auth_index = cf_index(CF_AUTH);
     let mut space = KeySpace {
         kv_index: cf_index(CF_KV),
         walking: None,
@@ -376,9 +386,14 @@ pub fn for_each_record(
         }
         let k = read_field(&mut r)?;
         let v = read_field(&mut r)?;
-        if index == sessions_index && version < SNAPSHOT_VERSION {
+        if index == sessions_index && version < SNAPSHOT_VERSION_WITHOUT_AUTH {
             return Err(invalid_data(format!(
                 "a version-{version} snapshot holds no sessions records"
+            )));
+        }
+        if index == auth_index && version < SNAPSHOT_VERSION {
+            return Err(invalid_data(format!(
+                "a version-{version} snapshot holds no auth records"
             )));
         }
         if version == SNAPSHOT_VERSION_WITH_KV {

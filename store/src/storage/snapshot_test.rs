@@ -470,3 +470,97 @@ fn the_limit_covers_the_largest_allowed_request() {
     };
     assert!(limits.max_request_bytes() + RECORD_ENCODING_BYTES <= MAX_RECORD_FIELD_BYTES);
 }
+
+/// Writes `store` as the build before auth did: version 3, no `kv`, no
+/// `auth` (unless `with_auth`, which makes a corrupt file).
+fn write_version_3(s: &Store, path: &Path, with_auth: bool) {
+    let mut w = HashingWriter {
+        inner: Vec::new(),
+        hasher: Xxh3::new(),
+    };
+    w.write_all(MAGIC).expect("write");
+    let header =
+        postcard::to_extend(&s.header(), vec![SNAPSHOT_VERSION_WITHOUT_AUTH]).expect("encode");
+    write_field(&mut w, &header).expect("write");
+    for (index, name) in SM_DATA_CFS.iter().enumerate() {
+        if *name == CF_KV || (*name == CF_AUTH && !with_auth) {
+            continue;
+        }
+        let handle = cf(&s.db, name).expect("cf");
+        for item in s.db.iterator_cf(handle, IteratorMode::Start) {
+            let (k, v) = item.expect("item");
+            w.write_all(&[index as u8]).expect("write");
+            write_field(&mut w, &k).expect("write");
+            write_field(&mut w, &v).expect("write");
+        }
+    }
+    w.write_all(&[END]).expect("write");
+    let checksum = w.hasher.digest();
+    let mut bytes = w.inner;
+    bytes.extend_from_slice(&checksum.to_le_bytes());
+    fs::write(path, bytes).expect("write file");
+}
+
+/// Applies auth commands to `s`'s `auth` column family and returns the table.
+fn add_auth(s: &Store) -> crate::kv::auth::AuthTable {
+    use crate::kv::auth::{apply_command, generate_token};
+    use crate::kv::{AuthCommand, Role, RoleKind};
+    let table = crate::kv::auth::SharedAuth::default();
+    let mut batch = rocksdb::WriteBatch::default();
+    let commands = [
+        AuthCommand::Enable {
+            admin: generate_token("admin", 1, None).record,
+        },
+        AuthCommand::PutRole(Role {
+            name: "app".into(),
+            kind: RoleKind::Writer,
+            prefixes: vec!["app/".into()],
+        }),
+        AuthCommand::CreateToken(generate_token("app", 2, Some(9)).record),
+    ];
+    for c in &commands {
+        apply_command(&table, &s.db, &mut batch, c).expect("apply");
+    }
+    s.db.write(batch).expect("write");
+    let t = table.read().expect("lock").clone();
+    assert!(t.enabled());
+    t
+}
+
+/// Tokens and roles travel in the file; a version-3 file (before auth)
+/// installs with auth off, and one holding auth records is corrupt.
+#[test]
+fn the_auth_table_round_trips_and_older_files_have_none() {
+    let s = busy_store();
+    let table = add_auth(&s);
+    let path = s.write_snapshot("auth.snap").expect("write");
+    let target = Store::new();
+    let handles: Vec<_> = SM_DATA_CFS
+        .iter()
+        .map(|n| cf(&target.db, n).expect("cf"))
+        .collect();
+    for_each_record(&path, |index, k, v| {
+        target
+            .db
+            .put_cf(handles[index], k, v)
+            .map_err(crate::db::io_err)
+    })
+    .expect("load");
+    assert_eq!(
+        crate::kv::auth::load_table(&target.db).expect("table"),
+        table
+    );
+
+    let v3 = s.path("v3.snap");
+    write_version_3(&s, &v3, false);
+    let (header, records) = read_all(&v3).expect("read");
+    assert_eq!(header.mvcc, s.state);
+    let auth_index = SM_DATA_CFS.iter().position(|n| *n == CF_AUTH);
+    assert!(records.iter().all(|(i, _, _)| Some(*i) != auth_index));
+    assert!(records.iter().any(|(i, _, _)| *i == SESSIONS));
+
+    let corrupt = s.path("v3-auth.snap");
+    write_version_3(&s, &corrupt, true);
+    let err = read_all(&corrupt).expect_err("auth records in a version-3 file");
+    assert!(err.to_string().contains("no auth records"), "{err}");
+}

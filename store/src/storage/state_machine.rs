@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::snapshot::{self, SnapshotFile, SnapshotHeader};
 use crate::codec;
 use crate::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
+use crate::kv::auth::{self, SharedAuth};
 use crate::kv::gate::InstallGate;
 use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
 use crate::kv::sessions::{self, SessionTable};
@@ -50,6 +51,9 @@ pub struct StateMachine {
     /// The client session table; its rows are written with every applied
     /// batch that changes it.
     sessions: SessionTable,
+    /// Tokens and roles, shared with the HTTP layer, which checks tokens
+    /// against it; updated as entries apply and reloaded after an install.
+    auth: SharedAuth,
     applied_tx: watch::Sender<Applied>,
 }
 
@@ -140,6 +144,7 @@ impl StateMachine {
         let (applied, membership) = load_applied(&db)?;
         let mvcc = mvcc::load_state(&db)?;
         let sessions = sessions::load_table(&db)?;
+        let auth = std::sync::Arc::new(std::sync::RwLock::new(auth::load_table(&db)?));
         let (applied_tx, _) = watch::channel(Applied {
             log_index: applied.as_ref().map_or(0, |id| id.index),
             revision: mvcc.revision,
@@ -155,8 +160,14 @@ impl StateMachine {
             membership,
             mvcc,
             sessions,
+            auth,
             applied_tx,
         })
+    }
+
+    /// The tokens and roles, as this state machine keeps them up to date.
+    pub fn auth(&self) -> SharedAuth {
+        self.auth.clone()
     }
 
     /// A receiver of the applied position, updated after every applied batch.
@@ -299,6 +310,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
+                EntryPayload::Normal(crate::kv::Command::Auth(command)) => CommandResponse::Auth(
+                    auth::apply_command(&self.auth, &db, batch.write_batch(), command)?,
+                ),
                 EntryPayload::Normal(command) => sessions::apply_entry(
                     &mut self.sessions,
                     &db,
@@ -388,6 +402,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.membership = header.meta.last_membership;
         self.mvcc = header.mvcc;
         self.sessions = sessions::load_table(&self.db)?;
+        let loaded = auth::load_table(&self.db)?;
+        match self.auth.write() {
+            Ok(mut table) => *table = loaded,
+            Err(_) => return Err(io::Error::other("the auth table lock is poisoned")),
+        }
         remove_other_snapshots(&self.snapshot_dir, &final_path)?;
         tracing::info!(revision = self.mvcc.revision, "installed snapshot");
         self.publish();

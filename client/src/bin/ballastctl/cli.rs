@@ -68,6 +68,23 @@ pub struct GlobalArgs {
         default_value = "5s"
     )]
     pub timeout: Duration,
+
+    /// Bearer token for a cluster with auth on (`ballastctl auth token create` makes one).
+    #[arg(
+        long,
+        global = true,
+        env = "BALLAST_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_token
+    )]
+    pub token: Option<ballast_client::BearerToken>,
+}
+
+fn parse_token(s: &str) -> Result<ballast_client::BearerToken, String> {
+    if s.trim().is_empty() {
+        return Err("the token is empty".into());
+    }
+    Ok(ballast_client::BearerToken::new(s.trim()))
 }
 
 /// How results are printed.
@@ -110,6 +127,80 @@ pub enum Command {
     /// Leadership: hand it to another voter.
     #[command(subcommand)]
     Leader(LeaderCommand),
+    /// Tokens and roles of a cluster with auth on (admin token needed).
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+/// `ballastctl auth ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Tokens: create (the secret is printed once), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Roles: create, list, delete.
+    #[command(subcommand)]
+    Role(RoleCommand),
+}
+
+/// `ballastctl auth token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a role and print its secret (shown only this once).
+    Create(TokenCreateArgs),
+    /// List tokens: ids, roles, creation and expiry (never secrets).
+    List,
+    /// Revoke a token by id: every node refuses it once it applies the revocation.
+    Revoke(TokenRevokeArgs),
+}
+
+/// `ballastctl auth token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The role: `admin`, `writer`, `reader` (every key) or a custom role.
+    #[arg(long)]
+    pub role: String,
+    /// Lifetime (`90s`, `30m`, a bare number is seconds); without it the token never expires.
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+}
+
+/// `ballastctl auth token revoke`.
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (from `auth token list`).
+    pub id: String,
+}
+
+/// `ballastctl auth role ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Create a custom role: a kind and the key prefixes it applies to.
+    Create(RoleCreateArgs),
+    /// List roles, built-in ones first.
+    List,
+    /// Delete a custom role (refused while tokens use it).
+    Delete(RoleDeleteArgs),
+}
+
+/// `ballastctl auth role create`.
+#[derive(Debug, Args)]
+pub struct RoleCreateArgs {
+    /// The role's name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// What it may do: `admin`, `writer` (read and write) or `reader` (read and watch).
+    #[arg(long)]
+    pub kind: String,
+    /// A key prefix it applies to; repeat for more (`--prefix ""` is every key).
+    #[arg(long = "prefix", value_name = "PREFIX")]
+    pub prefixes: Vec<String>,
+}
+
+/// `ballastctl auth role delete`.
+#[derive(Debug, Args)]
+pub struct RoleDeleteArgs {
+    /// The role's name.
+    pub name: String,
 }
 
 /// `ballastctl members ...`.

@@ -9,6 +9,7 @@ use ballast_client::Client;
 use crate::cli::{Command, GlobalArgs, OutputFormat};
 use crate::exit::CliError;
 
+pub mod auth;
 pub mod cas;
 pub mod compact;
 pub mod del;
@@ -93,6 +94,9 @@ impl Ctx {
         if let Some(n) = max_attempts {
             builder = builder.max_attempts(n);
         }
+        if let Some(token) = &self.global.token {
+            builder = builder.bearer_token(token.clone());
+        }
         builder.build().map_err(CliError::from)
     }
 }
@@ -114,5 +118,6 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
             members::transfer(ctx, args).await
         }
         Command::Snapshot(command) => snapshot::run(ctx, command).await,
+        Command::Auth(command) => auth::run(ctx, command).await,
     }
 }

@@ -1,0 +1,467 @@
+//! Bearer tokens on the client API, and the `/v1/auth/...` routes that
+//! manage tokens and roles (see [`crate::kv::auth`]).
+//!
+//! [`authenticate`] runs before every handler. With auth off (the default,
+//! and `ballastd dev`) every request is [`Principal::Anyone`]. With auth on:
+//!
+//! - `/health/*`, `/metrics` and `/openapi.json` stay open;
+//! - any other route needs `Authorization: Bearer <token>`: none, an
+//!   unknown, revoked or expired token is `401 unauthenticated`;
+//! - membership, leadership, backups, compaction, auth management and the
+//!   debug routes need an admin token (`403 permission_denied` otherwise);
+//! - the key routes check each key and prefix against the token's role in
+//!   their handlers ([`require`], [`require_command`]), after the request
+//!   is parsed and before anything is proposed or read.
+//!
+//! A token is never logged and never echoed in an error: refusals name the
+//! token's id at most.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ErrorCode};
+use super::input::{parse_json, read_body, BodyKind};
+use crate::kv::auth::{
+    builtin_role, generate_token, Access, Principal, TokenRejection, BUILTIN_ROLES,
+};
+use crate::kv::sessions::wall_clock_ms;
+use crate::kv::{AuthCommand, AuthOutcome, AuthRefusal, Command, CommandResponse, Role, RoleKind};
+use crate::raft::node::{Node, NodeError};
+
+/// Routes open with auth on: probes and metrics scrapers carry no token.
+fn is_open(path: &str) -> bool {
+    path == "/metrics" || path == "/openapi.json" || path.starts_with("/health/")
+}
+
+/// Routes only an admin token may use.
+fn needs_admin(path: &str) -> bool {
+    if path == "/v1/auth/whoami" {
+        return false;
+    }
+    const ADMIN: [&str; 6] = [
+        "/v1/members",
+        "/v1/leader",
+        "/v1/snapshot",
+        "/v1/compact",
+        "/v1/auth",
+        "/debug",
+    ];
+    ADMIN.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+fn unauthenticated(message: &str) -> Response {
+    let mut response = ApiError::refused(ErrorCode::Unauthenticated, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The bearer token of a request, if it has a well-formed one.
+fn bearer(req: &Request) -> Result<Option<&str>, &'static str> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| "the Authorization header is not ASCII")?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or("the Authorization header must be `Bearer <token>`")?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err("the Authorization header must be `Bearer <token>`");
+    }
+    Ok(Some(token.trim()))
+}
+
+/// Middleware: resolves the request's token into a [`Principal`] (an
+/// extension the handlers read), or refuses the request.
+pub async fn authenticate(State(node): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
+    let principal = {
+        let Ok(table) = node.auth().read() else {
+            return ApiError::Node(NodeError::Internal(
+                "the auth table lock is poisoned".into(),
+            ))
+            .into_response();
+        };
+        if !table.enabled() || is_open(req.uri().path()) {
+            Principal::Anyone
+        } else {
+            let token = match bearer(&req) {
+                Ok(Some(token)) => token,
+                Ok(None) => return unauthenticated("this cluster requires a bearer token"),
+                Err(why) => return unauthenticated(why),
+            };
+            match table.check(token, wall_clock_ms()) {
+                Ok(p) => p,
+                Err(TokenRejection::Unknown) => {
+                    return unauthenticated("the token is not valid (unknown or revoked)")
+                }
+                Err(TokenRejection::Expired) => return unauthenticated("the token has expired"),
+            }
+        }
+    };
+    if !principal.is_admin() && needs_admin(req.uri().path()) {
+        return denied(&principal, "this route needs an admin token").into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+fn denied(principal: &Principal, what: &str) -> ApiError {
+    let who = match principal {
+        Principal::Anyone => String::new(),
+        Principal::Token { id, role } => format!("token {id} (role {}): ", role.name),
+    };
+    ApiError::refused(ErrorCode::PermissionDenied, format!("{who}{what}"))
+}
+
+/// Refuses `access` to `key` (or the prefix `key`) that the principal's
+/// role does not grant.
+pub fn require(
+    principal: &Principal,
+    access: Access,
+    key: &str,
+    prefix: bool,
+) -> Result<(), ApiError> {
+    if principal.allows(access, key) {
+        return Ok(());
+    }
+    let verb = match access {
+        Access::Read => "read",
+        Access::Write => "write",
+    };
+    let what = if prefix { "prefix" } else { "key" };
+    Err(denied(
+        principal,
+        &format!("may not {verb} the {what} {key:?}"),
+    ))
+}
+
+/// Refuses a write command that touches any key the principal's role does
+/// not grant (every compare and op of a transaction).
+pub fn require_command(principal: &Principal, command: &Command) -> Result<(), ApiError> {
+    if principal.allows_command(command) {
+        Ok(())
+    } else {
+        Err(denied(
+            principal,
+            "the request reads or writes keys outside the token's prefixes",
+        ))
+    }
+}
+
+/// Body of `POST /v1/auth/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenJson {
+    /// The role's name.
+    pub role: String,
+    /// Seconds until the token expires (absent: never).
+    pub ttl_secs: Option<u64>,
+}
+
+/// A token as listed: never the secret.
+#[derive(Debug, Serialize)]
+pub struct TokenJson {
+    /// The id, used to revoke it.
+    pub id: String,
+    /// The role's name.
+    pub role: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Expiry, ms since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+/// Answer to `POST /v1/auth/tokens`: the only time the secret is shown.
+#[derive(Serialize)]
+pub struct CreatedTokenJson {
+    /// The token to send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// What is stored of it.
+    #[serde(flatten)]
+    pub info: TokenJson,
+}
+
+/// Body of `POST /v1/auth/roles`, and a role as listed.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleJson {
+    /// The name.
+    pub name: String,
+    /// `admin`, `writer` or `reader`.
+    pub kind: String,
+    /// Key prefixes (`""` is every key).
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Whether it is built in (ignored in a request).
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+fn kind_name(kind: RoleKind) -> &'static str {
+    match kind {
+        RoleKind::Admin => "admin",
+        RoleKind::Writer => "writer",
+        RoleKind::Reader => "reader",
+    }
+}
+
+fn role_json(role: Role, builtin: bool) -> RoleJson {
+    RoleJson {
+        name: role.name,
+        kind: kind_name(role.kind).to_owned(),
+        prefixes: role.prefixes,
+        builtin,
+    }
+}
+
+fn refusal(refusal: AuthRefusal, subject: &str) -> ApiError {
+    let (code, message) = match refusal {
+        AuthRefusal::AlreadyEnabled => (ErrorCode::AuthConflict, "auth is already on".to_owned()),
+        AuthRefusal::UnknownRole => (ErrorCode::AuthNotFound, format!("no role {subject:?}")),
+        AuthRefusal::UnknownToken => (ErrorCode::AuthNotFound, format!("no token {subject:?}")),
+        AuthRefusal::RoleExists => (
+            ErrorCode::AuthConflict,
+            format!("a role {subject:?} exists"),
+        ),
+        AuthRefusal::TokenExists => (
+            ErrorCode::AuthConflict,
+            format!("a token {subject:?} exists"),
+        ),
+        AuthRefusal::RoleInUse => (
+            ErrorCode::AuthConflict,
+            format!("tokens still use the role {subject:?}: revoke them first"),
+        ),
+        AuthRefusal::BuiltinRole => (
+            ErrorCode::InvalidRequest,
+            format!("{subject:?} is a built-in role"),
+        ),
+        AuthRefusal::InvalidCommand => (
+            ErrorCode::InvalidRequest,
+            format!("invalid auth request for {subject:?}"),
+        ),
+    };
+    ApiError::refused(code, message)
+}
+
+async fn propose(node: &Node, command: AuthCommand, subject: &str) -> Result<(), ApiError> {
+    match node.write(Command::Auth(command)).await? {
+        CommandResponse::Auth(AuthOutcome::Done) => Ok(()),
+        CommandResponse::Auth(AuthOutcome::Refused(r)) => Err(refusal(r, subject)),
+        other => Err(ApiError::Node(NodeError::Internal(format!(
+            "unexpected state machine response {other:?}"
+        )))),
+    }
+}
+
+/// Most seconds a token's time to live may be (100 years), so its expiry
+/// fits in milliseconds.
+const MAX_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
+
+/// `POST /v1/auth/tokens`: creates a token for a role and returns its
+/// secret, this once. The secret is made on this node; only its hash goes
+/// through Raft.
+pub async fn create_token(
+    State(node): State<Arc<Node>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CreatedTokenJson>, ApiError> {
+    let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;
+    let req: CreateTokenJson = parse_json(&body, "invalid token request")?;
+    if req.ttl_secs.is_some_and(|t| t == 0 || t > MAX_TTL_SECS) {
+        return Err(ApiError::refused(
+            ErrorCode::InvalidRequest,
+            format!("ttl_secs must be 1 to {MAX_TTL_SECS}"),
+        ));
+    }
+    let now = wall_clock_ms();
+    let expires = req.ttl_secs.map(|t| now.saturating_add(t * 1000));
+    let new = generate_token(&req.role, now, expires);
+    node.limits()
+        .check_command(&Command::Auth(AuthCommand::CreateToken(new.record.clone())))?;
+    let info = TokenJson {
+        id: new.record.id.clone(),
+        role: new.record.role.clone(),
+        created_ms: now,
+        expires_ms: expires,
+    };
+    propose(&node, AuthCommand::CreateToken(new.record), &req.role).await?;
+    tracing::info!(token = %info.id, role = %info.role, "token created");
+    Ok(Json(CreatedTokenJson {
+        token: new.secret,
+        info,
+    }))
+}
+
+/// The table, at least as new as every change acknowledged before.
+async fn current(node: &Node) -> Result<crate::kv::auth::AuthTable, ApiError> {
+    node.linearizable_barrier().await?;
+    node.auth().read().map(|t| t.clone()).map_err(|_| {
+        ApiError::Node(NodeError::Internal(
+            "the auth table lock is poisoned".into(),
+        ))
+    })
+}
+
+/// `GET /v1/auth/tokens`: every token's id, role and times; never secrets.
+pub async fn list_tokens(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let table = current(&node).await?;
+    let tokens: Vec<TokenJson> = table
+        .tokens()
+        .map(|t| TokenJson {
+            id: t.id.clone(),
+            role: t.role.clone(),
+            created_ms: t.created_ms,
+            expires_ms: t.expires_ms,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "enabled": table.enabled(),
+        "tokens": tokens,
+    })))
+}
+
+/// `DELETE /v1/auth/tokens/{id}`: revokes a token on every node as each
+/// applies the entry (the answer comes once this node has).
+pub async fn revoke_token(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    propose(&node, AuthCommand::RevokeToken { id: id.clone() }, &id).await?;
+    tracing::info!(token = %id, "token revoked");
+    Ok(Json(serde_json::json!({ "revoked": id })))
+}
+
+/// `POST /v1/auth/roles`: creates a custom role.
+pub async fn create_role(
+    State(node): State<Arc<Node>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RoleJson>, ApiError> {
+    let body = read_body(body, BodyKind::Request, node.limits().max_request_bytes())?;
+    let req: RoleJson = parse_json(&body, "invalid role")?;
+    let kind = match req.kind.as_str() {
+        "admin" => RoleKind::Admin,
+        "writer" => RoleKind::Writer,
+        "reader" => RoleKind::Reader,
+        other => {
+            return Err(ApiError::refused(
+                ErrorCode::InvalidJson,
+                format!("kind {other:?} must be admin, writer or reader"),
+            ))
+        }
+    };
+    if kind != RoleKind::Admin && req.prefixes.is_empty() {
+        return Err(ApiError::refused(
+            ErrorCode::InvalidRequest,
+            "a writer or reader role needs at least one prefix (\"\" is every key)",
+        ));
+    }
+    for p in req.prefixes.iter().filter(|p| !p.is_empty()) {
+        node.limits().check_prefix(p)?;
+    }
+    let role = Role {
+        name: req.name.clone(),
+        kind,
+        prefixes: req.prefixes,
+    };
+    let command = AuthCommand::PutRole(role.clone());
+    node.limits()
+        .check_command(&Command::Auth(command.clone()))?;
+    propose(&node, command, &req.name).await?;
+    tracing::info!(role = %role.name, "role created");
+    Ok(Json(role_json(role, false)))
+}
+
+/// `GET /v1/auth/roles`: the built-in roles and the custom ones.
+pub async fn list_roles(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let table = current(&node).await?;
+    let roles: Vec<RoleJson> = BUILTIN_ROLES
+        .iter()
+        .filter_map(|n| builtin_role(n))
+        .map(|r| role_json(r, true))
+        .chain(table.roles().cloned().map(|r| role_json(r, false)))
+        .collect();
+    Ok(Json(serde_json::json!({ "roles": roles })))
+}
+
+/// `DELETE /v1/auth/roles/{name}`: deletes a custom role no token uses.
+pub async fn delete_role(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let command = AuthCommand::DeleteRole { name: name.clone() };
+    node.limits()
+        .check_command(&Command::Auth(command.clone()))?;
+    propose(&node, command, &name).await?;
+    tracing::info!(role = %name, "role deleted");
+    Ok(Json(serde_json::json!({ "deleted": name })))
+}
+
+/// `GET /v1/auth/whoami`: whether auth is on, and the caller's token id and
+/// role (any valid token may ask).
+pub async fn whoami(
+    State(node): State<Arc<Node>>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let enabled = node.auth().read().map(|t| t.enabled()).map_err(|_| {
+        ApiError::Node(NodeError::Internal(
+            "the auth table lock is poisoned".into(),
+        ))
+    })?;
+    Ok(Json(match principal {
+        Principal::Anyone => serde_json::json!({ "enabled": enabled }),
+        Principal::Token { id, role } => serde_json::json!({
+            "enabled": enabled,
+            "token_id": id,
+            "role": role_json(role, false),
+        }),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_routes_are_matched_by_whole_segments() {
+        for p in [
+            "/v1/members",
+            "/v1/members/3/promote",
+            "/v1/leader/transfer",
+            "/v1/snapshot",
+            "/v1/compact",
+            "/v1/auth/tokens",
+            "/debug/failpoints",
+        ] {
+            assert!(needs_admin(p), "{p}");
+        }
+        for p in [
+            "/v1/auth/whoami",
+            "/v1/kv/v1/members",
+            "/v1/compactx",
+            "/v1/status",
+            "/v1/txn",
+        ] {
+            assert!(!needs_admin(p), "{p}");
+        }
+        assert!(is_open("/health/ready") && is_open("/metrics"));
+        assert!(!is_open("/v1/status"));
+    }
+}
