@@ -37,7 +37,7 @@ use crate::kv::{AuthCommand, AuthOutcome, AuthRefusal, Command, CommandResponse,
 use crate::raft::node::{Node, NodeError};
 
 /// Routes open with auth on: probes and metrics scrapers carry no token.
-fn is_open(path: &str) -> bool {
+pub(crate) fn is_open(path: &str) -> bool {
     path == "/metrics" || path == "/openapi.json" || path.starts_with("/health/")
 }
 
@@ -163,7 +163,7 @@ pub fn require_command(principal: &Principal, command: &Command) -> Result<(), A
 }
 
 /// Body of `POST /v1/auth/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenJson {
     /// The role's name.
@@ -173,7 +173,7 @@ pub struct CreateTokenJson {
 }
 
 /// A token as listed: never the secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenJson {
     /// The id, used to revoke it.
     pub id: String,
@@ -187,7 +187,7 @@ pub struct TokenJson {
 }
 
 /// Answer to `POST /v1/auth/tokens`: the only time the secret is shown.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedTokenJson {
     /// The token to send as `Authorization: Bearer <token>`.
     pub token: String,
@@ -197,7 +197,7 @@ pub struct CreatedTokenJson {
 }
 
 /// Body of `POST /v1/auth/roles`, and a role as listed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleJson {
     /// The name.
@@ -210,6 +210,49 @@ pub struct RoleJson {
     /// Whether it is built in (ignored in a request).
     #[serde(default)]
     pub builtin: bool,
+}
+
+/// Answer to `GET /v1/auth/tokens`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenListJson {
+    /// Whether auth is on in this cluster.
+    pub enabled: bool,
+    /// Every token, without its secret.
+    pub tokens: Vec<TokenJson>,
+}
+
+/// Answer to `DELETE /v1/auth/tokens/{id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RevokedJson {
+    /// The id of the revoked token.
+    pub revoked: String,
+}
+
+/// Answer to `GET /v1/auth/roles`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RoleListJson {
+    /// The built-in roles, then the custom ones.
+    pub roles: Vec<RoleJson>,
+}
+
+/// Answer to `DELETE /v1/auth/roles/{name}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeletedRoleJson {
+    /// The name of the deleted role.
+    pub deleted: String,
+}
+
+/// Answer to `GET /v1/auth/whoami`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WhoamiJson {
+    /// Whether auth is on in this cluster.
+    pub enabled: bool,
+    /// The calling token's id (absent without auth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// The calling token's role (absent without auth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoleJson>,
 }
 
 fn kind_name(kind: RoleKind) -> &'static str {
@@ -275,6 +318,20 @@ const MAX_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
 /// `POST /v1/auth/tokens`: creates a token for a role and returns its
 /// secret, this once. The secret is made on this node; only its hash goes
 /// through Raft.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/tokens",
+    tag = "auth",
+    request_body(content = CreateTokenJson, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the new token: its secret is shown this once", body = CreatedTokenJson),
+        (status = 400, description = "`invalid_json`, `invalid_request` (a `ttl_secs` out of range)", body = super::openapi::ErrorBody),
+        (status = 404, description = "`auth_not_found`: no such role", body = super::openapi::ErrorBody),
+        (status = 409, description = "`auth_conflict`", body = super::openapi::ErrorBody),
+        (status = 413, description = "`request_too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `not_ready`", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn create_token(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
@@ -317,9 +374,16 @@ async fn current(node: &Node) -> Result<crate::kv::auth::AuthTable, ApiError> {
 }
 
 /// `GET /v1/auth/tokens`: every token's id, role and times; never secrets.
-pub async fn list_tokens(
-    State(node): State<Arc<Node>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/auth/tokens",
+    tag = "auth",
+    responses(
+        (status = 200, description = "every token, without secrets", body = TokenListJson),
+        (status = 503, description = "`no_leader`, `timeout`, `not_ready`: the read barrier found no leader in time", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn list_tokens(State(node): State<Arc<Node>>) -> Result<Json<TokenListJson>, ApiError> {
     let table = current(&node).await?;
     let tokens: Vec<TokenJson> = table
         .tokens()
@@ -330,24 +394,50 @@ pub async fn list_tokens(
             expires_ms: t.expires_ms,
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "enabled": table.enabled(),
-        "tokens": tokens,
-    })))
+    Ok(Json(TokenListJson {
+        enabled: table.enabled(),
+        tokens,
+    }))
 }
 
 /// `DELETE /v1/auth/tokens/{id}`: revokes a token on every node as each
 /// applies the entry (the answer comes once this node has).
+#[utoipa::path(
+    delete,
+    path = "/v1/auth/tokens/{id}",
+    tag = "auth",
+    params(("id" = String, Path, description = "the token's id (from `GET /v1/auth/tokens`)")),
+    responses(
+        (status = 200, description = "revoked on every node as each applies it", body = RevokedJson),
+        (status = 400, description = "`invalid_request`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`auth_not_found`: no such token", body = super::openapi::ErrorBody),
+        (status = 413, description = "`request_too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `not_ready`", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn revoke_token(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RevokedJson>, ApiError> {
     propose(&node, AuthCommand::RevokeToken { id: id.clone() }, &id).await?;
     tracing::info!(token = %id, "token revoked");
-    Ok(Json(serde_json::json!({ "revoked": id })))
+    Ok(Json(RevokedJson { revoked: id }))
 }
 
 /// `POST /v1/auth/roles`: creates a custom role.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/roles",
+    tag = "auth",
+    request_body(content = RoleJson, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the role as stored", body = RoleJson),
+        (status = 400, description = "`invalid_json`, `invalid_request`, `invalid_key` (a prefix)", body = super::openapi::ErrorBody),
+        (status = 409, description = "`auth_conflict`: a role of that name exists", body = super::openapi::ErrorBody),
+        (status = 413, description = "`request_too_large`, `key_too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `not_ready`", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn create_role(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
@@ -388,9 +478,16 @@ pub async fn create_role(
 }
 
 /// `GET /v1/auth/roles`: the built-in roles and the custom ones.
-pub async fn list_roles(
-    State(node): State<Arc<Node>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/auth/roles",
+    tag = "auth",
+    responses(
+        (status = 200, description = "the built-in roles, then the custom ones", body = RoleListJson),
+        (status = 503, description = "`no_leader`, `timeout`, `not_ready`: the read barrier found no leader in time", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn list_roles(State(node): State<Arc<Node>>) -> Result<Json<RoleListJson>, ApiError> {
     let table = current(&node).await?;
     let roles: Vec<RoleJson> = BUILTIN_ROLES
         .iter()
@@ -398,40 +495,64 @@ pub async fn list_roles(
         .map(|r| role_json(r, true))
         .chain(table.roles().cloned().map(|r| role_json(r, false)))
         .collect();
-    Ok(Json(serde_json::json!({ "roles": roles })))
+    Ok(Json(RoleListJson { roles }))
 }
 
 /// `DELETE /v1/auth/roles/{name}`: deletes a custom role no token uses.
+#[utoipa::path(
+    delete,
+    path = "/v1/auth/roles/{name}",
+    tag = "auth",
+    params(("name" = String, Path, description = "the role's name")),
+    responses(
+        (status = 200, description = "deleted", body = DeletedRoleJson),
+        (status = 400, description = "`invalid_request`: a built-in role", body = super::openapi::ErrorBody),
+        (status = 404, description = "`auth_not_found`: no such role", body = super::openapi::ErrorBody),
+        (status = 409, description = "`auth_conflict`: tokens still use it", body = super::openapi::ErrorBody),
+        (status = 413, description = "`request_too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `not_ready`", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn delete_role(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeletedRoleJson>, ApiError> {
     let command = AuthCommand::DeleteRole { name: name.clone() };
     node.limits()
         .check_command(&Command::Auth(command.clone()))?;
     propose(&node, command, &name).await?;
     tracing::info!(role = %name, "role deleted");
-    Ok(Json(serde_json::json!({ "deleted": name })))
+    Ok(Json(DeletedRoleJson { deleted: name }))
 }
 
 /// `GET /v1/auth/whoami`: whether auth is on, and the caller's token id and
 /// role (any valid token may ask).
+#[utoipa::path(
+    get,
+    path = "/v1/auth/whoami",
+    tag = "auth",
+    responses((status = 200, description = "whether auth is on, and who is asking", body = WhoamiJson))
+)]
 pub async fn whoami(
     State(node): State<Arc<Node>>,
     axum::Extension(principal): axum::Extension<Principal>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<WhoamiJson>, ApiError> {
     let enabled = node.auth().read().map(|t| t.enabled()).map_err(|_| {
         ApiError::Node(NodeError::Internal(
             "the auth table lock is poisoned".into(),
         ))
     })?;
     Ok(Json(match principal {
-        Principal::Anyone => serde_json::json!({ "enabled": enabled }),
-        Principal::Token { id, role } => serde_json::json!({
-            "enabled": enabled,
-            "token_id": id,
-            "role": role_json(role, false),
-        }),
+        Principal::Anyone => WhoamiJson {
+            enabled,
+            token_id: None,
+            role: None,
+        },
+        Principal::Token { id, role } => WhoamiJson {
+            enabled,
+            token_id: Some(id),
+            role: Some(role_json(role, false)),
+        },
     }))
 }
 

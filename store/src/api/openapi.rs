@@ -3,7 +3,8 @@
 //! served at `GET /openapi.json`.
 //!
 //! What every route shares is added here rather than on each handler (see
-//! [`SharedResponses`]): the `X-Ballast-*` headers, `410 removed`, the
+//! [`SharedResponses`]): the `X-Ballast-*` headers, `410 removed`, `401`/`403`
+//! when auth is on (every route but the open probes), the
 //! request limits (`413`, `414`, `431`), `500 internal`. The bare `/v1/kv`,
 //! `/v1/kv/`, `/v1/watch` and `/v1/watch/` routes (the empty key) are the
 //! `{key}` operations without their path parameter.
@@ -236,6 +237,20 @@ impl Modify for SharedResponses {
                 if !probe {
                     add_response(op, "500", "`internal`: a fault on the node (storage)");
                 }
+                if !super::auth::is_open(path) {
+                    add_response(
+                        op,
+                        "401",
+                        "`unauthenticated`: auth is on and the bearer token is missing, unknown, revoked or expired",
+                    );
+                    if path != "/v1/auth/whoami" {
+                        add_response(
+                            op,
+                            "403",
+                            "`permission_denied`: the token's role does not allow this route or these keys",
+                        );
+                    }
+                }
                 for response in op.responses.responses.values_mut() {
                     if let RefOr::T(response) = response {
                         response
@@ -282,6 +297,13 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
         super::members::promote,
         super::members::transfer,
         super::snapshot::snapshot,
+        super::auth::create_token,
+        super::auth::list_tokens,
+        super::auth::revoke_token,
+        super::auth::create_role,
+        super::auth::list_roles,
+        super::auth::delete_role,
+        super::auth::whoami,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail, LeaderHint)),

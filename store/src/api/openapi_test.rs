@@ -68,7 +68,10 @@ async fn the_document_describes_every_route_the_router_serves() {
 
     let h = Harness::start(|_| {}).await;
     for (path, item) in paths {
-        let concrete = path.replace("{key}", "openapi-probe").replace("{id}", "0");
+        let concrete = path
+            .replace("{key}", "openapi-probe")
+            .replace("{id}", "0")
+            .replace("{name}", "openapi-probe");
         // An unknown query parameter: every handler that reads its query
         // refuses it before doing anything; the others ignore it, and a
         // body-less POST is refused for its body.
