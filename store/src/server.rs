@@ -59,6 +59,9 @@ pub enum ServerError {
     /// The cluster named by `--join` did not add this node.
     #[error(transparent)]
     Join(#[from] join::JoinError),
+    /// A certificate, key or CA file could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 mod shutdown;
@@ -190,8 +193,12 @@ pub async fn start(
     let members = config.initial_members()?;
     let join = config.join_endpoints()?;
     let advertised = config.advertised_member();
+    let tls = TlsSetup::from_config(&config)?;
+    let join_tls = join::JoinTls::from_config(&config)?;
     let discovered = match &join {
-        Some(endpoints) => Some(join::discover(endpoints, config.request_timeout()).await),
+        Some(endpoints) => {
+            Some(join::discover(endpoints, config.request_timeout(), &join_tls).await)
+        }
         None => None,
     };
     // Whether this data directory holds no Raft state yet (read before the
@@ -207,6 +214,7 @@ pub async fn start(
             dial: &dial,
             probe_timeout: config.connect_timeout(),
             caps,
+            tls: &tls.peer,
             join: discovered.as_ref(),
             advertised: &advertised,
         },
@@ -229,6 +237,7 @@ pub async fn start(
                 &advertised,
                 config.request_timeout(),
                 deadline,
+                &join_tls,
             )
             .await?;
             tracing::info!(node = config.node_id, "added to the cluster as a learner");
@@ -241,6 +250,7 @@ pub async fn start(
         caps,
         me,
         config.request_timeout(),
+        tls.peer.clone(),
     );
     let raft = Raft::new(
         config.node_id,
@@ -278,6 +288,7 @@ pub async fn start(
             dial,
             replica_ttl: std::time::Duration::from_secs(config.replica_report_ttl_secs),
             identity: me,
+            peer_tls: tls.peer.clone(),
             max_inflight_write_bytes: config.max_inflight_write_bytes,
             election_timeout_max: std::time::Duration::from_millis(config.election_timeout_max_ms),
             backups,
@@ -298,8 +309,18 @@ pub async fn start(
         node.clone(),
         Arc::new(SnapshotInbox::new(snapshot_dir)),
         caps,
+        tls.peer.clone(),
         stop_rx.clone(),
     )));
+    let reloadables = tls.reloadables();
+    if !reloadables.is_empty() {
+        tasks.push(tokio::spawn(crate::tls::run_reloader(
+            reloadables,
+            std::time::Duration::from_millis(config.tls_reload_interval_ms),
+            crate::tls::hangup_signal(),
+            stop_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(crate::watch::run_feeder(
         hub.clone(),
         applied.clone(),
@@ -326,6 +347,7 @@ pub async fn start(
     let limits = HttpLimits {
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),
+        tls: tls.client.clone(),
     };
     tasks.push(tokio::spawn(serve_http(
         listeners.client,
@@ -352,7 +374,14 @@ pub async fn start(
             }
         }
     }
-    tracing::info!(node = config.node_id, %client_addr, %peer_addr, "node started");
+    tracing::info!(
+        node = config.node_id,
+        %client_addr,
+        %peer_addr,
+        client_tls = tls.client.is_some(),
+        peer_tls = tls.peer.enabled(),
+        "node started"
+    );
     Ok(RunningNode {
         node,
         hub,
@@ -426,8 +455,35 @@ async fn serve_http(
                 }
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let Some(tls) = &limits.tls else {
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    conns.spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "client connection ended");
+                        }
+                    });
+                    continue;
+                };
+                // The handshake runs in the connection's task (never in the
+                // accept loop) and within the header read timeout, so a
+                // client that stalls it holds one slot for that long only.
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                let watcher = graceful.watcher();
+                let http = http.clone();
+                let handshake_timeout = limits.header_read_timeout;
                 conns.spawn(async move {
+                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "client TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("client TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "client connection ended");
                     }
@@ -448,10 +504,61 @@ async fn serve_http(
     conns.shutdown().await;
 }
 
-/// Bounds of the client listener.
+/// Bounds of the client listener, and its TLS.
 struct HttpLimits {
     header_read_timeout: std::time::Duration,
     max_connections: usize,
+    /// HTTPS only when set.
+    tls: Option<Arc<crate::tls::Live<rustls::ServerConfig>>>,
+}
+
+/// The TLS of both listeners and the peer dialer, from the configuration.
+struct TlsSetup {
+    client: Option<Arc<crate::tls::Live<rustls::ServerConfig>>>,
+    peer: crate::tls::PeerTls,
+}
+
+impl TlsSetup {
+    /// Loads every configured file; a bad one stops the start.
+    fn from_config(config: &Config) -> Result<TlsSetup, ServerError> {
+        use crate::tls::{server_config, Live, PeerTls, TlsFiles, CLIENT_ALPN};
+        let client = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: config.tls_client_ca.clone(),
+                };
+                let paths = files.paths();
+                Some(Arc::new(Live::new("client listener", paths, move || {
+                    server_config(&files, CLIENT_ALPN)
+                })?))
+            }
+            _ => None,
+        };
+        let peer = match (
+            &config.peer_tls_cert,
+            &config.peer_tls_key,
+            &config.peer_tls_ca,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => PeerTls::mutual(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: Some(ca.clone()),
+            })?,
+            _ => PeerTls::plain(),
+        };
+        Ok(TlsSetup { client, peer })
+    }
+
+    /// What the reloader watches.
+    fn reloadables(&self) -> Vec<Arc<dyn crate::tls::Reload>> {
+        let mut items = self.peer.reloadables();
+        if let Some(client) = &self.client {
+            items.push(client.clone());
+        }
+        items
+    }
 }
 
 /// At most one log line per this interval for refused client connections.

@@ -29,6 +29,10 @@ enum Cmd {
         /// Client port of node 1.
         #[arg(long, default_value_t = 2379)]
         base_port: u16,
+        /// Serve HTTPS and mutual TLS between the nodes, with a throwaway CA
+        /// and certificates for 127.0.0.1 created in DIR (reused if there).
+        #[arg(long, value_name = "DIR")]
+        tls: Option<PathBuf>,
     },
     /// Create the data directory of one member of a NEW cluster from a backup
     /// file or a stopped node's data directory (disaster recovery). Run it for
@@ -163,7 +167,25 @@ fn dev_configs(
         .collect()
 }
 
-async fn run_dev(dir: PathBuf, base_port: u16, template: Config) -> Result<(), String> {
+async fn run_dev(
+    dir: PathBuf,
+    base_port: u16,
+    tls: Option<PathBuf>,
+    mut template: Config,
+) -> Result<(), String> {
+    let certs = match &tls {
+        Some(tls_dir) => {
+            let certs = ballast_store::dev_certs(tls_dir).map_err(|e| e.to_string())?;
+            template.tls_cert = Some(certs.node_cert.clone());
+            template.tls_key = Some(certs.node_key.clone());
+            template.peer_tls_cert = Some(certs.node_cert.clone());
+            template.peer_tls_key = Some(certs.node_key.clone());
+            template.peer_tls_ca = Some(certs.ca.clone());
+            Some(certs)
+        }
+        None => None,
+    };
+    let scheme = if certs.is_some() { "https" } else { "http" };
     let configs = dev_configs(&dir, base_port, &template)?;
     let mut nodes = Vec::new();
     for config in configs {
@@ -179,17 +201,29 @@ async fn run_dev(dir: PathBuf, base_port: u16, template: Config) -> Result<(), S
     }
     let endpoints: Vec<String> = nodes
         .iter()
-        .map(|n| format!("http://{}", n.client_addr))
+        .map(|n| format!("{scheme}://{}", n.client_addr))
         .collect();
     println!("ballast dev cluster: 3 nodes, data in {}", dir.display());
     for (i, e) in endpoints.iter().enumerate() {
         println!("  node {}: {e}", i + 1);
     }
     println!("endpoints: {}", endpoints.join(","));
+    let curl = match &certs {
+        Some(c) => {
+            println!(
+                "TLS: CA {}, client certificate {} (key {})",
+                c.ca.display(),
+                c.client_cert.display(),
+                c.client_key.display()
+            );
+            format!("curl --cacert {}", c.ca.display())
+        }
+        None => "curl".to_owned(),
+    };
     println!("try:");
-    println!("  curl -X PUT {}/v1/kv/app/mode -d green", endpoints[0]);
-    println!("  curl {}/v1/kv/app/mode", endpoints[1]);
-    println!("  curl {}/v1/status", endpoints[2]);
+    println!("  {curl} -X PUT {}/v1/kv/app/mode -d green", endpoints[0]);
+    println!("  {curl} {}/v1/kv/app/mode", endpoints[1]);
+    println!("  {curl} {}/v1/status", endpoints[2]);
     println!("press Ctrl-C to stop");
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -245,7 +279,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Some(Cmd::Dev { dir, base_port }) => run_dev(dir, base_port, cli.config).await,
+            Some(Cmd::Dev {
+                dir,
+                base_port,
+                tls,
+            }) => run_dev(dir, base_port, tls, cli.config).await,
             Some(Cmd::Restore(_)) => Err("restore runs without a runtime".into()),
             None => ballast_store::run(cli.config, shutdown_signal())
                 .await

@@ -37,7 +37,8 @@ pub struct Cli {
 /// Flags shared by every subcommand (accepted before or after it).
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Cluster client endpoints, comma-separated (`http://host:port` or `host:port`).
+    /// Cluster client endpoints, comma-separated (`http://host:port`,
+    /// `https://host:port` with `--cacert`, or `host:port`).
     #[arg(
         long,
         global = true,
@@ -68,6 +69,30 @@ pub struct GlobalArgs {
         default_value = "5s"
     )]
     pub timeout: Duration,
+
+    /// CA certificate(s), PEM, that `https://` endpoints must chain to.
+    #[arg(long, global = true, env = "BALLAST_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// Client certificate, PEM, for nodes that require one (with `--key`).
+    #[arg(
+        long,
+        global = true,
+        env = "BALLAST_CERT",
+        value_name = "FILE",
+        requires = "key"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// Private key, PEM, of `--cert`.
+    #[arg(
+        long,
+        global = true,
+        env = "BALLAST_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// How results are printed.

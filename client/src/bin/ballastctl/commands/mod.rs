@@ -93,6 +93,12 @@ impl Ctx {
         if let Some(n) = max_attempts {
             builder = builder.max_attempts(n);
         }
+        if let Some(ca) = &self.global.cacert {
+            builder = builder.ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.global.cert, &self.global.key) {
+            builder = builder.client_identity_files(cert, key);
+        }
         builder.build().map_err(CliError::from)
     }
 }
