@@ -74,6 +74,25 @@ async fn tls_cluster_commits_and_clients_need_the_ca() -> Result<()> {
         Some("over tls")
     );
 
+    info!("--- a data-plane replica syncs over HTTPS with the CA and a client certificate");
+    let replica = ballast_client::Replica::builder(endpoints.clone())
+        .prefix("tls/")
+        .tls(
+            ballast_client::TlsOptions::new()
+                .ca_file(&ca.ca_file)
+                .identity_files(&client_cert.cert, &client_cert.key),
+        )
+        .start()
+        .await?;
+    assert_eq!(
+        replica
+            .get("tls/key")
+            .as_deref()
+            .and_then(|kv| kv.value_str()),
+        Some("over tls")
+    );
+    replica.shutdown().await;
+
     info!("--- https without a CA is refused when the client is built");
     let no_ca = quick(endpoints.clone()).build();
     match no_ca {
