@@ -77,9 +77,20 @@ fn free_port() -> Result<u16> {
 type Ports = BTreeMap<u64, (u16, u16)>;
 
 fn new_ports() -> Result<Ports> {
+    // Six distinct ports: nothing holds them until the nodes start, so
+    // free_port alone may hand out the same one twice.
+    let mut taken = std::collections::BTreeSet::new();
+    let mut distinct = || -> Result<u16> {
+        loop {
+            let port = free_port()?;
+            if taken.insert(port) {
+                return Ok(port);
+            }
+        }
+    };
     let mut ports = BTreeMap::new();
     for id in 1..=3u64 {
-        ports.insert(id, (free_port()?, free_port()?));
+        ports.insert(id, (distinct()?, distinct()?));
     }
     Ok(ports)
 }

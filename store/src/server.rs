@@ -343,7 +343,10 @@ pub async fn start(
         stop_rx.clone(),
     )));
     let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
-    let app = crate::api::router(node.clone(), hub.clone(), ranges);
+    let mut app = crate::api::router(node.clone(), hub.clone(), ranges);
+    if tls.client.is_some() {
+        app = app.layer(axum::middleware::map_response(https_leader_hint));
+    }
     let limits = HttpLimits {
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),
@@ -504,6 +507,22 @@ async fn serve_http(
     conns.shutdown().await;
 }
 
+/// The API names the leader by `http://` URL; over HTTPS the leader is
+/// reached with `https://` (every node of a cluster serves the same way).
+async fn https_leader_hint(mut response: axum::response::Response) -> axum::response::Response {
+    use crate::api::error::LEADER_HEADER;
+    let https = response
+        .headers()
+        .get(LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("http://"))
+        .and_then(|rest| axum::http::HeaderValue::from_str(&format!("https://{rest}")).ok());
+    if let Some(value) = https {
+        response.headers_mut().insert(LEADER_HEADER, value);
+    }
+    response
+}
+
 /// Bounds of the client listener, and its TLS.
 struct HttpLimits {
     header_read_timeout: std::time::Duration,
@@ -599,5 +618,31 @@ pub fn durable_or_error(report: &ShutdownReport) -> Result<(), ServerError> {
         Ok(())
     } else {
         Err(ServerError::Shutdown(report.problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn leader_hints_name_https_over_tls() {
+        use crate::api::error::LEADER_HEADER;
+        let mut response = axum::response::Response::new(axum::body::Body::empty());
+        response.headers_mut().insert(
+            LEADER_HEADER,
+            axum::http::HeaderValue::from_static("http://10.0.0.2:2379"),
+        );
+        let response = https_leader_hint(response).await;
+        assert_eq!(
+            response
+                .headers()
+                .get(LEADER_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("https://10.0.0.2:2379")
+        );
+        let plain =
+            https_leader_hint(axum::response::Response::new(axum::body::Body::empty())).await;
+        assert!(plain.headers().get(LEADER_HEADER).is_none());
     }
 }
