@@ -184,7 +184,6 @@ mod tests {
         );
         assert!(ok("ftp://127.0.0.1:2379").is_none());
         assert!(ok("").is_none());
-        assert!(ok("https://127.0.0.1:2379").is_none());
         assert!(ok("http://127.0.0.1:2379/v1").is_none());
         assert!(ok("http://127.0.0.1:99999").is_none());
     }
@@ -218,6 +217,23 @@ mod tests {
             let url = reqwest::Url::parse(&format!("http://h:1{path}"));
             assert_eq!(url.map(|u| u.path().to_owned()).ok(), Some(path), "{key}");
         }
+    }
+
+    #[test]
+    fn leader_hints_match_https_endpoints_by_address() {
+        let raw: Vec<String> = ["https://127.0.0.1:1", "https://127.0.0.1:2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let Ok(eps) = Endpoints::new(&raw) else {
+            panic!("valid endpoints refused");
+        };
+        // Nodes name the leader by address, or by an http:// URL.
+        assert!(eps.prefer_hint("127.0.0.1:2"));
+        assert_eq!(eps.preferred(), (1, "https://127.0.0.1:2"));
+        assert!(eps.prefer_hint("http://127.0.0.1:1"));
+        assert_eq!(eps.preferred().0, 0);
+        assert!(!eps.prefer_hint("127.0.0.1:3"));
     }
 
     #[test]

@@ -39,18 +39,9 @@ pub async fn serve(
                     let shutdown = shutdown.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        // Mutual TLS: a dialler whose certificate the cluster
-                        // CA did not sign never gets a frame read.
-                        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                warn_refused(&format!("TLS handshake with {from} failed: {e}"));
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%from, "peer TLS handshake timed out");
-                                return;
-                            }
+                        let Some(stream) = handshake(&tls, stream, from, shutdown.clone()).await
+                        else {
+                            return;
                         };
                         let conn = wire::serve_framed(stream, caps);
                         if let Err(e) = serve_conn(conn, node, inbox, shutdown).await {
@@ -103,6 +94,32 @@ async fn serve_conn(
             // A peer of another cluster, or a misaddressed one: nothing more
             // on this connection.
             return Ok(());
+        }
+    }
+}
+
+/// The TLS handshake of an accepted connection (mutual TLS: a dialler whose
+/// certificate the cluster CA did not sign never gets a frame read), within
+/// [`HANDSHAKE_TIMEOUT`] and until shutdown. Plain TCP passes through.
+async fn handshake(
+    tls: &PeerTls,
+    stream: tokio::net::TcpStream,
+    from: std::net::SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<crate::tls::PeerStream> {
+    let accepted = tokio::select! {
+        _ = stopped(&mut shutdown) => return None,
+        accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)) => accepted,
+    };
+    match accepted {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            warn_refused(&format!("TLS handshake with {from} failed: {e}"));
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%from, "peer TLS handshake timed out");
+            None
         }
     }
 }
