@@ -12,6 +12,7 @@ use crate::endpoints::{kv_path, Endpoints};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 use crate::session::{Carrier, Session};
+use crate::tls::TlsOptions;
 use crate::transport::{chain, truncate, Answer, Call, Kind, Transport};
 use crate::txn::{cas_result, cas_txn, CasResult, Txn, TxnResponse, WireTxnResponse};
 use crate::types::{
@@ -43,6 +44,7 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     pool_max_idle_per_endpoint: Option<usize>,
     exactly_once: bool,
+    tls: TlsOptions,
     token: Option<BearerToken>,
 }
 
@@ -85,6 +87,7 @@ impl ClientBuilder {
             retry: RetryPolicy::default(),
             pool_max_idle_per_endpoint: None,
             exactly_once: true,
+            tls: TlsOptions::default(),
             token: None,
         }
     }
@@ -167,9 +170,44 @@ impl ClientBuilder {
         self
     }
 
+    /// TLS: the CA `https://` endpoints must chain to, and an optional
+    /// client certificate. Without a CA only `http://` endpoints work.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Trust `https://` endpoints whose certificate chains to the CA in this
+    /// PEM file (read by [`build`](Self::build)).
+    pub fn ca_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.tls = self.tls.ca_file(path);
+        self
+    }
+
+    /// Present this client certificate and key (PEM files) to nodes that
+    /// require one (mutual TLS).
+    pub fn client_identity_files(
+        mut self,
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Self {
+        self.tls = self.tls.identity_files(cert, key);
+        self
+    }
+
     /// Validates the settings and builds the client. No network call is made.
+    /// An `https://` endpoint without a CA ([`ca_file`](Self::ca_file)) is
+    /// `InvalidArgument`: the client has no built-in roots.
     pub fn build(self) -> Result<Client> {
         let endpoints = Endpoints::new(&self.endpoints)?;
+        if !self.tls.has_ca() {
+            if let Some(url) = endpoints.urls().iter().find(|u| u.starts_with("https://")) {
+                return Err(Error::InvalidArgument(format!(
+                    "endpoint {url}: https:// needs the CA that signed the cluster's \
+                     certificates (ca_file / --cacert)"
+                )));
+            }
+        }
         if self.retry.max_attempts == 0 {
             return Err(Error::InvalidArgument(
                 "max_attempts must be at least 1".to_owned(),
@@ -197,14 +235,19 @@ impl ClientBuilder {
         if let Some(max) = self.pool_max_idle_per_endpoint {
             http = http.pool_max_idle_per_host(max);
         }
-        let http = http
+        let http = self
+            .tls
+            .apply(http)?
             .build()
             .map_err(|e| Error::InvalidArgument(format!("HTTP client: {}", chain(&e))))?;
         let stream_http = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .user_agent(concat!("ballast-client/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("ballast-client/", env!("CARGO_PKG_VERSION")));
+        let stream_http = self
+            .tls
+            .apply(stream_http)?
             .build()
             .map_err(|e| Error::InvalidArgument(format!("HTTP client: {}", chain(&e))))?;
         Ok(Client {

@@ -34,11 +34,10 @@ pub(crate) fn normalize_endpoint(raw: &str) -> Result<String> {
     };
     let url = reqwest::Url::parse(&with_scheme)
         .map_err(|e| Error::InvalidArgument(format!("endpoint {raw:?}: {e}")))?;
-    if url.scheme() != "http" {
-        // The client is built without TLS; refusing here beats a confusing
-        // transport error on every call.
+    let scheme = url.scheme();
+    if scheme != "http" && scheme != "https" {
         return Err(Error::InvalidArgument(format!(
-            "endpoint {raw:?}: only http:// endpoints are supported"
+            "endpoint {raw:?}: only http:// and https:// endpoints are supported"
         )));
     }
     let host = url
@@ -50,8 +49,8 @@ pub(crate) fn normalize_endpoint(raw: &str) -> Result<String> {
         )));
     }
     Ok(match url.port() {
-        Some(port) => format!("http://{host}:{port}"),
-        None => format!("http://{host}"),
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
     })
 }
 
@@ -141,7 +140,11 @@ impl Endpoints {
         let Ok(url) = normalize_endpoint(hint) else {
             return false;
         };
-        match self.urls.iter().position(|u| *u == url) {
+        // Nodes name the leader by address; the scheme is whatever this
+        // client was given (`https://` when the cluster serves TLS).
+        let without_scheme = |u: &str| u.split_once("://").map_or(u, |(_, rest)| rest).to_owned();
+        let wanted = without_scheme(&url);
+        match self.urls.iter().position(|u| without_scheme(u) == wanted) {
             Some(i) => {
                 self.preferred.store(i, Ordering::Relaxed);
                 true
@@ -175,8 +178,12 @@ mod tests {
             Some("http://[::1]:2379")
         );
         assert_eq!(ok("http://example").as_deref(), Some("http://example"));
+        assert_eq!(
+            ok("https://127.0.0.1:2379/").as_deref(),
+            Some("https://127.0.0.1:2379")
+        );
+        assert!(ok("ftp://127.0.0.1:2379").is_none());
         assert!(ok("").is_none());
-        assert!(ok("https://127.0.0.1:2379").is_none());
         assert!(ok("http://127.0.0.1:2379/v1").is_none());
         assert!(ok("http://127.0.0.1:99999").is_none());
     }
@@ -210,6 +217,23 @@ mod tests {
             let url = reqwest::Url::parse(&format!("http://h:1{path}"));
             assert_eq!(url.map(|u| u.path().to_owned()).ok(), Some(path), "{key}");
         }
+    }
+
+    #[test]
+    fn leader_hints_match_https_endpoints_by_address() {
+        let raw: Vec<String> = ["https://127.0.0.1:1", "https://127.0.0.1:2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let Ok(eps) = Endpoints::new(&raw) else {
+            panic!("valid endpoints refused");
+        };
+        // Nodes name the leader by address, or by an http:// URL.
+        assert!(eps.prefer_hint("127.0.0.1:2"));
+        assert_eq!(eps.preferred(), (1, "https://127.0.0.1:2"));
+        assert!(eps.prefer_hint("http://127.0.0.1:1"));
+        assert_eq!(eps.preferred().0, 0);
+        assert!(!eps.prefer_hint("127.0.0.1:3"));
     }
 
     #[test]

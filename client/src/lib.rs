@@ -18,6 +18,8 @@
 //! - `txn.rs`: the [`Txn`] builder ([`Compare`], [`TxnOp`]) and [`TxnResponse`],
 //!   [`CasResult`].
 //! - `error.rs`: [`Error`].
+//! - `tls.rs`: [`TlsOptions`]: the CA for `https://` endpoints and an
+//!   optional client certificate.
 //! - `watch/`: [`Client::watch`], the resuming change stream ([`WatchStream`],
 //!   [`WatchEvent`], [`WatchOptions`]): the public types in `mod.rs`, the
 //!   reconnect/resume engine (shared with the replica) in `engine.rs`, message
@@ -103,6 +105,7 @@ mod replica;
 mod retry;
 mod session;
 mod snapshot;
+mod tls;
 mod transport;
 mod txn;
 mod types;
@@ -118,6 +121,7 @@ pub use replica::{
 };
 pub use retry::RetryPolicy;
 pub use snapshot::{verify_snapshot_file, SnapshotInfo, SnapshotVerifier, SNAPSHOT_IDLE_TIMEOUT};
+pub use tls::TlsOptions;
 pub use txn::{
     CasResult, Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };

@@ -77,9 +77,20 @@ fn free_port() -> Result<u16> {
 type Ports = BTreeMap<u64, (u16, u16)>;
 
 fn new_ports() -> Result<Ports> {
+    // Six distinct ports: nothing holds them until the nodes start, so
+    // free_port alone may hand out the same one twice.
+    let mut taken = std::collections::BTreeSet::new();
+    let mut distinct = || -> Result<u16> {
+        loop {
+            let port = free_port()?;
+            if taken.insert(port) {
+                return Ok(port);
+            }
+        }
+    };
     let mut ports = BTreeMap::new();
     for id in 1..=3u64 {
-        ports.insert(id, (free_port()?, free_port()?));
+        ports.insert(id, (distinct()?, distinct()?));
     }
     Ok(ports)
 }
@@ -102,6 +113,8 @@ struct Cluster {
     initial: String,
     /// Data directories and logs are `<name>N`.
     name: String,
+    /// Environment of every ballastctl run against it (TLS files).
+    env: Vec<(&'static str, PathBuf)>,
 }
 
 impl Drop for Cluster {
@@ -127,17 +140,35 @@ impl Cluster {
         name: &str,
         extra: &[&str],
     ) -> Result<Cluster> {
+        Self::launch_with(dir, ports, name, extra, Vec::new())
+    }
+
+    /// [`launch`](Self::launch), with `env` set for every ballastctl run;
+    /// the endpoints are `https://` when `extra` turns TLS on.
+    fn launch_with(
+        dir: tempfile::TempDir,
+        ports: &Ports,
+        name: &str,
+        extra: &[&str],
+        env: Vec<(&'static str, PathBuf)>,
+    ) -> Result<Cluster> {
         let bin = ballastd()?;
         let initial = initial_cluster(ports);
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         let mut cluster = Cluster {
             endpoints: ports
                 .values()
-                .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+                .map(|(c, _)| format!("{scheme}://127.0.0.1:{c}"))
                 .collect(),
             dir,
             children: Vec::new(),
             initial: initial.clone(),
             name: name.to_owned(),
+            env,
         };
         for (id, (client, peer)) in ports {
             let log = std::fs::File::create(cluster.dir.path().join(format!("{name}{id}.log")))?;
@@ -201,11 +232,11 @@ impl Cluster {
 
     /// Runs ballastctl with this cluster's endpoints (through the environment).
     fn ctl(&self, args: &[&str]) -> Result<Run> {
-        run(args, &self.endpoints.join(","), None)
+        run_env(args, &self.endpoints.join(","), None, &self.env)
     }
 
     fn ctl_stdin(&self, args: &[&str], stdin: &[u8]) -> Result<Run> {
-        run(args, &self.endpoints.join(","), Some(stdin))
+        run_env(args, &self.endpoints.join(","), Some(stdin), &self.env)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -254,11 +285,24 @@ impl Run {
 }
 
 fn run(args: &[&str], endpoints: &str, stdin: Option<&[u8]>) -> Result<Run> {
+    run_env(args, endpoints, stdin, &[])
+}
+
+fn run_env(
+    args: &[&str],
+    endpoints: &str,
+    stdin: Option<&[u8]>,
+    env: &[(&'static str, PathBuf)],
+) -> Result<Run> {
     let mut cmd = Command::new(CTL);
     cmd.args(args)
         .env("BALLAST_ENDPOINTS", endpoints)
         .env_remove("BALLAST_OUTPUT")
         .env_remove("BALLAST_TIMEOUT")
+        .env_remove("BALLAST_CACERT")
+        .env_remove("BALLAST_CERT")
+        .env_remove("BALLAST_KEY")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -984,5 +1028,160 @@ fn members_and_leader_transfer_through_the_binaries() -> Result<()> {
     assert!(run.stderr.contains("member_not_found"), "{run:?}");
     let roles = c.roles()?;
     assert_eq!(roles.len(), 3, "{roles:?}");
+    Ok(())
+}
+
+/// Test certificates: a CA, and certificates it signs for 127.0.0.1.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    ca_file: PathBuf,
+}
+
+impl TestCa {
+    fn new(dir: &Path, name: &str) -> Result<TestCa> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key)?;
+        let ca_file = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&ca_file, cert.pem())?;
+        Ok(TestCa { cert, key, ca_file })
+    }
+
+    /// (certificate, key) files for `who`.
+    fn issue(&self, dir: &Path, who: &str) -> Result<(PathBuf, PathBuf)> {
+        let key = rcgen::KeyPair::generate()?;
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        let paths = (
+            dir.join(format!("{who}.pem")),
+            dir.join(format!("{who}-key.pem")),
+        );
+        std::fs::write(&paths.0, cert.pem())?;
+        std::fs::write(&paths.1, key.serialize_pem())?;
+        Ok(paths)
+    }
+}
+
+/// Three `ballastd` processes serving HTTPS (client certificates required)
+/// with mutual TLS between them; ballastctl with and without the CA and a
+/// client certificate; a rogue `ballastd` whose certificate another CA
+/// signed cannot join, and the cluster keeps its leader.
+#[test]
+fn tls_cluster_of_processes_and_a_rogue_node() -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("ballastctl-tls-")
+        .tempdir()?;
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs)?;
+    let ca = TestCa::new(&certs, "cluster")?;
+    let (node_cert, node_key) = ca.issue(&certs, "node")?;
+    let (client_cert, client_key) = ca.issue(&certs, "client")?;
+    let rogue_ca = TestCa::new(&certs, "rogue")?;
+    let (rogue_cert, rogue_key) = rogue_ca.issue(&certs, "rogue")?;
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let (node_cert_s, node_key_s, ca_s) = (path(&node_cert), path(&node_key), path(&ca.ca_file));
+    let c = Cluster::launch_with(
+        dir,
+        &new_ports()?,
+        "tls",
+        &[
+            "--tls-cert",
+            &node_cert_s,
+            "--tls-key",
+            &node_key_s,
+            "--tls-client-ca",
+            &ca_s,
+            "--peer-tls-cert",
+            &node_cert_s,
+            "--peer-tls-key",
+            &node_key_s,
+            "--peer-tls-ca",
+            &ca_s,
+        ],
+        vec![
+            ("BALLAST_CACERT", ca.ca_file.clone()),
+            ("BALLAST_CERT", client_cert.clone()),
+            ("BALLAST_KEY", client_key.clone()),
+        ],
+    )?;
+
+    // Writes through any node are committed over the mutual-TLS peer links.
+    c.ctl(&["put", "tls/k", "v1"])?.expect(0)?;
+    let got = c.ctl(&["get", "tls/k", "--value-only"])?.expect(0)?;
+    assert_eq!(got.text().trim(), "v1");
+
+    // No CA: refused before any request, with a message that says why.
+    let endpoints = c.endpoints.join(",");
+    let no_ca = run(&["get", "tls/k"], &endpoints, None)?.expect(2)?;
+    assert!(no_ca.stderr.contains("CA"), "{no_ca:?}");
+    // The CA but no client certificate: the nodes refuse the handshake.
+    let no_cert = run_env(
+        &["--timeout", "2s", "get", "tls/k"],
+        &endpoints,
+        None,
+        &[("BALLAST_CACERT", ca.ca_file.clone())],
+    )?
+    .expect(4)?;
+    assert!(no_cert.stderr.contains("unavailable"), "{no_cert:?}");
+
+    // A rogue node: trusts the cluster CA, but its own certificate comes
+    // from another CA. It cannot join (and exits), and the cluster is intact.
+    let rogue_ports = new_ports()?;
+    let (rogue_client, rogue_peer) = rogue_ports[&1];
+    let mut rogue = Command::new(ballastd()?)
+        .args(["--node-id", "4"])
+        .arg("--data-dir")
+        .arg(c.path("rogue"))
+        .args(["--listen-client", &format!("127.0.0.1:{rogue_client}")])
+        .args(["--listen-peer", &format!("127.0.0.1:{rogue_peer}")])
+        .args(["--join", &endpoints])
+        .args([
+            "--tls-cert",
+            &path(&rogue_cert),
+            "--tls-key",
+            &path(&rogue_key),
+        ])
+        .args([
+            "--peer-tls-cert",
+            &path(&rogue_cert),
+            "--peer-tls-key",
+            &path(&rogue_key),
+        ])
+        .args(["--peer-tls-ca", &ca_s])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning the rogue ballastd")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = rogue.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = rogue.kill();
+            let _ = rogue.wait();
+            bail!("the rogue node did not give up within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = rogue.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+    }
+    assert!(!status.success(), "the rogue node started: {stderr}");
+    assert!(stderr.contains("join"), "{stderr}");
+
+    c.wait_ready(Duration::from_secs(10))?;
+    let roles = c.roles()?;
+    assert_eq!(
+        roles.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3],
+        "{roles:?}"
+    );
+    c.ctl(&["put", "tls/k", "v2"])?.expect(0)?;
     Ok(())
 }

@@ -220,6 +220,36 @@ pub struct Config {
     /// Milliseconds a client session may stay idle before it expires.
     #[arg(long, env = "BALLAST_SESSION_TTL_MS", default_value_t = DEFAULT_SESSION_TTL_MS)]
     pub session_ttl_ms: u64,
+    /// Certificate chain (PEM) the client listener presents; with
+    /// `--tls-key` the client API is served over TLS (HTTPS) only.
+    #[arg(long, env = "BALLAST_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "BALLAST_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to: when
+    /// given, the client listener requires a client certificate (mutual
+    /// TLS). Needs `--tls-cert`.
+    #[arg(long, env = "BALLAST_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Certificate chain (PEM) this node presents to its peers, both when
+    /// they dial it and when it dials them. With `--peer-tls-key` and
+    /// `--peer-tls-ca` the peer port speaks mutual TLS only.
+    #[arg(long, env = "BALLAST_PEER_TLS_CERT", value_name = "FILE")]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--peer-tls-cert`.
+    #[arg(long, env = "BALLAST_PEER_TLS_KEY", value_name = "FILE")]
+    pub peer_tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): a peer's certificate must chain to it, in both
+    /// directions. Also the CA a joining node trusts for `https://` join
+    /// endpoints.
+    #[arg(long, env = "BALLAST_PEER_TLS_CA", value_name = "FILE")]
+    pub peer_tls_ca: Option<PathBuf>,
+    /// How often the certificate, key and CA files are checked for changes
+    /// (a changed file is loaded for new connections; SIGHUP reloads at
+    /// once), milliseconds.
+    #[arg(long, env = "BALLAST_TLS_RELOAD_INTERVAL_MS", default_value_t = 5_000)]
+    pub tls_reload_interval_ms: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "BALLAST_LOG_JSON")]
     pub log_json: bool,
@@ -293,18 +323,27 @@ pub fn check_host_port(what: &str, addr: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Parses `--join`: client endpoints, `http://host:port` or `host:port`.
+/// Parses `--join`: client endpoints, `http://host:port`, `https://host:port`
+/// or `host:port` (plain HTTP).
 pub fn parse_join(s: &str) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let hostport = part.strip_prefix("http://").unwrap_or(part);
-        if hostport.contains('/') || part.starts_with("https://") {
+        let (scheme, hostport) = match part.split_once("://") {
+            Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
+            Some(_) => {
+                return Err(invalid(format!(
+                    "join endpoint {part:?} must be http://host:port or https://host:port"
+                )))
+            }
+            None => ("http", part),
+        };
+        if hostport.contains('/') {
             return Err(invalid(format!(
-                "join endpoint {part:?} must be http://host:port"
+                "join endpoint {part:?} must be http://host:port or https://host:port"
             )));
         }
         check_host_port("join endpoint", hostport)?;
-        out.push(format!("http://{hostport}"));
+        out.push(format!("{scheme}://{hostport}"));
     }
     if out.is_empty() {
         return Err(invalid("join names no endpoint"));
@@ -384,8 +423,15 @@ impl Config {
             ));
         }
         if let Some(join) = &self.join {
-            parse_join(join)?;
+            let endpoints = parse_join(join)?;
+            if endpoints.iter().any(|e| e.starts_with("https://")) && self.peer_tls_ca.is_none() {
+                return Err(invalid(
+                    "https:// join endpoints need peer-tls-ca (the CA that signed the \
+                     cluster's certificates)",
+                ));
+            }
         }
+        self.validate_tls()?;
         if let Some(a) = &self.advertise_client {
             check_host_port("advertise-client", a)?;
         }
@@ -480,6 +526,51 @@ impl Config {
                 "session-max-clients, session-max-results, session-max-bytes and \
                  session-ttl-ms must be positive",
             ));
+        }
+        Ok(())
+    }
+
+    /// Certificate, key and CA flags come in working sets.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(invalid("tls-cert needs tls-key")),
+            (None, Some(_)) => return Err(invalid("tls-key needs tls-cert")),
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(invalid(
+                "tls-client-ca (require client certificates) needs tls-cert and tls-key",
+            ));
+        }
+        let peer = [
+            self.peer_tls_cert.is_some(),
+            self.peer_tls_key.is_some(),
+            self.peer_tls_ca.is_some(),
+        ];
+        if peer.contains(&true) && peer.contains(&false) {
+            return Err(invalid(
+                "peer TLS is mutual: give peer-tls-cert, peer-tls-key and peer-tls-ca together",
+            ));
+        }
+        if self.tls_reload_interval_ms == 0 {
+            return Err(invalid("tls-reload-interval-ms must be positive"));
+        }
+        for (flag, path) in [
+            ("tls-cert", &self.tls_cert),
+            ("tls-key", &self.tls_key),
+            ("tls-client-ca", &self.tls_client_ca),
+            ("peer-tls-cert", &self.peer_tls_cert),
+            ("peer-tls-key", &self.peer_tls_key),
+            ("peer-tls-ca", &self.peer_tls_ca),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(invalid(format!(
+                        "{flag} {} is not a readable file",
+                        path.display()
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -742,7 +833,11 @@ mod tests {
             parse_join("http://a:1, b.c:2").expect("parses"),
             vec!["http://a:1".to_string(), "http://b.c:2".to_string()]
         );
-        assert!(parse_join("https://a:1").is_err());
+        assert_eq!(
+            parse_join("https://a:1").expect("parses"),
+            vec!["https://a:1".to_string()]
+        );
+        assert!(parse_join("ftp://a:1").is_err());
         assert!(parse_join("http://a:1/x").is_err());
         assert!(parse_join(" , ").is_err());
     }

@@ -16,13 +16,16 @@
 //! - `api`: the HTTP API (axum) and its single error mapping.
 //! - [`server`]: wiring it all up: [`run`] starts one node.
 //! - `stop`: the stop signal every background task waits on.
+//! - `tls`: rustls configurations of the client and peer listeners and the
+//!   peer dialer, reloaded when their files change.
 //!
 //! The public API is [`Config`], [`start`]/[`run`], [`restore`], [`RunningNode`], [`Node`],
+//! [`dev_certs`] (certificates for `ballastd dev --tls`),
 //! the [`server`] and [`config`] modules and the on-disk layout in [`db`];
 //! everything else is internal to the crate.
 //!
 //! Modules import only downwards: `api` → `watch` → `raft`/`storage` → `kv`
-//! (with `codec`, `db`, `metrics`, `replicas`, `stop` below them all: they import
+//! (with `codec`, `db`, `metrics`, `replicas`, `stop`, `tls` below them all: they import
 //! nothing else from the crate).
 #![deny(missing_docs)]
 
@@ -37,12 +40,14 @@ pub(crate) mod replicas;
 pub mod server;
 pub(crate) mod stop;
 pub(crate) mod storage;
+pub(crate) mod tls;
 pub(crate) mod watch;
 
 pub use config::Config;
 pub use raft::node::Node;
 pub use server::{run, start, Listeners, RunningNode, ServerError, ShutdownReport};
 pub use storage::restore::{restore, RestoreError, RestoreOptions, RestoreReport, RestoreSource};
+pub use tls::{dev_certs, DevCerts, TlsError};
 
 /// Internals the project's own integration tests and benchmarks reach into
 /// (raw peer requests, snapshot files, the hot paths the micro-benchmarks
@@ -56,5 +61,6 @@ pub mod internals {
     pub use crate::kv::Command;
     pub use crate::raft::wire::{self, FrameCaps, PeerIdentity, PeerRequest, PeerResponse};
     pub use crate::storage::snapshot;
+    pub use crate::tls::{PeerTls, TlsFiles};
     pub use crate::watch::event::{encode_revision, Filter};
 }

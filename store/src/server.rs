@@ -59,6 +59,9 @@ pub enum ServerError {
     /// The cluster named by `--join` did not add this node.
     #[error(transparent)]
     Join(#[from] join::JoinError),
+    /// A certificate, key or CA file could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 mod auth_bootstrap;
@@ -198,10 +201,18 @@ pub async fn start(
         None => None,
     };
     let advertised = config.advertised_member();
+    let tls = TlsSetup::from_config(&config)?;
+    let join_tls = join::JoinTls::from_config(&config)?;
     let discovered = match &join {
-        Some(endpoints) => {
-            Some(join::discover(endpoints, config.request_timeout(), join_token.as_deref()).await)
-        }
+        Some(endpoints) => Some(
+            join::discover(
+                endpoints,
+                config.request_timeout(),
+                &join_tls,
+                join_token.as_deref(),
+            )
+            .await,
+        ),
         None => None,
     };
     // Whether this data directory holds no Raft state yet (read before the
@@ -217,6 +228,7 @@ pub async fn start(
             dial: &dial,
             probe_timeout: config.connect_timeout(),
             caps,
+            tls: &tls.peer,
             join: discovered.as_ref(),
             advertised: &advertised,
         },
@@ -239,6 +251,7 @@ pub async fn start(
                 &advertised,
                 config.request_timeout(),
                 deadline,
+                &join_tls,
                 join_token.as_deref(),
             )
             .await?;
@@ -252,6 +265,7 @@ pub async fn start(
         caps,
         me,
         config.request_timeout(),
+        tls.peer.clone(),
     );
     let raft = Raft::new(
         config.node_id,
@@ -289,6 +303,7 @@ pub async fn start(
             dial,
             replica_ttl: std::time::Duration::from_secs(config.replica_report_ttl_secs),
             identity: me,
+            peer_tls: tls.peer.clone(),
             max_inflight_write_bytes: config.max_inflight_write_bytes,
             election_timeout_max: std::time::Duration::from_millis(config.election_timeout_max_ms),
             backups,
@@ -310,8 +325,18 @@ pub async fn start(
         node.clone(),
         Arc::new(SnapshotInbox::new(snapshot_dir)),
         caps,
+        tls.peer.clone(),
         stop_rx.clone(),
     )));
+    let reloadables = tls.reloadables();
+    if !reloadables.is_empty() {
+        tasks.push(tokio::spawn(crate::tls::run_reloader(
+            reloadables,
+            std::time::Duration::from_millis(config.tls_reload_interval_ms),
+            crate::tls::hangup_signal(),
+            stop_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(crate::watch::run_feeder(
         hub.clone(),
         applied.clone(),
@@ -342,11 +367,15 @@ pub async fn start(
     }
     let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
     let request_limits = config.request_limits();
-    let app = crate::api::router_with_limits(node.clone(), hub.clone(), ranges, request_limits);
+    let mut app = crate::api::router_with_limits(node.clone(), hub.clone(), ranges, request_limits);
+    if tls.client.is_some() {
+        app = app.layer(axum::middleware::map_response(https_leader_hint));
+    }
     let limits = HttpLimits {
         head_buffer_bytes: request_limits.head_buffer_bytes(),
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),
+        tls: tls.client.clone(),
     };
     tasks.push(tokio::spawn(serve_http(
         listeners.client,
@@ -373,7 +402,14 @@ pub async fn start(
             }
         }
     }
-    tracing::info!(node = config.node_id, %client_addr, %peer_addr, "node started");
+    tracing::info!(
+        node = config.node_id,
+        %client_addr,
+        %peer_addr,
+        client_tls = tls.client.is_some(),
+        peer_tls = tls.peer.enabled(),
+        "node started"
+    );
     Ok(RunningNode {
         node,
         hub,
@@ -448,8 +484,35 @@ async fn serve_http(
                 }
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let Some(tls) = &limits.tls else {
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    conns.spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "client connection ended");
+                        }
+                    });
+                    continue;
+                };
+                // The handshake runs in the connection's task (never in the
+                // accept loop) and within the header read timeout, so a
+                // client that stalls it holds one slot for that long only.
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                let watcher = graceful.watcher();
+                let http = http.clone();
+                let handshake_timeout = limits.header_read_timeout;
                 conns.spawn(async move {
+                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "client TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("client TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "client connection ended");
                     }
@@ -470,12 +533,79 @@ async fn serve_http(
     conns.shutdown().await;
 }
 
-/// Bounds of the client listener.
+/// The API names the leader by `http://` URL; over HTTPS the leader is
+/// reached with `https://` (every node of a cluster serves the same way).
+async fn https_leader_hint(mut response: axum::response::Response) -> axum::response::Response {
+    use crate::api::error::LEADER_HEADER;
+    let https = response
+        .headers()
+        .get(LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("http://"))
+        .and_then(|rest| axum::http::HeaderValue::from_str(&format!("https://{rest}")).ok());
+    if let Some(value) = https {
+        response.headers_mut().insert(LEADER_HEADER, value);
+    }
+    response
+}
+
+/// Bounds of the client listener, and its TLS.
 struct HttpLimits {
     header_read_timeout: std::time::Duration,
     /// Largest request head read (see `api::limits`).
     head_buffer_bytes: usize,
     max_connections: usize,
+    /// HTTPS only when set.
+    tls: Option<Arc<crate::tls::Live<rustls::ServerConfig>>>,
+}
+
+/// The TLS of both listeners and the peer dialer, from the configuration.
+struct TlsSetup {
+    client: Option<Arc<crate::tls::Live<rustls::ServerConfig>>>,
+    peer: crate::tls::PeerTls,
+}
+
+impl TlsSetup {
+    /// Loads every configured file; a bad one stops the start.
+    fn from_config(config: &Config) -> Result<TlsSetup, ServerError> {
+        use crate::tls::{server_config, Live, PeerTls, TlsFiles, CLIENT_ALPN};
+        let client = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: config.tls_client_ca.clone(),
+                };
+                let paths = files.paths();
+                Some(Arc::new(Live::new("client listener", paths, move || {
+                    server_config(&files, CLIENT_ALPN)
+                })?))
+            }
+            _ => None,
+        };
+        let peer = match (
+            &config.peer_tls_cert,
+            &config.peer_tls_key,
+            &config.peer_tls_ca,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => PeerTls::mutual(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: Some(ca.clone()),
+            })?,
+            _ => PeerTls::plain(),
+        };
+        Ok(TlsSetup { client, peer })
+    }
+
+    /// What the reloader watches.
+    fn reloadables(&self) -> Vec<Arc<dyn crate::tls::Reload>> {
+        let mut items = self.peer.reloadables();
+        if let Some(client) = &self.client {
+            items.push(client.clone());
+        }
+        items
+    }
 }
 
 /// At most one log line per this interval for refused client connections.
@@ -516,5 +646,31 @@ pub fn durable_or_error(report: &ShutdownReport) -> Result<(), ServerError> {
         Ok(())
     } else {
         Err(ServerError::Shutdown(report.problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn leader_hints_name_https_over_tls() {
+        use crate::api::error::LEADER_HEADER;
+        let mut response = axum::response::Response::new(axum::body::Body::empty());
+        response.headers_mut().insert(
+            LEADER_HEADER,
+            axum::http::HeaderValue::from_static("http://10.0.0.2:2379"),
+        );
+        let response = https_leader_hint(response).await;
+        assert_eq!(
+            response
+                .headers()
+                .get(LEADER_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("https://10.0.0.2:2379")
+        );
+        let plain =
+            https_leader_hint(axum::response::Response::new(axum::body::Body::empty())).await;
+        assert!(plain.headers().get(LEADER_HEADER).is_none());
     }
 }

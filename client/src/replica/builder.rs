@@ -11,6 +11,7 @@ use tracing::{info, instrument, warn};
 use super::{cache, sync, tasks, Health, Replica, Shared};
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::tls::TlsOptions;
 use crate::watch::backoff;
 
 /// Default for [`ReplicaBuilder::persist_interval`].
@@ -42,6 +43,7 @@ pub struct ReplicaBuilder {
     request_timeout: Duration,
     connect_timeout: Duration,
     backoff: (Duration, Duration),
+    tls: TlsOptions,
     token: Option<crate::client::BearerToken>,
 }
 
@@ -62,7 +64,22 @@ impl ReplicaBuilder {
             connect_timeout: Duration::from_secs(1),
             token: None,
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+            tls: TlsOptions::default(),
         }
+    }
+
+    /// TLS: the CA `https://` endpoints must chain to, and an optional
+    /// client certificate (see [`TlsOptions`]).
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Trust `https://` endpoints whose certificate chains to the CA in this
+    /// PEM file.
+    pub fn ca_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.tls = self.tls.ca_file(path);
+        self
     }
 
     /// The prefix to replicate (`/services/api/`).
@@ -158,7 +175,8 @@ impl ReplicaBuilder {
             .request_timeout(self.request_timeout)
             .connect_timeout(self.connect_timeout)
             .backoff(self.backoff.0, self.backoff.1)
-            .max_attempts(1);
+            .max_attempts(1)
+            .tls(self.tls.clone());
         if let Some(token) = &self.token {
             builder = builder.bearer_token(token.clone());
         }

@@ -33,6 +33,10 @@ enum Cmd {
         /// the initial admin token to `DIR/node1/admin.token`.
         #[arg(long)]
         auth: bool,
+        /// Serve HTTPS and mutual TLS between the nodes, with a throwaway CA
+        /// and certificates for 127.0.0.1 created in DIR (reused if there).
+        #[arg(long, value_name = "DIR")]
+        tls: Option<PathBuf>,
     },
     /// Create the data directory of one member of a NEW cluster from a backup
     /// file or a stopped node's data directory (disaster recovery). Run it for
@@ -167,7 +171,26 @@ fn dev_configs(
         .collect()
 }
 
-async fn run_dev(dir: PathBuf, base_port: u16, auth: bool, template: Config) -> Result<(), String> {
+async fn run_dev(
+    dir: PathBuf,
+    base_port: u16,
+    auth: bool,
+    tls: Option<PathBuf>,
+    mut template: Config,
+) -> Result<(), String> {
+    let certs = match &tls {
+        Some(tls_dir) => {
+            let certs = ballast_store::dev_certs(tls_dir).map_err(|e| e.to_string())?;
+            template.tls_cert = Some(certs.node_cert.clone());
+            template.tls_key = Some(certs.node_key.clone());
+            template.peer_tls_cert = Some(certs.node_cert.clone());
+            template.peer_tls_key = Some(certs.node_key.clone());
+            template.peer_tls_ca = Some(certs.ca.clone());
+            Some(certs)
+        }
+        None => None,
+    };
+    let scheme = if certs.is_some() { "https" } else { "http" };
     let mut configs = dev_configs(&dir, base_port, &template)?;
     // One node bootstraps auth, so the token file has one known place.
     if auth {
@@ -188,7 +211,7 @@ async fn run_dev(dir: PathBuf, base_port: u16, auth: bool, template: Config) -> 
     }
     let endpoints: Vec<String> = nodes
         .iter()
-        .map(|n| format!("http://{}", n.client_addr))
+        .map(|n| format!("{scheme}://{}", n.client_addr))
         .collect();
     println!("ballast dev cluster: 3 nodes, data in {}", dir.display());
     for (i, e) in endpoints.iter().enumerate() {
@@ -201,10 +224,30 @@ async fn run_dev(dir: PathBuf, base_port: u16, auth: bool, template: Config) -> 
             token_file.display()
         );
     }
+    let curl = match &certs {
+        Some(c) => {
+            println!(
+                "TLS: CA {}, client certificate {} (key {})",
+                c.ca.display(),
+                c.client_cert.display(),
+                c.client_key.display()
+            );
+            format!("curl --cacert {}", c.ca.display())
+        }
+        None => "curl".to_owned(),
+    };
+    let curl = if auth {
+        format!(
+            "{curl} -H \"Authorization: Bearer $(cat {})\"",
+            token_file.display()
+        )
+    } else {
+        curl
+    };
     println!("try:");
-    println!("  curl -X PUT {}/v1/kv/app/mode -d green", endpoints[0]);
-    println!("  curl {}/v1/kv/app/mode", endpoints[1]);
-    println!("  curl {}/v1/status", endpoints[2]);
+    println!("  {curl} -X PUT {}/v1/kv/app/mode -d green", endpoints[0]);
+    println!("  {curl} {}/v1/kv/app/mode", endpoints[1]);
+    println!("  {curl} {}/v1/status", endpoints[2]);
     println!("press Ctrl-C to stop");
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -264,7 +307,8 @@ fn main() -> ExitCode {
                 dir,
                 base_port,
                 auth,
-            }) => run_dev(dir, base_port, auth, cli.config).await,
+                tls,
+            }) => run_dev(dir, base_port, auth, tls, cli.config).await,
             Some(Cmd::Restore(_)) => Err("restore runs without a runtime".into()),
             None => ballast_store::run(cli.config, shutdown_signal())
                 .await

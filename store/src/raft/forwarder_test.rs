@@ -55,7 +55,7 @@ async fn fake_leader(batches: bool, release: Arc<Notify>, seen: Arc<Seen>) -> St
         while let Ok((stream, _)) = listener.accept().await {
             let (release, seen, released) = (release.clone(), seen.clone(), released.clone());
             tokio::spawn(async move {
-                let mut conn = serve_framed(stream, caps);
+                let mut conn = serve_framed(crate::tls::PeerStream::Plain(stream), caps);
                 while let Some(Ok(frame)) = conn.requests.next().await {
                     let env: Envelope<PeerRequest> = codec::decode(&frame).expect("decode");
                     released
@@ -109,6 +109,7 @@ fn forwarder() -> Forwarder {
             cluster_id: 7,
             node_id: 1,
         },
+        crate::tls::PeerTls::plain(),
     );
     Forwarder::start(Arc::new(pool), Duration::from_secs(10))
 }

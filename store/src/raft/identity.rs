@@ -166,6 +166,8 @@ pub struct Bootstrap<'a> {
     pub probe_timeout: Duration,
     /// Frame caps for the probes.
     pub caps: FrameCaps,
+    /// TLS for the probes.
+    pub tls: &'a crate::tls::PeerTls,
     /// With `--join`: what the cluster's endpoints said (or why they did not).
     pub join: Option<&'a Result<ClusterInfo, JoinError>>,
     /// How this node appears in the membership.
@@ -282,7 +284,9 @@ async fn probe_peers(
             let addr = dial_addr(b.dial, *id, member);
             async move {
                 let answer = async {
-                    let mut conn = wire::connect(&addr, b.probe_timeout, b.caps).await.ok()?;
+                    let mut conn = wire::connect_with(&addr, b.probe_timeout, b.caps, b.tls)
+                        .await
+                        .ok()?;
                     wire::call(
                         &mut conn,
                         &addr,

@@ -53,9 +53,54 @@ pub enum JoinError {
     TimedOut(String),
 }
 
-/// The HTTP client of a join, sending `token` (an admin token of a cluster
-/// with auth on) as a bearer token.
-fn http(timeout: Duration, token: Option<&str>) -> Result<reqwest::Client, JoinError> {
+/// How a joining node reaches `https://` endpoints: it trusts the cluster
+/// CA (`--peer-tls-ca`) and presents its peer certificate, so that a client
+/// port that requires client certificates from the cluster CA admits it.
+#[derive(Clone, Default)]
+pub struct JoinTls {
+    ca: Option<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+}
+
+impl JoinTls {
+    /// From the peer TLS flags (none: plain HTTP only).
+    pub fn from_config(config: &crate::config::Config) -> Result<JoinTls, crate::tls::TlsError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| crate::tls::TlsError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+        };
+        let bad = |path: &std::path::Path, e: reqwest::Error| crate::tls::TlsError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let ca = match &config.peer_tls_ca {
+            Some(path) => {
+                Some(reqwest::Certificate::from_pem(&read(path)?).map_err(|e| bad(path, e))?)
+            }
+            None => None,
+        };
+        let identity = match (&config.peer_tls_cert, &config.peer_tls_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read(cert)?;
+                pem.push(b'\n');
+                pem.extend(read(key)?);
+                Some(reqwest::Identity::from_pem(&pem).map_err(|e| bad(cert, e))?)
+            }
+            _ => None,
+        };
+        Ok(JoinTls { ca, identity })
+    }
+}
+
+/// The HTTP client of a join: TLS as `tls` says, and `token` (an admin
+/// token of a cluster with auth on) sent as a bearer token.
+fn http(
+    timeout: Duration,
+    tls: &JoinTls,
+    token: Option<&str>,
+) -> Result<reqwest::Client, JoinError> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -65,21 +110,44 @@ fn http(timeout: Duration, token: Option<&str>) -> Result<reqwest::Client, JoinE
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .default_headers(headers)
         .timeout(timeout)
         .connect_timeout(timeout)
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .min_tls_version(reqwest::tls::Version::TLS_1_2);
+    if let Some(ca) = &tls.ca {
+        builder = builder.add_root_certificate(ca.clone());
+    }
+    if let Some(identity) = &tls.identity {
+        builder = builder.identity(identity.clone());
+    }
+    builder
         .build()
         .map_err(|e| JoinError::Unreachable(format!("HTTP client: {e}")))
+}
+
+/// The error and its causes, one line (a TLS failure is in a cause).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 /// Asks `endpoints` in turn who the cluster is; the first answer counts.
 pub async fn discover(
     endpoints: &[String],
     timeout: Duration,
+    tls: &JoinTls,
     token: Option<&str>,
 ) -> Result<ClusterInfo, JoinError> {
-    let client = http(timeout, token)?;
+    let client = http(timeout, tls, token)?;
     let mut errors = Vec::new();
     for endpoint in endpoints {
         let answer = async {
@@ -87,7 +155,7 @@ pub async fn discover(
                 .get(format!("{endpoint}/v1/status"))
                 .send()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| chain(&e))?;
             if !resp.status().is_success() {
                 return Err(format!("status {}", resp.status()));
             }
@@ -134,9 +202,10 @@ pub async fn request_learner(
     me: &Member,
     timeout: Duration,
     deadline: tokio::time::Instant,
+    tls: &JoinTls,
     token: Option<&str>,
 ) -> Result<(), JoinError> {
-    let client = http(timeout * 3, token)?;
+    let client = http(timeout * 3, tls, token)?;
     let body = serde_json::json!({
         "id": id,
         "client_addr": me.client_addr,
@@ -162,7 +231,7 @@ pub async fn request_learner(
                     }
                     last = format!("{endpoint}: {status} {text}");
                 }
-                Err(e) => last = format!("{endpoint}: {e}"),
+                Err(e) => last = format!("{endpoint}: {}", chain(&e)),
             }
         }
         if tokio::time::Instant::now() >= deadline {

@@ -23,6 +23,7 @@ use super::wire::{
     SNAPSHOT_CHUNK_BYTES,
 };
 use crate::storage::SnapshotFile;
+use crate::tls::PeerTls;
 
 /// How often a sender asks whether its snapshot is installed yet.
 const SNAPSHOT_POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -56,6 +57,7 @@ pub struct PeerNetwork {
     caps: FrameCaps,
     me: PeerIdentity,
     append_timeout: Duration,
+    tls: PeerTls,
 }
 
 /// Addresses to dial instead of peers' advertised peer addresses.
@@ -71,6 +73,7 @@ pub fn dial_addr(dial: &DialMap, target: NodeId, node: &Member) -> String {
 impl PeerNetwork {
     /// A network whose traffic obeys `fault` and dials through `dial`.
     /// AppendEntries that carry entries may take up to `append_timeout`.
+    /// Connections use `tls` (mutual TLS, or plain).
     pub fn new(
         fault: NetFault,
         connect_timeout: Duration,
@@ -78,6 +81,7 @@ impl PeerNetwork {
         caps: FrameCaps,
         me: PeerIdentity,
         append_timeout: Duration,
+        tls: PeerTls,
     ) -> Self {
         PeerNetwork {
             fault,
@@ -86,6 +90,7 @@ impl PeerNetwork {
             caps,
             me,
             append_timeout,
+            tls,
         }
     }
 }
@@ -103,6 +108,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             caps: self.caps,
             me: self.me,
             append_timeout: self.append_timeout,
+            tls: self.tls.clone(),
         }
     }
 }
@@ -117,6 +123,7 @@ pub struct PeerClient {
     caps: FrameCaps,
     me: PeerIdentity,
     append_timeout: Duration,
+    tls: PeerTls,
 }
 
 fn unreachable(msg: impl std::fmt::Display) -> Unreachable<TypeConfig> {
@@ -156,7 +163,10 @@ impl PeerClient {
             .and_then(|mut c| wire::is_usable(&mut c).then_some(c));
         let mut conn = match reusable {
             Some(c) => c,
-            None => wire::connect(&self.addr, self.connect_timeout.min(timeout), self.caps).await?,
+            None => {
+                let connect = self.connect_timeout.min(timeout);
+                wire::connect_with(&self.addr, connect, self.caps, &self.tls).await?
+            }
         };
         let result = wire::call(&mut conn, &self.addr, self.me, self.target, req, timeout).await;
         if result.is_ok() {

@@ -139,6 +139,8 @@ pub struct NodeOptions {
     pub replica_ttl: Duration,
     /// This node's cluster and id, carried in every peer request.
     pub identity: PeerIdentity,
+    /// TLS of the peer connections this node dials.
+    pub peer_tls: crate::tls::PeerTls,
     /// Most bytes of writes a leader lets wait for their commit before it
     /// answers new ones with `503 too_many_requests`.
     pub max_inflight_write_bytes: usize,
@@ -266,6 +268,7 @@ impl Node {
             options.connect_timeout,
             caps,
             options.identity,
+            options.peer_tls.clone(),
         ));
         let forwarder = Forwarder::start(pool.clone(), forward_timeout(&options));
         let replicas = ReplicaRegistry::new(options.replica_ttl);

@@ -16,6 +16,7 @@ use super::types::NodeId;
 use super::wire::{self, Envelope, FrameCaps, PeerRequest, PeerResponse};
 use crate::codec;
 use crate::stop::stopped;
+use crate::tls::PeerTls;
 
 /// Serves peer connections on `listener` until `shutdown` turns true.
 /// Received snapshots go through `inbox`.
@@ -24,6 +25,7 @@ pub async fn serve(
     node: Arc<Node>,
     inbox: Arc<SnapshotInbox>,
     caps: FrameCaps,
+    tls: PeerTls,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut stop = shutdown.clone();
@@ -35,7 +37,12 @@ pub async fn serve(
                     let node = node.clone();
                     let inbox = inbox.clone();
                     let shutdown = shutdown.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
+                        let Some(stream) = handshake(&tls, stream, from, shutdown.clone()).await
+                        else {
+                            return;
+                        };
                         let conn = wire::serve_framed(stream, caps);
                         if let Err(e) = serve_conn(conn, node, inbox, shutdown).await {
                             tracing::debug!(%from, error = %e, "peer connection ended");
@@ -91,6 +98,32 @@ async fn serve_conn(
     }
 }
 
+/// The TLS handshake of an accepted connection (mutual TLS: a dialler whose
+/// certificate the cluster CA did not sign never gets a frame read), within
+/// [`HANDSHAKE_TIMEOUT`] and until shutdown. Plain TCP passes through.
+async fn handshake(
+    tls: &PeerTls,
+    stream: tokio::net::TcpStream,
+    from: std::net::SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<crate::tls::PeerStream> {
+    let accepted = tokio::select! {
+        _ = stopped(&mut shutdown) => return None,
+        accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)) => accepted,
+    };
+    match accepted {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            warn_refused(&format!("TLS handshake with {from} failed: {e}"));
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%from, "peer TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Refuses requests from another cluster or meant for another node. `Hello`
 /// is answered whatever the sender's cluster, so that it learns why it is
 /// refused.
@@ -124,6 +157,10 @@ fn warn_refused(reason: &str) {
         tracing::warn!(reason, "peer request refused");
     }
 }
+
+/// Longest an accepted peer connection may take to complete its TLS
+/// handshake; a dialler that stalls is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// At most one log line per this interval for refused peer requests.
 const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::network::NetFault;
 use super::types::NodeId;
 use super::wire::{self, CallError, FrameCaps, PeerConn, PeerIdentity, PeerRequest, PeerResponse};
+use crate::tls::PeerTls;
 
 /// Most idle connections kept per target.
 const MAX_IDLE_PER_TARGET: usize = 512;
@@ -19,6 +20,7 @@ pub struct PeerPool {
     connect_timeout: Duration,
     caps: FrameCaps,
     me: PeerIdentity,
+    tls: PeerTls,
 }
 
 impl PeerPool {
@@ -28,6 +30,7 @@ impl PeerPool {
         connect_timeout: Duration,
         caps: FrameCaps,
         me: PeerIdentity,
+        tls: PeerTls,
     ) -> Self {
         PeerPool {
             idle: Mutex::new(HashMap::new()),
@@ -35,6 +38,7 @@ impl PeerPool {
             connect_timeout,
             caps,
             me,
+            tls,
         }
     }
 
@@ -81,7 +85,10 @@ impl PeerPool {
         }
         let mut conn = match self.take(addr) {
             Some(c) => c,
-            None => wire::connect(addr, self.connect_timeout.min(timeout), self.caps).await?,
+            None => {
+                let connect = self.connect_timeout.min(timeout);
+                wire::connect_with(addr, connect, self.caps, &self.tls).await?
+            }
         };
         let result = wire::call(&mut conn, addr, self.me, to, req, timeout).await;
         if result.is_ok() {

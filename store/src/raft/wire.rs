@@ -10,7 +10,7 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedRead, FramedWrite, LengthDelimitedCodec};
 
@@ -18,6 +18,7 @@ use super::types::{Member, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::codec;
 use crate::kv::types::{Command, CommandResponse};
 use crate::kv::Limits;
+use crate::tls::{PeerStream, PeerTls};
 
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -230,7 +231,7 @@ pub enum PeerResponse {
 
 /// One framed peer connection, as its client sees it (requests out,
 /// responses in).
-pub type PeerConn = Framed<TcpStream, LengthDelimitedCodec>;
+pub type PeerConn = Framed<PeerStream, LengthDelimitedCodec>;
 
 fn codec(max: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -238,11 +239,10 @@ fn codec(max: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// Wraps a dialled TCP stream in the peer framing. Its frames are at most the
+/// Wraps a dialled stream in the peer framing. Its frames are at most the
 /// response cap (what it reads), and what it sends stays within the request
 /// cap because the sender builds it so.
-pub fn framed(stream: TcpStream, caps: FrameCaps) -> PeerConn {
-    let _ = stream.set_nodelay(true);
+pub fn framed(stream: PeerStream, caps: FrameCaps) -> PeerConn {
     Framed::new(stream, codec(caps.response))
 }
 
@@ -250,15 +250,15 @@ pub fn framed(stream: TcpStream, caps: FrameCaps) -> PeerConn {
 /// request cap, so no peer can make this node allocate more), responses out.
 pub struct ServerConn {
     /// Incoming requests.
-    pub requests: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    pub requests: FramedRead<ReadHalf<PeerStream>, LengthDelimitedCodec>,
     /// Outgoing responses.
-    pub responses: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    pub responses: FramedWrite<WriteHalf<PeerStream>, LengthDelimitedCodec>,
 }
 
-/// Wraps an accepted TCP stream in the peer framing.
-pub fn serve_framed(stream: TcpStream, caps: FrameCaps) -> ServerConn {
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+/// Wraps an accepted stream (after its TLS handshake, if any) in the peer
+/// framing.
+pub fn serve_framed(stream: PeerStream, caps: FrameCaps) -> ServerConn {
+    let (read, write) = tokio::io::split(stream);
     ServerConn {
         requests: FramedRead::new(read, codec(caps.request)),
         responses: FramedWrite::new(write, codec(caps.response)),
@@ -298,22 +298,38 @@ pub fn is_usable(conn: &mut PeerConn) -> bool {
     conn.next().now_or_never().is_none()
 }
 
-/// Connects to `addr` within `timeout`.
+/// Connects to `addr` within `timeout`, over plain TCP.
 pub async fn connect(
     addr: &str,
     timeout: Duration,
     caps: FrameCaps,
 ) -> Result<PeerConn, CallError> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    connect_with(addr, timeout, caps, &PeerTls::plain()).await
+}
+
+/// Connects to `addr` within `timeout`, then completes the TLS handshake of
+/// `tls` (if on) within another `timeout`. A handshake failure (the peer's
+/// certificate not signed by the cluster CA, or this node's refused) is a
+/// connect error: nothing was sent.
+pub async fn connect_with(
+    addr: &str,
+    timeout: Duration,
+    caps: FrameCaps,
+    tls: &PeerTls,
+) -> Result<PeerConn, CallError> {
+    let failed = |message: String| CallError::Connect {
+        addr: addr.to_string(),
+        message,
+    };
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Err(_) => return Err(failed("connect timed out".into())),
+    };
+    match tokio::time::timeout(timeout, tls.dial(stream, addr)).await {
         Ok(Ok(stream)) => Ok(framed(stream, caps)),
-        Ok(Err(e)) => Err(CallError::Connect {
-            addr: addr.to_string(),
-            message: e.to_string(),
-        }),
-        Err(_) => Err(CallError::Connect {
-            addr: addr.to_string(),
-            message: "connect timed out".into(),
-        }),
+        Ok(Err(e)) => Err(failed(format!("TLS handshake: {e}"))),
+        Err(_) => Err(failed("TLS handshake timed out".into())),
     }
 }
 

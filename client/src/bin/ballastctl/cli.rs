@@ -37,7 +37,8 @@ pub struct Cli {
 /// Flags shared by every subcommand (accepted before or after it).
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Cluster client endpoints, comma-separated (`http://host:port` or `host:port`).
+    /// Cluster client endpoints, comma-separated (`http://host:port`,
+    /// `https://host:port` with `--cacert`, or `host:port`).
     #[arg(
         long,
         global = true,
@@ -69,6 +70,32 @@ pub struct GlobalArgs {
     )]
     pub timeout: Duration,
 
+    /// CA certificate(s), PEM, that `https://` endpoints must chain to.
+    #[arg(long, global = true, env = "BALLAST_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// Client certificate, PEM, for nodes that require one (with `--key`).
+    // Ids apart from the flag names: subcommands have a `key` argument.
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        global = true,
+        env = "BALLAST_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// Private key, PEM, of `--cert`.
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        env = "BALLAST_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub key: Option<std::path::PathBuf>,
     /// Bearer token for a cluster with auth on (`ballastctl auth token create` makes one).
     #[arg(
         long,
@@ -463,6 +490,27 @@ mod tests {
         };
         assert_eq!(cli.global.timeout, Duration::from_millis(300));
         assert!(matches!(cli.command, Command::Status(_)));
+    }
+
+    #[test]
+    fn tls_flags_do_not_clash_with_a_key_argument() {
+        let Ok(cli) = parse(&[
+            "get", "app/mode", "--cacert", "ca.pem", "--cert", "c.pem", "--key", "k.pem",
+        ]) else {
+            panic!("TLS flags refused");
+        };
+        assert_eq!(
+            cli.global.cacert.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert_eq!(
+            cli.global.key.as_deref(),
+            Some(std::path::Path::new("k.pem"))
+        );
+        assert!(matches!(cli.command, Command::Get(_)));
+        // A certificate without its key (or the reverse) is a usage error.
+        assert!(parse(&["get", "k", "--cert", "c.pem"]).is_err());
+        assert!(parse(&["get", "k", "--key", "k.pem"]).is_err());
     }
 
     #[test]

@@ -94,6 +94,12 @@ impl Ctx {
         if let Some(n) = max_attempts {
             builder = builder.max_attempts(n);
         }
+        if let Some(ca) = &self.global.cacert {
+            builder = builder.ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.global.cert, &self.global.key) {
+            builder = builder.client_identity_files(cert, key);
+        }
         if let Some(token) = &self.global.token {
             builder = builder.bearer_token(token.clone());
         }
