@@ -1031,6 +1031,17 @@ fn members_and_leader_transfer_through_the_binaries() -> Result<()> {
     Ok(())
 }
 
+/// A child process killed (this one, by its handle) and reaped on drop,
+/// also when the test fails early.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Test certificates: a CA, and certificates it signs for 127.0.0.1.
 struct TestCa {
     cert: rcgen::Certificate,
@@ -1130,46 +1141,46 @@ fn tls_cluster_of_processes_and_a_rogue_node() -> Result<()> {
     // from another CA. It cannot join (and exits), and the cluster is intact.
     let rogue_ports = new_ports()?;
     let (rogue_client, rogue_peer) = rogue_ports[&1];
-    let mut rogue = Command::new(ballastd()?)
-        .args(["--node-id", "4"])
-        .arg("--data-dir")
-        .arg(c.path("rogue"))
-        .args(["--listen-client", &format!("127.0.0.1:{rogue_client}")])
-        .args(["--listen-peer", &format!("127.0.0.1:{rogue_peer}")])
-        .args(["--join", &endpoints])
-        .args([
-            "--tls-cert",
-            &path(&rogue_cert),
-            "--tls-key",
-            &path(&rogue_key),
-        ])
-        .args([
-            "--peer-tls-cert",
-            &path(&rogue_cert),
-            "--peer-tls-key",
-            &path(&rogue_key),
-        ])
-        .args(["--peer-tls-ca", &ca_s])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawning the rogue ballastd")?;
+    let mut rogue = Reap(
+        Command::new(ballastd()?)
+            .args(["--node-id", "4"])
+            .arg("--data-dir")
+            .arg(c.path("rogue"))
+            .args(["--listen-client", &format!("127.0.0.1:{rogue_client}")])
+            .args(["--listen-peer", &format!("127.0.0.1:{rogue_peer}")])
+            .args(["--join", &endpoints])
+            .args([
+                "--tls-cert",
+                &path(&rogue_cert),
+                "--tls-key",
+                &path(&rogue_key),
+            ])
+            .args([
+                "--peer-tls-cert",
+                &path(&rogue_cert),
+                "--peer-tls-key",
+                &path(&rogue_key),
+            ])
+            .args(["--peer-tls-ca", &ca_s])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning the rogue ballastd")?,
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = rogue.try_wait()? {
+        if let Some(status) = rogue.0.try_wait()? {
             break status;
         }
         if Instant::now() > deadline {
-            let _ = rogue.kill();
-            let _ = rogue.wait();
             bail!("the rogue node did not give up within 60 s");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut stderr = String::new();
-    if let Some(mut pipe) = rogue.stderr.take() {
+    if let Some(mut pipe) = rogue.0.stderr.take() {
         std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
     }
     assert!(!status.success(), "the rogue node started: {stderr}");

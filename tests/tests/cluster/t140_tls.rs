@@ -308,7 +308,7 @@ async fn certificates_reload_when_their_files_change() -> Result<()> {
     let rotated = ca.issue_into("node-rotated", &node)?;
     wait_served(&endpoint, &ca, &rotated).await?;
 
-    info!("--- the node still commits over the rotated peer certificate");
+    info!("--- the node still serves writes after the rotation");
     let client = quick(vec![endpoint.clone()]).ca_file(&ca.ca_file).build()?;
     client.put("rotated", "yes").await?;
     tc.shutdown().await;
