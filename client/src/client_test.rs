@@ -808,7 +808,12 @@ async fn a_token_goes_on_every_request_and_never_into_debug_output() {
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
     for r in requests {
-        assert_eq!(r.authorization.as_deref(), Some("Bearer bal_secret"), "{}", r.uri);
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some("Bearer bal_secret"),
+            "{}",
+            r.uri
+        );
     }
     let without = client(vec![server.url.clone()]);
     without.delete("k").await.expect("delete");
