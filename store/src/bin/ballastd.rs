@@ -168,10 +168,13 @@ fn dev_configs(
 }
 
 async fn run_dev(dir: PathBuf, base_port: u16, auth: bool, template: Config) -> Result<(), String> {
+    // `ballastd --auth dev` turns it on for all three nodes.
+    let auth = auth || template.auth;
     let mut configs = dev_configs(&dir, base_port, &template)?;
-    // One node bootstraps auth, so the token file has one known place.
-    if auth {
-        configs[0].auth = true;
+    // Node 1 alone bootstraps auth, so the token file has one known place
+    // (auth is replicated: the other two enforce it all the same).
+    for (i, c) in configs.iter_mut().enumerate() {
+        c.auth = auth && i == 0;
     }
     let token_file = configs[0].auth_token_path();
     let mut nodes = Vec::new();
@@ -202,9 +205,20 @@ async fn run_dev(dir: PathBuf, base_port: u16, auth: bool, template: Config) -> 
         );
     }
     println!("try:");
-    println!("  curl -X PUT {}/v1/kv/app/mode -d green", endpoints[0]);
-    println!("  curl {}/v1/kv/app/mode", endpoints[1]);
-    println!("  curl {}/v1/status", endpoints[2]);
+    let header = if auth {
+        format!(
+            "-H \"Authorization: Bearer $(cat {})\" ",
+            token_file.display()
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "  curl {header}-X PUT {}/v1/kv/app/mode -d green",
+        endpoints[0]
+    );
+    println!("  curl {header}{}/v1/kv/app/mode", endpoints[1]);
+    println!("  curl {header}{}/v1/status", endpoints[2]);
     println!("press Ctrl-C to stop");
     shutdown_signal().await;
     tracing::info!("shutting down");
