@@ -115,6 +115,8 @@ struct Cluster {
     name: String,
     /// Environment of every ballastctl run against it (TLS files).
     env: Vec<(&'static str, PathBuf)>,
+    /// The admin token of a cluster started with `--auth`, sent by [`Cluster::ctl`].
+    token: Option<String>,
 }
 
 impl Drop for Cluster {
@@ -169,6 +171,7 @@ impl Cluster {
             initial: initial.clone(),
             name: name.to_owned(),
             env,
+            token: None,
         };
         for (id, (client, peer)) in ports {
             let log = std::fs::File::create(cluster.dir.path().join(format!("{name}{id}.log")))?;
@@ -191,8 +194,45 @@ impl Cluster {
                 .context("spawning ballastd")?;
             cluster.children.push(child);
         }
+        if extra.contains(&"--auth") {
+            cluster.token = Some(cluster.initial_token(Duration::from_secs(30))?);
+        }
         cluster.wait_ready(Duration::from_secs(30))?;
         Ok(cluster)
+    }
+
+    /// The initial admin token of a cluster started with `--auth`: the
+    /// token file of the node whose bootstrap entry won (the others remove
+    /// theirs), once the cluster accepts it.
+    fn initial_token(&self, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            for id in 1..=3 {
+                let file = self.path(&format!("{}{id}/admin.token", self.name));
+                let Ok(text) = std::fs::read_to_string(&file) else {
+                    continue;
+                };
+                let token = text.trim();
+                let run = run_full(
+                    &["-o", "json", "auth", "token", "list"],
+                    &self.endpoints.join(","),
+                    None,
+                    &self.env,
+                    Some(token),
+                )?;
+                // With auth off anyone may list (no tokens yet); with auth on
+                // only a valid token, and it is in the list.
+                let listed = run
+                    .json()
+                    .ok()
+                    .and_then(|d| d["tokens"].as_array().map(Vec::len));
+                if run.code == 0 && listed.is_some_and(|n| n > 0) {
+                    return Ok(token.to_owned());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("no initial admin token within {timeout:?}\n{}", self.logs())
     }
 
     /// Until every node reports the same leader (asked through ballastctl itself).
@@ -232,11 +272,28 @@ impl Cluster {
 
     /// Runs ballastctl with this cluster's endpoints (through the environment).
     fn ctl(&self, args: &[&str]) -> Result<Run> {
-        run_env(args, &self.endpoints.join(","), None, &self.env)
+        run_full(
+            args,
+            &self.endpoints.join(","),
+            None,
+            &self.env,
+            self.token.as_deref(),
+        )
+    }
+
+    /// Runs ballastctl with `token` (none: no token at all).
+    fn ctl_as(&self, token: Option<&str>, args: &[&str]) -> Result<Run> {
+        run_full(args, &self.endpoints.join(","), None, &self.env, token)
     }
 
     fn ctl_stdin(&self, args: &[&str], stdin: &[u8]) -> Result<Run> {
-        run_env(args, &self.endpoints.join(","), Some(stdin), &self.env)
+        run_full(
+            args,
+            &self.endpoints.join(","),
+            Some(stdin),
+            &self.env,
+            self.token.as_deref(),
+        )
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -285,14 +342,27 @@ impl Run {
 }
 
 fn run(args: &[&str], endpoints: &str, stdin: Option<&[u8]>) -> Result<Run> {
-    run_env(args, endpoints, stdin, &[])
+    run_full(args, endpoints, stdin, &[], None)
 }
 
+/// [`run`], with `env` set (TLS files).
 fn run_env(
     args: &[&str],
     endpoints: &str,
     stdin: Option<&[u8]>,
     env: &[(&'static str, PathBuf)],
+) -> Result<Run> {
+    run_full(args, endpoints, stdin, env, None)
+}
+
+/// [`run`], with `env` set and `token` in `BALLAST_TOKEN` (or no token at
+/// all).
+fn run_full(
+    args: &[&str],
+    endpoints: &str,
+    stdin: Option<&[u8]>,
+    env: &[(&'static str, PathBuf)],
+    token: Option<&str>,
 ) -> Result<Run> {
     let mut cmd = Command::new(CTL);
     cmd.args(args)
@@ -302,14 +372,18 @@ fn run_env(
         .env_remove("BALLAST_CACERT")
         .env_remove("BALLAST_CERT")
         .env_remove("BALLAST_KEY")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("BALLAST_TOKEN")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())));
+    if let Some(token) = token {
+        cmd.env("BALLAST_TOKEN", token);
+    }
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("spawning ballastctl")?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(input)?;
@@ -1194,5 +1268,70 @@ fn tls_cluster_of_processes_and_a_rogue_node() -> Result<()> {
         "{roles:?}"
     );
     c.ctl(&["put", "tls/k", "v2"])?.expect(0)?;
+    Ok(())
+}
+
+/// Tokens and roles through the binaries: `ballastd --auth` bootstraps the
+/// admin token; `ballastctl auth ...` makes a role and a token; the token
+/// works inside its prefix only; a revoked one stops working; no command
+/// prints a secret it was not asked to create.
+#[test]
+fn auth_tokens_and_roles_through_the_binaries() -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("ballastctl-auth-")
+        .tempdir()?;
+    let c = Cluster::launch(dir, &new_ports()?, "node", &["--auth"])?;
+    let admin = c.token.clone().ok_or_else(|| anyhow!("no admin token"))?;
+
+    c.ctl(&[
+        "auth", "role", "create", "app", "--kind", "writer", "--prefix", "app/",
+    ])?
+    .expect(0)?;
+    let created = c
+        .ctl(&["-o", "json", "auth", "token", "create", "--role", "app"])?
+        .expect(0)?
+        .json()?;
+    let token = created["token"].as_str().unwrap_or_default().to_owned();
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    assert!(token.starts_with("bal_") && !id.is_empty(), "{created}");
+
+    // Inside its prefix: fine. Outside: 403, exit 3.
+    c.ctl_as(Some(&token), &["put", "app/x", "1"])?.expect(0)?;
+    let run = c.ctl_as(Some(&token), &["put", "other", "1"])?.expect(3)?;
+    assert!(run.stderr.contains("permission_denied"), "{run:?}");
+    let run = c
+        .ctl_as(Some(&token), &["del", "--prefix", "ap"])?
+        .expect(3)?;
+    assert!(run.stderr.contains("permission_denied"), "{run:?}");
+    let run = c.ctl_as(Some(&token), &["members", "list"])?.expect(3)?;
+    assert!(run.stderr.contains("permission_denied"), "{run:?}");
+    // No token: 401, exit 3.
+    let run = c.ctl_as(None, &["get", "app/x"])?.expect(3)?;
+    assert!(run.stderr.contains("unauthenticated"), "{run:?}");
+    c.ctl(&["get", "other"])?.expect(1)?;
+
+    // Listings never hold a secret.
+    let list = c.ctl(&["auth", "token", "list"])?.expect(0)?.text();
+    assert!(list.contains(&id), "{list}");
+    assert!(!list.contains(&token) && !list.contains(&admin), "{list}");
+    let roles = c
+        .ctl(&["-o", "json", "auth", "role", "list"])?
+        .expect(0)?
+        .json()?;
+    let names: Vec<&str> = roles["roles"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["admin", "writer", "reader", "app"]);
+
+    // A role in use stays; once its token is revoked it can go.
+    let run = c.ctl(&["auth", "role", "delete", "app"])?.expect(3)?;
+    assert!(run.stderr.contains("auth_conflict"), "{run:?}");
+    c.ctl(&["auth", "token", "revoke", &id])?.expect(0)?;
+    let run = c.ctl_as(Some(&token), &["get", "app/x"])?.expect(3)?;
+    assert!(run.stderr.contains("unauthenticated"), "{run:?}");
+    c.ctl(&["auth", "role", "delete", "app"])?.expect(0)?;
+    let run = c.ctl(&["auth", "token", "revoke", &id])?.expect(3)?;
+    assert!(run.stderr.contains("auth_not_found"), "{run:?}");
     Ok(())
 }

@@ -4,8 +4,9 @@
 //! - [`config`]: the `ballastd` configuration and its validation.
 //! - `codec`: versioned postcard encoding for everything persisted or sent.
 //! - [`db`]: the node's one RocksDB instance: column families and open options.
-//! - `kv`: commands, limits, the MVCC key space in RocksDB and history
-//!   retention (compaction).
+//! - `kv`: commands, limits, the MVCC key space in RocksDB, history
+//!   retention (compaction), and the replicated tokens and roles
+//!   (`kv::auth`).
 //! - `storage`: the RocksDB Raft log (with group commit) and state machine,
 //!   snapshots, backups (`GET /v1/snapshot`) and restores ([`restore`]).
 //! - `raft`: openraft types, the peer network, and [`Node`], which
@@ -13,7 +14,8 @@
 //! - `watch`: watch streams (SSE) served from each node's applied state.
 //! - `metrics`: counters exposed at `/metrics`.
 //! - `replicas`: data-plane replica reports (in memory, merged across nodes).
-//! - `api`: the HTTP API (axum) and its single error mapping.
+//! - `api`: the HTTP API (axum), its bearer-token checks (`api::auth`) and
+//!   its single error mapping.
 //! - [`server`]: wiring it all up: [`run`] starts one node.
 //! - `stop`: the stop signal every background task waits on.
 //! - `tls`: rustls configurations of the client and peer listeners and the

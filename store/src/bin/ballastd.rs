@@ -191,10 +191,13 @@ async fn run_dev(
         None => None,
     };
     let scheme = if certs.is_some() { "https" } else { "http" };
+    // `ballastd --auth dev` turns it on for all three nodes.
+    let auth = auth || template.auth;
     let mut configs = dev_configs(&dir, base_port, &template)?;
-    // One node bootstraps auth, so the token file has one known place.
-    if auth {
-        configs[0].auth = true;
+    // Node 1 alone bootstraps auth, so the token file has one known place
+    // (auth is replicated: the other two enforce it all the same).
+    for (i, c) in configs.iter_mut().enumerate() {
+        c.auth = auth && i == 0;
     }
     let token_file = configs[0].auth_token_path();
     let mut nodes = Vec::new();
