@@ -96,11 +96,14 @@ pub enum ErrorCode {
     /// A session write was refused: its session, or the result of its
     /// sequence number, is gone.
     SessionExpired,
+    /// The key space is over its storage quota: writes that could add data
+    /// are refused until deletes and compaction bring it back under.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -129,6 +132,7 @@ impl ErrorCode {
         ErrorCode::MemberExists,
         ErrorCode::Removed,
         ErrorCode::SessionExpired,
+        ErrorCode::QuotaExceeded,
     ];
 
     /// The code as it appears in `{"error": {"code": ...}}`.
@@ -162,6 +166,7 @@ impl ErrorCode {
             ErrorCode::MemberExists => "member_exists",
             ErrorCode::Removed => "removed",
             ErrorCode::SessionExpired => "session_expired",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -195,6 +200,7 @@ impl ErrorCode {
             | ErrorCode::SnapshotInProgress
             | ErrorCode::TooManyRangeReads => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
@@ -318,6 +324,7 @@ impl ApiError {
                 NodeError::Timeout(_) => ErrorCode::Timeout,
                 NodeError::Overloaded(_) => ErrorCode::TooManyRequests,
                 NodeError::Internal(_) => ErrorCode::Internal,
+                NodeError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             },
             ApiError::NotReady(_) => ErrorCode::NotReady,
             ApiError::TooManyWatchers(_) => ErrorCode::TooManyWatchers,

@@ -24,6 +24,7 @@ use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
 use crate::kv::sessions::{self, SessionTable};
 use crate::kv::types::CommandResponse;
 use crate::kv::Applied;
+use crate::metrics::Metrics;
 use crate::raft::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 const APPLIED_KEY: &[u8] = b"applied";
@@ -51,6 +52,8 @@ pub struct StateMachine {
     /// batch that changes it.
     sessions: SessionTable,
     applied_tx: watch::Sender<Applied>,
+    /// Apply latency and snapshot counts go here.
+    metrics: Arc<Metrics>,
 }
 
 /// Builds snapshot files from a consistent RocksDB snapshot.
@@ -58,6 +61,7 @@ pub struct SnapshotBuilder {
     db: Arc<DB>,
     snapshot_dir: PathBuf,
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    metrics: Arc<Metrics>,
 }
 
 fn snapshot_path(dir: &Path, last: &Option<LogId>) -> PathBuf {
@@ -156,7 +160,13 @@ impl StateMachine {
             mvcc,
             sessions,
             applied_tx,
+            metrics: Arc::new(Metrics::default()),
         })
+    }
+
+    /// The same state machine, counting applies and snapshots into `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        StateMachine { metrics, ..self }
     }
 
     /// A receiver of the applied position, updated after every applied batch.
@@ -256,6 +266,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let db = self.db.clone();
         let dir = self.snapshot_dir.clone();
         let _lock = self.snapshot_lock.clone().lock_owned().await;
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
             fail::fail_point!("snapshot-build");
             let snap = db.snapshot();
@@ -266,6 +277,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // Tests pause here to overlap an install with a build.
             fail::fail_point!("snapshot-build-written");
             remove_other_snapshots(&dir, &path)?;
+            metrics.snapshot_builds.inc();
+            metrics
+                .snapshot_build_bytes
+                .inc_by(fs::metadata(&path).map_or(0, |m| m.len()));
             tracing::info!(path = %path.display(), revision = mvcc.revision, "built snapshot");
             Ok(openraft::Snapshot {
                 meta,
@@ -291,6 +306,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let started = std::time::Instant::now();
         let db = self.db.clone();
         let mut batch = ApplyBatch::new(&db, self.mvcc);
         let mut responders = Vec::new();
@@ -331,6 +347,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for (responder, response) in responders {
             responder.send(response);
         }
+        self.metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -339,6 +358,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             db: self.db.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
             snapshot_lock: self.snapshot_lock.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -389,6 +409,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.mvcc = header.mvcc;
         self.sessions = sessions::load_table(&self.db)?;
         remove_other_snapshots(&self.snapshot_dir, &final_path)?;
+        self.metrics.snapshot_installs.inc();
+        self.metrics
+            .snapshot_install_bytes
+            .inc_by(fs::metadata(&final_path).map_or(0, |m| m.len()));
         tracing::info!(revision = self.mvcc.revision, "installed snapshot");
         self.publish();
         drop(installing);
