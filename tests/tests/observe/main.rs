@@ -5,3 +5,4 @@ mod t10_metrics;
 mod t20_quota;
 mod t30_status;
 mod t40_dashboard;
+mod t50_deploy;
