@@ -276,7 +276,7 @@ impl Node {
         let forwarder = Forwarder::start(pool.clone(), forward_timeout(&options));
         let replicas = ReplicaRegistry::new(options.replica_ttl);
         let proposer = Proposer::start(raft.clone());
-        super::observe::count_leader_changes(raft.clone(), metrics.clone());
+        super::observe::count_leader_changes(&raft, metrics.clone());
         Arc::new(Node {
             id,
             proposer,

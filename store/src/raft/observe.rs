@@ -16,10 +16,11 @@ use crate::metrics::{Metrics, NodeGauges};
 use crate::replicas::ReplicaEntry;
 use crate::storage::size::DbSize;
 
-/// Counts leader changes as this node sees them, for as long as Raft runs.
-pub(crate) fn count_leader_changes(raft: Raft, metrics: Arc<Metrics>) {
+/// Counts leader changes as this node sees them, for as long as Raft runs
+/// (the task holds only Raft's metrics receiver, never Raft itself).
+pub(crate) fn count_leader_changes(raft: &Raft, metrics: Arc<Metrics>) {
+    let mut rx = raft.metrics();
     tokio::spawn(async move {
-        let mut rx = raft.metrics();
         let mut leader = rx.borrow_watched().current_leader;
         while rx.changed().await.is_ok() {
             let now = rx.borrow_watched().current_leader;
