@@ -98,8 +98,10 @@ pub struct NodeGauges {
     /// The largest lag, in revisions behind this node's applied revision, of
     /// those replicas.
     pub replicas_max_lag: u64,
-    /// The key space's size on disk (see `storage::size`).
-    pub db: crate::storage::size::DbSize,
+    /// Bytes of the key space's live SST files (see `kv::size`).
+    pub db_sst_bytes: u64,
+    /// Bytes of the key space's memtables.
+    pub db_memtable_bytes: u64,
     /// The configured quota (0: none).
     pub quota_bytes: u64,
 }
@@ -430,9 +432,11 @@ impl Metrics {
         s.replicas_reporting
             .set(gauge_value(node.replicas_reporting));
         s.replicas_max_lag.set(gauge_value(node.replicas_max_lag));
-        s.db_size.set(gauge_value(node.db.total()));
-        s.db_sst.set(gauge_value(node.db.sst_bytes));
-        s.db_memtable.set(gauge_value(node.db.memtable_bytes));
+        s.db_size.set(gauge_value(
+            node.db_sst_bytes.saturating_add(node.db_memtable_bytes),
+        ));
+        s.db_sst.set(gauge_value(node.db_sst_bytes));
+        s.db_memtable.set(gauge_value(node.db_memtable_bytes));
         s.quota.set(gauge_value(node.quota_bytes));
         let mut out = String::with_capacity(8192);
         match self.registry.lock() {

@@ -67,7 +67,7 @@ pub async fn run_physical(
                     // keys) back now, so the size the quota checks falls.
                     let db = db.clone();
                     let _ = tokio::task::spawn_blocking(move || {
-                        crate::storage::size::defragment(&db);
+                        crate::kv::size::defragment(&db);
                     })
                     .await;
                 }

@@ -612,8 +612,8 @@ impl KvReader {
     }
 
     /// The key space's size on disk (for metrics, status and the quota).
-    pub fn size(&self) -> crate::storage::size::DbSize {
-        crate::storage::size::measure(&self.db)
+    pub fn size(&self) -> crate::kv::size::DbSize {
+        crate::kv::size::measure(&self.db)
     }
 
     /// The counters as of now.

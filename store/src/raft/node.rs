@@ -158,7 +158,7 @@ pub struct NodeOptions {
     /// commands this node proposes as leader.
     pub sessions: SessionLimits,
     /// Most bytes the key space may hold on disk before the leader refuses
-    /// writes that could add data (0: no quota). See `storage::size`.
+    /// writes that could add data (0: no quota). See `kv::size`.
     pub quota_bytes: u64,
 }
 

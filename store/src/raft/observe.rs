@@ -11,10 +11,10 @@ use serde::Serialize;
 
 use super::node::{Node, NodeError};
 use super::types::Raft;
+use crate::kv::size::DbSize;
 use crate::kv::{Command, SessionOp, TxnOp};
 use crate::metrics::{Metrics, NodeGauges};
 use crate::replicas::ReplicaEntry;
-use crate::storage::size::DbSize;
 
 /// Counts leader changes as this node sees them, for as long as Raft runs
 /// (the task holds only Raft's metrics receiver, never Raft itself).
@@ -215,6 +215,7 @@ impl Node {
             )
         };
         let reports = self.replicas().current();
+        let db = self.db_size();
         let max_lag = reports
             .iter()
             .map(|r| applied.revision.saturating_sub(r.report.revision))
@@ -231,7 +232,8 @@ impl Node {
             last_log_index: last,
             replicas_reporting: reports.len() as u64,
             replicas_max_lag: max_lag,
-            db: self.db_size(),
+            db_sst_bytes: db.sst_bytes,
+            db_memtable_bytes: db.memtable_bytes,
             quota_bytes: self.options().quota_bytes,
         }
     }

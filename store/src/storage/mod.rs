@@ -6,7 +6,6 @@ pub mod backup;
 pub mod identity;
 pub mod log_store;
 pub mod restore;
-pub mod size;
 pub mod snapshot;
 pub mod state_machine;
 
