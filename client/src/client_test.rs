@@ -477,6 +477,23 @@ async fn client_errors_are_not_retried() {
 }
 
 #[tokio::test]
+async fn a_quota_refusal_is_final_and_not_applied() {
+    let a = serve(|_| err(507, "quota_exceeded")).await;
+    let b = serve(|_| ok(json!({"revision": 1}))).await;
+    let c = client(vec![a.url.clone(), b.url.clone()]);
+    let put = c.put("k", "v").await;
+    assert!(
+        matches!(&put, Err(Error::Api { status: 507, code, .. }) if code == "quota_exceeded"),
+        "{put:?}"
+    );
+    assert!(put
+        .as_ref()
+        .err()
+        .is_some_and(Error::is_definitely_not_applied));
+    assert_eq!(b.hits(), 0, "a quota refusal is not retried elsewhere");
+}
+
+#[tokio::test]
 async fn unreachable_cluster_is_a_transport_error() {
     let c = client(vec![dead_endpoint().await, dead_endpoint().await]);
     let put = c.put("k", "v").await;

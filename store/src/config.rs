@@ -122,6 +122,13 @@ pub struct Config {
     /// how long a new write queues behind a burst.
     #[arg(long, env = "BALLAST_MAX_INFLIGHT_WRITE_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_inflight_write_bytes: usize,
+    /// Storage quota of the key space, bytes on disk (RocksDB SST files
+    /// plus memtables of the key, history and change-feed families; 0: no
+    /// quota). At or beyond it the leader refuses writes that could add
+    /// data with `507 quota_exceeded`; reads, watches, deletes and compaction
+    /// keep working, and compaction gives the space back.
+    #[arg(long, env = "BALLAST_QUOTA_BYTES", default_value_t = 0)]
+    pub quota_bytes: u64,
     /// Deadline of one snapshot chunk (1 MiB) sent to a follower,
     /// milliseconds. The install after the last chunk has no deadline.
     #[arg(

@@ -5,17 +5,19 @@
 //! - `codec`: versioned postcard encoding for everything persisted or sent.
 //! - [`db`]: the node's one RocksDB instance: column families and open options.
 //! - `kv`: commands, limits, the MVCC key space in RocksDB, history
-//!   retention (compaction), and the replicated tokens and roles
-//!   (`kv::auth`).
+//!   retention (compaction), the replicated tokens and roles (`kv::auth`),
+//!   and the key space's size on disk (the quota).
 //! - `storage`: the RocksDB Raft log (with group commit) and state machine,
 //!   snapshots, backups (`GET /v1/snapshot`) and restores ([`restore`]).
 //! - `raft`: openraft types, the peer network, and [`Node`], which
-//!   serves linearizable and local reads and forwards writes to the leader.
+//!   serves linearizable and local reads and forwards writes to the leader;
+//!   `raft::observe` adds what the node tells about itself (quorum, data
+//!   plane, scrape-time gauges, the quota check).
 //! - `watch`: watch streams (SSE) served from each node's applied state.
-//! - `metrics`: counters exposed at `/metrics`.
+//! - `metrics`: the Prometheus registry (`prometheus-client`) behind `/metrics`.
 //! - `replicas`: data-plane replica reports (in memory, merged across nodes).
-//! - `api`: the HTTP API (axum), its bearer-token checks (`api::auth`) and
-//!   its single error mapping.
+//! - `api`: the HTTP API (axum), its bearer-token checks (`api::auth`), its
+//!   single error mapping, and the dashboard (`/ui`, embedded from `src/ui/`).
 //! - [`server`]: wiring it all up: [`run`] starts one node.
 //! - `stop`: the stop signal every background task waits on.
 //! - `tls`: rustls configurations of the client and peer listeners and the

@@ -1,45 +1,24 @@
-//! Process counters, rendered in the Prometheus text format at `/metrics`.
+//! The node's Prometheus metrics, kept in a `prometheus-client` registry and
+//! encoded in the OpenMetrics text format at `/metrics`.
+//!
+//! Counters and histograms are updated where things happen (the write path,
+//! the state machine, the WAL flusher, the watch hub, the HTTP layer). Values
+//! that are cheaper to read than to track (term, indexes, revision, database
+//! size, replica lag) are gauges set from the node's state at scrape time.
+//! `docs/operations.md` lists every series.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
-
-impl Gauge {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    /// Subtracts one.
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+/// The content type of the text `render` returns.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A gauge held up for as long as this guard lives.
 pub struct GaugeGuard<'a>(&'a Gauge);
@@ -58,9 +37,83 @@ impl Drop for GaugeGuard<'_> {
     }
 }
 
-/// The node's counters.
-#[derive(Debug, Default)]
+/// Labels of an HTTP request: the route template (`/v1/kv/{*key}`, never
+/// the raw path, so keys do not explode the series count), the method and
+/// the status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route template, or `unmatched`.
+    pub route: String,
+    /// The request method.
+    pub method: String,
+    /// The response status code.
+    pub status: u16,
+}
+
+/// Latency buckets from 100 µs to about 26 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+/// Gauges set from the node's state at scrape time.
+#[derive(Default)]
+struct ScrapeGauges {
+    revision: Gauge,
+    compact_revision: Gauge,
+    term: Gauge,
+    is_leader: Gauge,
+    has_leader: Gauge,
+    applied_index: Gauge,
+    commit_index: Gauge,
+    last_log_index: Gauge,
+    replicas_reporting: Gauge,
+    replicas_max_lag: Gauge,
+    db_size: Gauge,
+    db_sst: Gauge,
+    db_memtable: Gauge,
+    quota: Gauge,
+}
+
+/// Values of the scrape-time gauges.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NodeGauges {
+    /// Applied revision.
+    pub revision: u64,
+    /// Compact revision.
+    pub compact_revision: u64,
+    /// Raft term.
+    pub term: u64,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+    /// Whether this node knows a leader.
+    pub has_leader: bool,
+    /// Last applied log index.
+    pub applied_index: u64,
+    /// Committed log index known to this node.
+    pub commit_index: u64,
+    /// Last log index written on this node.
+    pub last_log_index: u64,
+    /// Data-plane replicas whose unexpired report this node holds.
+    pub replicas_reporting: u64,
+    /// The largest lag, in revisions behind this node's applied revision, of
+    /// those replicas.
+    pub replicas_max_lag: u64,
+    /// Bytes of the key space's live SST files (see `kv::size`).
+    pub db_sst_bytes: u64,
+    /// Bytes of the key space's memtables.
+    pub db_memtable_bytes: u64,
+    /// The configured quota (0: none).
+    pub quota_bytes: u64,
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The node's metrics.
 pub struct Metrics {
+    registry: Mutex<Registry>,
+    scrape: ScrapeGauges,
     /// Watch streams open now.
     pub watchers_open: Gauge,
     /// Watch streams refused because the node was at its limit.
@@ -80,116 +133,354 @@ pub struct Metrics {
     pub compactions: Counter,
     /// History entries removed by compaction.
     pub history_entries_compacted: Counter,
+    /// Times this node saw the leader change (including to none).
+    pub leader_changes: Counter,
+    /// Proposals this node made as leader that were committed and applied.
+    pub proposals_committed: Counter,
+    /// Proposals this node made as leader that failed or timed out.
+    pub proposals_failed: Counter,
+    /// Time from proposing a write on the leader to its applied answer.
+    pub commit_seconds: Histogram,
+    /// Time the state machine took to apply one batch of entries.
+    pub apply_seconds: Histogram,
+    /// Snapshots built on this node.
+    pub snapshot_builds: Counter,
+    /// Bytes of the snapshot files built.
+    pub snapshot_build_bytes: Counter,
+    /// Snapshots installed on this node (sent by a leader).
+    pub snapshot_installs: Counter,
+    /// Bytes of the snapshot files installed.
+    pub snapshot_install_bytes: Counter,
+    /// Time one WAL sync (group commit) took.
+    pub wal_sync_seconds: Histogram,
+    /// WAL syncs that failed.
+    pub wal_sync_failures: Counter,
+    /// Writes refused because the key space was over its quota.
+    pub quota_refusals: Counter,
+    /// HTTP requests by route, method and status.
+    pub http_seconds: Family<HttpLabels, Histogram>,
 }
 
-/// Extra gauges of the node, read at render time.
-pub struct NodeGauges {
-    /// Applied revision.
-    pub revision: u64,
-    /// Compact revision.
-    pub compact_revision: u64,
-    /// Raft term.
-    pub term: u64,
-    /// Whether this node is the leader.
-    pub is_leader: bool,
-    /// Last applied log index.
-    pub applied_index: u64,
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    /// Renders everything in the Prometheus text exposition format.
-    pub fn render(&self, node: &NodeGauges) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut line = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+    /// A fresh set of metrics, registered under the `ballast` prefix.
+    pub fn new() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("ballast")),
+            scrape: ScrapeGauges::default(),
+            watchers_open: Gauge::default(),
+            watchers_refused: Counter::default(),
+            watchers_catching_up: Gauge::default(),
+            watch_messages_sent: Counter::default(),
+            watch_events_sent: Counter::default(),
+            watch_progress_sent: Counter::default(),
+            watch_catchup_revisions: Counter::default(),
+            compactions: Counter::default(),
+            history_entries_compacted: Counter::default(),
+            leader_changes: Counter::default(),
+            proposals_committed: Counter::default(),
+            proposals_failed: Counter::default(),
+            commit_seconds: latency_histogram(),
+            apply_seconds: latency_histogram(),
+            snapshot_builds: Counter::default(),
+            snapshot_build_bytes: Counter::default(),
+            snapshot_installs: Counter::default(),
+            snapshot_install_bytes: Counter::default(),
+            wal_sync_seconds: latency_histogram(),
+            wal_sync_failures: Counter::default(),
+            quota_refusals: Counter::default(),
+            http_seconds: Family::new_with_constructor(latency_histogram),
         };
-        line(
-            "ballast_revision",
-            "gauge",
-            "Applied key-space revision.",
-            node.revision,
+        m.register();
+        m
+    }
+
+    /// Registers every metric (the registry holds clones sharing their values).
+    fn register(&self) {
+        let Ok(mut r) = self.registry.lock() else {
+            return;
+        };
+        let s = &self.scrape;
+        let gauges: [(&str, &str, &Gauge); 14] = [
+            ("revision", "Applied key-space revision.", &s.revision),
+            (
+                "compact_revision",
+                "Oldest readable and watchable revision.",
+                &s.compact_revision,
+            ),
+            ("raft_term", "Current Raft term.", &s.term),
+            ("raft_is_leader", "1 on the leader.", &s.is_leader),
+            (
+                "raft_has_leader",
+                "1 while this node knows a leader.",
+                &s.has_leader,
+            ),
+            (
+                "raft_applied_index",
+                "Last applied Raft log index.",
+                &s.applied_index,
+            ),
+            (
+                "raft_commit_index",
+                "Committed Raft log index known to this node.",
+                &s.commit_index,
+            ),
+            (
+                "raft_last_log_index",
+                "Last Raft log index written on this node.",
+                &s.last_log_index,
+            ),
+            (
+                "replicas_reporting",
+                "Data-plane replicas whose unexpired report this node holds.",
+                &s.replicas_reporting,
+            ),
+            (
+                "replicas_max_lag_revisions",
+                "Largest lag, in revisions behind this node, of the replicas reporting to it.",
+                &s.replicas_max_lag,
+            ),
+            (
+                "db_size_bytes",
+                "Size of the key space in RocksDB (SST files plus memtables); the quota is checked against it.",
+                &s.db_size,
+            ),
+            (
+                "db_sst_bytes",
+                "Size of the key space's SST files.",
+                &s.db_sst,
+            ),
+            (
+                "db_memtable_bytes",
+                "Size of the key space's memtables.",
+                &s.db_memtable,
+            ),
+            (
+                "quota_bytes",
+                "Configured storage quota (0: none).",
+                &s.quota,
+            ),
+        ];
+        for (name, help, g) in gauges {
+            r.register(name, help, g.clone());
+        }
+        let plain_gauges: [(&str, &str, &Gauge); 2] = [
+            ("watchers_open", "Watch streams open.", &self.watchers_open),
+            (
+                "watchers_catching_up",
+                "Watch streams reading history from storage.",
+                &self.watchers_catching_up,
+            ),
+        ];
+        for (name, help, g) in plain_gauges {
+            r.register(name, help, g.clone());
+        }
+        // prometheus-client appends `_total` to counter names.
+        let counters: [(&str, &str, &Counter); 16] = [
+            (
+                "watchers_refused",
+                "Watch streams refused at the per-node limit.",
+                &self.watchers_refused,
+            ),
+            (
+                "watch_messages_sent",
+                "Watch change messages sent (one per revision per watcher).",
+                &self.watch_messages_sent,
+            ),
+            (
+                "watch_events_sent",
+                "Watch events sent (one per key change per watcher).",
+                &self.watch_events_sent,
+            ),
+            (
+                "watch_progress_sent",
+                "Watch progress bookmarks sent.",
+                &self.watch_progress_sent,
+            ),
+            (
+                "watch_catchup_revisions",
+                "Revisions read from storage to catch watchers up.",
+                &self.watch_catchup_revisions,
+            ),
+            (
+                "compactions",
+                "History compactions completed on this node.",
+                &self.compactions,
+            ),
+            (
+                "history_entries_compacted",
+                "History entries removed by compaction.",
+                &self.history_entries_compacted,
+            ),
+            (
+                "raft_leader_changes",
+                "Leader changes this node saw (including to no leader).",
+                &self.leader_changes,
+            ),
+            (
+                "raft_proposals_committed",
+                "Writes this node proposed as leader that were committed and applied.",
+                &self.proposals_committed,
+            ),
+            (
+                "raft_proposals_failed",
+                "Writes this node proposed as leader that failed or timed out.",
+                &self.proposals_failed,
+            ),
+            (
+                "snapshot_builds",
+                "Snapshots built on this node.",
+                &self.snapshot_builds,
+            ),
+            (
+                "snapshot_build_bytes",
+                "Bytes of the snapshot files built on this node.",
+                &self.snapshot_build_bytes,
+            ),
+            (
+                "snapshot_installs",
+                "Snapshots installed on this node.",
+                &self.snapshot_installs,
+            ),
+            (
+                "snapshot_install_bytes",
+                "Bytes of the snapshot files installed on this node.",
+                &self.snapshot_install_bytes,
+            ),
+            (
+                "wal_sync_failures",
+                "WAL syncs that failed.",
+                &self.wal_sync_failures,
+            ),
+            (
+                "quota_refusals",
+                "Writes refused because the key space was over its quota.",
+                &self.quota_refusals,
+            ),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+        let histograms: [(&str, &str, &Histogram); 3] = [
+            (
+                "raft_commit_duration_seconds",
+                "Time from proposing a write on the leader to its applied answer.",
+                &self.commit_seconds,
+            ),
+            (
+                "raft_apply_duration_seconds",
+                "Time the state machine took to apply one batch of entries.",
+                &self.apply_seconds,
+            ),
+            (
+                "wal_sync_duration_seconds",
+                "Time one WAL sync (a group commit of log appends) took.",
+                &self.wal_sync_seconds,
+            ),
+        ];
+        for (name, help, h) in histograms {
+            r.register(name, help, h.clone());
+        }
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP requests by route template, method and status: time to the response head.",
+            self.http_seconds.clone(),
         );
-        line(
-            "ballast_compact_revision",
-            "gauge",
-            "Oldest readable and watchable revision.",
-            node.compact_revision,
-        );
-        line(
-            "ballast_raft_term",
-            "gauge",
-            "Current Raft term.",
-            node.term,
-        );
-        line(
-            "ballast_raft_is_leader",
-            "gauge",
-            "1 on the leader.",
-            u64::from(node.is_leader),
-        );
-        line(
-            "ballast_raft_applied_index",
-            "gauge",
-            "Last applied Raft log index.",
-            node.applied_index,
-        );
-        line(
-            "ballast_watchers_open",
-            "gauge",
-            "Watch streams open.",
-            self.watchers_open.get(),
-        );
-        line(
-            "ballast_watchers_refused_total",
-            "counter",
-            "Watch streams refused at the per-node limit.",
-            self.watchers_refused.get(),
-        );
-        line(
-            "ballast_watchers_catching_up",
-            "gauge",
-            "Watch streams reading history from storage.",
-            self.watchers_catching_up.get(),
-        );
-        line(
-            "ballast_watch_messages_sent_total",
-            "counter",
-            "Watch change messages sent (one per revision per watcher).",
-            self.watch_messages_sent.get(),
-        );
-        line(
-            "ballast_watch_events_sent_total",
-            "counter",
-            "Watch events sent (one per key change per watcher).",
-            self.watch_events_sent.get(),
-        );
-        line(
-            "ballast_watch_progress_sent_total",
-            "counter",
-            "Watch progress bookmarks sent.",
-            self.watch_progress_sent.get(),
-        );
-        line(
-            "ballast_watch_catchup_revisions_total",
-            "counter",
-            "Revisions read from storage to catch watchers up.",
-            self.watch_catchup_revisions.get(),
-        );
-        line(
-            "ballast_compactions_total",
-            "counter",
-            "History compactions completed on this node.",
-            self.compactions.get(),
-        );
-        line(
-            "ballast_history_entries_compacted_total",
-            "counter",
-            "History entries removed by compaction.",
-            self.history_entries_compacted.get(),
-        );
+    }
+
+    /// Records the outcome of one proposal made as leader and the time to
+    /// its answer.
+    pub fn count_proposal(&self, committed: bool, elapsed: Duration) {
+        if committed {
+            self.proposals_committed.inc();
+            self.commit_seconds.observe(elapsed.as_secs_f64());
+        } else {
+            self.proposals_failed.inc();
+        }
+    }
+
+    /// Records one HTTP request.
+    pub fn observe_http(&self, labels: HttpLabels, elapsed: Duration) {
+        self.http_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the scrape-time gauges and encodes everything in the OpenMetrics
+    /// text format.
+    pub fn render(&self, node: &NodeGauges) -> String {
+        let s = &self.scrape;
+        s.revision.set(gauge_value(node.revision));
+        s.compact_revision.set(gauge_value(node.compact_revision));
+        s.term.set(gauge_value(node.term));
+        s.is_leader.set(i64::from(node.is_leader));
+        s.has_leader.set(i64::from(node.has_leader));
+        s.applied_index.set(gauge_value(node.applied_index));
+        s.commit_index.set(gauge_value(node.commit_index));
+        s.last_log_index.set(gauge_value(node.last_log_index));
+        s.replicas_reporting
+            .set(gauge_value(node.replicas_reporting));
+        s.replicas_max_lag.set(gauge_value(node.replicas_max_lag));
+        s.db_size.set(gauge_value(
+            node.db_sst_bytes.saturating_add(node.db_memtable_bytes),
+        ));
+        s.db_sst.set(gauge_value(node.db_sst_bytes));
+        s.db_memtable.set(gauge_value(node.db_memtable_bytes));
+        s.quota.set(gauge_value(node.quota_bytes));
+        let mut out = String::with_capacity(8192);
+        match self.registry.lock() {
+            Ok(r) => {
+                if let Err(e) = text::encode(&mut out, &r) {
+                    tracing::error!(error = %e, "encoding metrics failed");
+                }
+            }
+            Err(_) => tracing::error!("metrics registry lock poisoned"),
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_in_openmetrics_text() {
+        let m = Metrics::new();
+        m.proposals_committed.inc();
+        m.commit_seconds.observe(0.002);
+        m.observe_http(
+            HttpLabels {
+                route: "/v1/kv/{*key}".into(),
+                method: "PUT".into(),
+                status: 200,
+            },
+            Duration::from_millis(3),
+        );
+        let text = m.render(&NodeGauges {
+            term: 4,
+            ..NodeGauges::default()
+        });
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("\nballast_raft_term 4\n"), "{text}");
+        assert!(
+            text.contains("\nballast_raft_proposals_committed_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("ballast_raft_commit_duration_seconds_count 1\n"));
+        assert!(text.contains(
+            "ballast_http_request_duration_seconds_count{route=\"/v1/kv/{*key}\",method=\"PUT\",status=\"200\"} 1\n"
+        ), "{text}");
     }
 }

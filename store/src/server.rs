@@ -182,12 +182,14 @@ pub async fn start(
 
     let database =
         db::open(&config.data_dir.join("db")).map_err(|e| ServerError::Storage(e.to_string()))?;
-    let log_store =
-        LogStore::new(database.clone()).map_err(|e| ServerError::Storage(e.to_string()))?;
+    let metrics = Arc::new(Metrics::default());
+    let log_store = LogStore::with_metrics(database.clone(), metrics.clone())
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
     let log_flusher = log_store.flusher();
     let snapshot_dir = config.data_dir.join("snapshots");
     let state_machine = StateMachine::open(database.clone(), snapshot_dir.clone())
-        .map_err(|e| ServerError::Storage(e.to_string()))?;
+        .map_err(|e| ServerError::Storage(e.to_string()))?
+        .with_metrics(metrics.clone());
     let applied = state_machine.subscribe();
     let auth = state_machine.auth();
     let install_gate = state_machine.install_gate();
@@ -277,7 +279,6 @@ pub async fn start(
     .await
     .map_err(|e| ServerError::Raft(e.to_string()))?;
 
-    let metrics = Arc::new(Metrics::default());
     let backups = BackupSource::new(
         database.clone(),
         install_gate.clone(),
@@ -309,6 +310,7 @@ pub async fn start(
             backups,
             sessions: config.session_limits(),
             auth,
+            quota_bytes: config.quota_bytes,
         },
         metrics.clone(),
     );

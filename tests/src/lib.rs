@@ -7,6 +7,7 @@
 //! cluster starts), so a restarted node rejoins at the same address.
 
 pub mod answer_drop;
+pub mod metrics;
 pub mod pki;
 pub mod restore;
 pub mod sse;

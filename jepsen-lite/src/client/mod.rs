@@ -219,10 +219,14 @@ impl NodeClient {
         }
     }
 
-    /// `GET /v1/status`.
+    /// `GET /v1/status`, without the data-plane view (which asks every
+    /// other member, and would wait for a paused one).
     pub async fn status(&self) -> Option<Value> {
         match self
-            .send(self.http.get(format!("{}/v1/status", self.base)))
+            .send(
+                self.http
+                    .get(format!("{}/v1/status?data_plane=false", self.base)),
+            )
             .await
         {
             Outcome::Ok((200, v)) => Some(v),

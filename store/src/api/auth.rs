@@ -38,7 +38,12 @@ use crate::raft::node::{Node, NodeError};
 
 /// Routes open with auth on: probes and metrics scrapers carry no token.
 pub(crate) fn is_open(path: &str) -> bool {
-    path == "/metrics" || path == "/openapi.json" || path.starts_with("/health/")
+    // The dashboard page holds no data: its own requests carry a token.
+    path == "/metrics"
+        || path == "/openapi.json"
+        || path == "/ui"
+        || path == "/ui/"
+        || path.starts_with("/health/")
 }
 
 /// Routes only an admin token may use.
@@ -582,7 +587,7 @@ mod tests {
         ] {
             assert!(!needs_admin(p), "{p}");
         }
-        assert!(is_open("/health/ready") && is_open("/metrics"));
+        assert!(is_open("/health/ready") && is_open("/metrics") && is_open("/ui"));
         assert!(!is_open("/v1/status"));
     }
 }

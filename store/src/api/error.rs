@@ -116,11 +116,14 @@ pub enum ErrorCode {
     AuthNotFound,
     /// A token or role change refused as things stand.
     AuthConflict,
+    /// The key space is over its storage quota: writes that could add data
+    /// are refused until deletes and compaction bring it back under.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 35] = [
+    pub const ALL: [ErrorCode; 36] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -156,6 +159,7 @@ impl ErrorCode {
         ErrorCode::PermissionDenied,
         ErrorCode::AuthNotFound,
         ErrorCode::AuthConflict,
+        ErrorCode::QuotaExceeded,
     ];
 
     /// The code as it appears in `{"error": {"code": ...}}`.
@@ -196,6 +200,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::AuthNotFound => "auth_not_found",
             ErrorCode::AuthConflict => "auth_conflict",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -236,6 +241,7 @@ impl ErrorCode {
             | ErrorCode::TooManyRangeReads
             | ErrorCode::TooManyAdminRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
@@ -359,6 +365,7 @@ impl ApiError {
                 NodeError::Timeout(_) => ErrorCode::Timeout,
                 NodeError::Overloaded(_) => ErrorCode::TooManyRequests,
                 NodeError::Internal(_) => ErrorCode::Internal,
+                NodeError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             },
             ApiError::NotReady(_) => ErrorCode::NotReady,
             ApiError::TooManyWatchers(_) => ErrorCode::TooManyWatchers,

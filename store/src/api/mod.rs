@@ -17,17 +17,19 @@ pub mod session;
 pub mod snapshot;
 pub mod status;
 pub mod txn;
+pub mod ui;
 pub mod watch;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
-use axum::http::HeaderValue;
+use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 
+use crate::metrics::HttpLabels;
 use crate::raft::node::Node;
 use crate::watch::WatchHub;
 pub use error::ApiError;
@@ -86,6 +88,37 @@ async fn refuse_if_removed(State(node): State<Arc<Node>>, req: Request, next: Ne
         }
         _ => next.run(req).await,
     }
+}
+
+/// Records each request's latency by route template, method and status.
+/// Routes are the matched templates (`/v1/kv/{*key}`), never raw paths, and
+/// unusual methods are folded into `other`, so clients cannot grow the
+/// number of series.
+async fn observe(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = match *req.method() {
+        Method::GET | Method::PUT | Method::POST | Method::DELETE | Method::HEAD => {
+            req.method().as_str()
+        }
+        _ => "other",
+    }
+    .to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    node.metrics().observe_http(
+        HttpLabels {
+            route,
+            method,
+            status,
+        },
+        started.elapsed(),
+    );
+    response
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -150,6 +183,8 @@ pub fn router_with_limits(
             "/health/ready",
             get(status::ready).fallback(method_not_allowed),
         )
+        .route("/ui", get(ui::dashboard).fallback(method_not_allowed))
+        .route("/ui/", get(ui::dashboard).fallback(method_not_allowed))
         .route(
             "/v1/replicas",
             get(replicas::list).fallback(method_not_allowed),
@@ -225,6 +260,7 @@ pub fn router_with_limits(
         ))
         .layer(middleware::from_fn_with_state(limits, limits::check_size))
         .layer(middleware::from_fn_with_state(node.clone(), stamp))
+        .layer(middleware::from_fn_with_state(node.clone(), observe))
         .with_state(AppState { node, hub, ranges })
 }
 

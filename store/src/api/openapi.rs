@@ -197,6 +197,16 @@ impl Modify for SharedResponses {
                 }
             }
         }
+        // `/ui/` serves the same page as `/ui`.
+        if let Some(item) = paths.get("/ui") {
+            let mut alias = item.clone();
+            for op in operations(&mut alias) {
+                if let Some(id) = op.operation_id.as_mut() {
+                    id.push_str("_slash");
+                }
+            }
+            paths.insert("/ui/".to_string(), alias);
+        }
         let revision = HeaderBuilder::new()
             .schema(
                 ObjectBuilder::new()
@@ -215,7 +225,10 @@ impl Modify for SharedResponses {
             .build();
         for (path, item) in paths.iter_mut() {
             let removable = !serves_when_removed(path);
-            let probe = path == OPENAPI_PATH || path == "/health/live" || path == "/metrics";
+            let probe = path == OPENAPI_PATH
+                || path == "/health/live"
+                || path == "/metrics"
+                || path.starts_with("/ui");
             for op in operations(item) {
                 add_response(
                     op,
@@ -304,6 +317,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
         super::auth::list_roles,
         super::auth::delete_role,
         super::auth::whoami,
+        super::ui::dashboard,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail, LeaderHint)),

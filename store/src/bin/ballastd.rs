@@ -16,6 +16,10 @@ struct Cli {
     command: Option<Cmd>,
     #[command(flatten)]
     config: Config,
+    /// Validate the configuration (flags, `--config` file, environment),
+    /// print it, and exit: 0 when it is valid, 2 when not. Starts nothing.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[derive(Subcommand)]
@@ -273,6 +277,40 @@ async fn run_dev(
     }
 }
 
+/// `--check-config`: what a service manager runs before starting a node.
+fn check_config(config: &Config) -> ExitCode {
+    if let Err(e) = config.validate() {
+        eprintln!("ballastd: {e}");
+        return ExitCode::from(2);
+    }
+    let member = config.advertised_member();
+    println!(
+        "configuration valid: node {} data-dir {} client {} (advertised {}) peer {} (advertised {})",
+        config.node_id,
+        config.data_dir.display(),
+        config.listen_client,
+        member.client_addr,
+        config.listen_peer,
+        member.peer_addr
+    );
+    match config.initial_members() {
+        Ok(Some(members)) => {
+            for (id, m) in members {
+                println!(
+                    "initial member {id}: client {} peer {}",
+                    m.client_addr, m.peer_addr
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("ballastd: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     // With the `failpoints` feature, FAILPOINTS=name=action;... configures
     // failpoints at start; they stay adjustable over /debug/failpoints.
@@ -286,6 +324,9 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
+    if cli.check_config {
+        return check_config(&cli.config);
+    }
     init_tracing(cli.config.log_json);
     if let Some(Cmd::Restore(args)) = cli.command {
         // Blocking file work: no runtime and no node.

@@ -59,10 +59,17 @@ pub async fn run_physical(
         };
         match step {
             Ok(Ok(Some((hi, deleted)))) => {
-                metrics.history_entries_compacted.add(deleted as u64);
+                metrics.history_entries_compacted.inc_by(deleted as u64);
                 if hi == target {
                     metrics.compactions.inc();
                     tracing::debug!(revision = hi, "history compacted");
+                    // Give the space of the removed history (and of deleted
+                    // keys) back now, so the size the quota checks falls.
+                    let db = db.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        crate::kv::size::defragment(&db);
+                    })
+                    .await;
                 }
                 tokio::select! {
                     _ = stopped(&mut stop) => return,

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod mvcc;
 pub mod range;
 pub mod sessions;
+pub mod size;
 pub mod types;
 
 pub use applied::Applied;

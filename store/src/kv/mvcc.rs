@@ -615,6 +615,11 @@ impl KvReader {
         &self.gate
     }
 
+    /// The key space's size on disk (for metrics, status and the quota).
+    pub fn size(&self) -> crate::kv::size::DbSize {
+        crate::kv::size::measure(&self.db)
+    }
+
     /// The counters as of now.
     pub fn state(&self) -> io::Result<MvccState> {
         load_state(&self.db)

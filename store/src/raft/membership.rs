@@ -302,6 +302,19 @@ impl Node {
         self.options().election_timeout_max
     }
 
+    /// On the leader: its voters and how many of them answered it within the
+    /// health window (the leader counts itself). `None` on other nodes.
+    pub(crate) fn voter_health(&self) -> Option<(usize, usize)> {
+        let view = self.leader_view().ok()?;
+        let window = self.health_window();
+        let healthy = view
+            .voters
+            .iter()
+            .filter(|id| view.healthy(**id, self.id(), window))
+            .count();
+        Some((view.voters.len(), healthy))
+    }
+
     /// Runs an admin operation on this node, which must be the leader.
     pub(crate) async fn execute_admin(
         &self,

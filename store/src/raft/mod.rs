@@ -9,6 +9,7 @@ pub mod join;
 pub mod membership;
 pub mod network;
 pub mod node;
+pub mod observe;
 pub mod peer;
 pub mod pool;
 pub mod proposer;

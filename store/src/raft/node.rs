@@ -63,6 +63,10 @@ pub enum NodeError {
     /// Storage or Raft failed on this node.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The key space is over its storage quota: a write that could add data
+    /// was not proposed. Delete keys and compact history to get under it.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
 }
 
 impl From<ForwardError> for NodeError {
@@ -82,6 +86,7 @@ impl From<ForwardError> for NodeError {
             ))),
             ForwardError::Overloaded(m) => NodeError::Overloaded(format!("the leader: {m}")),
             ForwardError::Internal(m) => NodeError::Internal(format!("on the leader: {m}")),
+            ForwardError::QuotaExceeded(m) => NodeError::QuotaExceeded(m),
         }
     }
 }
@@ -105,6 +110,7 @@ impl NodeError {
             NodeError::Kv(k) => ForwardError::Invalid(k.to_string()),
             NodeError::Overloaded(m) => ForwardError::Overloaded(m),
             NodeError::Internal(m) => ForwardError::Internal(m),
+            NodeError::QuotaExceeded(m) => ForwardError::QuotaExceeded(m),
         }
     }
 }
@@ -156,6 +162,9 @@ pub struct NodeOptions {
     /// Tokens and roles, kept up to date by the state machine; the client
     /// API checks every request against it (a local lookup).
     pub auth: crate::kv::auth::SharedAuth,
+    /// Most bytes the key space may hold on disk before the leader refuses
+    /// writes that could add data (0: no quota). See `kv::size`.
+    pub quota_bytes: u64,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -273,6 +282,7 @@ impl Node {
         let forwarder = Forwarder::start(pool.clone(), forward_timeout(&options));
         let replicas = ReplicaRegistry::new(options.replica_ttl);
         let proposer = Proposer::start(raft.clone());
+        super::observe::count_leader_changes(&raft, metrics.clone());
         Arc::new(Node {
             id,
             proposer,
@@ -772,12 +782,17 @@ impl Node {
             sessions::wall_clock_ms(),
             self.options.sessions,
         );
+        self.check_quota(&command)?;
         // The proposal's bytes count until Raft is done with it, also when
         // the client has been answered with a timeout meanwhile.
         let inflight = self.admit(command_bytes(&command))?;
         let timeout = self.options.request_timeout;
         let outcome = self.proposer.propose(command, inflight);
-        match tokio::time::timeout(timeout, outcome).await {
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(timeout, outcome).await;
+        self.metrics
+            .count_proposal(matches!(outcome, Ok(Ok(Ok(_)))), started.elapsed());
+        match outcome {
             Ok(Ok(Ok(written))) => Ok(written.response),
             Ok(Ok(Err(ProposeError::Write(e)))) => Err(self.refused(e)),
             Ok(Ok(Err(ProposeError::Fatal(e)))) => Err(NodeError::Internal(e.to_string())),

@@ -179,6 +179,9 @@ pub enum ForwardError {
     /// The leader refused the request because too much is in flight.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// The leader refused a write because the key space is over its quota.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
 }
 
 /// The answer to a [`PeerRequest`].

@@ -24,6 +24,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
 use crate::codec;
 use crate::db::{cf, io_err, CF_RAFT_LOG, CF_RAFT_META};
+use crate::metrics::Metrics;
 use crate::raft::types::{Entry, LogId, TypeConfig, Vote};
 use crate::raft::wire::APPEND_BATCH_BYTES;
 
@@ -114,16 +115,25 @@ fn sync_wal(db: &DB) -> io::Result<()> {
 /// The group-commit loop: one WAL sync per burst of appends. Runs until every
 /// sender is gone; `recv` hands out what is still queued before it reports
 /// that, so no callback is ever dropped uncompleted.
-fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) -> FlusherReport {
+fn run_flusher(
+    db: Arc<DB>,
+    rx: mpsc::Receiver<IOFlushed<TypeConfig>>,
+    metrics: Arc<Metrics>,
+) -> FlusherReport {
     let mut report = FlusherReport::default();
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         fail::fail_point!("log-sync");
+        let started = std::time::Instant::now();
         let result = sync_wal(&db);
+        metrics
+            .wal_sync_seconds
+            .observe(started.elapsed().as_secs_f64());
         report.syncs += 1;
         if let Err(e) = &result {
             report.failed_syncs += 1;
+            metrics.wal_sync_failures.inc();
             tracing::error!(error = %e, "log sync failed");
         }
         for callback in waiting {
@@ -140,14 +150,20 @@ fn run_flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) -> Flushe
 
 impl LogStore {
     /// Opens the log store on `db` and starts its flusher thread.
+    #[cfg(test)]
     pub fn new(db: Arc<DB>) -> io::Result<Self> {
+        Self::with_metrics(db, Arc::new(Metrics::default()))
+    }
+
+    /// Opens the log store on `db`, timing its WAL syncs into `metrics`.
+    pub fn with_metrics(db: Arc<DB>, metrics: Arc<Metrics>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = tokio::sync::watch::channel(None);
         let flusher_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("ballast-log-sync".into())
             .spawn(move || {
-                let report = run_flusher(flusher_db, rx);
+                let report = run_flusher(flusher_db, rx, metrics);
                 // `run_flusher` has dropped its database handle by now.
                 done_tx.send_replace(Some(report));
             })?;

@@ -25,6 +25,7 @@ use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
 use crate::kv::sessions::{self, SessionTable};
 use crate::kv::types::CommandResponse;
 use crate::kv::Applied;
+use crate::metrics::Metrics;
 use crate::raft::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 const APPLIED_KEY: &[u8] = b"applied";
@@ -55,6 +56,8 @@ pub struct StateMachine {
     /// against it; updated as entries apply and reloaded after an install.
     auth: SharedAuth,
     applied_tx: watch::Sender<Applied>,
+    /// Apply latency and snapshot counts go here.
+    metrics: Arc<Metrics>,
 }
 
 /// Builds snapshot files from a consistent RocksDB snapshot.
@@ -62,6 +65,7 @@ pub struct SnapshotBuilder {
     db: Arc<DB>,
     snapshot_dir: PathBuf,
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    metrics: Arc<Metrics>,
 }
 
 fn snapshot_path(dir: &Path, last: &Option<LogId>) -> PathBuf {
@@ -162,12 +166,18 @@ impl StateMachine {
             sessions,
             auth,
             applied_tx,
+            metrics: Arc::new(Metrics::default()),
         })
     }
 
     /// The tokens and roles, as this state machine keeps them up to date.
     pub fn auth(&self) -> SharedAuth {
         self.auth.clone()
+    }
+
+    /// The same state machine, counting applies and snapshots into `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        StateMachine { metrics, ..self }
     }
 
     /// A receiver of the applied position, updated after every applied batch.
@@ -267,6 +277,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let db = self.db.clone();
         let dir = self.snapshot_dir.clone();
         let _lock = self.snapshot_lock.clone().lock_owned().await;
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
             fail::fail_point!("snapshot-build");
             let snap = db.snapshot();
@@ -277,6 +288,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // Tests pause here to overlap an install with a build.
             fail::fail_point!("snapshot-build-written");
             remove_other_snapshots(&dir, &path)?;
+            metrics.snapshot_builds.inc();
+            metrics
+                .snapshot_build_bytes
+                .inc_by(fs::metadata(&path).map_or(0, |m| m.len()));
             tracing::info!(path = %path.display(), revision = mvcc.revision, "built snapshot");
             Ok(openraft::Snapshot {
                 meta,
@@ -302,6 +317,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let started = std::time::Instant::now();
         let db = self.db.clone();
         let mut batch = ApplyBatch::new(&db, self.mvcc);
         let mut responders = Vec::new();
@@ -345,6 +361,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for (responder, response) in responders {
             responder.send(response);
         }
+        self.metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -353,6 +372,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             db: self.db.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
             snapshot_lock: self.snapshot_lock.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -408,6 +428,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(_) => return Err(io::Error::other("the auth table lock is poisoned")),
         }
         remove_other_snapshots(&self.snapshot_dir, &final_path)?;
+        self.metrics.snapshot_installs.inc();
+        self.metrics
+            .snapshot_install_bytes
+            .inc_by(fs::metadata(&final_path).map_or(0, |m| m.len()));
         tracing::info!(revision = self.mvcc.revision, "installed snapshot");
         self.publish();
         drop(installing);

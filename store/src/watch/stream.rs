@@ -78,7 +78,7 @@ impl Watcher {
         self.hub
             .metrics()
             .watch_catchup_revisions
-            .add(revisions.len() as u64);
+            .inc_by(revisions.len() as u64);
         for (rev, changes) in revisions {
             let Some(changes) = changes else {
                 // Gone: compacted while we were reading.
@@ -102,7 +102,7 @@ impl Watcher {
     fn count(&self, events: usize) {
         let m = self.hub.metrics();
         m.watch_messages_sent.inc();
-        m.watch_events_sent.add(events as u64);
+        m.watch_events_sent.inc_by(events as u64);
     }
 
     async fn next_frame(&mut self) -> Option<Bytes> {

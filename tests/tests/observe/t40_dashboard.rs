@@ -1,0 +1,180 @@
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use ballast_client::Replica;
+use ballast_tests::TestCluster;
+use serde_json::json;
+use tokio::time::Instant;
+use tracing::info;
+
+/// Debian's `chromium` (or the one `BALLAST_CHROMIUM` names); `None` when
+/// there is none (`scripts/chromium.sh` installs it).
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BALLAST_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// Where test artefacts go: `<target>/test-artefacts/`, next to the build.
+fn artefact_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // <target>/<profile>/deps/<test binary>
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .context("unexpected test binary path")?;
+    let dir = target.join("test-artefacts");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs headless chromium on `url` with `args`; returns its stdout. The
+/// browser (and its profile directory) never outlive the call.
+async fn headless(browser: &Path, profile: &Path, url: &str, args: &[String]) -> Result<String> {
+    let mut cmd = tokio::process::Command::new(browser);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--window-size=1280,900",
+        // Let the page run its timers (it polls every 500 ms here).
+        "--virtual-time-budget=8000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(args)
+    .arg(url)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let child = cmd.spawn().context("starting chromium")?;
+    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+        .await
+        .context("chromium did not finish within 90 s")??;
+    if !out.status.success() {
+        bail!(
+            "chromium failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn replica(tc: &TestCluster, dir: &Path, id: &str) -> Result<Replica> {
+    let endpoints = tc.ids().iter().map(|n| tc.endpoint(*n)).collect::<Vec<_>>();
+    Ok(Replica::builder(endpoints)
+        .prefix("/web/")
+        .cache_dir(dir)
+        .id(id)
+        .progress_interval(Duration::from_millis(200))
+        .report_interval(Duration::from_millis(300))
+        .backoff(Duration::from_millis(20), Duration::from_millis(300))
+        .initial_sync_timeout(Duration::from_secs(15))
+        .request_timeout(Duration::from_secs(2))
+        .start()
+        .await?)
+}
+
+/// The dashboard, in a real headless browser against a cluster with
+/// replicas reporting: after it has polled, the page lists every member
+/// and every replica; a screenshot is kept as a test artefact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_members_and_replicas_in_a_headless_browser() -> Result<()> {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED dashboard_shows_members_and_replicas_in_a_headless_browser: no chromium \
+             on PATH (run scripts/chromium.sh, or set BALLAST_CHROMIUM)"
+        );
+        return Ok(());
+    };
+    let tc = TestCluster::start(3).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    let mut rev = 0;
+    for i in 0..20 {
+        rev = tc
+            .put(leader, &format!("web/k{}", i % 5), &format!("v{i}"))
+            .await?;
+    }
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let web1 = replica(&tc, dirs[0].path(), "web-1").await?;
+    let web2 = replica(&tc, dirs[1].path(), "web-2").await?;
+    web1.wait_for_revision(rev, Duration::from_secs(20)).await?;
+    web2.wait_for_revision(rev, Duration::from_secs(20)).await?;
+    // A replica stuck behind, so the page has lag to show.
+    let r = tc
+        .http()
+        .post(format!("{}/v1/replicas/report", tc.endpoint(leader)))
+        .json(&json!({ "id": "batch-7", "prefix": "/web/", "revision": rev - 12 }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+
+    info!("--- wait until the status endpoint lists the three replicas");
+    let viewer = tc.others(leader)[0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = tc.status(viewer).await?;
+        if s["data_plane"]["replicas_reporting"] == 3 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("replicas did not report: {}", s["data_plane"]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    info!("--- load /ui on a follower in headless chromium");
+    let url = format!("{}/ui?interval=500", tc.endpoint(viewer));
+    let profile = tempfile::tempdir()?;
+    let dom = headless(&browser, profile.path(), &url, &["--dump-dom".into()]).await?;
+    assert!(dom.contains("data-polls="), "the page never polled:\n{dom}");
+    for id in tc.ids() {
+        assert!(
+            dom.contains(&format!("data-member=\"{id}\"")),
+            "member {id} missing:\n{dom}"
+        );
+    }
+    for id in ["web-1", "web-2", "batch-7"] {
+        assert!(
+            dom.contains(&format!("data-replica=\"{id}\"")),
+            "replica {id} missing:\n{dom}"
+        );
+    }
+    assert!(dom.contains(">leader<"), "no leader role shown:\n{dom}");
+    assert!(dom.contains(">healthy<"), "no member health shown:\n{dom}");
+    assert!(
+        dom.contains("2 of 3 replicas"),
+        "no rollout convergence:\n{dom}"
+    );
+
+    let shot = artefact_dir()?.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir()?;
+    headless(
+        &browser,
+        profile.path(),
+        &url,
+        &[format!("--screenshot={}", shot.display())],
+    )
+    .await?;
+    let png =
+        std::fs::read(&shot).with_context(|| format!("no screenshot at {}", shot.display()))?;
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    info!(path = %shot.display(), "dashboard screenshot saved");
+    eprintln!("dashboard screenshot: {}", shot.display());
+    drop(web1);
+    drop(web2);
+    tc.shutdown().await;
+    Ok(())
+}
