@@ -175,6 +175,17 @@ impl Transport {
 
     /// One attempt against one endpoint.
     pub(crate) async fn attempt(&self, endpoint: &str, call: &Call) -> Outcome {
+        self.attempt_paced(endpoint, call).await.0
+    }
+
+    /// One attempt against one endpoint, with the `Retry-After` of an error
+    /// answer: a node refusing for load (429) says when to come back, which
+    /// callers that pace themselves (replica bootstraps) obey.
+    pub(crate) async fn attempt_paced(
+        &self,
+        endpoint: &str,
+        call: &Call,
+    ) -> (Outcome, Option<Duration>) {
         let url = format!("{endpoint}{}", call.target);
         let mut request = self.http.request(call.method.clone(), &url);
         if let Some((content_type, body)) = &call.body {
@@ -184,7 +195,7 @@ impl Transport {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return classify_send_error(endpoint, &e),
+            Err(e) => return (classify_send_error(endpoint, &e), None),
         };
         let status = response.status();
         let headers = response.headers().clone();
@@ -197,23 +208,28 @@ impl Transport {
                     call.target,
                     chain(&e)
                 );
-                return Outcome::Unknown {
+                let outcome = Outcome::Unknown {
                     error: Error::Transport {
                         endpoint: endpoint.to_owned(),
                         message: message.clone(),
                     },
                     message,
                 };
+                return (outcome, None);
             }
         };
         let revision_header = header_u64(&headers, REVISION_HEADER);
         if status.is_success() {
-            return Outcome::Done(Answer {
+            let answer = Answer {
                 revision_header,
                 body,
-            });
+            };
+            return (Outcome::Done(answer), None);
         }
-        classify_error_answer(endpoint, call, status, &headers, revision_header, &body)
+        let retry_after = header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
+        let outcome =
+            classify_error_answer(endpoint, call, status, &headers, revision_header, &body);
+        (outcome, retry_after)
     }
 }
 

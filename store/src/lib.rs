@@ -18,6 +18,7 @@
 //! - `stop`: the stop signal every background task waits on.
 //!
 //! The public API is [`Config`], [`start`]/[`run`], [`restore`], [`RunningNode`], [`Node`],
+//! [`Admission`],
 //! the [`server`] and [`config`] modules and the on-disk layout in [`db`];
 //! everything else is internal to the crate.
 //!
@@ -39,6 +40,7 @@ pub(crate) mod stop;
 pub(crate) mod storage;
 pub(crate) mod watch;
 
+pub use api::{Admission, AdmissionOptions, AdmissionPermit};
 pub use config::Config;
 pub use raft::node::Node;
 pub use server::{run, start, Listeners, RunningNode, ServerError, ShutdownReport};

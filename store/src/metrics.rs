@@ -76,6 +76,14 @@ pub struct Metrics {
     pub watch_progress_sent: Counter,
     /// Revisions read from storage to catch watchers up.
     pub watch_catchup_revisions: Counter,
+    /// Replica bootstraps being served now.
+    pub bootstraps_running: Gauge,
+    /// Replica bootstraps refused by admission control.
+    pub bootstraps_refused: Counter,
+    /// Watch catch-ups admitted and not yet at the in-memory window.
+    pub catchups_running: Gauge,
+    /// Watch catch-ups refused by admission control.
+    pub catchups_refused: Counter,
     /// Physical compactions completed.
     pub compactions: Counter,
     /// History entries removed by compaction.
@@ -177,6 +185,30 @@ impl Metrics {
             "counter",
             "Revisions read from storage to catch watchers up.",
             self.watch_catchup_revisions.get(),
+        );
+        line(
+            "ballast_bootstraps_running",
+            "gauge",
+            "Replica bootstraps being served.",
+            self.bootstraps_running.get(),
+        );
+        line(
+            "ballast_bootstraps_refused_total",
+            "counter",
+            "Replica bootstraps refused by admission control (429).",
+            self.bootstraps_refused.get(),
+        );
+        line(
+            "ballast_catchups_running",
+            "gauge",
+            "Admitted watch catch-ups not yet at the in-memory window.",
+            self.catchups_running.get(),
+        );
+        line(
+            "ballast_catchups_refused_total",
+            "counter",
+            "Watch catch-ups refused by admission control (429).",
+            self.catchups_refused.get(),
         );
         line(
             "ballast_compactions_total",

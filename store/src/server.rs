@@ -98,6 +98,9 @@ pub struct RunningNode {
     pub peer_addr: SocketAddr,
     /// The node's watch hub (above Raft, so not owned by the node).
     pub(crate) hub: Arc<WatchHub>,
+    /// The admission control of bootstraps and watch catch-ups (tests take
+    /// its permits to fill the node's bounds deterministically).
+    pub admission: Arc<crate::api::Admission>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Kept so that shutdown closes the database itself, once every other
@@ -322,7 +325,11 @@ pub async fn start(
         stop_rx.clone(),
     )));
     let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
-    let app = crate::api::router(node.clone(), hub.clone(), ranges);
+    let admission = Arc::new(crate::api::Admission::new(
+        config.admission_options(),
+        hub.shared_metrics(),
+    ));
+    let app = crate::api::router(node.clone(), hub.clone(), ranges, admission.clone());
     let limits = HttpLimits {
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),
@@ -356,6 +363,7 @@ pub async fn start(
     Ok(RunningNode {
         node,
         hub,
+        admission,
         client_addr,
         peer_addr,
         stop,

@@ -11,7 +11,6 @@ use tracing::{info, instrument, warn};
 use super::{cache, sync, tasks, Health, Replica, Shared};
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::watch::backoff;
 
 /// Default for [`ReplicaBuilder::persist_interval`].
 const DEFAULT_PERSIST_INTERVAL: Duration = Duration::from_millis(200);
@@ -175,19 +174,16 @@ impl ReplicaBuilder {
             None => {
                 let deadline = Instant::now() + self.initial_sync_timeout;
                 let mut failures = 0u32;
-                let n = transport.endpoints.len();
                 loop {
                     match sync::bootstrap(&transport, &self.prefix, 0, failures as usize).await {
                         Ok(s) => break (s, Some(Instant::now())),
-                        Err(e) if Instant::now() >= deadline => return Err(e),
-                        Err(e) if matches!(e, Error::Api { status, .. } if (400..500).contains(&status)) => {
-                            return Err(e)
-                        }
-                        Err(_) => {
+                        Err(f) if f.fatal || Instant::now() >= deadline => return Err(f.error),
+                        Err(f) => {
                             failures += 1;
-                            let pause = backoff(&transport, failures, n, None)
-                                .max(Duration::from_millis(10));
-                            tokio::time::sleep(pause).await;
+                            // One last try at the deadline rather than a
+                            // sleep past it.
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            tokio::time::sleep(f.pause(&transport, failures).min(left)).await;
                         }
                     }
                 }

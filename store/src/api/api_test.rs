@@ -104,6 +104,7 @@ impl Harness {
         };
         tweak(&mut config);
         let config_ranges = config.range_options();
+        let config_admission = config.admission_options();
         let running = crate::server::start(config, Some(Listeners { client, peer }))
             .await
             .expect("start node");
@@ -124,7 +125,12 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let ranges = Arc::new(crate::api::RangeLimiter::new(config_ranges));
-        let router = crate::api::router(running.node.clone(), running.hub.clone(), ranges);
+        let admission = Arc::new(crate::api::Admission::new(
+            config_admission,
+            running.hub.shared_metrics(),
+        ));
+        let router =
+            crate::api::router(running.node.clone(), running.hub.clone(), ranges, admission);
         Harness {
             running,
             router,
@@ -1046,3 +1052,6 @@ async fn session_writes_replay_their_first_result() {
     assert_eq!(h.revision(), fifth, "only seq 5 was applied");
     h.shutdown().await;
 }
+
+#[path = "admission_test.rs"]
+mod admission_test;

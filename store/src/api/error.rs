@@ -17,6 +17,8 @@
 //! | `too_many_watchers` | 429 | the node's watch stream limit is reached (`Retry-After`) |
 //! | `snapshot_in_progress` | 429 | the node is already streaming a backup (`Retry-After`) |
 //! | `too_many_range_reads` | 429 | the node's range reads hold all their stream slots or buffer (`Retry-After`) |
+//! | `too_many_bootstraps` | 429 | the node serves its maximum of replica bootstraps at once (`Retry-After`) |
+//! | `too_many_catchups` | 429 | the node replays history for its maximum of watches at once (`Retry-After`) |
 //! | `internal` | 500 | a fault on the node (storage) |
 
 use axum::http::{HeaderValue, StatusCode};
@@ -79,6 +81,10 @@ pub enum ErrorCode {
     SnapshotInProgress,
     /// The node's range reads hold all their stream slots or buffer.
     TooManyRangeReads,
+    /// The node serves its maximum of replica bootstraps at once.
+    TooManyBootstraps,
+    /// The node replays history for its maximum of watches at once.
+    TooManyCatchups,
     /// A fault on the node.
     Internal,
     /// No such member.
@@ -100,7 +106,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -121,6 +127,8 @@ impl ErrorCode {
         ErrorCode::TooManyWatchers,
         ErrorCode::SnapshotInProgress,
         ErrorCode::TooManyRangeReads,
+        ErrorCode::TooManyBootstraps,
+        ErrorCode::TooManyCatchups,
         ErrorCode::Internal,
         ErrorCode::MemberNotFound,
         ErrorCode::ChangeInProgress,
@@ -154,6 +162,8 @@ impl ErrorCode {
             ErrorCode::TooManyWatchers => "too_many_watchers",
             ErrorCode::SnapshotInProgress => "snapshot_in_progress",
             ErrorCode::TooManyRangeReads => "too_many_range_reads",
+            ErrorCode::TooManyBootstraps => "too_many_bootstraps",
+            ErrorCode::TooManyCatchups => "too_many_catchups",
             ErrorCode::Internal => "internal",
             ErrorCode::MemberNotFound => "member_not_found",
             ErrorCode::ChangeInProgress => "change_in_progress",
@@ -193,7 +203,9 @@ impl ErrorCode {
             | ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::TooManyWatchers
             | ErrorCode::SnapshotInProgress
-            | ErrorCode::TooManyRangeReads => StatusCode::TOO_MANY_REQUESTS,
+            | ErrorCode::TooManyRangeReads
+            | ErrorCode::TooManyBootstraps
+            | ErrorCode::TooManyCatchups => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

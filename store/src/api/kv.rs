@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 
+use super::admission::{hold_until_sent, Admission};
 use super::error::ApiError;
 use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
 use super::json::{kvs_json, DeleteJson, GetJson, KvJson, PutJson, TxnJson};
@@ -42,6 +43,10 @@ pub struct GetQuery {
     /// Read consistency.
     #[serde(default)]
     pub consistency: Consistency,
+    /// A replica's bootstrap read (with `prefix=true`): counted against the
+    /// node's bootstrap bound, `429 too_many_bootstraps` beyond it.
+    #[serde(default)]
+    pub bootstrap: bool,
 }
 
 /// Query of `PUT /v1/kv/{key}`.
@@ -92,6 +97,7 @@ fn unexpected(resp: CommandResponse) -> ApiError {
 pub async fn get(
     State(node): State<Arc<Node>>,
     State(ranges): State<Arc<RangeLimiter>>,
+    State(admission): State<Arc<Admission>>,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -99,18 +105,31 @@ pub async fn get(
     if q.limit.is_some() && !q.prefix {
         return Err(invalid_query("limit is only valid with prefix=true"));
     }
+    if q.bootstrap && !q.prefix {
+        return Err(invalid_query("bootstrap is only valid with prefix=true"));
+    }
     if q.prefix {
         node.limits().check_prefix(&key)?;
     } else {
         node.limits().check_key(&key)?;
     }
+    // Refused before any work: a refusal must cost the node nothing.
+    let permit = if q.bootstrap {
+        Some(admission.try_bootstrap()?)
+    } else {
+        None
+    };
     if q.consistency == Consistency::Linearizable {
         node.linearizable_barrier().await?;
     }
     let revision = q.revision;
     if q.prefix {
         let limit = q.limit.filter(|l| *l > 0);
-        range::respond(&node, &ranges, key, limit, revision).await
+        let response = range::respond(&node, &ranges, key, limit, revision).await?;
+        Ok(match permit {
+            Some(permit) => hold_until_sent(response, permit),
+            None => response,
+        })
     } else {
         let (revision, kv) = node
             .read_local(|reader| std::future::ready(reader.get(&key, revision)))

@@ -1,6 +1,7 @@
 //! The client HTTP API (axum): routes, the revision header, and JSON errors
 //! for every failure, including malformed requests and unknown routes.
 
+pub mod admission;
 #[cfg(feature = "failpoints")]
 pub mod debug;
 pub mod error;
@@ -27,6 +28,7 @@ use axum::Router;
 
 use crate::raft::node::Node;
 use crate::watch::WatchHub;
+pub use admission::{Admission, AdmissionOptions, AdmissionPermit};
 pub use error::ApiError;
 pub use range::{RangeLimiter, RangeOptions};
 
@@ -37,6 +39,7 @@ pub struct AppState {
     node: Arc<Node>,
     hub: Arc<WatchHub>,
     ranges: Arc<RangeLimiter>,
+    admission: Arc<Admission>,
 }
 
 impl FromRef<AppState> for Arc<Node> {
@@ -48,6 +51,12 @@ impl FromRef<AppState> for Arc<Node> {
 impl FromRef<AppState> for Arc<WatchHub> {
     fn from_ref(state: &AppState) -> Self {
         state.hub.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Admission> {
+    fn from_ref(state: &AppState) -> Self {
+        state.admission.clone()
     }
 }
 
@@ -92,9 +101,14 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The client API router for `node`, serving watches from `hub` and prefix
-/// reads within `ranges`.
-pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, ranges: Arc<RangeLimiter>) -> Router {
+/// The client API router for `node`, serving watches from `hub`, prefix
+/// reads within `ranges` and bootstraps and catch-ups within `admission`.
+pub fn router(
+    node: Arc<Node>,
+    hub: Arc<WatchHub>,
+    ranges: Arc<RangeLimiter>,
+    admission: Arc<Admission>,
+) -> Router {
     let body_limit = node.limits().max_request_bytes();
     let kv_routes = get(kv::get)
         .put(kv::put)
@@ -173,7 +187,12 @@ pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, ranges: Arc<RangeLimiter>) ->
             refuse_if_removed,
         ))
         .layer(middleware::from_fn_with_state(node.clone(), stamp))
-        .with_state(AppState { node, hub, ranges })
+        .with_state(AppState {
+            node,
+            hub,
+            ranges,
+            admission,
+        })
 }
 
 #[cfg(feature = "failpoints")]

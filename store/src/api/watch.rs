@@ -11,13 +11,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::admission::Admission;
 use super::error::{ApiError, ErrorCode};
 use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
 use crate::kv::types::CompactRefusal;
 use crate::kv::{Command, CommandResponse};
 use crate::raft::node::{Node, NodeError};
 use crate::watch::event::Filter;
-use crate::watch::stream::{watch_stream, WatchRequest};
+use crate::watch::hub::WindowRead;
+use crate::watch::stream::{watch_stream, CatchupGuard, WatchRequest};
 use crate::watch::WatchHub;
 
 /// Query of `GET /v1/watch/{key}`.
@@ -48,6 +50,7 @@ pub struct WatchQuery {
 pub async fn watch(
     State(node): State<Arc<Node>>,
     State(hub): State<Arc<WatchHub>>,
+    State(admission): State<Arc<Admission>>,
     KeyPath(key): KeyPath,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<WatchQuery>,
@@ -111,6 +114,16 @@ pub async fn watch(
     } else {
         start_revision
     };
+    // A start older than the window replays history from storage: that is
+    // a catch-up, admitted within the node's bound. A start below the
+    // compact revision costs nothing (the stream ends with `compacted`).
+    let catchup = if start_revision >= hub.compact_revision()
+        && matches!(hub.read(start_revision, 1), WindowRead::Behind)
+    {
+        Some(Box::new(admission.try_catchup()?) as CatchupGuard)
+    } else {
+        None
+    };
     let req = WatchRequest {
         filter: Filter {
             key,
@@ -120,7 +133,7 @@ pub async fn watch(
         prev_kv: q.prev_kv,
         progress,
     };
-    let Some(stream) = watch_stream(hub, req, slot) else {
+    let Some(stream) = watch_stream(hub, req, slot, catchup) else {
         return Err(ApiError::NotReady("the node is shutting down".into()));
     };
     let body = Body::from_stream(stream);

@@ -215,6 +215,11 @@ impl WatchHub {
         &self.options
     }
 
+    /// The node's counters, shared.
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// The key-space reader, for catching up from storage.
     pub fn reader(&self) -> &KvReader {
         &self.reader

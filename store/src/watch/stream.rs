@@ -43,8 +43,14 @@ struct Watcher {
     last_sent: Instant,
     next_progress: Option<Instant>,
     progress_due: bool,
+    /// Held while the stream replays history from storage (admission
+    /// control of catch-ups); released once it reaches the window.
+    catchup: Option<CatchupGuard>,
     _slot: WatcherSlot,
 }
+
+/// Whatever a stream holds while it catches up; dropped at the window.
+pub type CatchupGuard = Box<dyn Send + Sync>;
 
 impl Watcher {
     fn push(&mut self, frame: Bytes) {
@@ -138,6 +144,7 @@ impl Watcher {
                 }
                 match self.hub.read(self.next, WINDOW_BATCH) {
                     WindowRead::Revisions(revisions) => {
+                        self.catchup = None;
                         for r in revisions {
                             if let Some((frame, events)) =
                                 r.frame_for(&self.req.filter, self.req.prev_kv)
@@ -155,6 +162,7 @@ impl Watcher {
                 continue;
             }
             // Idle: every event up to `tip` has been sent.
+            self.catchup = None;
             let now = Instant::now();
             if self.progress_due {
                 self.progress_due = false;
@@ -189,11 +197,13 @@ impl Watcher {
 }
 
 /// The stream of SSE frames for one watcher, holding `slot` until dropped
-/// (the client disconnecting drops it).
+/// (the client disconnecting drops it), and `catchup` until it reaches the
+/// in-memory window.
 pub fn watch_stream(
     hub: Arc<WatchHub>,
     req: WatchRequest,
     slot: WatcherSlot,
+    catchup: Option<CatchupGuard>,
 ) -> Option<impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send> {
     let now = Instant::now();
     let group = hub.join(req.filter.clone())?;
@@ -207,6 +217,7 @@ pub fn watch_stream(
         pending: std::collections::VecDeque::new(),
         done: false,
         last_sent: now,
+        catchup,
         _slot: slot,
     };
     Some(futures::stream::unfold(watcher, |mut w| async move {

@@ -6,3 +6,4 @@ mod common;
 mod t10_outage;
 mod t20_failover;
 mod t30_reports;
+mod t40_admission;
