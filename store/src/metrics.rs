@@ -74,6 +74,9 @@ pub struct Metrics {
     pub watch_events_sent: Counter,
     /// Progress bookmarks sent.
     pub watch_progress_sent: Counter,
+    /// Progress bookmarks not sent because the node was out of contact
+    /// with a current leader (it cannot vouch that its state is current).
+    pub watch_progress_withheld: Counter,
     /// Revisions read from storage to catch watchers up.
     pub watch_catchup_revisions: Counter,
     /// Replica bootstraps being served now.
@@ -179,6 +182,12 @@ impl Metrics {
             "counter",
             "Watch progress bookmarks sent.",
             self.watch_progress_sent.get(),
+        );
+        line(
+            "ballast_watch_progress_withheld_total",
+            "counter",
+            "Watch progress bookmarks withheld while out of contact with a current leader.",
+            self.watch_progress_withheld.get(),
         );
         line(
             "ballast_watch_catchup_revisions_total",

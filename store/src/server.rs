@@ -325,6 +325,13 @@ pub async fn start(
         stop_rx.clone(),
     )));
     let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
+    // Bookmarks vouch for freshness only while in contact with a leader.
+    // Weak: the hub must not keep the node alive past shutdown.
+    let weak = Arc::downgrade(&node);
+    hub.set_freshness(Box::new(move || {
+        weak.upgrade()
+            .is_some_and(|node| node.in_contact_with_leader())
+    }));
     let admission = Arc::new(crate::api::Admission::new(
         config.admission_options(),
         hub.shared_metrics(),

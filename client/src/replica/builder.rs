@@ -98,7 +98,9 @@ impl ReplicaBuilder {
     }
 
     /// How often an idle cluster confirms the replica is current (a progress
-    /// bookmark); a stream silent for 5 of these is reconnected elsewhere.
+    /// bookmark); a stream silent for 2.5 of these is reconnected elsewhere
+    /// (a node cut off from its leader stops sending them), and one silent
+    /// for 2 reports `connected: false`.
     /// Default 1 s.
     pub fn progress_interval(mut self, every: Duration) -> Self {
         self.progress_interval = every;
@@ -205,10 +207,13 @@ impl ReplicaBuilder {
             }),
             updates,
             persist_lock: Mutex::new(()),
+            contact_window: self.progress_interval * 2,
         });
         let sync_config = sync::SyncConfig {
             progress_interval: self.progress_interval,
-            idle_timeout: self.progress_interval * 5,
+            // A node out of contact with its leader stops sending
+            // bookmarks: this much silence means "stale, move on".
+            idle_timeout: self.progress_interval * 5 / 2,
         };
         let mut handles = vec![tokio::spawn(sync::run(
             shared.clone(),

@@ -166,6 +166,13 @@ impl Watcher {
             let now = Instant::now();
             if self.progress_due {
                 self.progress_due = false;
+                if !self.hub.is_fresh() {
+                    // Cut off from the leader: the majority may have moved
+                    // on, so "nothing after `tip`" would be a lie. Silence
+                    // lets the client see it is stale and move on.
+                    self.hub.metrics().watch_progress_withheld.inc();
+                    continue;
+                }
                 self.hub.metrics().watch_progress_sent.inc();
                 // A watch that starts in the future has nothing before it.
                 self.push(progress_frame(tip));

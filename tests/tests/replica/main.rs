@@ -7,3 +7,4 @@ mod t10_outage;
 mod t20_failover;
 mod t30_reports;
 mod t40_admission;
+mod t50_staleness;
