@@ -87,6 +87,10 @@ pub struct Metrics {
     pub catchups_running: Gauge,
     /// Watch catch-ups refused by admission control.
     pub catchups_refused: Counter,
+    /// Replica bootstraps answered from an entry of the snapshot buffer.
+    pub bootstrap_buffer_hits: Counter,
+    /// Prefix scans made to fill the snapshot buffer.
+    pub bootstrap_buffer_scans: Counter,
     /// Physical compactions completed.
     pub compactions: Counter,
     /// History entries removed by compaction.
@@ -218,6 +222,18 @@ impl Metrics {
             "counter",
             "Watch catch-ups refused by admission control (429).",
             self.catchups_refused.get(),
+        );
+        line(
+            "ballast_bootstrap_buffer_hits_total",
+            "counter",
+            "Replica bootstraps answered from the snapshot buffer without a scan.",
+            self.bootstrap_buffer_hits.get(),
+        );
+        line(
+            "ballast_bootstrap_buffer_scans_total",
+            "counter",
+            "Prefix scans made to fill the snapshot buffer.",
+            self.bootstrap_buffer_scans.get(),
         );
         line(
             "ballast_compactions_total",

@@ -336,7 +336,11 @@ pub async fn start(
         config.admission_options(),
         hub.shared_metrics(),
     ));
-    let app = crate::api::router(node.clone(), hub.clone(), ranges, admission.clone());
+    let buffer = Arc::new(crate::api::SnapshotBuffer::new(
+        config.buffer_options(),
+        hub.clone(),
+    ));
+    let app = crate::api::router(node.clone(), hub.clone(), ranges, admission.clone(), buffer);
     let limits = HttpLimits {
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),

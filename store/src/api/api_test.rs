@@ -105,6 +105,7 @@ impl Harness {
         tweak(&mut config);
         let config_ranges = config.range_options();
         let config_admission = config.admission_options();
+        let config_buffer = config.buffer_options();
         let running = crate::server::start(config, Some(Listeners { client, peer }))
             .await
             .expect("start node");
@@ -129,8 +130,16 @@ impl Harness {
             config_admission,
             running.hub.shared_metrics(),
         ));
-        let router =
-            crate::api::router(running.node.clone(), running.hub.clone(), ranges, admission);
+        let router = crate::api::router(
+            running.node.clone(),
+            running.hub.clone(),
+            ranges,
+            admission,
+            Arc::new(crate::api::SnapshotBuffer::new(
+                config_buffer,
+                running.hub.clone(),
+            )),
+        );
         Harness {
             running,
             router,
@@ -1055,3 +1064,5 @@ async fn session_writes_replay_their_first_result() {
 
 #[path = "admission_test.rs"]
 mod admission_test;
+#[path = "bootstrap_test.rs"]
+mod bootstrap_test;

@@ -9,6 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::admission::{hold_until_sent, Admission};
+use super::bootstrap::SnapshotBuffer;
 use super::error::ApiError;
 use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
 use super::json::{kvs_json, DeleteJson, GetJson, KvJson, PutJson, TxnJson};
@@ -98,6 +99,7 @@ pub async fn get(
     State(node): State<Arc<Node>>,
     State(ranges): State<Arc<RangeLimiter>>,
     State(admission): State<Arc<Admission>>,
+    State(buffer): State<Arc<SnapshotBuffer>>,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -125,6 +127,18 @@ pub async fn get(
     let revision = q.revision;
     if q.prefix {
         let limit = q.limit.filter(|l| *l > 0);
+        let current = limit.is_none() && revision.is_none_or(|r| r == 0);
+        if permit.is_some() && current && buffer.enabled() {
+            // Current as of now: the node applied at least this after the
+            // read's consistency was met (the barrier, if linearizable).
+            let need = node.applied().revision;
+            if let Some(response) = buffer.respond(&node, &key, need).await? {
+                return Ok(match permit {
+                    Some(permit) => hold_until_sent(response, permit),
+                    None => response,
+                });
+            }
+        }
         let response = range::respond(&node, &ranges, key, limit, revision).await?;
         Ok(match permit {
             Some(permit) => hold_until_sent(response, permit),

@@ -2,6 +2,7 @@
 //! for every failure, including malformed requests and unknown routes.
 
 pub mod admission;
+pub mod bootstrap;
 #[cfg(feature = "failpoints")]
 pub mod debug;
 pub mod error;
@@ -29,6 +30,7 @@ use axum::Router;
 use crate::raft::node::Node;
 use crate::watch::WatchHub;
 pub use admission::{Admission, AdmissionOptions, AdmissionPermit};
+pub use bootstrap::{BufferOptions, SnapshotBuffer};
 pub use error::ApiError;
 pub use range::{RangeLimiter, RangeOptions};
 
@@ -40,6 +42,7 @@ pub struct AppState {
     hub: Arc<WatchHub>,
     ranges: Arc<RangeLimiter>,
     admission: Arc<Admission>,
+    buffer: Arc<SnapshotBuffer>,
 }
 
 impl FromRef<AppState> for Arc<Node> {
@@ -57,6 +60,12 @@ impl FromRef<AppState> for Arc<WatchHub> {
 impl FromRef<AppState> for Arc<Admission> {
     fn from_ref(state: &AppState) -> Self {
         state.admission.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<SnapshotBuffer> {
+    fn from_ref(state: &AppState) -> Self {
+        state.buffer.clone()
     }
 }
 
@@ -102,12 +111,14 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The client API router for `node`, serving watches from `hub`, prefix
-/// reads within `ranges` and bootstraps and catch-ups within `admission`.
+/// reads within `ranges`, bootstraps and catch-ups within `admission`, and
+/// bootstraps from `buffer`.
 pub fn router(
     node: Arc<Node>,
     hub: Arc<WatchHub>,
     ranges: Arc<RangeLimiter>,
     admission: Arc<Admission>,
+    buffer: Arc<SnapshotBuffer>,
 ) -> Router {
     let body_limit = node.limits().max_request_bytes();
     let kv_routes = get(kv::get)
@@ -192,6 +203,7 @@ pub fn router(
             hub,
             ranges,
             admission,
+            buffer,
         })
 }
 

@@ -65,6 +65,10 @@ impl Harness {
             running.hub.clone(),
             limiter.clone(),
             admission,
+            Arc::new(super::SnapshotBuffer::new(
+                super::BufferOptions::default(),
+                running.hub.clone(),
+            )),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let base = format!("http://{}", listener.local_addr().expect("api addr"));
