@@ -8,3 +8,4 @@ mod t20_failover;
 mod t30_reports;
 mod t40_admission;
 mod t50_staleness;
+mod t60_compacted;
