@@ -9,3 +9,4 @@ mod t30_reports;
 mod t40_admission;
 mod t50_staleness;
 mod t60_compacted;
+mod t70_buffer;
