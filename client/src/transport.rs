@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use tracing::debug;
 
@@ -186,8 +186,23 @@ impl Transport {
         endpoint: &str,
         call: &Call,
     ) -> (Outcome, Option<Duration>) {
+        self.attempt_encoded(endpoint, call, false).await
+    }
+
+    /// [`Self::attempt_paced`], asking for a zstd-encoded answer when
+    /// `accept_zstd` (large replica bootstraps); an answer with
+    /// `Content-Encoding: zstd` is decoded before it is returned.
+    pub(crate) async fn attempt_encoded(
+        &self,
+        endpoint: &str,
+        call: &Call,
+        accept_zstd: bool,
+    ) -> (Outcome, Option<Duration>) {
         let url = format!("{endpoint}{}", call.target);
         let mut request = self.http.request(call.method.clone(), &url);
+        if accept_zstd {
+            request = request.header(ACCEPT_ENCODING, "zstd");
+        }
         if let Some((content_type, body)) = &call.body {
             request = request
                 .header(CONTENT_TYPE, *content_type)
@@ -220,6 +235,17 @@ impl Transport {
         };
         let revision_header = header_u64(&headers, REVISION_HEADER);
         if status.is_success() {
+            let zstd = header_str(&headers, CONTENT_ENCODING.as_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("zstd"));
+            // `decode_all` reads every concatenated frame.
+            let body = match zstd.then(|| zstd::stream::decode_all(&body[..])) {
+                None => body,
+                Some(Ok(decoded)) => decoded,
+                Some(Err(e)) => {
+                    let error = Error::Decode(format!("{endpoint}: zstd answer: {e}"));
+                    return (Outcome::Final(error), None);
+                }
+            };
             let answer = Answer {
                 revision_header,
                 body,

@@ -102,7 +102,7 @@ pub(crate) async fn bootstrap(
         let endpoint = &urls[(start + i) % n];
         for consistency in [Consistency::Linearizable, Consistency::Serializable] {
             let call = bootstrap_call(prefix, consistency).map_err(failure)?;
-            let (outcome, after) = transport.attempt_paced(endpoint, &call).await;
+            let (outcome, after) = transport.attempt_encoded(endpoint, &call, true).await;
             let answer = match outcome {
                 Outcome::Done(a) => a,
                 Outcome::Final(e @ Error::Api { status: 429, .. }) => {

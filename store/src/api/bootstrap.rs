@@ -20,6 +20,12 @@
 //! - **Followers too**: A is the node's applied revision after the read's
 //!   consistency is met (a read-index barrier for a linearizable
 //!   bootstrap), so a follower's answer is as current as the leader's.
+//! - **Compressed when large**: an entry of at least 64 KiB also keeps its
+//!   key-values as one zstd frame, sent (`Content-Encoding: zstd`) to
+//!   clients that send `Accept-Encoding: zstd`; the opening and closing of
+//!   the document are compressed per answer as frames of their own (zstd
+//!   frames concatenate), so the compressed entry rolls forward too. Other
+//!   clients get the plain document.
 //! - **Bounded**: entries are evicted least recently used first once they
 //!   hold more than `max_bytes`; a prefix whose answer alone would exceed
 //!   `max_entry_bytes` is not buffered (it is streamed as a plain range
@@ -45,6 +51,10 @@ use crate::watch::WatchHub;
 /// How long a bootstrap waits for the watch feed to evaluate the revision
 /// it needs before it rebuilds the entry instead.
 const FEED_WAIT: Duration = Duration::from_millis(200);
+/// Entries at least this large are also kept compressed.
+const ZSTD_MIN_BYTES: usize = 64 * 1024;
+/// zstd level of entries: fast, and most of the gain on JSON.
+const ZSTD_LEVEL: i32 = 3;
 
 /// Bounds of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +81,8 @@ struct Entry {
     revision: u64,
     /// The key-values as the inside of the `kvs` JSON array.
     kvs: Bytes,
+    /// The same, as one zstd frame, for a large entry.
+    kvs_zstd: Option<Bytes>,
     /// Membership of the prefix's watch group: the feed tracks changes
     /// under the prefix for as long as the entry lives.
     group: GroupHandle,
@@ -87,6 +99,11 @@ impl Entry {
         g.created_at <= self.revision
             && g.last_match.load(Ordering::Acquire) <= self.revision
             && g.last_checked.load(Ordering::Acquire) >= need
+    }
+
+    /// Bytes it holds.
+    fn size(&self, prefix: &str) -> usize {
+        self.kvs.len() + self.kvs_zstd.as_ref().map_or(0, Bytes::len) + prefix.len()
     }
 
     /// Whether it is current at `need` or could become so once the feed has
@@ -181,9 +198,9 @@ impl SnapshotBuffer {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        let size = entry.kvs.len() + prefix.len();
+        let size = entry.size(prefix);
         if let Some(old) = entries.by_prefix.insert(prefix.to_owned(), entry) {
-            entries.bytes -= old.kvs.len() + prefix.len();
+            entries.bytes -= old.size(prefix);
         }
         entries.bytes += size;
         while entries.bytes > self.options.max_bytes {
@@ -194,7 +211,7 @@ impl SnapshotBuffer {
                 .map(|(p, _)| p.clone());
             let Some(oldest) = oldest else { break };
             if let Some(gone) = entries.by_prefix.remove(&oldest) {
-                entries.bytes -= gone.kvs.len() + oldest.len();
+                entries.bytes -= gone.size(&oldest);
             }
         }
     }
@@ -202,15 +219,17 @@ impl SnapshotBuffer {
     /// The bootstrap answer for `prefix` at a revision at least `need`
     /// (the node's applied revision once the read's consistency is met), or
     /// `None` when the prefix is too large to buffer (the caller streams it).
+    /// `zstd`: the client accepts a zstd-encoded answer.
     pub async fn respond(
         &self,
         node: &Node,
         prefix: &str,
         need: u64,
+        zstd: bool,
     ) -> Result<Option<Response>, ApiError> {
         if let Some(entry) = self.current(prefix, need).await {
             self.hub.metrics().bootstrap_buffer_hits.inc();
-            return Ok(Some(answer(&entry, need)));
+            return Ok(Some(answer(&entry, need, zstd)));
         }
         let lock = self
             .build_lock(prefix)
@@ -219,7 +238,7 @@ impl SnapshotBuffer {
         // Another bootstrap may have built it while we waited.
         if let Some(entry) = self.current(prefix, need).await {
             self.hub.metrics().bootstrap_buffer_hits.inc();
-            return Ok(Some(answer(&entry, need)));
+            return Ok(Some(answer(&entry, need, zstd)));
         }
         // Join first, scan second: every change after the scan's revision
         // is then seen by the group.
@@ -247,26 +266,58 @@ impl SnapshotBuffer {
         let Some((revision, kvs)) = scanned else {
             return Ok(None);
         };
+        let kvs = Bytes::from(kvs);
+        let kvs_zstd = if kvs.len() >= ZSTD_MIN_BYTES {
+            let plain = kvs.clone();
+            tokio::task::spawn_blocking(move || zstd::bulk::compress(&plain, ZSTD_LEVEL))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(Bytes::from)
+        } else {
+            None
+        };
         let entry = Arc::new(Entry {
             revision,
-            kvs: Bytes::from(kvs),
+            kvs,
+            kvs_zstd,
             group,
             used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
         });
         self.insert(prefix, entry.clone());
         // The scan saw at least `need` (the node had applied it), so the
         // answer's revision is the scan's.
-        Ok(Some(answer(&entry, revision.max(need))))
+        Ok(Some(answer(&entry, revision.max(need), zstd)))
     }
 }
 
 /// The range document `{"revision": at, "kvs": [...], "more": false}` from
-/// an entry current at `at`, sharing its bytes.
-fn answer(entry: &Entry, at: u64) -> Response {
-    let head = Bytes::from(format!("{{\"revision\":{at},\"kvs\":["));
-    let tail = Bytes::from_static(b"],\"more\":false}");
-    let length = head.len() + entry.kvs.len() + tail.len();
-    let parts = [head, entry.kvs.clone(), tail].map(Ok::<_, std::convert::Infallible>);
+/// an entry current at `at`, sharing its bytes; zstd-encoded when the
+/// client accepts it and the entry has a compressed copy.
+fn answer(entry: &Entry, at: u64, zstd: bool) -> Response {
+    let head = format!("{{\"revision\":{at},\"kvs\":[");
+    let tail = "],\"more\":false}";
+    if let (true, Some(kvs)) = (zstd, &entry.kvs_zstd) {
+        let frame = |s: &str| zstd::bulk::compress(s.as_bytes(), 1).map(Bytes::from);
+        if let (Ok(head), Ok(tail)) = (frame(&head), frame(tail)) {
+            let mut response = document([head, kvs.clone(), tail]);
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+            headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            return response;
+        }
+    }
+    document([
+        Bytes::from(head),
+        entry.kvs.clone(),
+        Bytes::from_static(tail.as_bytes()),
+    ])
+}
+
+/// A `200` JSON answer made of `parts`, with its length.
+fn document([head, kvs, tail]: [Bytes; 3]) -> Response {
+    let length = head.len() + kvs.len() + tail.len();
+    let parts = [head, kvs, tail].map(Ok::<_, std::convert::Infallible>);
     let mut response = Response::new(Body::from_stream(futures::stream::iter(parts)));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();

@@ -102,3 +102,63 @@ async fn a_prefix_too_large_for_the_buffer_or_no_buffer_is_streamed() {
     assert_eq!(scans(&h) + hits(&h), 0);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_large_entry_goes_zstd_encoded_to_clients_that_accept_it() {
+    let h = Harness::start(|_| {}).await;
+    let value = "z".repeat(1024);
+    for i in 0..100 {
+        h.put_ok(&format!("/v1/kv/buf/{i:03}"), value.clone()).await;
+    }
+    let plain = h.get("/v1/kv/buf/?prefix=true").await;
+    assert_eq!(plain.status, StatusCode::OK);
+    let expected = doc(&plain);
+
+    let zstd = |accept: &str| {
+        Request::builder()
+            .method(Method::GET)
+            .uri(BOOTSTRAP)
+            .header(header::ACCEPT_ENCODING, accept)
+            .body(Body::empty())
+            .expect("valid request")
+    };
+    for round in 0..2 {
+        // Built on the first round, from the buffer on the second.
+        let reply = h.send(zstd("gzip, zstd")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.as_bytes()),
+            Some(&b"zstd"[..]),
+            "round {round}"
+        );
+        assert!(
+            reply.body.len() < plain.body.len() / 4,
+            "{} bytes",
+            reply.body.len()
+        );
+        let decoded = zstd::stream::decode_all(&reply.body[..]).expect("zstd");
+        let reply = Reply {
+            body: decoded.into(),
+            ..reply
+        };
+        assert_eq!(doc(&reply), expected);
+    }
+    assert_eq!(scans(&h), 1);
+
+    // Without Accept-Encoding, or refusing zstd: the plain document.
+    for request in [
+        Request::builder()
+            .uri(BOOTSTRAP)
+            .body(Body::empty())
+            .expect("valid request"),
+        zstd("zstd;q=0"),
+    ] {
+        let reply = h.send(request).await;
+        assert!(reply.headers.get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(doc(&reply), expected);
+    }
+    h.shutdown().await;
+}

@@ -87,6 +87,24 @@ pub struct DeleteQuery {
     pub acked_below: Option<u64>,
 }
 
+/// Whether `Accept-Encoding` lists `zstd` (with a non-zero weight).
+fn accepts_zstd(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("zstd"))
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
 fn unexpected(resp: CommandResponse) -> ApiError {
     ApiError::Node(NodeError::Internal(format!(
         "unexpected state machine response {resp:?}"
@@ -100,6 +118,7 @@ pub async fn get(
     State(ranges): State<Arc<RangeLimiter>>,
     State(admission): State<Arc<Admission>>,
     State(buffer): State<Arc<SnapshotBuffer>>,
+    headers: axum::http::HeaderMap,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -132,7 +151,8 @@ pub async fn get(
             // Current as of now: the node applied at least this after the
             // read's consistency was met (the barrier, if linearizable).
             let need = node.applied().revision;
-            if let Some(response) = buffer.respond(&node, &key, need).await? {
+            let zstd = accepts_zstd(&headers);
+            if let Some(response) = buffer.respond(&node, &key, need, zstd).await? {
                 return Ok(match permit {
                     Some(permit) => hold_until_sent(response, permit),
                     None => response,

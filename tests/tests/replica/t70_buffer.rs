@@ -99,3 +99,28 @@ async fn a_follower_serves_current_bootstraps_from_its_buffer() -> Result<()> {
     tc.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_a_large_prefix_bootstrap_from_the_compressed_buffer() -> Result<()> {
+    let tc = TestCluster::start(1).await?;
+    let client = Client::new(crate::common::endpoints(&tc))?;
+    // 100 KiB of values: above the size the buffer compresses.
+    let value = "c".repeat(1024);
+    for i in 0..100 {
+        put(&client, &format!("/big/{i:03}"), &value).await?;
+    }
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    for (i, dir) in dirs.iter().enumerate() {
+        let eps = crate::common::endpoints(&tc);
+        let r = crate::common::replica(eps, "/big/", dir.path(), &format!("big-{i}")).await?;
+        let (_, expected) = crate::common::cluster_map(&client, "/big/").await?;
+        assert_eq!(crate::common::replica_map(&r, "/big/"), expected);
+        r.shutdown().await;
+    }
+    assert_eq!(
+        metric(&tc, 1, "ballast_bootstrap_buffer_scans_total").await?,
+        1
+    );
+    tc.shutdown().await;
+    Ok(())
+}
