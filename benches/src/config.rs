@@ -46,6 +46,9 @@ pub enum Command {
     /// Reads the CSV files that runs with `--out DIR` wrote (one per target) and
     /// writes DIR/summary.md and SVG charts next to them.
     Report(ReportArgs),
+    /// Starts a `ballastd dev` cluster and measures a data-plane restart
+    /// storm: many replicas bootstrapping at once while writers write.
+    RestartStorm(crate::storm::StormArgs),
 }
 
 /// `ballast-bench report`.
@@ -463,11 +466,31 @@ mod tests {
                 assert_eq!(args.dir, PathBuf::from("results/x"));
                 assert_eq!(args.cdf_clients, 256);
             }
-            None => panic!("no subcommand parsed"),
+            other => panic!("not the report subcommand: {other:?}"),
         }
         let cli = Cli::parse_from(["ballast-bench", "--target", "etcd", "--out", "o"]);
         assert!(cli.command.is_none());
         assert_eq!(cli.run.target, TargetKind::Etcd);
         assert_eq!(cli.run.out, Some(PathBuf::from("o")));
+    }
+
+    #[test]
+    fn restart_storm_is_a_subcommand_with_switches_to_compare() {
+        let cli = Cli::parse_from([
+            "ballast-bench",
+            "restart-storm",
+            "--no-buffer",
+            "--small-replicas",
+            "10",
+        ]);
+        match cli.command {
+            Some(Command::RestartStorm(args)) => {
+                assert!(args.no_buffer && !args.no_admission);
+                assert_eq!(args.small_replicas, 10);
+                assert_eq!(args.large_replicas, 100);
+                assert_eq!(args.writers, 16);
+            }
+            other => panic!("not the restart-storm subcommand: {other:?}"),
+        }
     }
 }

@@ -30,6 +30,7 @@ pub mod results;
 pub mod runner;
 #[cfg(test)]
 mod runner_test;
+pub mod storm;
 pub mod summary;
 pub mod target;
 

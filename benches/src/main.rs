@@ -1,6 +1,7 @@
 //! `ballast-bench`: parses the command line, starts tracing, and hands over to
-//! [`ballast_bench::run`] (a benchmark run) or [`ballast_bench::report_dir`]
-//! (`ballast-bench report DIR`).
+//! [`ballast_bench::run`] (a benchmark run), [`ballast_bench::report_dir`]
+//! (`ballast-bench report DIR`) or [`ballast_bench::storm::run_storm`]
+//! (`ballast-bench restart-storm`).
 
 use std::process::ExitCode;
 
@@ -30,6 +31,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    let storm = match cli.command {
+        Some(Command::RestartStorm(args)) => Some(args),
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,6 +45,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(args) = storm {
+        return match runtime.block_on(ballast_bench::storm::run_storm(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ballast-bench restart-storm: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match runtime.block_on(ballast_bench::run(cli.run)) {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) => {

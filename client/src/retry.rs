@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use rand::Rng as _;
 
+/// The longest `Retry-After` a long-lived retrier honours; a larger one is
+/// taken as this (a misconfigured node must not park a fleet for hours).
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// How hard the client tries before giving up. Bounded both by a number of
 /// attempts and by a deadline so a call never hangs for long on a sick cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +93,28 @@ impl RetryPolicy {
         (half + jitter).max(self.retry_after_floor(retry_after))
     }
 
+    /// The pause after the `failures`-th consecutive refusal for load (a
+    /// `429` or `503` with `Retry-After`), for callers that retry for as long
+    /// as they live (replica bootstraps, watches): never shorter than the
+    /// server's `Retry-After` (up to [`MAX_RETRY_AFTER`]), growing
+    /// exponentially from `initial_backoff` up to `max_backoff` when that is
+    /// longer, plus up to half again at random so that a fleet refused
+    /// together does not come back together.
+    pub(crate) fn busy_delay(&self, failures: u32, retry_after: Duration) -> Duration {
+        let exponential = self
+            .initial_backoff
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(self.max_backoff);
+        let base = retry_after.min(MAX_RETRY_AFTER).max(exponential);
+        let half = base / 2;
+        let jitter = if half.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::thread_rng().gen_range(Duration::ZERO..=half)
+        };
+        base + jitter
+    }
+
     /// A server's `Retry-After` as the least pause to honour, capped at `max_backoff`.
     pub(crate) fn retry_after_floor(&self, retry_after: Option<Duration>) -> Duration {
         retry_after.unwrap_or(Duration::ZERO).min(self.max_backoff)
@@ -112,6 +138,40 @@ mod tests {
         // Third pass: [50ms, 100ms].
         let d = p.delay_before(7, 3, None);
         assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn busy_delay_obeys_retry_after_grows_and_is_jittered() {
+        let p = RetryPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(4),
+            ..RetryPolicy::default()
+        };
+        let second = Duration::from_secs(1);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            // Early: the Retry-After is the floor, plus up to half of it.
+            let d = p.busy_delay(1, second);
+            assert!(d >= second && d <= second * 3 / 2, "{d:?}");
+            seen.insert(d);
+        }
+        assert!(seen.len() > 1, "no jitter: {seen:?}");
+        // Later: exponential, capped at max_backoff (plus jitter).
+        let d = p.busy_delay(6, second);
+        assert!(
+            d >= Duration::from_millis(3200) && d <= Duration::from_millis(4800),
+            "{d:?}"
+        );
+        for failures in 7..40 {
+            let d = p.busy_delay(failures, second);
+            assert!(d >= p.max_backoff && d <= p.max_backoff * 3 / 2, "{d:?}");
+        }
+        // A huge Retry-After is obeyed up to the ceiling.
+        let d = p.busy_delay(1, Duration::from_secs(3600));
+        assert!(
+            d >= MAX_RETRY_AFTER && d <= MAX_RETRY_AFTER * 3 / 2,
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use tracing::debug;
 
@@ -176,8 +176,34 @@ impl Transport {
 
     /// One attempt against one endpoint.
     pub(crate) async fn attempt(&self, endpoint: &str, call: &Call) -> Outcome {
+        self.attempt_paced(endpoint, call).await.0
+    }
+
+    /// One attempt against one endpoint, with the `Retry-After` of an error
+    /// answer: a node refusing for load (429) says when to come back, which
+    /// callers that pace themselves (replica bootstraps) obey.
+    pub(crate) async fn attempt_paced(
+        &self,
+        endpoint: &str,
+        call: &Call,
+    ) -> (Outcome, Option<Duration>) {
+        self.attempt_encoded(endpoint, call, false).await
+    }
+
+    /// [`Self::attempt_paced`], asking for a zstd-encoded answer when
+    /// `accept_zstd` (large replica bootstraps); an answer with
+    /// `Content-Encoding: zstd` is decoded before it is returned.
+    pub(crate) async fn attempt_encoded(
+        &self,
+        endpoint: &str,
+        call: &Call,
+        accept_zstd: bool,
+    ) -> (Outcome, Option<Duration>) {
         let url = format!("{endpoint}{}", call.target);
         let mut request = self.http.request(call.method.clone(), &url);
+        if accept_zstd {
+            request = request.header(ACCEPT_ENCODING, "zstd");
+        }
         if let Some((content_type, body)) = &call.body {
             request = request
                 .header(CONTENT_TYPE, *content_type)
@@ -185,7 +211,7 @@ impl Transport {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return classify_send_error(endpoint, &e),
+            Err(e) => return (classify_send_error(endpoint, &e), None),
         };
         let status = response.status();
         let headers = response.headers().clone();
@@ -198,23 +224,39 @@ impl Transport {
                     call.target,
                     chain(&e)
                 );
-                return Outcome::Unknown {
+                let outcome = Outcome::Unknown {
                     error: Error::Transport {
                         endpoint: endpoint.to_owned(),
                         message: message.clone(),
                     },
                     message,
                 };
+                return (outcome, None);
             }
         };
         let revision_header = header_u64(&headers, REVISION_HEADER);
         if status.is_success() {
-            return Outcome::Done(Answer {
+            let zstd = header_str(&headers, CONTENT_ENCODING.as_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("zstd"));
+            // `decode_all` reads every concatenated frame.
+            let body = match zstd.then(|| zstd::stream::decode_all(&body[..])) {
+                None => body,
+                Some(Ok(decoded)) => decoded,
+                Some(Err(e)) => {
+                    let error = Error::Decode(format!("{endpoint}: zstd answer: {e}"));
+                    return (Outcome::Final(error), None);
+                }
+            };
+            let answer = Answer {
                 revision_header,
                 body,
-            });
+            };
+            return (Outcome::Done(answer), None);
         }
-        classify_error_answer(endpoint, call, status, &headers, revision_header, &body)
+        let retry_after = header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
+        let outcome =
+            classify_error_answer(endpoint, call, status, &headers, revision_header, &body);
+        (outcome, retry_after)
     }
 }
 

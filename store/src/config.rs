@@ -201,6 +201,24 @@ pub struct Config {
     /// milliseconds.
     #[arg(long, env = "BALLAST_RANGE_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub range_idle_timeout_ms: u64,
+    /// Most replica bootstraps (prefix reads asked with `bootstrap=true`)
+    /// served at once; beyond it `429 too_many_bootstraps`. 0 = unbounded.
+    #[arg(long, env = "BALLAST_MAX_BOOTSTRAPS", default_value_t = 32)]
+    pub max_bootstraps: usize,
+    /// Most watches replaying history from storage (a start revision older
+    /// than the watch window) at once; beyond it `429 too_many_catchups`.
+    /// 0 = unbounded.
+    #[arg(long, env = "BALLAST_MAX_WATCH_CATCHUPS", default_value_t = 64)]
+    pub max_watch_catchups: usize,
+    /// Bytes of encoded prefixes kept to serve replica bootstraps (one scan
+    /// serves every bootstrap of a prefix, until a change under it); least
+    /// recently used first out. 0 = no buffer.
+    #[arg(long, env = "BALLAST_BOOTSTRAP_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub bootstrap_buffer_bytes: usize,
+    /// Largest encoded prefix the bootstrap buffer keeps; a larger one is
+    /// streamed as a plain prefix read.
+    #[arg(long, env = "BALLAST_BOOTSTRAP_BUFFER_ENTRY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub bootstrap_buffer_entry_bytes: usize,
     /// Seconds a data-plane replica's report is remembered.
     #[arg(long, env = "BALLAST_REPLICA_REPORT_TTL_SECS", default_value_t = 60)]
     pub replica_report_ttl_secs: u64,
@@ -651,6 +669,22 @@ impl Config {
             max_streams: self.max_range_streams,
             queue_timeout: Duration::from_millis(self.range_queue_timeout_ms),
             idle_timeout: Duration::from_millis(self.range_idle_timeout_ms),
+        }
+    }
+
+    /// Bounds of the admission control of bootstraps and watch catch-ups.
+    pub fn admission_options(&self) -> crate::api::AdmissionOptions {
+        crate::api::AdmissionOptions {
+            max_bootstraps: self.max_bootstraps,
+            max_catchups: self.max_watch_catchups,
+        }
+    }
+
+    /// Bounds of the bootstrap snapshot buffer.
+    pub fn buffer_options(&self) -> crate::api::BufferOptions {
+        crate::api::BufferOptions {
+            max_bytes: self.bootstrap_buffer_bytes,
+            max_entry_bytes: self.bootstrap_buffer_entry_bytes,
         }
     }
 

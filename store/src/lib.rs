@@ -25,6 +25,7 @@
 //!
 //! The public API is [`Config`], [`start`]/[`run`], [`restore`], [`RunningNode`], [`Node`],
 //! [`dev_certs`] (certificates for `ballastd dev --tls`),
+//! [`Admission`],
 //! the [`server`] and [`config`] modules and the on-disk layout in [`db`];
 //! everything else is internal to the crate.
 //!
@@ -47,6 +48,7 @@ pub(crate) mod storage;
 pub(crate) mod tls;
 pub(crate) mod watch;
 
+pub use api::{Admission, AdmissionOptions, AdmissionPermit};
 pub use config::Config;
 pub use raft::node::Node;
 pub use server::{run, start, Listeners, RunningNode, ServerError, ShutdownReport};

@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::{text, EncodeLabelSet};
-use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -127,8 +127,23 @@ pub struct Metrics {
     pub watch_events_sent: Counter,
     /// Progress bookmarks sent.
     pub watch_progress_sent: Counter,
+    /// Progress bookmarks not sent because the node was out of contact
+    /// with a current leader (it cannot vouch that its state is current).
+    pub watch_progress_withheld: Counter,
     /// Revisions read from storage to catch watchers up.
     pub watch_catchup_revisions: Counter,
+    /// Replica bootstraps being served now.
+    pub bootstraps_running: Gauge,
+    /// Replica bootstraps refused by admission control.
+    pub bootstraps_refused: Counter,
+    /// Watch catch-ups admitted and not yet at the in-memory window.
+    pub catchups_running: Gauge,
+    /// Watch catch-ups refused by admission control.
+    pub catchups_refused: Counter,
+    /// Replica bootstraps answered from an entry of the snapshot buffer.
+    pub bootstrap_buffer_hits: Counter,
+    /// Prefix scans made to fill the snapshot buffer.
+    pub bootstrap_buffer_scans: Counter,
     /// Physical compactions completed.
     pub compactions: Counter,
     /// History entries removed by compaction.
@@ -185,7 +200,14 @@ impl Metrics {
             watch_messages_sent: Counter::default(),
             watch_events_sent: Counter::default(),
             watch_progress_sent: Counter::default(),
+            watch_progress_withheld: Counter::default(),
             watch_catchup_revisions: Counter::default(),
+            bootstraps_running: Gauge::default(),
+            bootstraps_refused: Counter::default(),
+            catchups_running: Gauge::default(),
+            catchups_refused: Counter::default(),
+            bootstrap_buffer_hits: Counter::default(),
+            bootstrap_buffer_scans: Counter::default(),
             compactions: Counter::default(),
             history_entries_compacted: Counter::default(),
             leader_changes: Counter::default(),
@@ -275,19 +297,54 @@ impl Metrics {
         for (name, help, g) in gauges {
             r.register(name, help, g.clone());
         }
-        let plain_gauges: [(&str, &str, &Gauge); 2] = [
+        let plain_gauges: [(&str, &str, &Gauge); 4] = [
             ("watchers_open", "Watch streams open.", &self.watchers_open),
             (
                 "watchers_catching_up",
                 "Watch streams reading history from storage.",
                 &self.watchers_catching_up,
             ),
+            (
+                "bootstraps_running",
+                "Replica bootstraps being served.",
+                &self.bootstraps_running,
+            ),
+            (
+                "catchups_running",
+                "Admitted watch catch-ups not yet at the in-memory window.",
+                &self.catchups_running,
+            ),
         ];
         for (name, help, g) in plain_gauges {
             r.register(name, help, g.clone());
         }
         // prometheus-client appends `_total` to counter names.
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 21] = [
+            (
+                "watch_progress_withheld",
+                "Watch progress bookmarks withheld while out of contact with a current leader.",
+                &self.watch_progress_withheld,
+            ),
+            (
+                "bootstraps_refused",
+                "Replica bootstraps refused by admission control (429).",
+                &self.bootstraps_refused,
+            ),
+            (
+                "catchups_refused",
+                "Watch catch-ups refused by admission control (429).",
+                &self.catchups_refused,
+            ),
+            (
+                "bootstrap_buffer_hits",
+                "Replica bootstraps answered from the snapshot buffer without a scan.",
+                &self.bootstrap_buffer_hits,
+            ),
+            (
+                "bootstrap_buffer_scans",
+                "Prefix scans made to fill the snapshot buffer.",
+                &self.bootstrap_buffer_scans,
+            ),
             (
                 "watchers_refused",
                 "Watch streams refused at the per-node limit.",

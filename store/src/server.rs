@@ -104,6 +104,9 @@ pub struct RunningNode {
     pub peer_addr: SocketAddr,
     /// The node's watch hub (above Raft, so not owned by the node).
     pub(crate) hub: Arc<WatchHub>,
+    /// The admission control of bootstraps and watch catch-ups (tests take
+    /// its permits to fill the node's bounds deterministically).
+    pub admission: Arc<crate::api::Admission>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Kept so that shutdown closes the database itself, once every other
@@ -368,8 +371,30 @@ pub async fn start(
         )));
     }
     let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
+    // Bookmarks vouch for freshness only while in contact with a leader.
+    // Weak: the hub must not keep the node alive past shutdown.
+    let weak = Arc::downgrade(&node);
+    hub.set_freshness(Box::new(move || {
+        weak.upgrade()
+            .is_some_and(|node| node.in_contact_with_leader())
+    }));
+    let admission = Arc::new(crate::api::Admission::new(
+        config.admission_options(),
+        hub.shared_metrics(),
+    ));
+    let buffer = Arc::new(crate::api::SnapshotBuffer::new(
+        config.buffer_options(),
+        hub.clone(),
+    ));
     let request_limits = config.request_limits();
-    let mut app = crate::api::router_with_limits(node.clone(), hub.clone(), ranges, request_limits);
+    let mut app = crate::api::router_with_limits(
+        node.clone(),
+        hub.clone(),
+        ranges,
+        admission.clone(),
+        buffer,
+        request_limits,
+    );
     if tls.client.is_some() {
         app = app.layer(axum::middleware::map_response(https_leader_hint));
     }
@@ -415,6 +440,7 @@ pub async fn start(
     Ok(RunningNode {
         node,
         hub,
+        admission,
         client_addr,
         peer_addr,
         stop,

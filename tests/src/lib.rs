@@ -187,6 +187,14 @@ impl TestCluster {
         format!("http://{}", self.configs[idx(id)].listen_client)
     }
 
+    /// Node `id`'s admission control (bootstraps and watch catch-ups).
+    pub fn admission(&self, id: u64) -> Result<&Arc<ballast_store::Admission>> {
+        self.nodes[idx(id)]
+            .as_ref()
+            .map(|n| &n.admission)
+            .ok_or_else(|| anyhow!("node {id} is not running"))
+    }
+
     /// The running node `id`.
     pub fn node(&self, id: u64) -> Result<&Arc<Node>> {
         self.nodes[idx(id)]

@@ -12,7 +12,6 @@ use super::{cache, sync, tasks, Health, Replica, Shared};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::tls::TlsOptions;
-use crate::watch::backoff;
 
 /// Default for [`ReplicaBuilder::persist_interval`].
 const DEFAULT_PERSIST_INTERVAL: Duration = Duration::from_millis(200);
@@ -118,7 +117,9 @@ impl ReplicaBuilder {
     }
 
     /// How often an idle cluster confirms the replica is current (a progress
-    /// bookmark); a stream silent for 5 of these is reconnected elsewhere.
+    /// bookmark); a stream silent for 2.5 of these is reconnected elsewhere
+    /// (a node cut off from its leader stops sending them), and one silent
+    /// for 2 reports `connected: false`.
     /// Default 1 s.
     pub fn progress_interval(mut self, every: Duration) -> Self {
         self.progress_interval = every;
@@ -205,19 +206,16 @@ impl ReplicaBuilder {
             None => {
                 let deadline = Instant::now() + self.initial_sync_timeout;
                 let mut failures = 0u32;
-                let n = transport.endpoints.len();
                 loop {
                     match sync::bootstrap(&transport, &self.prefix, 0, failures as usize).await {
                         Ok(s) => break (s, Some(Instant::now())),
-                        Err(e) if Instant::now() >= deadline => return Err(e),
-                        Err(e) if matches!(e, Error::Api { status, .. } if (400..500).contains(&status)) => {
-                            return Err(e)
-                        }
-                        Err(_) => {
+                        Err(f) if f.fatal || Instant::now() >= deadline => return Err(f.error),
+                        Err(f) => {
                             failures += 1;
-                            let pause = backoff(&transport, failures, n, None)
-                                .max(Duration::from_millis(10));
-                            tokio::time::sleep(pause).await;
+                            // One last try at the deadline rather than a
+                            // sleep past it.
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            tokio::time::sleep(f.pause(&transport, failures).min(left)).await;
                         }
                     }
                 }
@@ -239,10 +237,13 @@ impl ReplicaBuilder {
             }),
             updates,
             persist_lock: Mutex::new(()),
+            contact_window: self.progress_interval * 2,
         });
         let sync_config = sync::SyncConfig {
             progress_interval: self.progress_interval,
-            idle_timeout: self.progress_interval * 5,
+            // A node out of contact with its leader stops sending
+            // bookmarks: this much silence means "stale, move on".
+            idle_timeout: self.progress_interval * 5 / 2,
         };
         let mut handles = vec![tokio::spawn(sync::run(
             shared.clone(),

@@ -73,6 +73,10 @@ pub(crate) struct Shared {
     pub(crate) updates: broadcast::Sender<ReplicaUpdate>,
     /// Serializes cache writes (they share one temporary file name).
     pub(crate) persist_lock: Mutex<()>,
+    /// A stream counts as connected only while its node confirmed the
+    /// state within this long (two progress intervals): a node cut off from
+    /// the leader stops confirming, and must not look like a good source.
+    pub(crate) contact_window: Duration,
 }
 
 /// Connection facts, written by the sync task, read by [`Replica::status`].
@@ -108,7 +112,12 @@ impl Shared {
 pub struct ReplicaStatus {
     /// The revision the served state reflects.
     pub revision: u64,
-    /// True while a watch stream to a node is open.
+    /// True while a watch stream to a node is open **and** that node
+    /// confirmed the state current (a change or a progress bookmark) within
+    /// the last two progress intervals. A node cut off from the cluster's
+    /// leader stops sending bookmarks, so a replica following it reports
+    /// `false` (and soon moves to another node) instead of fresh data that
+    /// may be stale.
     pub connected: bool,
     /// The node the stream is open to.
     pub endpoint: Option<String>,
@@ -210,7 +219,9 @@ impl Replica {
         let h = self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
         ReplicaStatus {
             revision,
-            connected: h.endpoint.is_some(),
+            connected: h.endpoint.is_some()
+                && h.last_contact
+                    .is_some_and(|t| t.elapsed() <= self.shared.contact_window),
             endpoint: h.endpoint.clone(),
             since_contact: h.last_contact.map(|t| t.elapsed()),
             serving_from_disk: h.serving_from_disk,

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::{ReplicaSnapshot, ReplicaUpdate, Shared};
 use crate::client::{decode, range_call};
 use crate::error::{Error, Result};
-use crate::transport::Transport;
+use crate::transport::{Call, Outcome, Transport};
 use crate::types::{Consistency, RangeOptions, WireRange};
 use crate::watch::{backoff, run_engine, EngineItem, WatchEvent, WatchSpec};
 
@@ -40,38 +40,95 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Why no endpoint gave a bootstrap read.
+#[derive(Debug)]
+pub(crate) struct BootstrapFailure {
+    /// The last error seen.
+    pub(crate) error: Error,
+    /// A refusal no other node or later attempt would answer differently
+    /// (a bad prefix): give up.
+    pub(crate) fatal: bool,
+    /// The longest `Retry-After` of the nodes that refused for load: the
+    /// next pass waits at least this long.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl BootstrapFailure {
+    /// The pause before the next pass, after `failures` failed ones: the
+    /// nodes' `Retry-After` when they refused for load, with jittered
+    /// exponential backoff on top; else the reconnect backoff.
+    pub(crate) fn pause(&self, transport: &Transport, failures: u32) -> Duration {
+        backoff(
+            transport,
+            failures,
+            transport.endpoints.len(),
+            self.retry_after,
+        )
+        .max(Duration::from_millis(10))
+    }
+}
+
+/// The bootstrap read of `prefix` (counted by the node's admission control).
+fn bootstrap_call(prefix: &str, consistency: Consistency) -> Result<Call> {
+    let options = RangeOptions {
+        consistency,
+        ..RangeOptions::default()
+    };
+    let mut call = range_call(prefix, options)?;
+    call.target.push_str("&bootstrap=true");
+    Ok(call)
+}
+
 /// A consistent read of `prefix` no older than `at_least`, from the first
 /// endpoint (starting at `start`) that can give one: linearizable first, then
-/// serializable on the same node.
+/// serializable on the same node. A node at its bootstrap bound (`429`) is
+/// passed over; its `Retry-After` comes back in the failure.
 pub(crate) async fn bootstrap(
     transport: &Transport,
     prefix: &str,
     at_least: u64,
     start: usize,
-) -> Result<ReplicaSnapshot> {
+) -> std::result::Result<ReplicaSnapshot, BootstrapFailure> {
     let urls = transport.endpoints.urls();
     let n = urls.len();
     let mut last_error = None;
+    let mut retry_after: Option<Duration> = None;
+    let failure = |error| BootstrapFailure {
+        error,
+        fatal: true,
+        retry_after: None,
+    };
     for i in 0..n {
         let endpoint = &urls[(start + i) % n];
         for consistency in [Consistency::Linearizable, Consistency::Serializable] {
-            let options = RangeOptions {
-                consistency,
-                ..RangeOptions::default()
-            };
-            let call = range_call(prefix, options)?;
-            let answer = match transport.execute_once(endpoint, &call).await {
-                Ok(a) => a,
-                Err(e @ Error::Api { status, .. }) if (400..500).contains(&status) => {
-                    return Err(e)
+            let call = bootstrap_call(prefix, consistency).map_err(failure)?;
+            let (outcome, after) = transport.attempt_encoded(endpoint, &call, true).await;
+            let answer = match outcome {
+                Outcome::Done(a) => a,
+                Outcome::Final(e @ Error::Api { status: 429, .. }) => {
+                    debug!(endpoint, error = %e, ?after, "bootstrap refused for load");
+                    let after = after.unwrap_or(Duration::from_secs(1));
+                    retry_after = Some(retry_after.map_or(after, |r| r.max(after)));
+                    last_error = Some(e);
+                    break;
                 }
-                Err(e) => {
+                Outcome::Final(e @ Error::Api { status, .. }) if (400..500).contains(&status) => {
+                    return Err(failure(e))
+                }
+                Outcome::Final(e) | Outcome::NotApplied { error: e, .. } => {
+                    debug!(endpoint, ?consistency, error = %e, "bootstrap read failed");
+                    last_error = Some(e);
+                    continue;
+                }
+                Outcome::Unknown { error: e, .. } => {
                     debug!(endpoint, ?consistency, error = %e, "bootstrap read failed");
                     last_error = Some(e);
                     continue;
                 }
             };
-            let range = decode::<WireRange>(&answer)?.into_response(answer.revision_header)?;
+            let range = decode::<WireRange>(&answer)
+                .and_then(|w| w.into_response(answer.revision_header))
+                .map_err(failure)?;
             if range.revision < at_least {
                 // Never install an older state than the one we serve.
                 debug!(
@@ -94,10 +151,14 @@ pub(crate) async fn bootstrap(
             return Ok(ReplicaSnapshot::from_kvs(range.revision, range.kvs));
         }
     }
-    Err(last_error.unwrap_or_else(|| Error::Transport {
-        endpoint: String::new(),
-        message: "no endpoint".to_owned(),
-    }))
+    Err(BootstrapFailure {
+        error: last_error.unwrap_or_else(|| Error::Transport {
+            endpoint: String::new(),
+            message: "no endpoint".to_owned(),
+        }),
+        fatal: false,
+        retry_after,
+    })
 }
 
 /// Runs for the life of the replica.
@@ -122,12 +183,10 @@ pub(crate) async fn run(shared: Arc<Shared>, transport: Arc<Transport>, config: 
                     needs_bootstrap = false;
                     failures = 0;
                 }
-                Err(e) => {
-                    shared.with_health(|h| h.last_error = Some(e.to_string()));
+                Err(failure) => {
+                    shared.with_health(|h| h.last_error = Some(failure.error.to_string()));
                     failures += 1;
-                    let pause =
-                        backoff(&transport, failures, n, None).max(Duration::from_millis(10));
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(failure.pause(&transport, failures)).await;
                     continue;
                 }
             }

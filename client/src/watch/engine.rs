@@ -275,7 +275,9 @@ async fn current_revision(transport: &Transport, spec: &WatchSpec) -> Result<u64
 /// Pause before the next attempt after `failures` consecutive failed ones: the
 /// retry policy's backoff (none while the current pass over the endpoints has
 /// endpoints left, then jittered exponential). Unlike a single call's retries,
-/// a `Retry-After` is a floor (capped) even mid-pass.
+/// a `Retry-After` (a node refusing for load, 429 or 503) is obeyed even
+/// mid-pass, with jittered exponential backoff on top of it
+/// ([`RetryPolicy::busy_delay`](crate::retry::RetryPolicy)).
 pub(crate) fn backoff(
     transport: &Transport,
     failures: u32,
@@ -283,7 +285,8 @@ pub(crate) fn backoff(
     retry_after: Option<Duration>,
 ) -> Duration {
     let policy = transport.retry;
-    policy
-        .delay_before(failures.saturating_add(1), endpoints, retry_after)
-        .max(policy.retry_after_floor(retry_after))
+    match retry_after {
+        Some(after) => policy.busy_delay(failures, after),
+        None => policy.delay_before(failures.saturating_add(1), endpoints, None),
+    }
 }

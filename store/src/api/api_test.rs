@@ -104,6 +104,8 @@ impl Harness {
         };
         tweak(&mut config);
         let config_ranges = config.range_options();
+        let config_admission = config.admission_options();
+        let config_buffer = config.buffer_options();
         let running = crate::server::start(config, Some(Listeners { client, peer }))
             .await
             .expect("start node");
@@ -124,7 +126,20 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let ranges = Arc::new(crate::api::RangeLimiter::new(config_ranges));
-        let router = crate::api::router(running.node.clone(), running.hub.clone(), ranges);
+        let admission = Arc::new(crate::api::Admission::new(
+            config_admission,
+            running.hub.shared_metrics(),
+        ));
+        let router = crate::api::router(
+            running.node.clone(),
+            running.hub.clone(),
+            ranges,
+            admission,
+            Arc::new(crate::api::SnapshotBuffer::new(
+                config_buffer,
+                running.hub.clone(),
+            )),
+        );
         Harness {
             running,
             router,
@@ -1046,3 +1061,8 @@ async fn session_writes_replay_their_first_result() {
     assert_eq!(h.revision(), fifth, "only seq 5 was applied");
     h.shutdown().await;
 }
+
+#[path = "admission_test.rs"]
+mod admission_test;
+#[path = "bootstrap_test.rs"]
+mod bootstrap_test;

@@ -23,6 +23,8 @@
 //! | `snapshot_in_progress` | 429 | the node is already streaming a backup (`Retry-After`) |
 //! | `too_many_admin_requests` | 429 | an admin route already serves `--max-admin-requests` requests (`Retry-After`) |
 //! | `too_many_range_reads` | 429 | the node's range reads hold all their stream slots or buffer (`Retry-After`) |
+//! | `too_many_bootstraps` | 429 | the node serves its maximum of replica bootstraps at once (`Retry-After`) |
+//! | `too_many_catchups` | 429 | the node replays history for its maximum of watches at once (`Retry-After`) |
 //! | `internal` | 500 | a fault on the node (storage) |
 
 use axum::http::{HeaderValue, StatusCode};
@@ -91,6 +93,10 @@ pub enum ErrorCode {
     SnapshotInProgress,
     /// The node's range reads hold all their stream slots or buffer.
     TooManyRangeReads,
+    /// The node serves its maximum of replica bootstraps at once.
+    TooManyBootstraps,
+    /// The node replays history for its maximum of watches at once.
+    TooManyCatchups,
     /// A fault on the node.
     Internal,
     /// No such member.
@@ -123,7 +129,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 36] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -144,6 +150,8 @@ impl ErrorCode {
         ErrorCode::TooManyWatchers,
         ErrorCode::SnapshotInProgress,
         ErrorCode::TooManyRangeReads,
+        ErrorCode::TooManyBootstraps,
+        ErrorCode::TooManyCatchups,
         ErrorCode::Internal,
         ErrorCode::MemberNotFound,
         ErrorCode::ChangeInProgress,
@@ -185,6 +193,8 @@ impl ErrorCode {
             ErrorCode::TooManyWatchers => "too_many_watchers",
             ErrorCode::SnapshotInProgress => "snapshot_in_progress",
             ErrorCode::TooManyRangeReads => "too_many_range_reads",
+            ErrorCode::TooManyBootstraps => "too_many_bootstraps",
+            ErrorCode::TooManyCatchups => "too_many_catchups",
             ErrorCode::Internal => "internal",
             ErrorCode::MemberNotFound => "member_not_found",
             ErrorCode::ChangeInProgress => "change_in_progress",
@@ -239,7 +249,9 @@ impl ErrorCode {
             ErrorCode::TooManyWatchers
             | ErrorCode::SnapshotInProgress
             | ErrorCode::TooManyRangeReads
-            | ErrorCode::TooManyAdminRequests => StatusCode::TOO_MANY_REQUESTS,
+            | ErrorCode::TooManyAdminRequests
+            | ErrorCode::TooManyBootstraps
+            | ErrorCode::TooManyCatchups => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
         }

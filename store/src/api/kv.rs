@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
 
+use super::admission::{hold_until_sent, Admission};
 use super::auth::{require, require_command};
+use super::bootstrap::SnapshotBuffer;
 use super::error::ApiError;
 use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
 use super::json::{kvs_json, DeleteJson, GetJson, KvJson, PutJson, TxnJson};
@@ -46,6 +48,10 @@ pub struct GetQuery {
     #[serde(default)]
     #[param(inline)]
     pub consistency: Consistency,
+    /// A replica's bootstrap read (with `prefix=true`): counted against the
+    /// node's bootstrap bound, `429 too_many_bootstraps` beyond it.
+    #[serde(default)]
+    pub bootstrap: bool,
 }
 
 /// Query of `PUT /v1/kv/{key}`.
@@ -87,6 +93,24 @@ pub struct DeleteQuery {
     pub acked_below: Option<u64>,
 }
 
+/// Whether `Accept-Encoding` lists `zstd` (with a non-zero weight).
+fn accepts_zstd(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("zstd"))
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
 fn unexpected(resp: CommandResponse) -> ApiError {
     ApiError::Node(NodeError::Internal(format!(
         "unexpected state machine response {resp:?}"
@@ -112,10 +136,15 @@ fn unexpected(resp: CommandResponse) -> ApiError {
         (status = 503, description = "`no_leader`, `timeout`: a linearizable read found no leader in time (`Retry-After`)", body = super::openapi::ErrorBody),
     )
 )]
+// One extractor per input, as axum handlers take them.
+#[allow(clippy::too_many_arguments)]
 pub async fn get(
     State(node): State<Arc<Node>>,
     State(ranges): State<Arc<RangeLimiter>>,
     Extension(principal): Extension<Principal>,
+    State(admission): State<Arc<Admission>>,
+    State(buffer): State<Arc<SnapshotBuffer>>,
+    headers: axum::http::HeaderMap,
     KeyPath(key): KeyPath,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -123,19 +152,45 @@ pub async fn get(
     if q.limit.is_some() && !q.prefix {
         return Err(invalid_query("limit is only valid with prefix=true"));
     }
+    if q.bootstrap && !q.prefix {
+        return Err(invalid_query("bootstrap is only valid with prefix=true"));
+    }
     if q.prefix {
         node.limits().check_prefix(&key)?;
     } else {
         node.limits().check_key(&key)?;
     }
     require(&principal, Access::Read, &key, q.prefix)?;
+    // Refused before any work: a refusal must cost the node nothing.
+    let permit = if q.bootstrap {
+        Some(admission.try_bootstrap()?)
+    } else {
+        None
+    };
     if q.consistency == Consistency::Linearizable {
         node.linearizable_barrier().await?;
     }
     let revision = q.revision;
     if q.prefix {
         let limit = q.limit.filter(|l| *l > 0);
-        range::respond(&node, &ranges, key, limit, revision).await
+        let current = limit.is_none() && revision.is_none_or(|r| r == 0);
+        if permit.is_some() && current && buffer.enabled() {
+            // Current as of now: the node applied at least this after the
+            // read's consistency was met (the barrier, if linearizable).
+            let need = node.applied().revision;
+            let zstd = accepts_zstd(&headers);
+            if let Some(response) = buffer.respond(&node, &key, need, zstd).await? {
+                return Ok(match permit {
+                    Some(permit) => hold_until_sent(response, permit),
+                    None => response,
+                });
+            }
+        }
+        let response = range::respond(&node, &ranges, key, limit, revision).await?;
+        Ok(match permit {
+            Some(permit) => hold_until_sent(response, permit),
+            None => response,
+        })
     } else {
         let (revision, kv) = node
             .read_local(|reader| std::future::ready(reader.get(&key, revision)))

@@ -1,7 +1,9 @@
 //! The client HTTP API (axum): routes, the revision header, and JSON errors
 //! for every failure, including malformed requests and unknown routes.
 
+pub mod admission;
 pub mod auth;
+pub mod bootstrap;
 #[cfg(feature = "failpoints")]
 pub mod debug;
 pub mod error;
@@ -32,6 +34,8 @@ use axum::Router;
 use crate::metrics::HttpLabels;
 use crate::raft::node::Node;
 use crate::watch::WatchHub;
+pub use admission::{Admission, AdmissionOptions, AdmissionPermit};
+pub use bootstrap::{BufferOptions, SnapshotBuffer};
 pub use error::ApiError;
 pub use limits::RequestLimits;
 pub use range::{RangeLimiter, RangeOptions};
@@ -43,6 +47,8 @@ pub struct AppState {
     node: Arc<Node>,
     hub: Arc<WatchHub>,
     ranges: Arc<RangeLimiter>,
+    admission: Arc<Admission>,
+    buffer: Arc<SnapshotBuffer>,
 }
 
 impl FromRef<AppState> for Arc<Node> {
@@ -54,6 +60,18 @@ impl FromRef<AppState> for Arc<Node> {
 impl FromRef<AppState> for Arc<WatchHub> {
     fn from_ref(state: &AppState) -> Self {
         state.hub.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Admission> {
+    fn from_ref(state: &AppState) -> Self {
+        state.admission.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<SnapshotBuffer> {
+    fn from_ref(state: &AppState) -> Self {
+        state.buffer.clone()
     }
 }
 
@@ -129,11 +147,25 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The client API router for `node`, serving watches from `hub` and prefix
-/// reads within `ranges`, with the default [`RequestLimits`].
+/// The client API router for `node`, serving watches from `hub`, prefix
+/// reads within `ranges`, bootstraps and catch-ups within `admission`, and
+/// bootstraps from `buffer`, with the default [`RequestLimits`].
 #[cfg(test)]
-pub fn router(node: Arc<Node>, hub: Arc<WatchHub>, ranges: Arc<RangeLimiter>) -> Router {
-    router_with_limits(node, hub, ranges, RequestLimits::default())
+pub fn router(
+    node: Arc<Node>,
+    hub: Arc<WatchHub>,
+    ranges: Arc<RangeLimiter>,
+    admission: Arc<Admission>,
+    buffer: Arc<SnapshotBuffer>,
+) -> Router {
+    router_with_limits(
+        node,
+        hub,
+        ranges,
+        admission,
+        buffer,
+        RequestLimits::default(),
+    )
 }
 
 /// [`router`] with the request limits `limits`.
@@ -141,6 +173,8 @@ pub fn router_with_limits(
     node: Arc<Node>,
     hub: Arc<WatchHub>,
     ranges: Arc<RangeLimiter>,
+    admission: Arc<Admission>,
+    buffer: Arc<SnapshotBuffer>,
     limits: RequestLimits,
 ) -> Router {
     let body_limit = node.limits().max_request_bytes();
@@ -261,7 +295,13 @@ pub fn router_with_limits(
         .layer(middleware::from_fn_with_state(limits, limits::check_size))
         .layer(middleware::from_fn_with_state(node.clone(), stamp))
         .layer(middleware::from_fn_with_state(node.clone(), observe))
-        .with_state(AppState { node, hub, ranges })
+        .with_state(AppState {
+            node,
+            hub,
+            ranges,
+            admission,
+            buffer,
+        })
 }
 
 #[cfg(feature = "failpoints")]

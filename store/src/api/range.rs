@@ -449,6 +449,33 @@ impl JsonWriter {
     }
 }
 
+/// The key-values under `prefix` now, encoded as the inside of a range
+/// answer's `kvs` array, with the revision they reflect; `None` when that
+/// would take more than `max_bytes` (the bootstrap buffer then streams the
+/// prefix as a plain read instead).
+pub(crate) fn encode_whole(
+    reader: &KvReader,
+    prefix: &str,
+    max_bytes: usize,
+) -> Result<Option<(u64, Vec<u8>)>, ReadError> {
+    let mut scan = reader.range_scan(prefix, None, None)?;
+    let revision = scan.revision();
+    let mut writer = JsonWriter::new(revision);
+    match writer.fill(&mut scan, max_bytes.saturating_add(CLOSING_MAX))? {
+        Filled::Chunk {
+            mut json,
+            done: true,
+        } if !scan.more() => {
+            let opening = format!("{{\"revision\":{revision},\"kvs\":[").len();
+            let closing = "],\"more\":false}".len();
+            json.truncate(json.len() - closing);
+            json.drain(..opening);
+            Ok(Some((revision, json)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Makes room for `more` bytes in `buf`, growing it by doubling but never
 /// past `cap` (unless `more` itself needs it), so a chunk's allocation
 /// stays within the bytes reserved for it.

@@ -56,7 +56,20 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let limiter = Arc::new(RangeLimiter::new(options));
-        let router = super::router(running.node.clone(), running.hub.clone(), limiter.clone());
+        let admission = Arc::new(super::Admission::new(
+            super::AdmissionOptions::default(),
+            running.hub.shared_metrics(),
+        ));
+        let router = super::router(
+            running.node.clone(),
+            running.hub.clone(),
+            limiter.clone(),
+            admission,
+            Arc::new(super::SnapshotBuffer::new(
+                super::BufferOptions::default(),
+                running.hub.clone(),
+            )),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let base = format!("http://{}", listener.local_addr().expect("api addr"));
         let server = tokio::spawn(async move {

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::admission::Admission;
 use super::error::{ApiError, ErrorCode};
 use super::input::{invalid_query, parse_json, read_body, ApiQuery, BodyKind, KeyPath};
 use super::openapi::ErrorBody;
@@ -18,7 +19,8 @@ use crate::kv::types::CompactRefusal;
 use crate::kv::{Command, CommandResponse};
 use crate::raft::node::{Node, NodeError};
 use crate::watch::event::Filter;
-use crate::watch::stream::{watch_stream, WatchRequest};
+use crate::watch::hub::WindowRead;
+use crate::watch::stream::{watch_stream, CatchupGuard, WatchRequest};
 use crate::watch::WatchHub;
 
 /// Query of `GET /v1/watch/{key}`.
@@ -67,6 +69,7 @@ pub struct WatchQuery {
 pub async fn watch(
     State(node): State<Arc<Node>>,
     State(hub): State<Arc<WatchHub>>,
+    State(admission): State<Arc<Admission>>,
     axum::Extension(principal): axum::Extension<crate::kv::auth::Principal>,
     KeyPath(key): KeyPath,
     headers: HeaderMap,
@@ -132,6 +135,16 @@ pub async fn watch(
     } else {
         start_revision
     };
+    // A start older than the window replays history from storage: that is
+    // a catch-up, admitted within the node's bound. A start below the
+    // compact revision costs nothing (the stream ends with `compacted`).
+    let catchup = if start_revision >= hub.compact_revision()
+        && matches!(hub.read(start_revision, 1), WindowRead::Behind)
+    {
+        Some(Box::new(admission.try_catchup()?) as CatchupGuard)
+    } else {
+        None
+    };
     let req = WatchRequest {
         filter: Filter {
             key,
@@ -141,7 +154,7 @@ pub async fn watch(
         prev_kv: q.prev_kv,
         progress,
     };
-    let Some(stream) = watch_stream(hub, req, slot) else {
+    let Some(stream) = watch_stream(hub, req, slot, catchup) else {
         return Err(ApiError::NotReady("the node is shutting down".into()));
     };
     // A stream of a token that is revoked (or expires) meanwhile ends before

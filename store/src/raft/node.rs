@@ -240,6 +240,10 @@ pub struct Node {
     proposer: Proposer<InflightGuard>,
     /// Batches the writes this node forwards while it follows.
     forwarder: Forwarder,
+    /// When this node last accepted an AppendEntries (entries or a
+    /// heartbeat) from a leader: what lets a follower vouch that its state
+    /// is current (see [`Node::in_contact_with_leader`]).
+    leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// How long a follower waits for the leader to answer a forwarded write: a
@@ -300,12 +304,49 @@ impl Node {
             change_lock: tokio::sync::Mutex::new(()),
             removed: watch::Sender::new(None),
             seen_in_membership: std::sync::atomic::AtomicU64::new(0),
+            leader_contact: std::sync::Mutex::new(None),
         })
     }
 
     /// Tokens and roles, as this node has applied them.
     pub fn auth(&self) -> &crate::kv::auth::SharedAuth {
         &self.options.auth
+    }
+
+    /// Records that a leader's AppendEntries was just accepted.
+    pub(crate) fn note_leader_contact(&self) {
+        if let Ok(mut last) = self.leader_contact.lock() {
+            *last = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Whether this node is, as of now, in contact with a current leader,
+    /// so that its applied state can be vouched for as current (a progress
+    /// bookmark proves freshness only then). A leader: a quorum acknowledged
+    /// it within the (minimum) election timeout, or it is the only voter. A
+    /// follower: it accepted the leader's AppendEntries within it — past
+    /// that, a majority may have elected another leader and moved on
+    /// without it.
+    pub fn in_contact_with_leader(&self) -> bool {
+        // The shorter election timeout: a follower that has not heard from
+        // the leader for that long may already be outvoted.
+        let window = Duration::from_millis(self.raft.config().election_timeout_min);
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.current_leader == Some(self.id) && m.state == ServerState::Leader {
+            let voters = m.membership_config.membership().voter_ids().count();
+            return voters <= 1
+                || m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|acked| openraft::Instant::elapsed(&**acked) <= window);
+        }
+        m.current_leader.is_some()
+            && self
+                .leader_contact
+                .lock()
+                .ok()
+                .and_then(|last| *last)
+                .is_some_and(|at| at.elapsed() <= window)
     }
 
     /// Timeouts and limits.

@@ -179,7 +179,14 @@ async fn handle(
             saw_your_data: node.saw_data_of(from),
         },
         PeerRequest::AppendEntries(r) => match raft.append_entries(r).await {
-            Ok(resp) => PeerResponse::AppendEntries(resp),
+            Ok(resp) => {
+                // Any answer but "your vote is stale" means a current
+                // leader reached us.
+                if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+                    node.note_leader_contact();
+                }
+                PeerResponse::AppendEntries(resp)
+            }
             Err(e) => PeerResponse::Error(e.to_string()),
         },
         PeerRequest::Vote(r) => match raft.vote(r).await {

@@ -128,7 +128,14 @@ pub struct WatchHub {
     reader: KvReader,
     options: WatchOptions,
     metrics: Arc<Metrics>,
+    /// Whether the node can vouch, now, that its state is current (in
+    /// contact with a current leader); progress bookmarks are sent only
+    /// then. Unset: always (a hub without a Raft node, in tests).
+    freshness: std::sync::OnceLock<Freshness>,
 }
+
+/// Tells whether the node can vouch that its applied state is current.
+pub type Freshness = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// A slot among the node's watch streams; released on drop.
 pub struct WatcherSlot {
@@ -163,7 +170,20 @@ impl WatchHub {
             reader,
             options,
             metrics,
+            freshness: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets how the hub learns whether the node's state is current (once;
+    /// later calls are ignored).
+    pub fn set_freshness(&self, fresh: Freshness) {
+        let _ = self.freshness.set(fresh);
+    }
+
+    /// Whether the node can vouch, now, that every revision up to its tip
+    /// is all there is: what a progress bookmark claims.
+    pub fn is_fresh(&self) -> bool {
+        self.freshness.get().is_none_or(|fresh| fresh())
     }
 
     /// Ends every stream (at shutdown) and refuses new ones.
@@ -213,6 +233,11 @@ impl WatchHub {
     /// Options in force.
     pub fn options(&self) -> &WatchOptions {
         &self.options
+    }
+
+    /// The node's counters, shared.
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The key-space reader, for catching up from storage.

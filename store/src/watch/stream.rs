@@ -43,8 +43,14 @@ struct Watcher {
     last_sent: Instant,
     next_progress: Option<Instant>,
     progress_due: bool,
+    /// Held while the stream replays history from storage (admission
+    /// control of catch-ups); released once it reaches the window.
+    catchup: Option<CatchupGuard>,
     _slot: WatcherSlot,
 }
+
+/// Whatever a stream holds while it catches up; dropped at the window.
+pub type CatchupGuard = Box<dyn Send + Sync>;
 
 impl Watcher {
     fn push(&mut self, frame: Bytes) {
@@ -138,6 +144,7 @@ impl Watcher {
                 }
                 match self.hub.read(self.next, WINDOW_BATCH) {
                     WindowRead::Revisions(revisions) => {
+                        self.catchup = None;
                         for r in revisions {
                             if let Some((frame, events)) =
                                 r.frame_for(&self.req.filter, self.req.prev_kv)
@@ -155,9 +162,17 @@ impl Watcher {
                 continue;
             }
             // Idle: every event up to `tip` has been sent.
+            self.catchup = None;
             let now = Instant::now();
             if self.progress_due {
                 self.progress_due = false;
+                if !self.hub.is_fresh() {
+                    // Cut off from the leader: the majority may have moved
+                    // on, so "nothing after `tip`" would be a lie. Silence
+                    // lets the client see it is stale and move on.
+                    self.hub.metrics().watch_progress_withheld.inc();
+                    continue;
+                }
                 self.hub.metrics().watch_progress_sent.inc();
                 // A watch that starts in the future has nothing before it.
                 self.push(progress_frame(tip));
@@ -189,11 +204,13 @@ impl Watcher {
 }
 
 /// The stream of SSE frames for one watcher, holding `slot` until dropped
-/// (the client disconnecting drops it).
+/// (the client disconnecting drops it), and `catchup` until it reaches the
+/// in-memory window.
 pub fn watch_stream(
     hub: Arc<WatchHub>,
     req: WatchRequest,
     slot: WatcherSlot,
+    catchup: Option<CatchupGuard>,
 ) -> Option<impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send> {
     let now = Instant::now();
     let group = hub.join(req.filter.clone())?;
@@ -207,6 +224,7 @@ pub fn watch_stream(
         pending: std::collections::VecDeque::new(),
         done: false,
         last_sent: now,
+        catchup,
         _slot: slot,
     };
     Some(futures::stream::unfold(watcher, |mut w| async move {

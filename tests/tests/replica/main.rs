@@ -6,3 +6,7 @@ mod common;
 mod t10_outage;
 mod t20_failover;
 mod t30_reports;
+mod t40_admission;
+mod t50_staleness;
+mod t60_compacted;
+mod t70_buffer;
