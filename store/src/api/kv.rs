@@ -132,7 +132,7 @@ fn unexpected(resp: CommandResponse) -> ApiError {
         (status = 400, description = "`invalid_key`, `invalid_query`, `compacted`, `future_revision`", body = super::openapi::ErrorBody),
         (status = 404, description = "`key_not_found`, with the revision the read reflects", body = super::openapi::ErrorBody),
         (status = 413, description = "`key_too_large`", body = super::openapi::ErrorBody),
-        (status = 429, description = "`too_many_range_reads` (`Retry-After`)", body = super::openapi::ErrorBody),
+        (status = 429, description = "`too_many_range_reads`; with `bootstrap=true`, `too_many_bootstraps` (`Retry-After`)", body = super::openapi::ErrorBody),
         (status = 503, description = "`no_leader`, `timeout`: a linearizable read found no leader in time (`Retry-After`)", body = super::openapi::ErrorBody),
     )
 )]

@@ -62,7 +62,7 @@ pub struct WatchQuery {
         (status = 200, description = "a Server-Sent Events stream (see docs/watch.md); it does not end", content_type = "text/event-stream", body = String),
         (status = 400, description = "`invalid_key`, `invalid_query`, `invalid_request` (a bad `Last-Event-ID`)", body = ErrorBody),
         (status = 413, description = "`key_too_large`", body = ErrorBody),
-        (status = 429, description = "`too_many_watchers` (`Retry-After`)", body = ErrorBody),
+        (status = 429, description = "`too_many_watchers`; a watch that must replay history from storage, `too_many_catchups` (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "`no_leader`, `timeout` (`linearizable=true`), `not_ready` (shutting down)", body = ErrorBody),
     )
 )]
