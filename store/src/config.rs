@@ -66,6 +66,11 @@ pub struct Config {
     /// Address the peer (Raft) listener listens on.
     #[arg(long, env = "BALLAST_LISTEN_PEER", default_value = "127.0.0.1:2380")]
     pub listen_peer: String,
+    /// A separate plain-HTTP listener for `/metrics`, `/health/live` and
+    /// `/health/ready` only (scrapers and probes on a private network, no
+    /// token, no TLS). The client port keeps serving them too.
+    #[arg(long, env = "BALLAST_LISTEN_METRICS")]
+    pub listen_metrics: Option<String>,
     /// The cluster to form on first start: `ID=CLIENT_ADDR/PEER_ADDR,...`, this node
     /// included; addresses are `host:port` (IP or DNS name). Ignored once the node
     /// has state. A node that joins a running cluster gives `--join` instead.
@@ -432,6 +437,14 @@ impl Config {
         parse_addr("listen-peer", &self.listen_peer)?;
         if self.listen_client == self.listen_peer {
             return Err(invalid("listen-client and listen-peer must differ"));
+        }
+        if let Some(metrics) = &self.listen_metrics {
+            parse_addr("listen-metrics", metrics)?;
+            if *metrics == self.listen_client || *metrics == self.listen_peer {
+                return Err(invalid(
+                    "listen-metrics must differ from listen-client and listen-peer",
+                ));
+            }
         }
         if let Some(cluster) = &self.initial_cluster {
             let members = parse_initial_cluster(cluster)?;
@@ -819,6 +832,20 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn the_probe_listener_needs_its_own_address() {
+        let mut c = Config {
+            listen_metrics: Some("127.0.0.1:2381".into()),
+            ..Config::default()
+        };
+        c.validate().expect("a third address is fine");
+        for bad in ["127.0.0.1:2379", "127.0.0.1:2380", "nope"] {
+            c.listen_metrics = Some(bad.into());
+            let e = c.validate().expect_err(bad).to_string();
+            assert!(e.contains("listen-metrics"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub struct RunningNode {
     pub client_addr: SocketAddr,
     /// Where the peer listener listens.
     pub peer_addr: SocketAddr,
+    /// Where the probe listener (`--listen-metrics`) listens, when set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The node's watch hub (above Raft, so not owned by the node).
     pub(crate) hub: Arc<WatchHub>,
     /// The admission control of bootstraps and watch catch-ups (tests take
@@ -410,6 +412,33 @@ pub async fn start(
         limits,
         stop_rx.clone(),
     )));
+    let metrics_addr = match &config.listen_metrics {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let bound = listener.local_addr().ok();
+            let probe_limits = HttpLimits {
+                head_buffer_bytes: request_limits.head_buffer_bytes(),
+                header_read_timeout: std::time::Duration::from_millis(
+                    config.header_read_timeout_ms,
+                ),
+                max_connections: PROBE_CONNECTIONS,
+                tls: None,
+            };
+            tasks.push(tokio::spawn(serve_http(
+                listener,
+                crate::api::probe_router(node.clone()),
+                probe_limits,
+                stop_rx.clone(),
+            )));
+            bound
+        }
+        None => None,
+    };
 
     if let Some(members) = members {
         let initialized = raft
@@ -443,6 +472,7 @@ pub async fn start(
         admission,
         client_addr,
         peer_addr,
+        metrics_addr,
         stop,
         tasks,
         db: database,
@@ -576,6 +606,10 @@ async fn https_leader_hint(mut response: axum::response::Response) -> axum::resp
     }
     response
 }
+
+/// Connections the probe listener (`--listen-metrics`) keeps open at once:
+/// scrapers and health checkers, a handful each.
+const PROBE_CONNECTIONS: usize = 64;
 
 /// Bounds of the client listener, and its TLS.
 struct HttpLimits {

@@ -304,6 +304,26 @@ pub fn router_with_limits(
         })
 }
 
+/// The routes of the separate probe listener (`--listen-metrics`): metrics
+/// and health only, with no token and every other path `404`.
+pub fn probe_router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(status::metrics).fallback(method_not_allowed),
+        )
+        .route(
+            "/health/live",
+            get(status::live).fallback(method_not_allowed),
+        )
+        .route(
+            "/health/ready",
+            get(status::ready).fallback(method_not_allowed),
+        )
+        .fallback(not_found)
+        .with_state(node)
+}
+
 #[cfg(feature = "failpoints")]
 fn debug_routes() -> Router<AppState> {
     use axum::routing::put;

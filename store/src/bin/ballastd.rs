@@ -168,6 +168,8 @@ fn dev_configs(
                 data_dir: dir.join(format!("node{n}")),
                 listen_client: format!("127.0.0.1:{}", port(n, 0)?),
                 listen_peer: format!("127.0.0.1:{}", port(n, 1)?),
+                // Three nodes in one process cannot share one address.
+                listen_metrics: None,
                 initial_cluster: Some(cluster.clone()),
                 ..template.clone()
             })

@@ -183,3 +183,47 @@ async fn metrics_cover_raft_http_watches_replicas_and_storage() -> Result<()> {
     tc.shutdown().await;
     Ok(())
 }
+
+/// `--listen-metrics`: a separate listener answers `/metrics` and
+/// `/health/*`, and nothing else; the client port keeps answering them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_probe_listener_serves_metrics_and_health_only() -> Result<()> {
+    // Free ports, picked by binding and releasing them.
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        ports.push(l.local_addr()?.port());
+    }
+    let probe = ports.clone();
+    let tc = TestCluster::start_with(3, move |c| {
+        c.listen_metrics = Some(format!("127.0.0.1:{}", probe[c.node_id as usize - 1]));
+    })
+    .await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    tc.put(leader, "probe/k", "v").await?;
+    for (id, port) in tc.ids().into_iter().zip(&ports) {
+        let base = format!("http://127.0.0.1:{port}");
+        let get = |path: &str| tc.http().get(format!("{base}{path}")).send();
+        let metrics = get("/metrics").await?;
+        assert_eq!(metrics.status(), 200, "node {id}");
+        let text = metrics.text().await?;
+        let parsed = parse(&text).with_context(|| format!("node {id}:\n{text}"))?;
+        assert!(
+            text.contains("ballast_raft_term"),
+            "node {id} scrape: {parsed:?}"
+        );
+        assert_eq!(get("/health/live").await?.status(), 200, "node {id}");
+        let ready = get("/health/ready").await?;
+        assert_eq!(ready.status(), 200, "node {id}");
+        // Nothing else: not the key space, not the status.
+        let kv = get("/v1/kv/probe/k").await?;
+        assert_eq!(kv.status(), 404, "node {id}");
+        let body: serde_json::Value = kv.json().await?;
+        assert_eq!(body["error"]["code"], json!("not_found"), "{body}");
+        assert_eq!(get("/v1/status").await?.status(), 404, "node {id}");
+        // The client port still answers the probes.
+        scrape(&tc, id).await?;
+    }
+    tc.shutdown().await;
+    Ok(())
+}
