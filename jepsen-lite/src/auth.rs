@@ -40,7 +40,7 @@ pub async fn adopt_initial_token(
     join_file: &Path,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
+    let http = crate::tls::apply(reqwest::Client::builder())
         .timeout(Duration::from_secs(2))
         .build()?;
     let deadline = Instant::now() + timeout;

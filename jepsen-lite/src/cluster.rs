@@ -240,7 +240,7 @@ impl Cluster {
         nodes
             .iter()
             .filter(|n| n.spec.id != id && self.members.contains(n.spec.id))
-            .map(|n| format!("http://{}", n.spec.client_addr))
+            .map(|n| crate::tls::url(&n.spec.client_addr))
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -27,4 +27,5 @@ pub mod nemesis;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod tls;
 pub mod workload;

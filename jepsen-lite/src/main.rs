@@ -162,6 +162,11 @@ struct RunArgs {
     /// token; joining nodes get it with `--join-token-file`.
     #[arg(long)]
     auth: bool,
+    /// Run with TLS on: a CA made for the run signs the nodes' certificate;
+    /// every node serves HTTPS and uses mutual TLS with its peers, and every
+    /// client of the run trusts only that CA.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -445,6 +450,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         check_limit: Duration::from_secs(a.check_limit_s),
         seed,
         auth: a.auth,
+        tls: a.tls,
     };
     // Hard bound on the whole run: workload + healing/teardown + checking.
     let hard_limit = cfg.time + cfg.check_limit + Duration::from_secs(120);

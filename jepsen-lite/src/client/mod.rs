@@ -93,14 +93,14 @@ fn observed(v: &Value, padding: &Padding) -> Option<Observed> {
 impl NodeClient {
     /// A client of the node serving `addr`, giving up on a request after `timeout`.
     pub fn new(node: u64, addr: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::apply(reqwest::Client::builder())
             .timeout(timeout)
             .connect_timeout(Duration::from_millis(500))
             .pool_max_idle_per_host(4)
             .build()?;
         Ok(Self {
             http,
-            base: format!("http://{addr}"),
+            base: crate::tls::url(addr),
             padding: Padding::none(),
             node,
         })

@@ -57,7 +57,8 @@ impl RetryingClient {
             .request_timeout(timeout)
             .connect_timeout(Duration::from_millis(500))
             .max_attempts(ATTEMPTS)
-            .retry_deadline(RETRY_DEADLINE);
+            .retry_deadline(RETRY_DEADLINE)
+            .tls(crate::tls::client_options());
         if let Some(token) = crate::auth::token() {
             builder = builder.token(token);
         }

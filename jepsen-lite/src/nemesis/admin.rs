@@ -215,7 +215,7 @@ impl Admin {
     /// A client.
     pub fn new() -> anyhow::Result<Self> {
         Ok(Self {
-            http: reqwest::Client::builder()
+            http: crate::tls::apply(reqwest::Client::builder())
                 .timeout(REQUEST_TIMEOUT)
                 .connect_timeout(Duration::from_millis(500))
                 .build()?,
@@ -276,7 +276,7 @@ impl Admin {
         }
         ids.into_iter()
             .filter_map(|id| cluster.spec(id))
-            .map(|s| format!("http://{}", s.client_addr))
+            .map(|s| crate::tls::url(&s.client_addr))
             .collect()
     }
 

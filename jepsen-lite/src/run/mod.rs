@@ -94,6 +94,9 @@ pub struct RunConfig {
     /// Run with auth on: nodes start with `--auth` and every request of the
     /// run carries the initial admin token (see `crate::auth`).
     pub auth: bool,
+    /// Run with TLS on both ports, mutual TLS between the nodes (see
+    /// `crate::tls`).
+    pub tls: bool,
 }
 
 /// What a run found.

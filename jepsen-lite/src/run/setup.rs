@@ -94,6 +94,10 @@ pub(super) async fn start_cluster(cfg: &RunConfig) -> anyhow::Result<Setup> {
         extra_args.push("--auth".into());
         extra_args.push(format!("--join-token-file={}", join_token.display()));
     }
+    if cfg.tls {
+        crate::tls::enable(&data.path().join("tls"))?;
+        extra_args.extend(crate::tls::node_args());
+    }
     let opts = ClusterOptions {
         ballastd: cfg.ballastd.clone(),
         extra_args,
@@ -112,7 +116,7 @@ pub(super) async fn start_cluster(cfg: &RunConfig) -> anyhow::Result<Setup> {
         let dirs: Vec<&std::path::Path> = dirs.iter().map(|d| d.as_path()).collect();
         let endpoints: Vec<String> = ids
             .iter()
-            .map(|id| format!("http://{}", clients_addr[id]))
+            .map(|id| crate::tls::url(&clients_addr[id]))
             .collect();
         crate::auth::adopt_initial_token(&dirs, &endpoints, &join_token, Duration::from_secs(30))
             .await?;

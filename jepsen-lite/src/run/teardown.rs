@@ -250,7 +250,7 @@ fn stats_has(stats: &NemesisStats, name: &str) -> bool {
 /// A linearizable read of the watch prefix from the first node that answers:
 /// (revision, key -> value).
 async fn read_prefix(clients: &[NodeClient]) -> anyhow::Result<(u64, BTreeMap<String, Vec<u8>>)> {
-    let http = reqwest::Client::builder()
+    let http = crate::tls::apply(reqwest::Client::builder())
         .default_headers(crate::auth::headers())
         .timeout(Duration::from_secs(5))
         .build()?;

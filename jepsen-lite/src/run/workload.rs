@@ -108,7 +108,8 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
             let mut builder = ballast_client::Replica::builder(eps)
                 .prefix(watch_workload::PREFIX)
                 .cache_dir(setup.data.path().join(format!("replica{}", i + 1)))
-                .id(format!("r{}@node{}", i + 1, c.node));
+                .id(format!("r{}@node{}", i + 1, c.node))
+                .tls(crate::tls::client_options());
             if let Some(token) = crate::auth::token() {
                 builder = builder.token(token);
             }

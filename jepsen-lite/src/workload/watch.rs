@@ -167,7 +167,7 @@ pub async fn watcher(
     log: Arc<Mutex<Watcher>>,
     mut target: tokio::sync::watch::Receiver<Option<(u64, Instant)>>,
 ) {
-    let Ok(http) = reqwest::Client::builder()
+    let Ok(http) = crate::tls::apply(reqwest::Client::builder())
         .default_headers(crate::auth::headers())
         .connect_timeout(Duration::from_millis(500))
         .build()
