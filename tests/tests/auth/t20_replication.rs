@@ -103,11 +103,23 @@ async fn tokens_survive_restarts_and_travel_in_snapshots() -> Result<()> {
         .await?;
         revision = v["revision"].as_u64().unwrap_or(0);
     }
-    let purged = tc.node(leader)?.raft().metrics().borrow_watched().purged;
-    assert!(
-        purged.is_some(),
-        "the leader purged its log after a snapshot"
-    );
+    // The snapshot is built, and the log purged behind it, in the
+    // background after the write that crossed the threshold.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tc
+        .node(leader)?
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .purged
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader did not purge its log after a snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     info!("--- node {lagging} catches up by snapshot and knows the tokens");
     tc.restart(lagging).await?;
