@@ -19,8 +19,8 @@
 # run.
 #
 # Environment: API_FUZZ_EXAMPLES (examples per operation, default 40),
-# API_FUZZ_SECONDS (time budget of the main pass, default 120; the two
-# passes after it take 30 s each),
+# API_FUZZ_SECONDS (time budget of the main pass, default 60; the two
+# passes after it take 20 s each),
 # API_FUZZ_SEED (default fixed, so a CI failure reproduces), BALLASTD_BIN (a
 # prebuilt ballastd instead of the debug build).
 set -euo pipefail
@@ -33,7 +33,7 @@ source benches/cluster.sh
 
 SCHEMATHESIS_VERSION=4.32.5
 EXAMPLES="${API_FUZZ_EXAMPLES:-40}"
-SECONDS_BUDGET="${API_FUZZ_SECONDS:-120}"
+SECONDS_BUDGET="${API_FUZZ_SECONDS:-60}"
 SEED="${API_FUZZ_SEED:-20261130}"
 CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance
 
@@ -112,7 +112,7 @@ st --phases examples,coverage,fuzzing --max-time "$SECONDS_BUDGET" --workers 2 \
 # run alone, one request at a time, after everything else.
 for op in transfer remove; do
   echo "== api-fuzz: $op alone (it changes the leader or the members)"
-  st --phases examples,coverage,fuzzing --max-time 30 --workers 1 \
+  st --phases examples,coverage,fuzzing --max-time 20 --workers 1 \
     --include-operation-id "$op" 2>&1 \
     | tee "$tmp/$op.txt" || { echo "api-fuzz.sh: the $op pass failed" >&2; exit 1; }
 done

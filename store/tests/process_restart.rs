@@ -1,5 +1,5 @@
 //! Clean stops of real processes: three `ballastd` processes under continuous
-//! write load are stopped with SIGTERM and started again, 20 times. Odd
+//! write load are stopped with SIGTERM and started again, 12 times. Odd
 //! rounds stop all three at once; even rounds stop the followers first, so
 //! that the leader is stopped last with replication stalled and client writes
 //! waiting for a commit that cannot come. Every stop must exit with status 0,
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use common::{leader, Cluster};
 
-const ROUNDS: usize = 20;
+const ROUNDS: usize = 12;
 const WRITERS: usize = 4;
 const KEYS_PER_WRITER: u64 = 8;
 /// New acknowledgements each round waits for before stopping the cluster, so
