@@ -201,21 +201,10 @@ pub fn router_with_limits(
             "/v1/compact",
             post(watch::compact).fallback(method_not_allowed),
         )
-        .route(
-            "/metrics",
-            get(status::metrics).fallback(method_not_allowed),
-        )
+        .merge(probe_routes())
         .route(
             "/v1/status",
             get(status::status).fallback(method_not_allowed),
-        )
-        .route(
-            "/health/live",
-            get(status::live).fallback(method_not_allowed),
-        )
-        .route(
-            "/health/ready",
-            get(status::ready).fallback(method_not_allowed),
         )
         .route("/ui", get(ui::dashboard).fallback(method_not_allowed))
         .route("/ui/", get(ui::dashboard).fallback(method_not_allowed))
@@ -307,6 +296,16 @@ pub fn router_with_limits(
 /// The routes of the separate probe listener (`--listen-metrics`): metrics
 /// and health only, with no token and every other path `404`.
 pub fn probe_router(node: Arc<Node>) -> Router {
+    probe_routes().fallback(not_found).with_state(node)
+}
+
+/// `/metrics` and `/health/*`: served by the client router and by the probe
+/// listener alike.
+fn probe_routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Node>: FromRef<S>,
+{
     Router::new()
         .route(
             "/metrics",
@@ -320,8 +319,6 @@ pub fn probe_router(node: Arc<Node>) -> Router {
             "/health/ready",
             get(status::ready).fallback(method_not_allowed),
         )
-        .fallback(not_found)
-        .with_state(node)
 }
 
 #[cfg(feature = "failpoints")]
