@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use ballast_tests::metrics::{parse, Scrape};
 use ballast_tests::sse::WatchStream;
 use ballast_tests::TestCluster;
+use openraft::async_runtime::watch::WatchReceiver;
 use serde_json::json;
 use tracing::info;
 
@@ -167,6 +168,23 @@ async fn metrics_cover_raft_http_watches_replicas_and_storage() -> Result<()> {
     tc.kill(lagging).await?;
     for i in 0..120 {
         rev = tc.put(leader, &format!("m/s{}", i % 30), "v").await?;
+    }
+    // The snapshot is built, and the log purged behind it, in the
+    // background: restart the follower only once it must catch up by snapshot.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tc
+        .node(leader)?
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .purged
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader did not purge its log after a snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tc.restart(lagging).await?;
     tc.wait_applied(rev, Duration::from_secs(30)).await?;
