@@ -3,17 +3,25 @@
 SHELL := /bin/bash
 ENV := set -eo pipefail; source scripts/env.sh;
 
-.PHONY: cluster test bench check jepsen
+.PHONY: cluster test test-netns bench check jepsen
 
 ## Start a local 3-node cluster on 127.0.0.1 (data in ./data/dev).
 cluster:
 	@$(ENV) cargo run -p ballast-store --bin ballastd -- dev
 
 ## Run the whole test suite: every crate, then the tests that need failpoints
-## compiled in (their own test binary).
+## compiled in (their own test binary), then the multi-host test when the
+## machine allows it (see test-netns).
 test:
 	@$(ENV) cargo test --workspace \
-	  && cargo test -p ballast-tests --features failpoints --test failpoints
+	  && cargo test -p ballast-tests --features failpoints --test failpoints \
+	  && scripts/test-netns.sh
+
+## A cluster on separate hosts, simulated: three nodes and a replica in four
+## network namespaces (tests/tests/netns). Runs as root where `ip netns add`
+## works; prints why it skips otherwise.
+test-netns:
+	@$(ENV) scripts/test-netns.sh
 
 ## Load-test a running cluster (start one with `make cluster` first).
 bench:
