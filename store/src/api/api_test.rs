@@ -829,7 +829,8 @@ async fn invalid_percent_encoding_in_a_key_is_refused() {
 }
 
 /// The membership routes on a one-node cluster: the listing, each refusal
-/// with its code, and a removed node refusing everything but its status.
+/// with its code, and a removed node refusing everything but its status and
+/// its dashboard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_routes_refuse_bad_and_unsafe_changes() {
     let h = Harness::start(|_| {}).await;
@@ -941,6 +942,10 @@ async fn membership_routes_refuse_bad_and_unsafe_changes() {
     let status = h.get("/v1/status").await;
     assert_eq!(status.status, StatusCode::OK);
     assert_eq!(status.json()["raft"]["state"], "Removed");
+    assert_eq!(status.json()["removed"], "node 1 was removed for the test");
+    // The dashboard still loads there, and says why from that status.
+    assert_eq!(h.get("/ui").await.status, StatusCode::OK);
+    assert_eq!(h.get("/ui/").await.status, StatusCode::OK);
     h.shutdown().await;
 }
 

@@ -94,11 +94,14 @@ async fn stamp(State(node): State<Arc<Node>>, req: Request, next: Next) -> Respo
     response
 }
 
-/// Routes a removed node still answers: what it is and why it is out.
-pub(crate) const REMOVED_NODE_ROUTES: [&str; 3] = ["/v1/status", "/health/live", "/metrics"];
+/// Routes a removed node still answers: what it is and why it is out (the
+/// dashboard shows it from `/v1/status`).
+pub(crate) const REMOVED_NODE_ROUTES: [&str; 5] =
+    ["/v1/status", "/health/live", "/metrics", "/ui", "/ui/"];
 
-/// A node removed from its cluster serves nothing but its status: every
-/// other route answers `410 removed` with the reason.
+/// A node removed from its cluster serves nothing but its status, liveness,
+/// metrics and dashboard: every other route answers `410 removed` with the
+/// reason.
 async fn refuse_if_removed(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     match node.removed() {
         Some(reason) if !REMOVED_NODE_ROUTES.contains(&req.uri().path()) => {

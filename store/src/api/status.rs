@@ -44,9 +44,26 @@ pub struct StatusJson {
     pub db: DbJson,
     /// Watch streams open on this node.
     pub watch_streams: i64,
+    /// Watch streams open on every member, as each answered (with the
+    /// data-plane view: absent with `data_plane=false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_watch_streams: Option<Vec<MemberWatchStreams>>,
     /// Replicas and rollout convergence of the latest revision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_plane: Option<DataPlaneStatus>,
+    /// Why this node is no longer a member, once it was removed from the
+    /// cluster (it then serves only its status, probes and dashboard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
+}
+
+/// One member's open watch streams.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberWatchStreams {
+    /// The member.
+    pub node_id: u64,
+    /// Its open watch streams; `null` when it did not answer in time.
+    pub watch_streams: Option<u64>,
 }
 
 /// The key space's size on disk and the quota.
@@ -97,10 +114,21 @@ pub async fn status(
 ) -> Result<Json<StatusJson>, ApiError> {
     let status = node.status()?;
     let size = node.db_size();
-    let data_plane = if q.data_plane.unwrap_or(true) {
-        Some(node.data_plane(DATA_PLANE_PEER_TIMEOUT).await)
+    let (data_plane, member_watch_streams) = if q.data_plane.unwrap_or(true) {
+        let (data_plane, watches) = tokio::join!(
+            node.data_plane(DATA_PLANE_PEER_TIMEOUT),
+            node.member_watch_streams(DATA_PLANE_PEER_TIMEOUT)
+        );
+        let watches = watches
+            .into_iter()
+            .map(|(node_id, watch_streams)| MemberWatchStreams {
+                node_id,
+                watch_streams,
+            })
+            .collect();
+        (Some(data_plane), Some(watches))
     } else {
-        None
+        (None, None)
     };
     Ok(Json(StatusJson {
         commit_index: status.raft.committed,
@@ -114,7 +142,9 @@ pub async fn status(
             quota_bytes: node.options().quota_bytes,
         },
         watch_streams: node.metrics().watchers_open.get(),
+        member_watch_streams,
         data_plane,
+        removed: node.removed(),
     }))
 }
 

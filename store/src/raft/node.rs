@@ -613,6 +613,36 @@ impl Node {
         (merge(per_node), answered, missing)
     }
 
+    /// The watch streams each member has open, asking every other member
+    /// (each within `timeout`); `None` for a member that did not answer.
+    /// In membership order.
+    pub async fn member_watch_streams(&self, timeout: Duration) -> Vec<(NodeId, Option<u64>)> {
+        let members: Vec<(NodeId, Member)> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect()
+        };
+        let calls = members.into_iter().map(|(id, member)| async move {
+            if id == self.id {
+                return (id, Some(self.watch_streams()));
+            }
+            let addr = dial_addr(&self.options.dial, id, &member);
+            match self
+                .pool
+                .call(&addr, id, &PeerRequest::WatchStreams, timeout)
+                .await
+            {
+                Ok(PeerResponse::WatchStreams(n)) => (id, Some(n)),
+                _ => (id, None),
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
     /// The node's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

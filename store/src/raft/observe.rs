@@ -204,6 +204,11 @@ impl Node {
         DataPlaneStatus::new(self.applied().revision, &replicas, unreachable)
     }
 
+    /// Watch streams open on this node.
+    pub fn watch_streams(&self) -> u64 {
+        u64::try_from(self.metrics().watchers_open.get()).unwrap_or(0)
+    }
+
     /// The values `/metrics` reads at scrape time (local only: no peer calls).
     pub fn gauges(&self) -> NodeGauges {
         let applied = self.applied();

@@ -207,6 +207,7 @@ async fn handle(
         }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(node.handle_read_index().await),
         PeerRequest::Replicas => PeerResponse::Replicas(node.replicas().current()),
+        PeerRequest::WatchStreams => PeerResponse::WatchStreams(node.watch_streams()),
         PeerRequest::Admin(request) => PeerResponse::Admin(node.handle_admin(request).await),
         PeerRequest::MembershipOf => {
             let (committed_index, includes_you) = node.committed_membership_lists(from);

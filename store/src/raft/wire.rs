@@ -129,6 +129,9 @@ pub enum PeerRequest {
     /// Client writes received by a follower, for the leader to propose, each
     /// answered on its own (see `forwarder`).
     ForwardBatch(Vec<Command>),
+    /// How many watch streams this node has open (for the dashboard's
+    /// per-member view).
+    WatchStreams,
 }
 
 /// What travels in every request frame: the request, addressed to one node
@@ -230,6 +233,8 @@ pub enum PeerResponse {
     Error(String),
     /// To `ForwardBatch`: one answer per write, in order.
     ForwardBatch(Vec<Result<CommandResponse, ForwardError>>),
+    /// To `WatchStreams`.
+    WatchStreams(u64),
 }
 
 /// One framed peer connection, as its client sees it (requests out,
