@@ -153,6 +153,11 @@ struct RunArgs {
     /// `--client-retries`).
     #[arg(long)]
     unsafe_session_double_apply: bool,
+    /// TEST ONLY: plant a replica bug in every data-plane replica of the run,
+    /// the first change of every watch stream it opens is dropped (the
+    /// client's `planted-bugs` switch; needs `--workload replica`).
+    #[arg(long)]
+    unsafe_replica_skip_first_change: bool,
     /// Extra ballastd flags, e.g. `--node-arg=--snapshot-logs=500`. With the
     /// lagging nemesis nodes get `--snapshot-logs=100` unless set here.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
@@ -388,6 +393,10 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         "--election-timeout-max-ms=600".to_string(),
         "--request-timeout-ms=2000".to_string(),
     ];
+    anyhow::ensure!(
+        !a.unsafe_replica_skip_first_change || matches!(a.workload, Workload::Replica),
+        "--unsafe-replica-skip-first-change needs --workload replica"
+    );
     let planted_bugs = [
         (a.unsafe_local_linearizable_reads, PLANTED_STALE_READS),
         (a.unsafe_watch_skip_on_resume, PLANTED_WATCH_SKIP),
@@ -447,6 +456,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         padding,
         node_args,
         planted_bugs,
+        planted_replica_skip: a.unsafe_replica_skip_first_change,
         check_limit: Duration::from_secs(a.check_limit_s),
         seed,
         auth: a.auth,

@@ -155,6 +155,17 @@ pub struct Config {
     /// that sends half a header is closed after it.
     #[arg(long, env = "BALLAST_HEADER_READ_TIMEOUT_MS", default_value_t = 30_000)]
     pub header_read_timeout_ms: u64,
+    /// Longest a client connection's writes may make no progress, ms: a
+    /// client that keeps its connection open but stops reading (its socket
+    /// does not drain) is disconnected after it, and what its response held
+    /// (a streamed range read's buffered chunks) is released. Idle
+    /// connections and idle watches send nothing, so this never cuts them.
+    #[arg(
+        long,
+        env = "BALLAST_CLIENT_WRITE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub client_write_timeout_ms: u64,
     /// Most client connections open at once; beyond it new connections are
     /// closed at once, so a flood on the client port never takes the file
     /// descriptors peers and storage need. 0: three quarters of the process's
@@ -502,6 +513,9 @@ impl Config {
         }
         if self.header_read_timeout_ms == 0 {
             return Err(invalid("header-read-timeout-ms must be positive"));
+        }
+        if self.client_write_timeout_ms == 0 {
+            return Err(invalid("client-write-timeout-ms must be positive"));
         }
         let min_uri = self.max_key_bytes.saturating_mul(3).saturating_add(1024);
         if self.max_uri_bytes < min_uri {

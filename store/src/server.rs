@@ -66,6 +66,7 @@ pub enum ServerError {
 
 mod auth_bootstrap;
 mod shutdown;
+mod write_timeout;
 
 pub use auth_bootstrap::write_token_file;
 
@@ -109,6 +110,9 @@ pub struct RunningNode {
     /// The admission control of bootstraps and watch catch-ups (tests take
     /// its permits to fill the node's bounds deterministically).
     pub admission: Arc<crate::api::Admission>,
+    /// The limits of streamed range reads (tests look at the bytes they
+    /// hold).
+    pub ranges: Arc<crate::api::RangeLimiter>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Kept so that shutdown closes the database itself, once every other
@@ -392,7 +396,7 @@ pub async fn start(
     let mut app = crate::api::router_with_limits(
         node.clone(),
         hub.clone(),
-        ranges,
+        ranges.clone(),
         admission.clone(),
         buffer,
         request_limits,
@@ -403,6 +407,7 @@ pub async fn start(
     let limits = HttpLimits {
         head_buffer_bytes: request_limits.head_buffer_bytes(),
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
+        write_timeout: std::time::Duration::from_millis(config.client_write_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),
         tls: tls.client.clone(),
     };
@@ -426,6 +431,7 @@ pub async fn start(
                 header_read_timeout: std::time::Duration::from_millis(
                     config.header_read_timeout_ms,
                 ),
+                write_timeout: std::time::Duration::from_millis(config.client_write_timeout_ms),
                 max_connections: PROBE_CONNECTIONS,
                 tls: None,
             };
@@ -470,6 +476,7 @@ pub async fn start(
         node,
         hub,
         admission,
+        ranges,
         client_addr,
         peer_addr,
         metrics_addr,
@@ -493,7 +500,9 @@ pub async fn start(
 /// within the header read timeout (or sits idle between requests that long)
 /// is closed, and beyond `max_connections` a new connection is closed at
 /// once, so the file descriptors that peers and storage need are never taken
-/// by the client port.
+/// by the client port. A connection whose writes make no progress for the
+/// write timeout (a client that stopped reading) is closed, releasing what
+/// its response holds (see `server/write_timeout.rs`).
 async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
@@ -541,6 +550,7 @@ async fn serve_http(
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
+                let stream = write_timeout::WriteTimeout::new(stream, limits.write_timeout);
                 let service = TowerToHyperService::new(app.clone());
                 let Some(tls) = &limits.tls else {
                     let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -614,6 +624,9 @@ const PROBE_CONNECTIONS: usize = 64;
 /// Bounds of the client listener, and its TLS.
 struct HttpLimits {
     header_read_timeout: std::time::Duration,
+    /// Longest a connection's writes may make no progress before it is
+    /// closed (`--client-write-timeout-ms`).
+    write_timeout: std::time::Duration,
     /// Largest request head read (see `api::limits`).
     head_buffer_bytes: usize,
     max_connections: usize,

@@ -203,3 +203,55 @@ async fn a_planted_double_apply_is_visible_in_the_version() -> Result<()> {
     tc.shutdown().await;
     Ok(())
 }
+
+/// The replica checker's planted bug (`ReplicaBuilder::unsafe_skip_first_change`,
+/// the client's `planted-bugs` feature, which this binary's `failpoints`
+/// feature turns on) is a real one: the replica's revision passes a write
+/// whose change it never applied. Without the switch the same sequence is
+/// applied in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_replica_skip_loses_a_change_its_revision_passed() -> Result<()> {
+    let tc = TestCluster::start(1).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    let endpoints = vec![tc.endpoint(leader)];
+    let client = Client::new(endpoints.clone())?;
+    for (planted, prefix) in [(false, "/honest/"), (true, "/planted/")] {
+        info!("--- a replica of {prefix}, bug planted: {planted}");
+        let replica = ballast_client::Replica::builder(endpoints.clone())
+            .prefix(prefix)
+            .unsafe_skip_first_change(planted)
+            .start()
+            .await?;
+        // The watch stream is open: the next change is its first.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while replica.status().endpoint.is_none() {
+            if Instant::now() >= deadline {
+                bail!("the replica of {prefix} never connected its watch");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let a = format!("{prefix}a");
+        let b = format!("{prefix}b");
+        client.put(&a, "1").await?;
+        let last = client.put(&b, "2").await?.revision;
+        replica
+            .wait_for_revision(last, Duration::from_secs(10))
+            .await?;
+        assert_eq!(
+            replica.get(&b).map(|kv| kv.value.clone()),
+            Some(b"2".to_vec())
+        );
+        let got_a = replica.get(&a).map(|kv| kv.value.clone());
+        if planted {
+            assert_eq!(
+                got_a, None,
+                "at revision {last} the planted replica lacks the first change of its stream"
+            );
+        } else {
+            assert_eq!(got_a, Some(b"1".to_vec()));
+        }
+        replica.shutdown().await;
+    }
+    tc.shutdown().await;
+    Ok(())
+}

@@ -44,6 +44,9 @@ pub struct ReplicaBuilder {
     backoff: (Duration, Duration),
     tls: TlsOptions,
     token: Option<crate::client::BearerToken>,
+    /// A planted bug (test only, see `unsafe_skip_first_change`); always
+    /// false unless the `planted-bugs` feature is on and a test sets it.
+    planted_skip_first_change: bool,
 }
 
 impl ReplicaBuilder {
@@ -64,7 +67,19 @@ impl ReplicaBuilder {
             token: None,
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
             tls: TlsOptions::default(),
+            planted_skip_first_change: false,
         }
+    }
+
+    /// TEST ONLY (feature `planted-bugs`): plants a real replica bug, so that
+    /// a checker can be shown to catch it. The replica drops the first change
+    /// of every watch stream it opens (the first connection and every
+    /// reconnection), as if the node repeated the revision it resumes after:
+    /// the revision moves on, but that revision's changes are never applied.
+    #[cfg(feature = "planted-bugs")]
+    pub fn unsafe_skip_first_change(mut self, on: bool) -> Self {
+        self.planted_skip_first_change = on;
+        self
     }
 
     /// TLS: the CA `https://` endpoints must chain to, and an optional
@@ -244,6 +259,7 @@ impl ReplicaBuilder {
             // A node out of contact with its leader stops sending
             // bookmarks: this much silence means "stale, move on".
             idle_timeout: self.progress_interval * 5 / 2,
+            planted_skip_first_change: self.planted_skip_first_change,
         };
         let mut handles = vec![tokio::spawn(sync::run(
             shared.clone(),

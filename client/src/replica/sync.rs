@@ -29,6 +29,9 @@ const MAX_BATCH: usize = 512;
 pub(crate) struct SyncConfig {
     pub(crate) progress_interval: Duration,
     pub(crate) idle_timeout: Duration,
+    /// The planted bug of `ReplicaBuilder::unsafe_skip_first_change` (test
+    /// only): drop the first change after every `Connected`.
+    pub(crate) planted_skip_first_change: bool,
 }
 
 /// Aborts the engine task when the loop leaves it behind.
@@ -201,7 +204,7 @@ pub(crate) async fn run(shared: Arc<Shared>, transport: Arc<Transport>, config: 
         };
         let (tx, mut rx) = mpsc::channel(MAX_BATCH * 2);
         let _engine = AbortOnDrop(tokio::spawn(run_engine(transport.clone(), spec, tx)));
-        let fatal = follow(&shared, &mut rx).await;
+        let fatal = follow(&shared, &mut rx, config.planted_skip_first_change).await;
         shared.with_health(|h| h.endpoint = None);
         match fatal {
             Some(Error::Compacted {
@@ -228,8 +231,16 @@ pub(crate) async fn run(shared: Arc<Shared>, transport: Arc<Transport>, config: 
 }
 
 /// Applies the engine's items until it stops; returns its fatal error.
-async fn follow(shared: &Shared, rx: &mut mpsc::Receiver<EngineItem>) -> Option<Error> {
+/// `planted_skip_first_change` plants a bug (test only): the first change of
+/// every stream is dropped.
+async fn follow(
+    shared: &Shared,
+    rx: &mut mpsc::Receiver<EngineItem>,
+    planted_skip_first_change: bool,
+) -> Option<Error> {
     let mut items = Vec::with_capacity(MAX_BATCH);
+    // Set by each `Connected` while the bug is planted.
+    let mut skip_next_change = false;
     loop {
         items.clear();
         if rx.recv_many(&mut items, MAX_BATCH).await == 0 {
@@ -243,6 +254,13 @@ async fn follow(shared: &Shared, rx: &mut mpsc::Receiver<EngineItem>) -> Option<
             match item {
                 EngineItem::Event(WatchEvent::Change { revision, events }) => {
                     contact = true;
+                    if std::mem::take(&mut skip_next_change) {
+                        warn!(
+                            revision,
+                            "planted bug: dropping the first change of the stream"
+                        );
+                        continue;
+                    }
                     let snap = next.get_or_insert_with(|| (**shared.state.load()).clone());
                     if snap.apply(revision, &events, &shared.prefix) {
                         applied.push(ReplicaUpdate::Change { revision, events });
@@ -259,6 +277,7 @@ async fn follow(shared: &Shared, rx: &mut mpsc::Receiver<EngineItem>) -> Option<
                 }
                 EngineItem::Connected(endpoint) => {
                     debug!(endpoint, "replica watch connected");
+                    skip_next_change = planted_skip_first_change;
                     shared.with_health(|h| h.endpoint = Some(endpoint));
                 }
                 EngineItem::Disconnected(endpoint, e) => {

@@ -4,6 +4,7 @@
 pub mod linearizable;
 pub mod membership;
 pub mod register;
+pub mod replica;
 pub mod watch;
 
 use serde::Serialize;

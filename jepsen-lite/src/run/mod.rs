@@ -87,6 +87,10 @@ pub struct RunConfig {
     /// bugs that the checkers must catch ([`PLANTED_STALE_READS`],
     /// [`PLANTED_WATCH_SKIP`]).
     pub planted_bugs: Vec<&'static str>,
+    /// A planted client bug: every replica of the run drops the first change
+    /// of each watch stream (`ReplicaBuilder::unsafe_skip_first_change`); the
+    /// replica checker must catch it.
+    pub planted_replica_skip: bool,
     /// Checker time limit.
     pub check_limit: Duration,
     /// Seed.

@@ -102,8 +102,10 @@ pub(super) async fn stop_and_settle(
         tracing::info!(revision = last, "--- waiting for replicas to converge");
         let (cluster_rev, cluster_kvs) = read_prefix(&node_clients).await?;
         let outage = stats_has(&stats, "outage");
+        let writes = watch_workload::writes(&rec.snapshot());
         let report =
-            replica_workload::check(&replicas, last, &cluster_kvs, cluster_rev, outage).await;
+            replica_workload::check(&replicas, &writes, last, &cluster_kvs, cluster_rev, outage)
+                .await;
         std::fs::write(
             cfg.out.join("replica.json"),
             serde_json::to_string(&report)?,

@@ -109,7 +109,14 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
                 .prefix(watch_workload::PREFIX)
                 .cache_dir(setup.data.path().join(format!("replica{}", i + 1)))
                 .id(format!("r{}@node{}", i + 1, c.node))
-                .tls(crate::tls::client_options());
+                .tls(crate::tls::client_options())
+                .unsafe_skip_first_change(cfg.planted_replica_skip);
+            if cfg.planted_replica_skip {
+                tracing::warn!(
+                    replica = i + 1,
+                    "planted bug: the replica drops the first change of every stream"
+                );
+            }
             if let Some(token) = crate::auth::token() {
                 builder = builder.token(token);
             }
@@ -119,6 +126,7 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
                 name: format!("r{}", i + 1),
                 ..ReplicaLog::default()
             }));
+            replica_workload::recorder(&replica, log.clone(), cfg.padding);
             readers.push(tokio::spawn(replica_workload::reader(
                 replica.clone(),
                 log.clone(),

@@ -31,30 +31,7 @@ struct Harness {
 
 impl Harness {
     async fn start(options: RangeOptions) -> Harness {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let client = TcpListener::bind("127.0.0.1:0").await.expect("bind client");
-        let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
-        let client_addr = client.local_addr().expect("client addr");
-        let peer_addr = peer.local_addr().expect("peer addr");
-        let config = Config {
-            node_id: 1,
-            data_dir: dir.path().join("node1"),
-            listen_client: client_addr.to_string(),
-            listen_peer: peer_addr.to_string(),
-            initial_cluster: Some(format!("1={client_addr}/{peer_addr}")),
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
-            ..Config::default()
-        };
-        let running = crate::server::start(config, Some(Listeners { client, peer }))
-            .await
-            .expect("start node");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !running.node.raft().is_leader() {
-            assert!(Instant::now() < deadline, "node 1 did not become leader");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (running, dir) = start_node(|_| {}).await;
         let limiter = Arc::new(RangeLimiter::new(options));
         let admission = Arc::new(super::Admission::new(
             super::AdmissionOptions::default(),
@@ -81,6 +58,21 @@ impl Harness {
             base,
             http: reqwest::Client::new(),
             server,
+            _dir: dir,
+        }
+    }
+
+    /// One node serving its own client listener (the real connection
+    /// handling, with its write timeout), with the range limits of its
+    /// configuration as `edit` leaves it.
+    async fn on_own_listener(edit: impl FnOnce(&mut Config)) -> Harness {
+        let (running, dir) = start_node(edit).await;
+        Harness {
+            limiter: running.ranges.clone(),
+            base: format!("http://{}", running.client_addr),
+            http: reqwest::Client::new(),
+            server: tokio::spawn(async {}),
+            running,
             _dir: dir,
         }
     }
@@ -153,6 +145,36 @@ impl Harness {
         self.server.abort();
         self.running.shutdown().await;
     }
+}
+
+/// One node (its configuration as `edit` leaves it), leader of itself.
+async fn start_node(edit: impl FnOnce(&mut Config)) -> (RunningNode, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = TcpListener::bind("127.0.0.1:0").await.expect("bind client");
+    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+    let client_addr = client.local_addr().expect("client addr");
+    let peer_addr = peer.local_addr().expect("peer addr");
+    let mut config = Config {
+        node_id: 1,
+        data_dir: dir.path().join("node1"),
+        listen_client: client_addr.to_string(),
+        listen_peer: peer_addr.to_string(),
+        initial_cluster: Some(format!("1={client_addr}/{peer_addr}")),
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        ..Config::default()
+    };
+    edit(&mut config);
+    let running = crate::server::start(config, Some(Listeners { client, peer }))
+        .await
+        .expect("start node");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !running.node.raft().is_leader() {
+        assert!(Instant::now() < deadline, "node 1 did not become leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (running, dir)
 }
 
 fn small_chunks() -> RangeOptions {
@@ -444,6 +466,74 @@ async fn a_stream_whose_client_takes_nothing_is_cut_after_the_idle_timeout() {
     h.wait_for("the idle stream is cut", |l| l.streams_open() == 0)
         .await;
     drop(stalled);
+    h.wait_for("buffer given back", |l| l.bytes_in_flight() == 0)
+        .await;
+    h.shutdown().await;
+}
+
+/// A client that keeps its connection open and stops reading is
+/// disconnected after the write timeout: the chunks its response had queued
+/// go back to the node's range budget, its stream slot too, and a new full
+/// read is served. A watch on the same node that stays idle far longer than
+/// the timeout is not cut: a change still reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
+    let h = Harness::on_own_listener(|c| {
+        c.client_write_timeout_ms = 500;
+        // Only the write timeout may end the stalled response.
+        c.range_idle_timeout_ms = 3_600_000;
+    })
+    .await;
+    let mut watch = h
+        .http
+        .get(format!("{}/v1/watch/idle/?prefix=true", h.base))
+        .send()
+        .await
+        .expect("watch");
+    assert_eq!(watch.status(), StatusCode::OK);
+    // 15 MB: far more than the socket buffers hold.
+    h.load("fill/", 1500, 10_000).await;
+    let mut stalled = stalled_reader(&h.base, "/v1/kv/fill/?prefix=true").await;
+    h.wait_for("the stalled response holds buffer", |l| {
+        l.bytes_in_flight() > 0
+    })
+    .await;
+    h.wait_for(
+        "the stalled response's buffer and slot are given back",
+        |l| l.bytes_in_flight() == 0 && l.streams_open() == 0,
+    )
+    .await;
+    // The node closed the connection: what was in flight, then the end.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut rest))
+        .await
+        .expect("the stalled connection was closed by the node");
+    assert!(
+        ended.is_err() || rest.len() < 15_000_000,
+        "the stalled client got the whole answer ({} bytes)",
+        rest.len()
+    );
+    let doc = h.get_json("/v1/kv/fill/?prefix=true").await;
+    assert_eq!(keys_of(&doc).len(), 1500);
+    // The watch, idle since before the load (seconds, the timeout is
+    // 500 ms), still delivers.
+    let put = h
+        .http
+        .put(format!("{}/v1/kv/idle/a", h.base))
+        .body("awake")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), StatusCode::OK);
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("awake") {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), watch.chunk())
+            .await
+            .expect("the idle watch delivers the change")
+            .expect("the watch is still open")
+            .expect("the watch did not end");
+        seen.extend_from_slice(&chunk);
+    }
     h.wait_for("buffer given back", |l| l.bytes_in_flight() == 0)
         .await;
     h.shutdown().await;

@@ -23,11 +23,23 @@ async fn a_node_that_missed_many_entries_catches_up_by_snapshot() -> Result<()> 
             .put(leader, &format!("snap/k{}", i % 200), &format!("v{i}"))
             .await?;
     }
-    let purged = tc.node(leader)?.raft().metrics().borrow_watched().purged;
-    assert!(
-        purged.is_some(),
-        "the leader purged its log after snapshotting"
-    );
+    // The snapshot is built, and the log purged behind it, in the
+    // background after the write that crossed the threshold.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tc
+        .node(leader)?
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .purged
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader did not purge its log after snapshotting"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     info!("--- restart it: it must install a snapshot to catch up");
     tc.restart(lagging).await?;

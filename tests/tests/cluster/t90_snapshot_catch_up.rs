@@ -79,11 +79,23 @@ async fn catch_up_through_slow_link(keys: usize, value_bytes: usize, link: u64) 
     for t in tasks {
         revision = revision.max(t.await??);
     }
-    let purged = tc.node(leader)?.raft().metrics().borrow_watched().purged;
-    assert!(
-        purged.is_some(),
-        "the leader purged its log after a snapshot"
-    );
+    // The snapshot is built, and the log purged behind it, in the
+    // background after the write that crossed the threshold.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tc
+        .node(leader)?
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .purged
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader did not purge its log after a snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     info!("--- restart node {lagging} behind a {link} B/s link");
     let dirs = [
