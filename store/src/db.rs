@@ -34,12 +34,22 @@ pub const CF_SESSIONS: &str = "sessions";
 /// Tokens and roles: the replicated auth table (`kv::auth`).
 pub const CF_AUTH: &str = "auth";
 
+/// Active alarms: the replicated alarm table (`kv::alarms`).
+pub const CF_ALARMS: &str = "alarms";
+
 /// The state-machine column families, in the order snapshots carry them
 /// (a snapshot record names its family by its index here, so new families
 /// are only ever appended).
-pub const SM_DATA_CFS: [&str; 5] = [CF_KV, CF_HISTORY, CF_CHANGES, CF_SESSIONS, CF_AUTH];
+pub const SM_DATA_CFS: [&str; 6] = [
+    CF_KV,
+    CF_HISTORY,
+    CF_CHANGES,
+    CF_SESSIONS,
+    CF_AUTH,
+    CF_ALARMS,
+];
 
-const ALL_CFS: [&str; 8] = [
+const ALL_CFS: [&str; 9] = [
     CF_RAFT_META,
     CF_RAFT_LOG,
     CF_SM_META,
@@ -48,6 +58,7 @@ const ALL_CFS: [&str; 8] = [
     CF_CHANGES,
     CF_SESSIONS,
     CF_AUTH,
+    CF_ALARMS,
 ];
 
 /// Most bytes of WAL kept before RocksDB flushes the column families that

@@ -2,6 +2,7 @@
 //! for every failure, including malformed requests and unknown routes.
 
 pub mod admission;
+pub mod alarms;
 pub mod auth;
 pub mod bootstrap;
 #[cfg(feature = "failpoints")]
@@ -233,6 +234,14 @@ pub fn router_with_limits(
         .route(
             "/v1/leader/transfer",
             post(members::transfer).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/alarms",
+            get(alarms::list).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/alarms/disarm",
+            post(alarms::disarm).fallback(method_not_allowed),
         )
         .route(
             "/v1/snapshot",
