@@ -189,7 +189,9 @@ pub async fn start(
     let space = if config.min_free_bytes > 0 || config.reserve_bytes > 0 {
         Some(Arc::new(
             crate::storage::space::DiskSpace::at_start(&config.data_dir, config.space_options())
-                .map_err(|e| ServerError::Storage(format!("free space of the data directory: {e}")))?,
+                .map_err(|e| {
+                    ServerError::Storage(format!("free space of the data directory: {e}"))
+                })?,
         ))
     } else {
         None

@@ -97,7 +97,10 @@ pub async fn disarm(
     let parsed: DisarmBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
         DisarmBody::default()
     } else {
-        parse_json(&body, "expected {\"member\": N, \"alarm\": \"nospace\"} (both optional)")?
+        parse_json(
+            &body,
+            "expected {\"member\": N, \"alarm\": \"nospace\"} (both optional)",
+        )?
     };
     let kind = match parsed.alarm.as_deref() {
         None => None,

@@ -235,10 +235,7 @@ pub fn router_with_limits(
             "/v1/leader/transfer",
             post(members::transfer).fallback(method_not_allowed),
         )
-        .route(
-            "/v1/alarms",
-            get(alarms::list).fallback(method_not_allowed),
-        )
+        .route("/v1/alarms", get(alarms::list).fallback(method_not_allowed))
         .route(
             "/v1/alarms/disarm",
             post(alarms::disarm).fallback(method_not_allowed),

@@ -193,11 +193,8 @@ pub async fn ready(State(node): State<Arc<Node>>) -> Result<Json<ReadyJson>, Api
     responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text", body = String))
 )]
 pub async fn metrics(State(node): State<Arc<Node>>) -> impl axum::response::IntoResponse {
-    node.metrics().set_alarms(
-        node.alarms()
-            .iter()
-            .map(|a| (a.kind.as_str(), a.member)),
-    );
+    node.metrics()
+        .set_alarms(node.alarms().iter().map(|a| (a.kind.as_str(), a.member)));
     let body = node.metrics().render(&node.gauges());
     (
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

@@ -22,9 +22,7 @@ use crate::codec;
 use crate::db::{cf, io_err, CF_ALARMS};
 
 /// What an alarm is about.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum AlarmKind {
     /// A member's data directory has less free space than `--min-free-bytes`:
     /// writes that could add data are refused on every node.
@@ -87,7 +85,9 @@ pub enum AlarmCommand {
 impl std::fmt::Display for AlarmCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AlarmCommand::Activate(a) => write!(f, "alarm-activate({}, member {})", a.kind, a.member),
+            AlarmCommand::Activate(a) => {
+                write!(f, "alarm-activate({}, member {})", a.kind, a.member)
+            }
             AlarmCommand::Deactivate { member, kind } => write!(
                 f,
                 "alarm-deactivate({}, member {})",
@@ -228,7 +228,9 @@ mod tests {
             t.apply(&AlarmCommand::Activate(nospace(3)), |_| rows += 1),
             vec![nospace(3)]
         );
-        assert!(t.apply(&AlarmCommand::Activate(nospace(3)), |_| rows += 1).is_empty());
+        assert!(t
+            .apply(&AlarmCommand::Activate(nospace(3)), |_| rows += 1)
+            .is_empty());
         t.apply(&AlarmCommand::Activate(nospace(1)), |_| rows += 1);
         assert_eq!(rows, 2);
         assert!(t.any(AlarmKind::NoSpace));
@@ -257,12 +259,13 @@ mod tests {
         let (_dir, db) = open();
         let table: SharedAlarms = Arc::default();
         let mut batch = WriteBatch::default();
-        apply_command(&table, &db, &mut batch, &AlarmCommand::Activate(nospace(2)))
-            .expect("apply");
-        apply_command(&table, &db, &mut batch, &AlarmCommand::Activate(nospace(3)))
-            .expect("apply");
+        apply_command(&table, &db, &mut batch, &AlarmCommand::Activate(nospace(2))).expect("apply");
+        apply_command(&table, &db, &mut batch, &AlarmCommand::Activate(nospace(3))).expect("apply");
         db.write(batch).expect("write");
-        assert_eq!(load_table(&db).expect("load").active(), vec![nospace(2), nospace(3)]);
+        assert_eq!(
+            load_table(&db).expect("load").active(),
+            vec![nospace(2), nospace(3)]
+        );
         let mut batch = WriteBatch::default();
         let gone = apply_command(
             &table,

@@ -144,11 +144,9 @@ impl Limits {
                         Command::Compact { .. }
                         | Command::Session(_)
                         | Command::Auth(_)
-                        | Command::Alarm(_) => {
-                            Err(KvError::InvalidRequest(
-                                "only puts, deletes and transactions are session writes".into(),
-                            ))
-                        }
+                        | Command::Alarm(_) => Err(KvError::InvalidRequest(
+                            "only puts, deletes and transactions are session writes".into(),
+                        )),
                     }
                 }
             },

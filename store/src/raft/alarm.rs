@@ -157,7 +157,10 @@ pub async fn run_space_monitor(
             min_free_bytes = space.options().min_free_bytes,
             "short of disk space: raising the nospace alarm"
         );
-        if let Err(e) = node.write(Command::Alarm(AlarmCommand::Activate(alarm))).await {
+        if let Err(e) = node
+            .write(Command::Alarm(AlarmCommand::Activate(alarm)))
+            .await
+        {
             // No leader yet, or a timeout: the next check tries again.
             tracing::warn!(error = %e, "cannot raise the nospace alarm yet");
         }

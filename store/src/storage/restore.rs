@@ -41,8 +41,7 @@ use super::snapshot::{self, SnapshotHeader};
 use super::state_machine::{install_in_progress, snapshot_header};
 use crate::config::{parse_initial_cluster, ConfigError};
 use crate::db::{
-    self as database, cf, io_err, CF_ALARMS, CF_AUTH, CF_KV, CF_SESSIONS, CF_SM_META,
-    SM_DATA_CFS,
+    self as database, cf, io_err, CF_ALARMS, CF_AUTH, CF_KV, CF_SESSIONS, CF_SM_META, SM_DATA_CFS,
 };
 use crate::kv::mvcc::{MvccState, MVCC_STATE_KEY};
 use crate::raft::identity::cluster_id_for;

@@ -267,7 +267,9 @@ mod tests {
 
     #[test]
     fn enospc_is_recognized() {
-        assert!(is_no_space(&io::Error::from_raw_os_error(nix::libc::ENOSPC)));
+        assert!(is_no_space(&io::Error::from_raw_os_error(
+            nix::libc::ENOSPC
+        )));
         assert!(is_no_space(&io::Error::other(
             "IO error: No space left on device: While appending to file"
         )));

@@ -383,7 +383,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (write_batch, mvcc) = batch.finish()?;
         fail::fail_point!("apply", |_| Err(io::Error::other("failpoint apply")));
         if let Err(e) = self.db.write(write_batch).map_err(io_err) {
-            if let Some(space) = self.space.as_ref().filter(|_| super::space::is_no_space(&e)) {
+            if let Some(space) = self
+                .space
+                .as_ref()
+                .filter(|_| super::space::is_no_space(&e))
+            {
                 // Give RocksDB room to flush and the node room to restart;
                 // the monitor raises the nospace alarm.
                 space.release_now();
