@@ -65,8 +65,31 @@ const ALL_CFS: [&str; 9] = [
 /// hold the oldest of it.
 const MAX_TOTAL_WAL_BYTES: u64 = 128 * 1024 * 1024;
 
+/// The smallest WAL cap [`wal_cap_for_reserve`] picks.
+const MIN_TOTAL_WAL_BYTES: u64 = 1024 * 1024;
+
+/// The WAL cap of a node that keeps a reserve file of `reserve_bytes` (0:
+/// none): half the reserve, within 1 MiB and the default cap.
+///
+/// At open, RocksDB replays its WAL into memtables and flushes them to new
+/// SST files before the old WAL is deleted: that needs about as much free
+/// space as the WAL holds. On a full disk the reserve file is all the room
+/// there is, so the WAL is kept well within it.
+pub fn wal_cap_for_reserve(reserve_bytes: u64) -> u64 {
+    if reserve_bytes == 0 {
+        return MAX_TOTAL_WAL_BYTES;
+    }
+    (reserve_bytes / 2).clamp(MIN_TOTAL_WAL_BYTES, MAX_TOTAL_WAL_BYTES)
+}
+
 /// Opens (creating if needed) the node's database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+    open_with_wal_cap(dir, MAX_TOTAL_WAL_BYTES)
+}
+
+/// [`open`], keeping at most `max_total_wal_bytes` of WAL (see
+/// [`wal_cap_for_reserve`]).
+pub fn open_with_wal_cap(dir: &Path, max_total_wal_bytes: u64) -> Result<Arc<DB>, rocksdb::Error> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -77,7 +100,7 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     // cap the WAL grew to the size of everything written (600 MB of WAL for
     // 200 MB of values); past the cap the families holding the oldest WAL
     // are flushed.
-    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+    opts.set_max_total_wal_size(max_total_wal_bytes);
     // Writes to one database come from few threads (the log append, the
     // state-machine apply), so concurrent memtable inserts buy nothing, and
     // they cost a full skip-list search per insert: the single-writer insert

@@ -198,7 +198,11 @@ pub async fn start(
     };
 
     let database =
-        db::open(&config.data_dir.join("db")).map_err(|e| ServerError::Storage(e.to_string()))?;
+        db::open_with_wal_cap(
+            &config.data_dir.join("db"),
+            db::wal_cap_for_reserve(config.reserve_bytes),
+        )
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::with_metrics(database.clone(), metrics.clone())
         .map_err(|e| ServerError::Storage(e.to_string()))?;
