@@ -197,12 +197,11 @@ pub async fn start(
         None
     };
 
-    let database =
-        db::open_with_wal_cap(
-            &config.data_dir.join("db"),
-            db::wal_cap_for_reserve(config.reserve_bytes),
-        )
-        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let database = db::open_with_wal_cap(
+        &config.data_dir.join("db"),
+        db::wal_cap_for_reserve(config.reserve_bytes),
+    )
+    .map_err(|e| ServerError::Storage(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::with_metrics(database.clone(), metrics.clone())
         .map_err(|e| ServerError::Storage(e.to_string()))?;

@@ -344,6 +344,8 @@ fn debug_routes() -> Router<AppState> {
 }
 
 #[cfg(test)]
+mod alarms_test;
+#[cfg(test)]
 mod api_test;
 #[cfg(test)]
 mod openapi_test;

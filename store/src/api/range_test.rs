@@ -45,6 +45,8 @@ impl Harness {
             heartbeat_ms: 50,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
+            // No 64 MiB reserve file per test node.
+            reserve_bytes: 0,
             ..Config::default()
         };
         let running = crate::server::start(config, Some(Listeners { client, peer }))

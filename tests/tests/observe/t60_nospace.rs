@@ -76,6 +76,20 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Grows the filesystem to `mib` MiB.
+    fn grow(&self, mib: u64) -> Result<()> {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.path)
+            .output()?;
+        if !out.status.success() {
+            bail!("remount: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let unmounted = Command::new("umount")
@@ -130,7 +144,11 @@ impl Cluster {
         };
         for (id, dir) in dirs {
             let (c, p) = addrs[id];
-            let (min_free, reserve) = if *id == 3 { (MIN_FREE, RESERVE) } else { (0, 0) };
+            let (min_free, reserve) = if *id == 3 {
+                (MIN_FREE, RESERVE)
+            } else {
+                (0, 0)
+            };
             let args = vec![
                 format!("--node-id={id}"),
                 format!("--data-dir={}", dir.display()),
@@ -142,9 +160,7 @@ impl Cluster {
                 "--disk-check-interval-ms=100".to_string(),
                 "--max-value-bytes=1048576".to_string(),
             ];
-            cluster
-                .client
-                .insert(*id, format!("http://127.0.0.1:{c}"));
+            cluster.client.insert(*id, format!("http://127.0.0.1:{c}"));
             cluster.procs.insert(
                 *id,
                 Proc {
@@ -177,6 +193,21 @@ impl Cluster {
 
     fn url(&self, id: u64, path: &str) -> String {
         format!("{}{path}", self.client[&id])
+    }
+
+    /// The last lines of every node's log, to explain a failure.
+    fn tails(&self) -> String {
+        let mut out = String::new();
+        for (id, p) in &self.procs {
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("\n--- node {id}:\n"));
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Fails if a process we started is no longer running.
@@ -272,7 +303,10 @@ impl Cluster {
         let deadline = Instant::now() + WAIT;
         while !check().await {
             if Instant::now() > deadline {
-                bail!("timed out waiting for {what}");
+                bail!(
+                    "timed out waiting for {what}; the nodes' logs end with:{}",
+                    self.tails()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -318,6 +352,28 @@ fn has_nospace(alarms: &Value, member: u64) -> bool {
     })
 }
 
+/// Runs `ballastctl --endpoints endpoint [--output json] alarm disarm`, again
+/// while its outcome is unknown or the cluster is unavailable (exit 4 or 5:
+/// a leader change), for at most [`WAIT`]; returns its stdout.
+async fn disarm(ctl: &Path, endpoint: &str, json: bool) -> Result<Vec<u8>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut cmd = Command::new(ctl);
+        cmd.args(["--endpoints", endpoint]);
+        if json {
+            cmd.args(["--output", "json"]);
+        }
+        let out = cmd.args(["alarm", "disarm"]).output()?;
+        match out.status.code() {
+            Some(0) => return Ok(out.stdout),
+            Some(4 | 5) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ => bail!("ballastctl alarm disarm: {out:?}"),
+        }
+    }
+}
+
 /// Fills `dir` with a file until the filesystem is full; returns its path.
 fn fill(dir: &Path) -> Result<PathBuf> {
     let path = dir.join("filler");
@@ -359,10 +415,7 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     dirs.insert(1, root.path().join("n1"));
     dirs.insert(2, root.path().join("n2"));
     dirs.insert(3, mount.join("data"));
-    let logs = std::path::PathBuf::from("/tmp/nospace-logs");
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs)?;
-    let mut c = Cluster::start(bin, &dirs, &logs)?;
+    let mut c = Cluster::start(bin, &dirs, root.path())?;
     for id in [1, 2, 3] {
         c.wait_for("every node ready", || c.ready(id)).await?;
     }
@@ -393,6 +446,7 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     let refusal = refusal.ok_or_else(|| anyhow!("no write refused after {MAX_WRITES}"))?;
     assert_eq!(refusal["error"]["code"], "no_space", "{refusal}");
     assert!(!acked.is_empty(), "the first write was refused");
+    info!(acknowledged = acked.len(), "refused with no_space");
     c.assert_alive()?;
 
     info!("--- the alarm is cluster state: every node lists it and refuses writes");
@@ -415,7 +469,13 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     assert!(has_nospace(&status["alarms"], 3), "{status}");
     let (_, status3) = c.get_json(&c.url(3, "/v1/status")).await?;
     assert_eq!(status3["disk"]["min_free_bytes"], MIN_FREE, "{status3}");
-    let metrics = c.http.get(c.url(1, "/metrics")).send().await?.text().await?;
+    let metrics = c
+        .http
+        .get(c.url(1, "/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     assert!(
         metrics.contains("ballast_alarm_active{alarm=\"nospace\",member=\"3\"} 1"),
         "{metrics}"
@@ -441,7 +501,10 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     let from = now["revision"].as_u64().unwrap_or(0) + 1;
     let mut watch = WatchStream::open(
         &c.http,
-        &c.url(3, &format!("/v1/watch/fill/?prefix=true&start_revision={from}")),
+        &c.url(
+            3,
+            &format!("/v1/watch/fill/?prefix=true&start_revision={from}"),
+        ),
         None,
     )
     .await?;
@@ -470,10 +533,7 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     c.assert_alive()?;
 
     info!("--- disarming while node 3 is still short raises the alarm again");
-    let out = Command::new(&ctl)
-        .args(["--endpoints", &c.client[&1], "alarm", "disarm"])
-        .output()?;
-    assert!(out.status.success(), "{out:?}");
+    disarm(&ctl, &c.client[&1], false).await?;
     c.wait_for("the alarm to come back", || async {
         c.alarms(1).await.is_ok_and(|a| has_nospace(&a, 3))
     })
@@ -499,12 +559,10 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     assert_eq!((s, body["error"]["code"].clone()), (507, json!("no_space")));
 
     info!("--- free space, disarm: writes are accepted again");
+    // The filler, and room for what node 3 itself wrote.
     std::fs::remove_file(&filler)?;
-    let out = Command::new(&ctl)
-        .args(["--endpoints", &c.client[&2], "--output", "json", "alarm", "disarm"])
-        .output()?;
-    assert!(out.status.success(), "{out:?}");
-    let answer: Value = serde_json::from_slice(&out.stdout)?;
+    tmpfs.grow(TMPFS_MIB * 2)?;
+    let answer: Value = serde_json::from_slice(&disarm(&ctl, &c.client[&2], true).await?)?;
     assert!(has_nospace(&answer["disarmed"], 3), "{answer}");
     c.wait_for("a write to be accepted", || async {
         c.put(3, "after/free", "small")
