@@ -625,6 +625,5 @@ mod tests {
         m.set_alarms([]);
         let text = m.render(&NodeGauges::default());
         assert!(!text.contains("ballast_alarm_active{"), "{text}");
-        assert!(text.contains("# TYPE ballast_alarm_active gauge"), "{text}");
     }
 }
