@@ -380,7 +380,9 @@ pub async fn start(
         stop_rx.clone(),
     )));
     if let Some(space) = space {
-        metrics_min_free(&node, config.min_free_bytes);
+        node.metrics()
+            .disk_min_free_bytes
+            .set(i64::try_from(config.min_free_bytes).unwrap_or(i64::MAX));
         tasks.push(tokio::spawn(crate::raft::alarm::run_space_monitor(
             node.clone(),
             space,
@@ -762,11 +764,4 @@ mod tests {
             https_leader_hint(axum::response::Response::new(axum::body::Body::empty())).await;
         assert!(plain.headers().get(LEADER_HEADER).is_none());
     }
-}
-
-/// Publishes the free-space floor on `/metrics`.
-fn metrics_min_free(node: &Node, min_free_bytes: u64) {
-    node.metrics()
-        .disk_min_free_bytes
-        .set(i64::try_from(min_free_bytes).unwrap_or(i64::MAX));
 }
