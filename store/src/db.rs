@@ -69,17 +69,19 @@ const MAX_TOTAL_WAL_BYTES: u64 = 128 * 1024 * 1024;
 const MIN_TOTAL_WAL_BYTES: u64 = 1024 * 1024;
 
 /// The WAL cap of a node that keeps a reserve file of `reserve_bytes` (0:
-/// none): half the reserve, within 1 MiB and the default cap.
+/// none): a quarter of the reserve, within 1 MiB and the default cap.
 ///
 /// At open, RocksDB replays its WAL into memtables and flushes them to new
 /// SST files before the old WAL is deleted: that needs about as much free
-/// space as the WAL holds. On a full disk the reserve file is all the room
-/// there is, so the WAL is kept well within it.
+/// space as the WAL holds. It also preallocates its new WAL file (up to the
+/// cap) and MANIFEST (4 MiB). On a full disk the reserve file is all the
+/// room there is, so all of that must fit in it with room to spare: a
+/// restart that leaves the disk full meets `ENOSPC` at its first write.
 pub fn wal_cap_for_reserve(reserve_bytes: u64) -> u64 {
     if reserve_bytes == 0 {
         return MAX_TOTAL_WAL_BYTES;
     }
-    (reserve_bytes / 2).clamp(MIN_TOTAL_WAL_BYTES, MAX_TOTAL_WAL_BYTES)
+    (reserve_bytes / 4).clamp(MIN_TOTAL_WAL_BYTES, MAX_TOTAL_WAL_BYTES)
 }
 
 /// Opens (creating if needed) the node's database under `dir`.

@@ -20,15 +20,15 @@ use tracing::info;
 static BUILD: Mutex<()> = Mutex::new(());
 
 /// Size of node 3's filesystem.
-const TMPFS_MIB: u64 = 96;
+const TMPFS_MIB: u64 = 128;
 /// Node 3's floor and reserve.
-const MIN_FREE: u64 = 24 * 1024 * 1024;
-const RESERVE: u64 = 16 * 1024 * 1024;
+const MIN_FREE: u64 = 40 * 1024 * 1024;
+const RESERVE: u64 = 32 * 1024 * 1024;
 /// Bytes per value written to fill the disk.
 const VALUE_BYTES: usize = 256 * 1024;
-/// At most this many values are written (96 MiB of them, at least three
+/// At most this many values are written (128 MiB of them, at least three
 /// times the tmpfs once the Raft log, history and WAL count).
-const MAX_WRITES: usize = 384;
+const MAX_WRITES: usize = 512;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The built binary `name` of package `package` (built through cargo, next
