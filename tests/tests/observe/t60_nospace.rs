@@ -539,6 +539,21 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     })
     .await?;
 
+    info!("--- node 3 leads on the full disk: leadership is moved to it first");
+    // The harder case: the restarted node was the leader, so at its start
+    // it writes a new vote and the blank entry of the new leader.
+    c.wait_for("node 3 to lead", || async {
+        let moved = c
+            .http
+            .post(c.url(1, "/v1/leader/transfer"))
+            .json(&json!({ "to": 3 }))
+            .send()
+            .await;
+        moved.is_ok_and(|r| r.status() == 200)
+    })
+    .await?;
+    c.assert_alive()?;
+
     info!("--- restart node 3 on the full disk: it serves reads and rejoins");
     c.stop(3).await?;
     c.spawn(3)?;
