@@ -3,11 +3,23 @@
 SHELL := /bin/bash
 ENV := set -eo pipefail; source scripts/env.sh;
 
-.PHONY: cluster test test-netns bench check jepsen
+.PHONY: cluster test test-netns bench check jepsen release
 
 ## Start a local 3-node cluster on 127.0.0.1 (data in ./data/dev).
 cluster:
 	@$(ENV) cargo run -p ballast-store --bin ballastd -- dev
+
+## Release binaries (ballastd, ballastctl) linking RocksDB compiled from the
+## rocksdb crate's bundled sources in release mode (no assertions, unlike
+## Debian's librocksdb), as the container image does. Their own target
+## directory, so development builds keep linking the system RocksDB:
+## ${CARGO_TARGET_DIR:-target}/bundled/release/. Compiling RocksDB takes
+## twelve minutes or more on 2 cores, once; later runs reuse it.
+release:
+	@set -eo pipefail; export BALLAST_ROCKSDB=bundled; source scripts/env.sh; \
+	  cargo build --release --locked --target-dir "$${CARGO_TARGET_DIR:-target}/bundled" \
+	    -p ballast-store --bin ballastd -p ballast-client --bin ballastctl \
+	  && echo "built $${CARGO_TARGET_DIR:-target}/bundled/release/ballastd and ballastctl"
 
 ## Run the whole test suite: every crate, then the tests that need failpoints
 ## compiled in (their own test binary), then the multi-host test when the

@@ -280,6 +280,9 @@ async fn run(args: Args) -> Result<()> {
         snapshot_logs: u64::MAX / 2,
         history_revisions: 0,
         history_age_secs: 0,
+        // No reserve file in the measured directory, and the WAL cap of a
+        // node without one (as before the reserve existed).
+        reserve_bytes: 0,
         ..Config::default()
     };
 

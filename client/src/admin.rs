@@ -1,5 +1,6 @@
-//! Maintenance calls: compaction and the data-plane rollout view
-//! (`POST /v1/compact`, `GET /v1/replicas`).
+//! Maintenance calls: compaction, the data-plane rollout view and alarms
+//! (`POST /v1/compact`, `GET /v1/replicas`, `GET /v1/alarms`,
+//! `POST /v1/alarms/disarm`).
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -89,7 +90,55 @@ pub struct ReplicasResponse {
     pub rollout: Option<Rollout>,
 }
 
+/// One active alarm, from [`Client::alarms`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AlarmInfo {
+    /// The member that raised it.
+    pub member: u64,
+    /// What it is about (`nospace`).
+    pub alarm: String,
+}
+
+/// Answer to [`Client::alarms`] and [`Client::disarm`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AlarmsResponse {
+    /// The alarms active after the call.
+    pub alarms: Vec<AlarmInfo>,
+    /// With [`Client::disarm`]: the alarms it disarmed.
+    #[serde(default)]
+    pub disarmed: Option<Vec<AlarmInfo>>,
+}
+
 impl Client {
+    /// The active alarms (`GET /v1/alarms`).
+    #[instrument(skip(self), level = "debug")]
+    pub async fn alarms(&self) -> Result<AlarmsResponse> {
+        let call = Call {
+            method: Method::GET,
+            target: "/v1/alarms".to_owned(),
+            body: None,
+            kind: Kind::Read,
+        };
+        let answer = self.inner.execute(call).await?;
+        decode(&answer)
+    }
+
+    /// Disarms the alarms that match (`member` and `alarm` absent: every
+    /// one). A member still short of disk space raises its alarm again.
+    /// Goes through Raft; a lost answer is `Indeterminate`.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn disarm(&self, member: Option<u64>, alarm: Option<&str>) -> Result<AlarmsResponse> {
+        let body = serde_json::json!({ "member": member, "alarm": alarm }).to_string();
+        let call = Call {
+            method: Method::POST,
+            target: "/v1/alarms/disarm".to_owned(),
+            body: Some(("application/json", body.into_bytes())),
+            kind: Kind::Write,
+        };
+        let answer = self.inner.execute(call).await?;
+        decode(&answer)
+    }
+
     /// Compacts history up to `revision`: older revisions can no longer be
     /// read or watched. Goes through Raft; a lost answer is `Indeterminate`.
     #[instrument(skip(self), level = "debug")]

@@ -103,7 +103,7 @@ impl Error {
                         && (code == "no_leader"
                             || code == "not_ready"
                             || code == "too_many_requests"))
-                    || (*status == 507 && code == "quota_exceeded")
+                    || (*status == 507 && (code == "quota_exceeded" || code == "no_space"))
             }
             Error::Compacted { .. } | Error::Snapshot(_) | Error::Io(_) => true,
             Error::Indeterminate { .. } | Error::Decode(_) => false,
@@ -135,6 +135,7 @@ mod tests {
         assert!(!api(503, "timeout").is_definitely_not_applied());
         assert!(!api(500, "internal").is_definitely_not_applied());
         assert!(api(507, "quota_exceeded").is_definitely_not_applied());
+        assert!(api(507, "no_space").is_definitely_not_applied());
         assert!(!Error::Indeterminate {
             message: String::new()
         }

@@ -111,7 +111,10 @@ mod txn;
 mod types;
 mod watch;
 
-pub use admin::{CompactResponse, LaggingReplica, ReplicaInfo, ReplicasResponse, Rollout};
+pub use admin::{
+    AlarmInfo, AlarmsResponse, CompactResponse, LaggingReplica, ReplicaInfo, ReplicasResponse,
+    Rollout,
+};
 pub use auth::{CreatedToken, RoleInfo, TokenInfo};
 pub use client::{BearerToken, Client, ClientBuilder};
 pub use error::{Error, Result};

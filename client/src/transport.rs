@@ -7,7 +7,7 @@
 //! |-------------------------------------------------|------------|---------------------|
 //! | connect failed (refused, DNS, connect timeout)  | next node  | next node (not sent)|
 //! | 503 `no_leader` / `not_ready` / `too_many_requests` (or no code) | next node | next node (not applied) |
-//! | 507 `quota_exceeded` (the leader refused before proposing) | `Api` error | `Api` error (not applied) |
+//! | 507 `quota_exceeded` / `no_space` (refused before proposing) | `Api` error | `Api` error (not applied) |
 //! | 503 `timeout`, other 5xx, timeout or reset after sending | next node | `Indeterminate` (with a session: next node, see `session.rs`) |
 //! | 2xx                                             | done       | done                |
 //! | other status                                    | `Api` error| `Api` error         |
@@ -329,8 +329,11 @@ fn classify_error_answer(
         };
     }
     // The leader refused before proposing: nothing was applied, and another
-    // node would forward to the same leader and get the same answer.
-    if status == StatusCode::INSUFFICIENT_STORAGE && code == "quota_exceeded" {
+    // node would forward to the same leader and get the same answer. A
+    // nospace alarm is cluster state: every node refuses alike.
+    if status == StatusCode::INSUFFICIENT_STORAGE
+        && (code == "quota_exceeded" || code == "no_space")
+    {
         return Outcome::Final(error);
     }
     if status.is_server_error() {

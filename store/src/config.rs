@@ -44,6 +44,16 @@ pub enum ConfigError {
 /// The initial admin token's file name in the data directory.
 pub const DEFAULT_AUTH_TOKEN_FILE: &str = "admin.token";
 
+/// Default free-space floor of the data directory (`--min-free-bytes`):
+/// room for what is in flight when the alarm is raised (writes waiting for
+/// their commit, the WAL and memtable flushes they cause).
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default size of the reserve file (`--reserve-bytes`): enough for RocksDB
+/// to open, replay and flush on an otherwise full disk.
+pub const DEFAULT_RESERVE_BYTES: u64 = 64 * 1024 * 1024;
+/// Default period of the free-space check (`--disk-check-interval-ms`).
+pub const DEFAULT_DISK_CHECK_INTERVAL_MS: u64 = 500;
+
 /// The derived client connection cap never goes below this.
 const MIN_CLIENT_CONNECTIONS: usize = 64;
 
@@ -134,6 +144,22 @@ pub struct Config {
     /// keep working, and compaction gives the space back.
     #[arg(long, env = "BALLAST_QUOTA_BYTES", default_value_t = 0)]
     pub quota_bytes: u64,
+    /// Free-space floor of the data directory's filesystem, bytes (0: not
+    /// watched). Below it the node raises a replicated `nospace` alarm, and
+    /// while the alarm is active every member refuses writes that could add
+    /// data with `507 no_space`; reads, watches, deletes and compaction keep
+    /// working. Measured every `disk-check-interval-ms` and before each write.
+    #[arg(long, env = "BALLAST_MIN_FREE_BYTES", default_value_t = DEFAULT_MIN_FREE_BYTES)]
+    pub min_free_bytes: u64,
+    /// Size of the reserve file kept in the data directory, bytes (0: none).
+    /// Deleted when the disk is nearly full (below half the floor, or below
+    /// the floor at start) so the database can open and flush; written
+    /// again once the disk has room for it above the floor.
+    #[arg(long, env = "BALLAST_RESERVE_BYTES", default_value_t = DEFAULT_RESERVE_BYTES)]
+    pub reserve_bytes: u64,
+    /// Period of the free-space check, milliseconds.
+    #[arg(long, env = "BALLAST_DISK_CHECK_INTERVAL_MS", default_value_t = DEFAULT_DISK_CHECK_INTERVAL_MS)]
+    pub disk_check_interval_ms: u64,
     /// Deadline of one snapshot chunk (1 MiB) sent to a follower,
     /// milliseconds. The install after the last chunk has no deadline.
     #[arg(
@@ -444,6 +470,9 @@ impl Config {
         if self.node_id == 0 {
             return Err(invalid("node-id must be non-zero"));
         }
+        if self.disk_check_interval_ms == 0 {
+            return Err(invalid("disk-check-interval-ms must be at least 1"));
+        }
         parse_addr("listen-client", &self.listen_client)?;
         parse_addr("listen-peer", &self.listen_peer)?;
         if self.listen_client == self.listen_peer {
@@ -748,6 +777,15 @@ impl Config {
         self.auth_token_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join(DEFAULT_AUTH_TOKEN_FILE))
+    }
+
+    /// How the node guards the free space of its data directory.
+    pub fn space_options(&self) -> crate::storage::space::SpaceOptions {
+        crate::storage::space::SpaceOptions {
+            min_free_bytes: self.min_free_bytes,
+            reserve_bytes: self.reserve_bytes,
+            check_interval: Duration::from_millis(self.disk_check_interval_ms),
+        }
     }
 
     /// The bounds of the client session table.

@@ -34,12 +34,22 @@ pub const CF_SESSIONS: &str = "sessions";
 /// Tokens and roles: the replicated auth table (`kv::auth`).
 pub const CF_AUTH: &str = "auth";
 
+/// Active alarms: the replicated alarm table (`kv::alarms`).
+pub const CF_ALARMS: &str = "alarms";
+
 /// The state-machine column families, in the order snapshots carry them
 /// (a snapshot record names its family by its index here, so new families
 /// are only ever appended).
-pub const SM_DATA_CFS: [&str; 5] = [CF_KV, CF_HISTORY, CF_CHANGES, CF_SESSIONS, CF_AUTH];
+pub const SM_DATA_CFS: [&str; 6] = [
+    CF_KV,
+    CF_HISTORY,
+    CF_CHANGES,
+    CF_SESSIONS,
+    CF_AUTH,
+    CF_ALARMS,
+];
 
-const ALL_CFS: [&str; 8] = [
+const ALL_CFS: [&str; 9] = [
     CF_RAFT_META,
     CF_RAFT_LOG,
     CF_SM_META,
@@ -48,14 +58,40 @@ const ALL_CFS: [&str; 8] = [
     CF_CHANGES,
     CF_SESSIONS,
     CF_AUTH,
+    CF_ALARMS,
 ];
 
 /// Most bytes of WAL kept before RocksDB flushes the column families that
 /// hold the oldest of it.
 const MAX_TOTAL_WAL_BYTES: u64 = 128 * 1024 * 1024;
 
+/// The smallest WAL cap [`wal_cap_for_reserve`] picks.
+const MIN_TOTAL_WAL_BYTES: u64 = 1024 * 1024;
+
+/// The WAL cap of a node that keeps a reserve file of `reserve_bytes` (0:
+/// none): a quarter of the reserve, within 1 MiB and the default cap.
+///
+/// At open, RocksDB replays its WAL into memtables and flushes them to new
+/// SST files before the old WAL is deleted: that needs about as much free
+/// space as the WAL holds. It also preallocates its new WAL file (up to the
+/// cap) and MANIFEST (4 MiB). On a full disk the reserve file is all the
+/// room there is, so all of that must fit in it with room to spare: a
+/// restart that leaves the disk full meets `ENOSPC` at its first write.
+pub fn wal_cap_for_reserve(reserve_bytes: u64) -> u64 {
+    if reserve_bytes == 0 {
+        return MAX_TOTAL_WAL_BYTES;
+    }
+    (reserve_bytes / 4).clamp(MIN_TOTAL_WAL_BYTES, MAX_TOTAL_WAL_BYTES)
+}
+
 /// Opens (creating if needed) the node's database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+    open_with_wal_cap(dir, MAX_TOTAL_WAL_BYTES)
+}
+
+/// [`open`], keeping at most `max_total_wal_bytes` of WAL (see
+/// [`wal_cap_for_reserve`]).
+pub fn open_with_wal_cap(dir: &Path, max_total_wal_bytes: u64) -> Result<Arc<DB>, rocksdb::Error> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -66,7 +102,7 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     // cap the WAL grew to the size of everything written (600 MB of WAL for
     // 200 MB of values); past the cap the families holding the oldest WAL
     // are flushed.
-    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+    opts.set_max_total_wal_size(max_total_wal_bytes);
     // Writes to one database come from few threads (the log append, the
     // state-machine apply), so concurrent memtable inserts buy nothing, and
     // they cost a full skip-list search per insert: the single-writer insert

@@ -50,6 +50,16 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of an active alarm: its kind (`nospace`) and the member that
+/// raised it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlarmLabels {
+    /// The alarm's kind.
+    pub alarm: String,
+    /// The member that raised it.
+    pub member: u64,
+}
+
 /// Latency buckets from 100 µs to about 26 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 4.0, 10))
@@ -172,6 +182,17 @@ pub struct Metrics {
     pub wal_sync_failures: Counter,
     /// Writes refused because the key space was over its quota.
     pub quota_refusals: Counter,
+    /// Writes refused because a member is short of disk space (a local
+    /// measurement or an active `nospace` alarm).
+    pub no_space_refusals: Counter,
+    /// Free bytes on the data directory's filesystem at the last check.
+    pub disk_free_bytes: Gauge,
+    /// The configured free-space floor (`--min-free-bytes`).
+    pub disk_min_free_bytes: Gauge,
+    /// 1 while the reserve file is in place.
+    pub disk_reserve_present: Gauge,
+    /// 1 for each active alarm (set at scrape time from the alarm table).
+    pub alarm_active: Family<AlarmLabels, Gauge>,
     /// HTTP requests by route, method and status.
     pub http_seconds: Family<HttpLabels, Histogram>,
 }
@@ -222,6 +243,11 @@ impl Metrics {
             wal_sync_seconds: latency_histogram(),
             wal_sync_failures: Counter::default(),
             quota_refusals: Counter::default(),
+            no_space_refusals: Counter::default(),
+            disk_free_bytes: Gauge::default(),
+            disk_min_free_bytes: Gauge::default(),
+            disk_reserve_present: Gauge::default(),
+            alarm_active: Family::default(),
             http_seconds: Family::new_with_constructor(latency_histogram),
         };
         m.register();
@@ -297,7 +323,22 @@ impl Metrics {
         for (name, help, g) in gauges {
             r.register(name, help, g.clone());
         }
-        let plain_gauges: [(&str, &str, &Gauge); 4] = [
+        let plain_gauges: [(&str, &str, &Gauge); 7] = [
+            (
+                "disk_free_bytes",
+                "Free bytes on the data directory's filesystem at the last check.",
+                &self.disk_free_bytes,
+            ),
+            (
+                "disk_min_free_bytes",
+                "Free-space floor (--min-free-bytes): below it the node raises a nospace alarm.",
+                &self.disk_min_free_bytes,
+            ),
+            (
+                "disk_reserve_present",
+                "1 while the reserve file (--reserve-bytes) is in place.",
+                &self.disk_reserve_present,
+            ),
             ("watchers_open", "Watch streams open.", &self.watchers_open),
             (
                 "watchers_catching_up",
@@ -319,7 +360,12 @@ impl Metrics {
             r.register(name, help, g.clone());
         }
         // prometheus-client appends `_total` to counter names.
-        let counters: [(&str, &str, &Counter); 21] = [
+        let counters: [(&str, &str, &Counter); 22] = [
+            (
+                "no_space_refusals",
+                "Writes refused with no_space (a member short of disk space).",
+                &self.no_space_refusals,
+            ),
             (
                 "watch_progress_withheld",
                 "Watch progress bookmarks withheld while out of contact with a current leader.",
@@ -450,6 +496,11 @@ impl Metrics {
             r.register(name, help, h.clone());
         }
         r.register(
+            "alarm_active",
+            "1 for each active alarm, by kind and the member that raised it.",
+            self.alarm_active.clone(),
+        );
+        r.register(
             "http_request_duration_seconds",
             "HTTP requests by route template, method and status: time to the response head.",
             self.http_seconds.clone(),
@@ -464,6 +515,19 @@ impl Metrics {
             self.commit_seconds.observe(elapsed.as_secs_f64());
         } else {
             self.proposals_failed.inc();
+        }
+    }
+
+    /// Sets `alarm_active` to exactly the alarms given as (kind, member).
+    pub fn set_alarms<'a>(&self, active: impl IntoIterator<Item = (&'a str, u64)>) {
+        self.alarm_active.clear();
+        for (alarm, member) in active {
+            self.alarm_active
+                .get_or_create(&AlarmLabels {
+                    alarm: alarm.to_string(),
+                    member,
+                })
+                .set(1);
         }
     }
 
@@ -539,5 +603,27 @@ mod tests {
         assert!(text.contains(
             "ballast_http_request_duration_seconds_count{route=\"/v1/kv/{*key}\",method=\"PUT\",status=\"200\"} 1\n"
         ), "{text}");
+    }
+
+    #[test]
+    fn active_alarms_are_one_series_each_and_disarmed_ones_disappear() {
+        let m = Metrics::new();
+        m.set_alarms([("nospace", 3), ("nospace", 1)]);
+        let text = m.render(&NodeGauges::default());
+        assert!(
+            text.contains("ballast_alarm_active{alarm=\"nospace\",member=\"3\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ballast_alarm_active{alarm=\"nospace\",member=\"1\"} 1\n"),
+            "{text}"
+        );
+        m.set_alarms([("nospace", 1)]);
+        let text = m.render(&NodeGauges::default());
+        assert!(!text.contains("member=\"3\""), "{text}");
+        assert!(text.contains("member=\"1\""), "{text}");
+        m.set_alarms([]);
+        let text = m.render(&NodeGauges::default());
+        assert!(!text.contains("ballast_alarm_active{"), "{text}");
     }
 }

@@ -188,9 +188,24 @@ pub async fn start(
         .local_addr()
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage(e.to_string()))?;
+    // Before RocksDB opens: on a full disk this deletes the reserve file,
+    // which gives the database room to open and replay its log.
+    let space = if config.min_free_bytes > 0 || config.reserve_bytes > 0 {
+        Some(Arc::new(
+            crate::storage::space::DiskSpace::at_start(&config.data_dir, config.space_options())
+                .map_err(|e| {
+                    ServerError::Storage(format!("free space of the data directory: {e}"))
+                })?,
+        ))
+    } else {
+        None
+    };
 
-    let database =
-        db::open(&config.data_dir.join("db")).map_err(|e| ServerError::Storage(e.to_string()))?;
+    let database = db::open_with_wal_cap(
+        &config.data_dir.join("db"),
+        db::wal_cap_for_reserve(config.reserve_bytes),
+    )
+    .map_err(|e| ServerError::Storage(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::with_metrics(database.clone(), metrics.clone())
         .map_err(|e| ServerError::Storage(e.to_string()))?;
@@ -198,9 +213,11 @@ pub async fn start(
     let snapshot_dir = config.data_dir.join("snapshots");
     let state_machine = StateMachine::open(database.clone(), snapshot_dir.clone())
         .map_err(|e| ServerError::Storage(e.to_string()))?
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_space(space.clone());
     let applied = state_machine.subscribe();
     let auth = state_machine.auth();
+    let alarms = state_machine.alarms();
     let install_gate = state_machine.install_gate();
     let fault = NetFault::default();
     let dial = std::sync::Arc::new(config.dial_override_map()?);
@@ -320,6 +337,8 @@ pub async fn start(
             sessions: config.session_limits(),
             auth,
             quota_bytes: config.quota_bytes,
+            alarms,
+            space: space.clone(),
         },
         metrics.clone(),
     );
@@ -364,6 +383,16 @@ pub async fn start(
         config.retention(),
         stop_rx.clone(),
     )));
+    if let Some(space) = space {
+        node.metrics()
+            .disk_min_free_bytes
+            .set(i64::try_from(config.min_free_bytes).unwrap_or(i64::MAX));
+        tasks.push(tokio::spawn(crate::raft::alarm::run_space_monitor(
+            node.clone(),
+            space,
+            stop_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(identity::run_recorder(
         node.clone(),
         database.clone(),

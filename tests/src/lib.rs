@@ -105,6 +105,8 @@ pub fn test_config() -> Config {
         election_timeout_max_ms: 600,
         request_timeout_ms: 3000,
         connect_timeout_ms: 300,
+        // No 64 MiB reserve file per test node (t60_nospace sets its own).
+        reserve_bytes: 0,
         ..Config::default()
     }
 }

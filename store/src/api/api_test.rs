@@ -100,6 +100,8 @@ impl Harness {
             election_timeout_max_ms: 600,
             request_timeout_ms: 3000,
             connect_timeout_ms: 300,
+            // No 64 MiB reserve file per test node.
+            reserve_bytes: 0,
             ..Config::default()
         };
         tweak(&mut config);

@@ -51,8 +51,9 @@ fn needs_admin(path: &str) -> bool {
     if path == "/v1/auth/whoami" {
         return false;
     }
-    const ADMIN: [&str; 6] = [
+    const ADMIN: [&str; 7] = [
         "/v1/members",
+        "/v1/alarms/disarm",
         "/v1/leader",
         "/v1/snapshot",
         "/v1/compact",

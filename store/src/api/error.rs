@@ -125,11 +125,15 @@ pub enum ErrorCode {
     /// The key space is over its storage quota: writes that could add data
     /// are refused until deletes and compaction bring it back under.
     QuotaExceeded,
+    /// A member is short of disk space (a `nospace` alarm): writes that
+    /// could add data are refused until space is freed and the alarm
+    /// disarmed.
+    NoSpace,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::InvalidKey,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidJson,
@@ -168,6 +172,7 @@ impl ErrorCode {
         ErrorCode::AuthNotFound,
         ErrorCode::AuthConflict,
         ErrorCode::QuotaExceeded,
+        ErrorCode::NoSpace,
     ];
 
     /// The code as it appears in `{"error": {"code": ...}}`.
@@ -211,6 +216,7 @@ impl ErrorCode {
             ErrorCode::AuthNotFound => "auth_not_found",
             ErrorCode::AuthConflict => "auth_conflict",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::NoSpace => "no_space",
         }
     }
 
@@ -253,7 +259,7 @@ impl ErrorCode {
             | ErrorCode::TooManyBootstraps
             | ErrorCode::TooManyCatchups => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::QuotaExceeded | ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
@@ -378,6 +384,7 @@ impl ApiError {
                 NodeError::Overloaded(_) => ErrorCode::TooManyRequests,
                 NodeError::Internal(_) => ErrorCode::Internal,
                 NodeError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+                NodeError::NoSpace(_) => ErrorCode::NoSpace,
             },
             ApiError::NotReady(_) => ErrorCode::NotReady,
             ApiError::TooManyWatchers(_) => ErrorCode::TooManyWatchers,

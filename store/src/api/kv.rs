@@ -219,7 +219,7 @@ pub async fn get(
         (status = 410, description = "`session_expired` (a session write), `removed`", body = super::openapi::ErrorBody),
         (status = 413, description = "`key_too_large`, `value_too_large`", body = super::openapi::ErrorBody),
         (status = 503, description = "`no_leader`, `timeout`, `too_many_requests` (`Retry-After`)", body = super::openapi::ErrorBody),
-        (status = 507, description = "`quota_exceeded`: the key space is over `--quota-bytes`; nothing was written", body = super::openapi::ErrorBody),
+        (status = 507, description = "`quota_exceeded`: the key space is over `--quota-bytes`; `no_space`: a member is short of disk space (a `nospace` alarm); nothing was written", body = super::openapi::ErrorBody),
     )
 )]
 pub async fn put(
@@ -300,7 +300,7 @@ pub async fn delete(
         (status = 410, description = "`session_expired` (a session write), `removed`", body = super::openapi::ErrorBody),
         (status = 413, description = "`key_too_large`, `value_too_large`, `request_too_large`", body = super::openapi::ErrorBody),
         (status = 503, description = "`no_leader`, `timeout`, `too_many_requests` (`Retry-After`)", body = super::openapi::ErrorBody),
-        (status = 507, description = "`quota_exceeded`: a transaction with a put while the key space is over `--quota-bytes`; nothing was written", body = super::openapi::ErrorBody),
+        (status = 507, description = "`quota_exceeded`: a transaction with a put while the key space is over `--quota-bytes`; `no_space`: the same while a member is short of disk space (a `nospace` alarm); nothing was written", body = super::openapi::ErrorBody),
     )
 )]
 pub async fn txn(

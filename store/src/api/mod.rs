@@ -2,6 +2,7 @@
 //! for every failure, including malformed requests and unknown routes.
 
 pub mod admission;
+pub mod alarms;
 pub mod auth;
 pub mod bootstrap;
 #[cfg(feature = "failpoints")]
@@ -237,6 +238,11 @@ pub fn router_with_limits(
             "/v1/leader/transfer",
             post(members::transfer).fallback(method_not_allowed),
         )
+        .route("/v1/alarms", get(alarms::list).fallback(method_not_allowed))
+        .route(
+            "/v1/alarms/disarm",
+            post(alarms::disarm).fallback(method_not_allowed),
+        )
         .route(
             "/v1/snapshot",
             get(snapshot::snapshot).fallback(method_not_allowed),
@@ -340,6 +346,8 @@ fn debug_routes() -> Router<AppState> {
     Router::new()
 }
 
+#[cfg(test)]
+mod alarms_test;
 #[cfg(test)]
 mod api_test;
 #[cfg(test)]

@@ -310,6 +310,8 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
         super::members::promote,
         super::members::transfer,
         super::snapshot::snapshot,
+        super::alarms::list,
+        super::alarms::disarm,
         super::auth::create_token,
         super::auth::list_tokens,
         super::auth::revoke_token,

@@ -163,6 +163,8 @@ async fn start_node(edit: impl FnOnce(&mut Config)) -> (RunningNode, TempDir) {
         heartbeat_ms: 50,
         election_timeout_min_ms: 300,
         election_timeout_max_ms: 600,
+        // No 64 MiB reserve file per test node.
+        reserve_bytes: 0,
         ..Config::default()
     };
     edit(&mut config);

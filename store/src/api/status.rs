@@ -48,6 +48,12 @@ pub struct StatusJson {
     /// data-plane view: absent with `data_plane=false`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub member_watch_streams: Option<Vec<MemberWatchStreams>>,
+    /// Active alarms (a `nospace` alarm refuses writes that could add data
+    /// on every node).
+    pub alarms: Vec<super::alarms::AlarmJson>,
+    /// Free space of this node's data directory (absent when not watched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskJson>,
     /// Replicas and rollout convergence of the latest revision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_plane: Option<DataPlaneStatus>,
@@ -77,6 +83,18 @@ pub struct DbJson {
     pub memtable_bytes: u64,
     /// The storage quota (0: none).
     pub quota_bytes: u64,
+}
+
+/// Free space of the data directory's filesystem.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DiskJson {
+    /// Free bytes at the last measurement.
+    pub free_bytes: u64,
+    /// The floor (`--min-free-bytes`): below it the node raises a `nospace`
+    /// alarm.
+    pub min_free_bytes: u64,
+    /// Whether the reserve file (`--reserve-bytes`) is in place.
+    pub reserve_present: bool,
 }
 
 /// Answer of `GET /health/live`.
@@ -143,6 +161,12 @@ pub async fn status(
         },
         watch_streams: node.metrics().watchers_open.get(),
         member_watch_streams,
+        alarms: super::alarms::active(&node),
+        disk: node.disk_space().map(|space| DiskJson {
+            free_bytes: space.free(),
+            min_free_bytes: space.options().min_free_bytes,
+            reserve_present: space.reserve_present(),
+        }),
         data_plane,
         removed: node.removed(),
     }))
@@ -199,6 +223,8 @@ pub async fn ready(State(node): State<Arc<Node>>) -> Result<Json<ReadyJson>, Api
     responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text", body = String))
 )]
 pub async fn metrics(State(node): State<Arc<Node>>) -> impl axum::response::IntoResponse {
+    node.metrics()
+        .set_alarms(node.alarms().iter().map(|a| (a.kind.as_str(), a.member)));
     let body = node.metrics().render(&node.gauges());
     (
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

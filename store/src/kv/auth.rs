@@ -221,7 +221,7 @@ impl Principal {
                 super::types::SessionOp::Register => self.can_write_somewhere(),
                 super::types::SessionOp::Write { command, .. } => self.allows_command(command),
             },
-            Command::Compact { .. } | Command::Auth(_) => self.is_admin(),
+            Command::Compact { .. } | Command::Auth(_) | Command::Alarm(_) => self.is_admin(),
         }
     }
 

@@ -117,6 +117,7 @@ impl Limits {
             Command::Txn(txn) => self.check_txn(txn),
             Command::Compact { .. } => Ok(()),
             Command::Auth(a) => check_auth(a),
+            Command::Alarm(_) => Ok(()),
             Command::Session(s) => match &s.op {
                 SessionOp::Register => Ok(()),
                 SessionOp::Write {
@@ -140,11 +141,12 @@ impl Limits {
                         Command::Put { .. } | Command::Delete { .. } | Command::Txn(_) => {
                             self.check_command(command)
                         }
-                        Command::Compact { .. } | Command::Session(_) | Command::Auth(_) => {
-                            Err(KvError::InvalidRequest(
-                                "only puts, deletes and transactions are session writes".into(),
-                            ))
-                        }
+                        Command::Compact { .. }
+                        | Command::Session(_)
+                        | Command::Auth(_)
+                        | Command::Alarm(_) => Err(KvError::InvalidRequest(
+                            "only puts, deletes and transactions are session writes".into(),
+                        )),
                     }
                 }
             },
@@ -285,6 +287,8 @@ pub fn command_bytes(command: &Command) -> usize {
             field(compares + ops)
         }
         Command::Compact { .. } => field(0),
+        // A member id and a kind.
+        Command::Alarm(_) => field(16),
         Command::Auth(a) => match a {
             AuthCommand::PutRole(r) => {
                 field(r.name.len()) + r.prefixes.iter().map(|p| field(p.len())).sum::<usize>()

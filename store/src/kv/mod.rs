@@ -2,6 +2,7 @@
 //! the client session table (exactly-once writes), what has been applied
 //! ([`Applied`]), and the JSON form of a key-value.
 
+pub mod alarms;
 pub mod applied;
 pub mod auth;
 pub mod compactor;

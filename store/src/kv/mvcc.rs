@@ -530,6 +530,10 @@ impl<'a> ApplyBatch<'a> {
             Command::Auth(_) => Err(io::Error::other(
                 "an auth command reached the key space without the auth table",
             )),
+            // Applied to the alarm table by the state machine.
+            Command::Alarm(_) => Err(io::Error::other(
+                "an alarm command reached the key space without the alarm table",
+            )),
         }
     }
 }

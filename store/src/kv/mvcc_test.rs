@@ -221,6 +221,7 @@ impl Model {
             }
             Command::Session(_) => unreachable!("the model applies no session commands"),
             Command::Auth(_) => unreachable!("the model applies no auth commands"),
+            Command::Alarm(_) => unreachable!("the model applies no alarm commands"),
         };
         if wrote {
             self.map = next;

@@ -119,7 +119,8 @@ pub fn result_size(response: &CommandResponse) -> u64 {
         | CommandResponse::Compact { .. }
         | CommandResponse::Registered { .. }
         | CommandResponse::SessionExpired { .. }
-        | CommandResponse::Auth(_) => 0,
+        | CommandResponse::Auth(_)
+        | CommandResponse::Alarms(_) => 0,
     };
     data + RESULT_OVERHEAD_BYTES
 }
@@ -323,7 +324,10 @@ impl SessionTable {
                 }
                 // Validation refuses a nested session or auth command before
                 // it is proposed; should one be in the log anyway, it does nothing.
-                if matches!(**write, Command::Session(_) | Command::Auth(_)) {
+                if matches!(
+                    **write,
+                    Command::Session(_) | Command::Auth(_) | Command::Alarm(_)
+                ) {
                     return Ok(CommandResponse::None);
                 }
                 let response = run(write)?;

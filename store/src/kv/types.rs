@@ -61,6 +61,8 @@ pub enum Command {
     Session(SessionCommand),
     /// A change to the tokens and roles (see [`crate::kv::auth`]).
     Auth(AuthCommand),
+    /// Raises or disarms an alarm (see [`crate::kv::alarms`]).
+    Alarm(crate::kv::alarms::AlarmCommand),
 }
 
 impl fmt::Display for Command {
@@ -97,6 +99,7 @@ impl fmt::Display for Command {
                 AuthCommand::CreateToken(t) => write!(f, "auth-token-create({}, {})", t.id, t.role),
                 AuthCommand::RevokeToken { id } => write!(f, "auth-token-revoke({id})"),
             },
+            Command::Alarm(a) => write!(f, "{a}"),
         }
     }
 }
@@ -417,6 +420,9 @@ pub enum CommandResponse {
     },
     /// Result of [`Command::Auth`].
     Auth(AuthOutcome),
+    /// Result of [`Command::Alarm`]: the alarms it raised or disarmed
+    /// (empty when nothing changed).
+    Alarms(Vec<crate::kv::alarms::Alarm>),
 }
 
 /// Why a session write was refused without being applied.

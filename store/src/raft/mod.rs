@@ -1,6 +1,7 @@
 //! Consensus: openraft types, the peer network and the node that ties Raft to
 //! the key space.
 
+pub mod alarm;
 pub mod batch;
 pub mod forwarder;
 pub mod identity;

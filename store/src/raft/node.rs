@@ -67,6 +67,11 @@ pub enum NodeError {
     /// was not proposed. Delete keys and compact history to get under it.
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),
+    /// A member is short of disk space (this node measured it, or a
+    /// `nospace` alarm is active): a write that could add data was not
+    /// proposed. Free space, then disarm the alarm.
+    #[error("no space: {0}")]
+    NoSpace(String),
 }
 
 impl From<ForwardError> for NodeError {
@@ -87,6 +92,7 @@ impl From<ForwardError> for NodeError {
             ForwardError::Overloaded(m) => NodeError::Overloaded(format!("the leader: {m}")),
             ForwardError::Internal(m) => NodeError::Internal(format!("on the leader: {m}")),
             ForwardError::QuotaExceeded(m) => NodeError::QuotaExceeded(m),
+            ForwardError::NoSpace(m) => NodeError::NoSpace(m),
         }
     }
 }
@@ -111,6 +117,7 @@ impl NodeError {
             NodeError::Overloaded(m) => ForwardError::Overloaded(m),
             NodeError::Internal(m) => ForwardError::Internal(m),
             NodeError::QuotaExceeded(m) => ForwardError::QuotaExceeded(m),
+            NodeError::NoSpace(m) => ForwardError::NoSpace(m),
         }
     }
 }
@@ -165,6 +172,12 @@ pub struct NodeOptions {
     /// Most bytes the key space may hold on disk before the leader refuses
     /// writes that could add data (0: no quota). See `kv::size`.
     pub quota_bytes: u64,
+    /// Active alarms, kept up to date by the state machine; a `nospace`
+    /// alarm makes every node refuse writes that could add data.
+    pub alarms: crate::kv::alarms::SharedAlarms,
+    /// Free space of the data directory, measured before each write that
+    /// could add data (absent: not watched).
+    pub space: Option<Arc<crate::storage::space::DiskSpace>>,
 }
 
 /// The Raft-side view reported by `/v1/status`.
@@ -803,6 +816,7 @@ impl Node {
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn write(&self, command: Command) -> Result<CommandResponse, NodeError> {
         self.options.limits.check_command(&command)?;
+        self.check_space(&command)?;
         match self.leader() {
             Some((id, _)) if id == self.id => self.propose(command).await,
             Some((id, member)) => {
@@ -854,6 +868,7 @@ impl Node {
             self.options.sessions,
         );
         self.check_quota(&command)?;
+        self.check_space(&command)?;
         // The proposal's bytes count until Raft is done with it, also when
         // the client has been answered with a timeout meanwhile.
         let inflight = self.admit(command_bytes(&command))?;

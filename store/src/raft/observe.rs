@@ -35,7 +35,7 @@ pub(crate) fn count_leader_changes(raft: &Raft, metrics: Arc<Metrics>) {
 /// Whether `command` can make the key space bigger. Deletes, compactions,
 /// session registrations and auth changes cannot (each writes a small row),
 /// so they pass a full quota: they are how an operator gets back under it.
-fn may_add_data(command: &Command) -> bool {
+pub(crate) fn may_add_data(command: &Command) -> bool {
     match command {
         Command::Put { .. } => true,
         Command::Delete { .. } | Command::Compact { .. } => false,
@@ -51,6 +51,8 @@ fn may_add_data(command: &Command) -> bool {
         // Tokens and roles are small rows outside the key space, and an
         // operator must still be able to manage (and revoke) them when full.
         Command::Auth(_) => false,
+        // Raising or disarming an alarm is how a full disk is handled.
+        Command::Alarm(_) => false,
     }
 }
 

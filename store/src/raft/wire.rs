@@ -185,6 +185,9 @@ pub enum ForwardError {
     /// The leader refused a write because the key space is over its quota.
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),
+    /// The leader refused a write because a member is short of disk space.
+    #[error("no space: {0}")]
+    NoSpace(String),
 }
 
 /// The answer to a [`PeerRequest`].

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod log_store;
 pub mod restore;
 pub mod snapshot;
+pub mod space;
 pub mod state_machine;
 
 pub use log_store::LogStore;

@@ -12,6 +12,8 @@
 //!   may not hold it.
 //! - Tokens and roles (`kv::auth`) are restored: a cluster restored from a
 //!   backup of a cluster with auth on enforces the same tokens.
+//! - Alarms (`kv::alarms`) are not restored: they describe the disks of the
+//!   members of the old cluster; the new members raise their own.
 //! - The Raft side is empty: no log, no vote, no applied log id or
 //!   membership. Started with `--initial-cluster`, the node runs openraft's
 //!   `initialize`, which requires exactly that, and the new cluster's first
@@ -39,7 +41,7 @@ use super::snapshot::{self, SnapshotHeader};
 use super::state_machine::{install_in_progress, snapshot_header};
 use crate::config::{parse_initial_cluster, ConfigError};
 use crate::db::{
-    self as database, cf, io_err, CF_AUTH, CF_KV, CF_SESSIONS, CF_SM_META, SM_DATA_CFS,
+    self as database, cf, io_err, CF_ALARMS, CF_AUTH, CF_KV, CF_SESSIONS, CF_SM_META, SM_DATA_CFS,
 };
 use crate::kv::mvcc::{MvccState, MVCC_STATE_KEY};
 use crate::raft::identity::cluster_id_for;
@@ -319,11 +321,11 @@ fn snapshot_of_data_dir(dir: &Path, out: &Path) -> Result<(), RestoreError> {
     let db = DB::open_cf_for_read_only(&opts, &db_dir, &names, false)
         .map_err(|e| source_err(dir, e.into_string()))?;
     // Data directories of earlier builds have no session table (it is not
-    // restored anyway) and no auth table (auth was off).
+    // restored anyway), no auth table (auth was off) and no alarm table.
     for name in SM_DATA_CFS
         .iter()
         .chain([CF_SM_META].iter())
-        .filter(|n| **n != CF_SESSIONS && **n != CF_AUTH)
+        .filter(|n| **n != CF_SESSIONS && **n != CF_AUTH && **n != CF_ALARMS)
     {
         cf(&db, name).map_err(|e| source_err(dir, e))?;
     }
@@ -353,11 +355,14 @@ fn load(db: &DB, path: &Path) -> io::Result<(SnapshotHeader, u64)> {
         .collect::<io::Result<Vec<_>>>()?;
     let kv_index = SM_DATA_CFS.iter().position(|n| *n == CF_KV);
     let sessions_index = SM_DATA_CFS.iter().position(|n| *n == CF_SESSIONS);
+    // Alarms describe the disks of the cluster the backup came from, not
+    // of the one restored from it.
+    let alarms_index = SM_DATA_CFS.iter().position(|n| *n == CF_ALARMS);
     let mut batch = WriteBatch::default();
     let mut count = 0usize;
     let mut keys = 0u64;
     let header = snapshot::for_each_record(path, |index, k, v| {
-        if Some(index) == sessions_index {
+        if Some(index) == sessions_index || Some(index) == alarms_index {
             return Ok(());
         }
         if Some(index) == kv_index {

@@ -15,11 +15,14 @@
 //! - 3, written by earlier builds: as 2, plus the records of `sessions` (the
 //!   client session table, `kv::sessions`) after `changes`. A file of an
 //!   earlier format installs with an empty session table.
-//! - 4 ([`SNAPSHOT_VERSION`]): as 3, plus the records of `auth` (tokens and
-//!   roles, `kv::auth`) after `sessions`. A file of an earlier format
+//! - 4, written by earlier builds: as 3, plus the records of `auth` (tokens
+//!   and roles, `kv::auth`) after `sessions`. A file of an earlier format
 //!   installs with an empty auth table (auth off).
+//! - 5 ([`SNAPSHOT_VERSION`]): as 4, plus the records of `alarms` (the
+//!   active alarms, `kv::alarms`) after `auth`. A file of an earlier format
+//!   installs with no alarm active.
 //!
-//! All four are read. An earlier build refuses a file of a later format as
+//! All five are read. An earlier build refuses a file of a later format as
 //! an unsupported format version rather than installing rows it cannot read.
 //! Reading also checks that the key space it yields hashes to the header's
 //! state digest.
@@ -37,7 +40,9 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::codec;
-use crate::db::{cf, io_err, CF_AUTH, CF_CHANGES, CF_HISTORY, CF_KV, CF_SESSIONS, SM_DATA_CFS};
+use crate::db::{
+    cf, io_err, CF_ALARMS, CF_AUTH, CF_CHANGES, CF_HISTORY, CF_KV, CF_SESSIONS, SM_DATA_CFS,
+};
 use crate::kv::limits::{MAX_VALUE_BYTES_CEILING, REQUEST_SLACK_BYTES};
 use crate::kv::mvcc::{entry_hash, split_history_key, MvccState, Record};
 use crate::raft::types::SnapshotMeta;
@@ -45,7 +50,7 @@ use crate::raft::types::SnapshotMeta;
 const MAGIC: &[u8; 8] = b"BALLSNAP";
 const END: u8 = 0xFF;
 /// Format version of the files this build writes (see the module docs).
-pub const SNAPSHOT_VERSION: u8 = 4;
+pub const SNAPSHOT_VERSION: u8 = 5;
 /// Format version of the files of earlier builds, which carry `kv`.
 const SNAPSHOT_VERSION_WITH_KV: u8 = 1;
 /// Format version of the files of earlier builds without `kv` and without
@@ -53,6 +58,8 @@ const SNAPSHOT_VERSION_WITH_KV: u8 = 1;
 const SNAPSHOT_VERSION_WITHOUT_SESSIONS: u8 = 2;
 /// Format version of the files of earlier builds without `auth`.
 const SNAPSHOT_VERSION_WITHOUT_AUTH: u8 = 3;
+/// Format version of the files of earlier builds without `alarms`.
+const SNAPSHOT_VERSION_WITHOUT_ALARMS: u8 = 4;
 /// Most bytes a stored record's encoding adds to the key or value it holds: a
 /// version byte, an option tag, a length and three revision varints around a
 /// value; a NUL and a revision after a `history` key.
@@ -186,6 +193,7 @@ fn decode_header(bytes: &[u8]) -> io::Result<(u8, SnapshotHeader)> {
         Some(
             &v @ (SNAPSHOT_VERSION_WITHOUT_SESSIONS
             | SNAPSHOT_VERSION_WITHOUT_AUTH
+            | SNAPSHOT_VERSION_WITHOUT_ALARMS
             | SNAPSHOT_VERSION),
         ) => Ok((
             v,
@@ -252,8 +260,10 @@ fn write_file(
             continue;
         }
         // A data directory of an earlier build, opened read-only to be
-        // restored from, has no session or auth table: they are empty.
-        if (*name == CF_SESSIONS || *name == CF_AUTH) && db.cf_handle(name).is_none() {
+        // restored from, has no session, auth or alarm table: they are empty.
+        if (*name == CF_SESSIONS || *name == CF_AUTH || *name == CF_ALARMS)
+            && db.cf_handle(name).is_none()
+        {
             continue;
         }
         let handle = cf(db, name)?;
@@ -369,6 +379,7 @@ pub fn for_each_record(
     let history_index = cf_index(CF_HISTORY);
     let sessions_index = cf_index(CF_SESSIONS);
     let auth_index = cf_index(CF_AUTH);
+    let alarms_index = cf_index(CF_ALARMS);
     let mut space = KeySpace {
         kv_index: cf_index(CF_KV),
         walking: None,
@@ -391,9 +402,14 @@ pub fn for_each_record(
                 "a version-{version} snapshot holds no sessions records"
             )));
         }
-        if index == auth_index && version < SNAPSHOT_VERSION {
+        if index == auth_index && version < SNAPSHOT_VERSION_WITHOUT_ALARMS {
             return Err(invalid_data(format!(
                 "a version-{version} snapshot holds no auth records"
+            )));
+        }
+        if index == alarms_index && version < SNAPSHOT_VERSION {
+            return Err(invalid_data(format!(
+                "a version-{version} snapshot holds no alarm records"
             )));
         }
         if version == SNAPSHOT_VERSION_WITH_KV {

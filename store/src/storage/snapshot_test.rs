@@ -564,3 +564,77 @@ fn the_auth_table_round_trips_and_older_files_have_none() {
     let err = read_all(&corrupt).expect_err("auth records in a version-3 file");
     assert!(err.to_string().contains("no auth records"), "{err}");
 }
+
+/// Writes `store` as the build before alarms did: version 4, no `kv`, no
+/// `alarms` (unless `with_alarms`, which makes a corrupt file).
+fn write_version_4(s: &Store, path: &Path, with_alarms: bool) {
+    let mut w = HashingWriter {
+        inner: Vec::new(),
+        hasher: Xxh3::new(),
+    };
+    w.write_all(MAGIC).expect("write");
+    let header =
+        postcard::to_extend(&s.header(), vec![SNAPSHOT_VERSION_WITHOUT_ALARMS]).expect("encode");
+    write_field(&mut w, &header).expect("write");
+    for (index, name) in SM_DATA_CFS.iter().enumerate() {
+        if *name == CF_KV || (*name == CF_ALARMS && !with_alarms) {
+            continue;
+        }
+        let handle = cf(&s.db, name).expect("cf");
+        for item in s.db.iterator_cf(handle, IteratorMode::Start) {
+            let (k, v) = item.expect("item");
+            w.write_all(&[index as u8]).expect("write");
+            write_field(&mut w, &k).expect("write");
+            write_field(&mut w, &v).expect("write");
+        }
+    }
+    w.write_all(&[END]).expect("write");
+    let checksum = w.hasher.digest();
+    let mut bytes = w.inner;
+    bytes.extend_from_slice(&checksum.to_le_bytes());
+    fs::write(path, bytes).expect("write file");
+}
+
+/// Active alarms travel in the file (a node that installs a snapshot still
+/// refuses writes while a member is short of space); a version-4 file
+/// (before alarms) installs with none, and one holding alarm records is
+/// corrupt.
+#[test]
+fn the_alarm_table_round_trips_and_older_files_have_none() {
+    use crate::kv::alarms::{apply_command, load_table, Alarm, AlarmCommand, AlarmKind};
+    let s = busy_store();
+    let table = crate::kv::alarms::SharedAlarms::default();
+    let mut batch = rocksdb::WriteBatch::default();
+    let alarm = Alarm {
+        member: 3,
+        kind: AlarmKind::NoSpace,
+    };
+    apply_command(&table, &s.db, &mut batch, &AlarmCommand::Activate(alarm)).expect("apply");
+    s.db.write(batch).expect("write");
+    let path = s.write_snapshot("alarms.snap").expect("write");
+    let target = Store::new();
+    let handles: Vec<_> = SM_DATA_CFS
+        .iter()
+        .map(|n| cf(&target.db, n).expect("cf"))
+        .collect();
+    for_each_record(&path, |index, k, v| {
+        target
+            .db
+            .put_cf(handles[index], k, v)
+            .map_err(crate::db::io_err)
+    })
+    .expect("load");
+    assert_eq!(load_table(&target.db).expect("table").active(), vec![alarm]);
+
+    let v4 = s.path("v4.snap");
+    write_version_4(&s, &v4, false);
+    let (header, records) = read_all(&v4).expect("read");
+    assert_eq!(header.mvcc, s.state);
+    let alarms_index = SM_DATA_CFS.iter().position(|n| *n == CF_ALARMS);
+    assert!(records.iter().all(|(i, _, _)| Some(*i) != alarms_index));
+
+    let corrupt = s.path("v4-alarms.snap");
+    write_version_4(&s, &corrupt, true);
+    let err = read_all(&corrupt).expect_err("alarm records in a version-4 file");
+    assert!(err.to_string().contains("no alarm records"), "{err}");
+}

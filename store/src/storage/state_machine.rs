@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::snapshot::{self, SnapshotFile, SnapshotHeader};
 use crate::codec;
 use crate::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
+use crate::kv::alarms::{self, SharedAlarms};
 use crate::kv::auth::{self, SharedAuth};
 use crate::kv::gate::InstallGate;
 use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
@@ -55,9 +56,15 @@ pub struct StateMachine {
     /// Tokens and roles, shared with the HTTP layer, which checks tokens
     /// against it; updated as entries apply and reloaded after an install.
     auth: SharedAuth,
+    /// Active alarms, shared with the request paths, which refuse writes
+    /// that add data while a `nospace` alarm is active.
+    alarms: SharedAlarms,
     applied_tx: watch::Sender<Applied>,
     /// Apply latency and snapshot counts go here.
     metrics: Arc<Metrics>,
+    /// The data directory's free space: when a write fails for lack of
+    /// space, the reserve file is deleted so the database can flush.
+    space: Option<Arc<super::space::DiskSpace>>,
 }
 
 /// Builds snapshot files from a consistent RocksDB snapshot.
@@ -149,6 +156,7 @@ impl StateMachine {
         let mvcc = mvcc::load_state(&db)?;
         let sessions = sessions::load_table(&db)?;
         let auth = std::sync::Arc::new(std::sync::RwLock::new(auth::load_table(&db)?));
+        let alarms = std::sync::Arc::new(std::sync::RwLock::new(alarms::load_table(&db)?));
         let (applied_tx, _) = watch::channel(Applied {
             log_index: applied.as_ref().map_or(0, |id| id.index),
             revision: mvcc.revision,
@@ -165,8 +173,10 @@ impl StateMachine {
             mvcc,
             sessions,
             auth,
+            alarms,
             applied_tx,
             metrics: Arc::new(Metrics::default()),
+            space: None,
         })
     }
 
@@ -175,9 +185,20 @@ impl StateMachine {
         self.auth.clone()
     }
 
+    /// The active alarms, as this state machine keeps them up to date.
+    pub fn alarms(&self) -> SharedAlarms {
+        self.alarms.clone()
+    }
+
     /// The same state machine, counting applies and snapshots into `metrics`.
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
         StateMachine { metrics, ..self }
+    }
+
+    /// The same state machine, releasing `space`'s reserve file when a
+    /// write fails for lack of space.
+    pub fn with_space(self, space: Option<Arc<super::space::DiskSpace>>) -> Self {
+        StateMachine { space, ..self }
     }
 
     /// A receiver of the applied position, updated after every applied batch.
@@ -329,6 +350,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(crate::kv::Command::Auth(command)) => CommandResponse::Auth(
                     auth::apply_command(&self.auth, &db, batch.write_batch(), command)?,
                 ),
+                EntryPayload::Normal(crate::kv::Command::Alarm(command)) => {
+                    let changed =
+                        alarms::apply_command(&self.alarms, &db, batch.write_batch(), command)?;
+                    for alarm in &changed {
+                        tracing::warn!(member = alarm.member, alarm = %alarm.kind, command = %command, "alarm changed");
+                    }
+                    CommandResponse::Alarms(changed)
+                }
                 EntryPayload::Normal(command) => sessions::apply_entry(
                     &mut self.sessions,
                     &db,
@@ -353,7 +382,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.write_batch().put_cf(meta, APPLIED_KEY, encoded);
         let (write_batch, mvcc) = batch.finish()?;
         fail::fail_point!("apply", |_| Err(io::Error::other("failpoint apply")));
-        self.db.write(write_batch).map_err(io_err)?;
+        if let Err(e) = self.db.write(write_batch).map_err(io_err) {
+            if let Some(space) = self
+                .space
+                .as_ref()
+                .filter(|_| super::space::is_no_space(&e))
+            {
+                // Give RocksDB room to flush and the node room to restart;
+                // the monitor raises the nospace alarm.
+                space.release_now();
+                space.wake();
+            }
+            return Err(e);
+        }
         self.mvcc = mvcc;
         // Publish, then respond: once a client has its answer, the change is
         // readable and the node's applied revision already includes it.
@@ -426,6 +467,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         match self.auth.write() {
             Ok(mut table) => *table = loaded,
             Err(_) => return Err(io::Error::other("the auth table lock is poisoned")),
+        }
+        let loaded = alarms::load_table(&self.db)?;
+        match self.alarms.write() {
+            Ok(mut table) => *table = loaded,
+            Err(_) => return Err(io::Error::other("the alarm table lock is poisoned")),
         }
         remove_other_snapshots(&self.snapshot_dir, &final_path)?;
         self.metrics.snapshot_installs.inc();

@@ -145,6 +145,9 @@ pub enum Command {
     Rollout(RolloutCommand),
     /// Compact history up to a revision (older revisions can no longer be read or watched).
     Compact(CompactArgs),
+    /// Alarms (a member short of disk space): list, disarm.
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
     /// Backups: save one node's snapshot to a file, or check a saved file.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -338,6 +341,27 @@ pub struct RolloutStatusArgs {
     /// The revision being rolled out (the revision a write returned).
     #[arg(long, value_name = "R")]
     pub revision: u64,
+}
+
+/// `ballastctl alarm`.
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// The active alarms.
+    List,
+    /// Disarm alarms once the cause is gone (a member still short of space
+    /// raises its alarm again within a second).
+    Disarm(DisarmArgs),
+}
+
+/// `ballastctl alarm disarm`.
+#[derive(Debug, Args)]
+pub struct DisarmArgs {
+    /// Only this member's alarms (default: every member's).
+    #[arg(long)]
+    pub member: Option<u64>,
+    /// Only alarms of this kind (`nospace`; default: every kind).
+    #[arg(long)]
+    pub alarm: Option<String>,
 }
 
 /// `ballastctl compact`.

@@ -114,7 +114,9 @@ impl From<ballast_client::Error> for CliError {
                 ref message,
                 ..
             } => {
-                if status >= 500 && !(status == 507 && code == "quota_exceeded") {
+                if status >= 500
+                    && !(status == 507 && (code == "quota_exceeded" || code == "no_space"))
+                {
                     // 503 no_leader / not_ready / timeout (reads), or a node fault
                     // that every retry hit: the cluster cannot serve the request.
                     CliError::Unavailable(format!("{status} {code}: {message}"))

@@ -9,6 +9,7 @@ use ballast_client::Client;
 use crate::cli::{Command, GlobalArgs, OutputFormat};
 use crate::exit::CliError;
 
+pub mod alarm;
 pub mod auth;
 pub mod cas;
 pub mod compact;
@@ -119,6 +120,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Outcome, CliError> {
         Command::Watch(args) => watch::run(ctx, args).await,
         Command::Rollout(crate::cli::RolloutCommand::Status(args)) => rollout::run(ctx, args).await,
         Command::Compact(args) => compact::run(ctx, args).await,
+        Command::Alarm(command) => alarm::run(ctx, command).await,
         Command::Members(command) => members::run(ctx, command).await,
         Command::Leader(crate::cli::LeaderCommand::Transfer(args)) => {
             members::transfer(ctx, args).await

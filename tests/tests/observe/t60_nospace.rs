@@ -1,0 +1,608 @@
+//! A full disk is an alarm, not a crash: three `ballastd` processes, node 3's
+//! data directory on a small tmpfs. Needs root (to mount the tmpfs); skipped
+//! with a message otherwise.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ballast_tests::sse::WatchStream;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tracing::info;
+
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// Size of node 3's filesystem.
+const TMPFS_MIB: u64 = 128;
+/// Node 3's floor and reserve.
+const MIN_FREE: u64 = 40 * 1024 * 1024;
+const RESERVE: u64 = 32 * 1024 * 1024;
+/// Bytes per value written to fill the disk.
+const VALUE_BYTES: usize = 256 * 1024;
+/// At most this many values are written (128 MiB of them, at least three
+/// times the tmpfs once the Raft log, history and WAL count).
+const MAX_WRITES: usize = 512;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The built binary `name` of package `package` (built through cargo, next
+/// to this test binary).
+fn binary(package: &str, name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test path {}", exe.display()))?;
+    let path = profile_dir.join(name);
+    let _guard = BUILD.lock().map_err(|_| anyhow!("build lock poisoned"))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", package, "--bin", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .with_context(|| format!("building {name}"))?;
+    if !status.success() || !path.exists() {
+        bail!("could not build {name} at {}", path.display());
+    }
+    Ok(path)
+}
+
+/// A tmpfs mounted for the test, unmounted on drop (also on failure).
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `mib` MiB at `path`, or says why not.
+    fn mount(path: &Path, mib: u64) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Tmpfs {
+    /// Grows the filesystem to `mib` MiB.
+    fn grow(&self, mib: u64) -> Result<()> {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.path)
+            .output()?;
+        if !out.status.success() {
+            bail!("remount: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Busy (a process we started has not exited yet): detach it.
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+/// One `ballastd` process and how it was started.
+struct Proc {
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+/// Three `ballastd` processes; every process it started is killed (by its
+/// own PID) when it is dropped.
+struct Cluster {
+    bin: PathBuf,
+    procs: BTreeMap<u64, Proc>,
+    client: BTreeMap<u64, String>,
+    http: reqwest::Client,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Cluster {
+    fn start(bin: PathBuf, dirs: &BTreeMap<u64, PathBuf>, logs: &Path) -> Result<Cluster> {
+        let mut addrs = BTreeMap::new();
+        for id in dirs.keys() {
+            addrs.insert(*id, (free_port()?, free_port()?));
+        }
+        let initial = addrs
+            .iter()
+            .map(|(id, (c, p))| format!("{id}=127.0.0.1:{c}/127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            bin,
+            procs: BTreeMap::new(),
+            client: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        };
+        for (id, dir) in dirs {
+            let (c, p) = addrs[id];
+            let (min_free, reserve) = if *id == 3 {
+                (MIN_FREE, RESERVE)
+            } else {
+                (0, 0)
+            };
+            let args = vec![
+                format!("--node-id={id}"),
+                format!("--data-dir={}", dir.display()),
+                format!("--listen-client=127.0.0.1:{c}"),
+                format!("--listen-peer=127.0.0.1:{p}"),
+                format!("--initial-cluster={initial}"),
+                format!("--min-free-bytes={min_free}"),
+                format!("--reserve-bytes={reserve}"),
+                "--disk-check-interval-ms=100".to_string(),
+                "--max-value-bytes=1048576".to_string(),
+            ];
+            cluster.client.insert(*id, format!("http://127.0.0.1:{c}"));
+            cluster.procs.insert(
+                *id,
+                Proc {
+                    child: None,
+                    args,
+                    log: logs.join(format!("node{id}.log")),
+                },
+            );
+            cluster.spawn(*id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<()> {
+        let p = self
+            .procs
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let log = File::options().create(true).append(true).open(&p.log)?;
+        let child = Command::new(&self.bin)
+            .args(&p.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting ballastd")?;
+        p.child = Some(child);
+        Ok(())
+    }
+
+    fn url(&self, id: u64, path: &str) -> String {
+        format!("{}{path}", self.client[&id])
+    }
+
+    /// The last lines of every node's log, to explain a failure.
+    fn tails(&self) -> String {
+        let mut out = String::new();
+        for (id, p) in &self.procs {
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("\n--- node {id}:\n"));
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Fails if a process we started is no longer running.
+    fn assert_alive(&mut self) -> Result<()> {
+        for (id, p) in &mut self.procs {
+            if let Some(child) = p.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                    let tail: String = log
+                        .lines()
+                        .rev()
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    bail!("node {id} exited ({status}); its log ends with:\n{tail}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops node `id` with SIGTERM (SIGKILL after a deadline).
+    async fn stop(&mut self, id: u64) -> Result<()> {
+        let p = self
+            .procs
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let Some(mut child) = p.child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("node {id} did not stop on SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn get_json(&self, url: &str) -> Result<(u16, Value)> {
+        let r = self.http.get(url).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn put(&self, id: u64, key: &str, value: &str) -> Result<(u16, Value)> {
+        let r = self
+            .http
+            .put(self.url(id, &format!("/v1/kv/{key}")))
+            .body(value.to_string())
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn read(&self, id: u64, key: &str, consistency: &str) -> Result<Option<String>> {
+        let (status, body) = self
+            .get_json(&self.url(id, &format!("/v1/kv/{key}?consistency={consistency}")))
+            .await?;
+        match status {
+            200 => Ok(body["kv"]["value"].as_str().map(str::to_string)),
+            404 => Ok(None),
+            s => bail!("read of {key} on node {id}: {s} {body}"),
+        }
+    }
+
+    async fn alarms(&self, id: u64) -> Result<Value> {
+        let (status, body) = self.get_json(&self.url(id, "/v1/alarms")).await?;
+        if status != 200 {
+            bail!("GET /v1/alarms on node {id}: {status} {body}");
+        }
+        Ok(body["alarms"].clone())
+    }
+
+    /// Waits until `check` holds, for at most [`WAIT`].
+    async fn wait_for<F, Fut>(&self, what: &str, mut check: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + WAIT;
+        while !check().await {
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting for {what}; the nodes' logs end with:{}",
+                    self.tails()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    async fn ready(&self, id: u64) -> bool {
+        self.get_json(&self.url(id, "/health/ready"))
+            .await
+            .is_ok_and(|(s, _)| s == 200)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self.procs.values_mut() {
+            if let Some(mut child) = p.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A value no compressor shrinks much (xorshift over the key).
+fn value_for(i: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..VALUE_BYTES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % 64) as usize] as char
+        })
+        .collect()
+}
+
+fn has_nospace(alarms: &Value, member: u64) -> bool {
+    alarms.as_array().is_some_and(|a| {
+        a.iter()
+            .any(|x| x["member"] == member && x["alarm"] == "nospace")
+    })
+}
+
+/// Runs `ballastctl --endpoints endpoint [--output json] alarm disarm`, again
+/// while its outcome is unknown or the cluster is unavailable (exit 4 or 5:
+/// a leader change), for at most [`WAIT`]; returns its stdout.
+async fn disarm(ctl: &Path, endpoint: &str, json: bool) -> Result<Vec<u8>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut cmd = Command::new(ctl);
+        cmd.args(["--endpoints", endpoint]);
+        if json {
+            cmd.args(["--output", "json"]);
+        }
+        let out = cmd.args(["alarm", "disarm"]).output()?;
+        match out.status.code() {
+            Some(0) => return Ok(out.stdout),
+            Some(4 | 5) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ => bail!("ballastctl alarm disarm: {out:?}"),
+        }
+    }
+}
+
+/// Fills `dir` with a file until the filesystem is full; returns its path.
+fn fill(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("filler");
+    let mut f = File::create(&path)?;
+    let chunk = vec![7u8; 64 * 1024];
+    // Bounded: at most the whole tmpfs.
+    for _ in 0..(TMPFS_MIB * 16) {
+        if let Err(e) = f.write_all(&chunk) {
+            if e.raw_os_error() == Some(28) {
+                return Ok(path);
+            }
+            return Err(e.into());
+        }
+    }
+    bail!("the tmpfs did not fill up")
+}
+
+/// Node 3's disk fills up under writes: the cluster raises a nospace alarm
+/// and every node refuses writes with `507 no_space` while reads, watches
+/// and deletes work and no process dies; node 3 restarts on a completely
+/// full disk and serves reads; disarming while space is short re-raises the
+/// alarm; once space is freed and the alarm disarmed, writes are accepted
+/// and nothing acknowledged was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> {
+    ballast_tests::init_logging();
+    let root = tempfile::tempdir()?;
+    let mount = root.path().join("n3");
+    let tmpfs = match Tmpfs::mount(&mount, TMPFS_MIB) {
+        Ok(t) => t,
+        Err(why) => {
+            println!("skipped: cannot mount a tmpfs (needs root): {why}");
+            return Ok(());
+        }
+    };
+    let bin = binary("ballast-store", "ballastd")?;
+    let ctl = binary("ballast-client", "ballastctl")?;
+    let mut dirs = BTreeMap::new();
+    dirs.insert(1, root.path().join("n1"));
+    dirs.insert(2, root.path().join("n2"));
+    dirs.insert(3, mount.join("data"));
+    let mut c = Cluster::start(bin, &dirs, root.path())?;
+    for id in [1, 2, 3] {
+        c.wait_for("every node ready", || c.ready(id)).await?;
+    }
+    assert!(
+        dirs[&3].join("space.reserve").is_file(),
+        "node 3 wrote its reserve file"
+    );
+
+    info!("--- write large values until the alarm refuses them");
+    let mut acked: BTreeMap<String, usize> = BTreeMap::new();
+    let mut refusal = None;
+    for i in 0..MAX_WRITES {
+        let key = format!("fill/{i:04}");
+        let (status, body) = c.put(1 + (i as u64 % 3), &key, &value_for(i)).await?;
+        match status {
+            200 => {
+                acked.insert(key, i);
+            }
+            507 => {
+                refusal = Some(body);
+                break;
+            }
+            // A retryable refusal (e.g. a leader busy flushing): go on.
+            503 => tokio::time::sleep(Duration::from_millis(100)).await,
+            s => bail!("write {i}: {s} {body}"),
+        }
+    }
+    let refusal = refusal.ok_or_else(|| anyhow!("no write refused after {MAX_WRITES}"))?;
+    assert_eq!(refusal["error"]["code"], "no_space", "{refusal}");
+    assert!(!acked.is_empty(), "the first write was refused");
+    info!(acknowledged = acked.len(), "refused with no_space");
+    c.assert_alive()?;
+
+    info!("--- the alarm is cluster state: every node lists it and refuses writes");
+    for id in [1, 2, 3] {
+        c.wait_for("the alarm on every node", || async {
+            c.alarms(id).await.is_ok_and(|a| has_nospace(&a, 3))
+        })
+        .await?;
+        let (s, body) = c.put(id, "after/alarm", "small").await?;
+        assert_eq!((s, body["error"]["code"].clone()), (507, json!("no_space")));
+        let txn = c
+            .http
+            .post(c.url(id, "/v1/txn"))
+            .json(&json!({"compare": [], "success": [{"put": {"key": "after/txn", "value": "v"}}], "failure": []}))
+            .send()
+            .await?;
+        assert_eq!(txn.status(), 507);
+    }
+    let (_, status) = c.get_json(&c.url(2, "/v1/status")).await?;
+    assert!(has_nospace(&status["alarms"], 3), "{status}");
+    let (_, status3) = c.get_json(&c.url(3, "/v1/status")).await?;
+    assert_eq!(status3["disk"]["min_free_bytes"], MIN_FREE, "{status3}");
+    let metrics = c
+        .http
+        .get(c.url(1, "/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("ballast_alarm_active{alarm=\"nospace\",member=\"3\"} 1"),
+        "{metrics}"
+    );
+
+    info!("--- reads, watches and deletes keep working");
+    let (first_key, first_i) = acked
+        .iter()
+        .next()
+        .map(|(k, i)| (k.clone(), *i))
+        .ok_or_else(|| anyhow!("nothing acknowledged"))?;
+    for id in [1, 2, 3] {
+        assert_eq!(
+            c.read(id, &first_key, "serializable").await?,
+            Some(value_for(first_i))
+        );
+    }
+    assert_eq!(
+        c.read(3, &first_key, "linearizable").await?,
+        Some(value_for(first_i))
+    );
+    let (_, now) = c.get_json(&c.url(3, "/v1/status")).await?;
+    let from = now["revision"].as_u64().unwrap_or(0) + 1;
+    let mut watch = WatchStream::open(
+        &c.http,
+        &c.url(
+            3,
+            &format!("/v1/watch/fill/?prefix=true&start_revision={from}"),
+        ),
+        None,
+    )
+    .await?;
+    assert_eq!(watch.status, 200);
+    let r = c
+        .http
+        .delete(c.url(1, &format!("/v1/kv/{first_key}")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    acked.remove(&first_key);
+    let event = watch
+        .next(Duration::from_secs(10))
+        .await?
+        .ok_or_else(|| anyhow!("the watch on node 3 ended"))?;
+    assert_eq!(event.keys(), vec![first_key.clone()]);
+    drop(watch);
+    c.assert_alive()?;
+
+    info!("--- fill node 3's disk completely: the reserve goes, nothing dies");
+    let filler = fill(&tmpfs.path)?;
+    c.wait_for("node 3 to delete its reserve", || async {
+        !dirs[&3].join("space.reserve").exists()
+    })
+    .await?;
+    c.assert_alive()?;
+
+    info!("--- disarming while node 3 is still short raises the alarm again");
+    disarm(&ctl, &c.client[&1], false).await?;
+    c.wait_for("the alarm to come back", || async {
+        c.alarms(1).await.is_ok_and(|a| has_nospace(&a, 3))
+    })
+    .await?;
+
+    info!("--- node 3 leads on the full disk: leadership is moved to it first");
+    // The harder case: the restarted node was the leader, so at its start
+    // it writes a new vote and the blank entry of the new leader.
+    c.wait_for("node 3 to lead", || async {
+        let moved = c
+            .http
+            .post(c.url(1, "/v1/leader/transfer"))
+            .json(&json!({ "to": 3 }))
+            .send()
+            .await;
+        moved.is_ok_and(|r| r.status() == 200)
+    })
+    .await?;
+    c.assert_alive()?;
+
+    info!("--- restart node 3 on the full disk: it serves reads and rejoins");
+    c.stop(3).await?;
+    c.spawn(3)?;
+    let (probe, probe_i) = acked
+        .iter()
+        .next_back()
+        .map(|(k, i)| (k.clone(), *i))
+        .ok_or_else(|| anyhow!("nothing acknowledged is left"))?;
+    c.wait_for("node 3 to serve a serializable read", || async {
+        c.read(3, &probe, "serializable")
+            .await
+            .is_ok_and(|v| v.as_deref() == Some(value_for(probe_i).as_str()))
+    })
+    .await?;
+    c.wait_for("node 3 to rejoin", || c.ready(3)).await?;
+    c.assert_alive()?;
+    let (s, body) = c.put(3, "after/restart", "small").await?;
+    assert_eq!((s, body["error"]["code"].clone()), (507, json!("no_space")));
+
+    info!("--- free space, disarm: writes are accepted again");
+    // The filler, and room for what node 3 itself wrote.
+    std::fs::remove_file(&filler)?;
+    tmpfs.grow(TMPFS_MIB * 2)?;
+    let answer: Value = serde_json::from_slice(&disarm(&ctl, &c.client[&2], true).await?)?;
+    assert!(has_nospace(&answer["disarmed"], 3), "{answer}");
+    c.wait_for("a write to be accepted", || async {
+        c.put(3, "after/free", "small")
+            .await
+            .is_ok_and(|(s, _)| s == 200)
+    })
+    .await?;
+    for id in [1, 2, 3] {
+        assert!(c.alarms(id).await?.as_array().is_some_and(Vec::is_empty));
+    }
+    let out = Command::new(&ctl)
+        .args(["--endpoints", &c.client[&3], "alarm", "list"])
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no active alarms\n");
+
+    info!("--- nothing acknowledged was lost");
+    for (key, i) in &acked {
+        assert_eq!(
+            c.read(3, key, "linearizable").await?.as_deref(),
+            Some(value_for(*i).as_str()),
+            "{key}"
+        );
+    }
+    c.assert_alive()?;
+    drop(c);
+    drop(tmpfs);
+    Ok(())
+}
