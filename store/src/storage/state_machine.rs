@@ -21,6 +21,7 @@ use crate::codec;
 use crate::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
 use crate::kv::auth::{self, SharedAuth};
 use crate::kv::gate::InstallGate;
+use crate::kv::index::KeyIndex;
 use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
 use crate::kv::sessions::{self, SessionTable};
 use crate::kv::types::CommandResponse;
@@ -49,6 +50,10 @@ pub struct StateMachine {
     applied: Option<LogId>,
     membership: StoredMembership,
     mvcc: MvccState,
+    /// Every live key's revisions, version and digest, so writes need not
+    /// read them from RocksDB; rebuilt from the `kv` column family at open
+    /// and after an install, updated after each applied batch is written.
+    index: KeyIndex,
     /// The client session table; its rows are written with every applied
     /// batch that changes it.
     sessions: SessionTable,
@@ -147,6 +152,7 @@ impl StateMachine {
         }
         let (applied, membership) = load_applied(&db)?;
         let mvcc = mvcc::load_state(&db)?;
+        let index = KeyIndex::load(&db)?;
         let sessions = sessions::load_table(&db)?;
         let auth = std::sync::Arc::new(std::sync::RwLock::new(auth::load_table(&db)?));
         let (applied_tx, _) = watch::channel(Applied {
@@ -163,6 +169,7 @@ impl StateMachine {
             applied,
             membership,
             mvcc,
+            index,
             sessions,
             auth,
             applied_tx,
@@ -319,7 +326,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let started = std::time::Instant::now();
         let db = self.db.clone();
-        let mut batch = ApplyBatch::new(&db, self.mvcc);
+        let mut batch = ApplyBatch::with_index(&db, self.mvcc, &self.index);
         let mut responders = Vec::new();
         let mut applied = self.applied;
         let mut membership = self.membership.clone();
@@ -351,10 +358,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta = cf(&self.db, CF_SM_META)?;
         let encoded = codec::encode(&(&self.applied, &self.membership))?;
         batch.write_batch().put_cf(meta, APPLIED_KEY, encoded);
-        let (write_batch, mvcc) = batch.finish()?;
+        let (write_batch, mvcc, index_update) = batch.finish_indexed()?;
         fail::fail_point!("apply", |_| Err(io::Error::other("failpoint apply")));
         self.db.write(write_batch).map_err(io_err)?;
         self.mvcc = mvcc;
+        self.index.update(index_update);
         // Publish, then respond: once a client has its answer, the change is
         // readable and the node's applied revision already includes it.
         self.publish();
@@ -404,9 +412,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let path = final_path.clone();
         let installing = self.gate.begin_install();
-        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&db, &path)).await;
-        let header = match loaded {
-            Ok(Ok(header)) => header,
+        let loaded = tokio::task::spawn_blocking(move || {
+            let header = load_snapshot(&db, &path)?;
+            Ok::<_, io::Error>((header, KeyIndex::load(&db)?))
+        })
+        .await;
+        let (header, index) = match loaded {
+            Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => {
                 // The state is cleared or partly loaded: the `installing`
                 // marker makes the next open rebuild it. Keep readers out.
@@ -421,6 +433,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = header.meta.last_log_id;
         self.membership = header.meta.last_membership;
         self.mvcc = header.mvcc;
+        self.index = index;
         self.sessions = sessions::load_table(&self.db)?;
         let loaded = auth::load_table(&self.db)?;
         match self.auth.write() {
