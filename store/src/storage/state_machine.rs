@@ -477,3 +477,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         ))
     }
 }
+
+#[cfg(test)]
+#[path = "state_machine_test.rs"]
+mod tests;
