@@ -10,11 +10,11 @@ use proptest::sample::Index;
 use rocksdb::DB;
 use tempfile::TempDir;
 
+use super::index::KeyIndex;
 use super::mvcc::{
     compact_step, entry_hash, load_state, physical_compact_revision, ApplyBatch, Change, MvccState,
     RangeResult, Record,
 };
-use super::index::KeyIndex;
 use super::types::CompactRefusal;
 use super::{
     Command, CommandResponse, Compare, CompareOp, CompareTarget, KeyValue, KvError, KvReader,

@@ -211,9 +211,23 @@ impl ClientSession {
     }
 }
 
+/// What applying session commands did that the table's state does not
+/// keep, counted for the node's metrics ([`SessionTable::take_events`]).
+/// Not replicated state: a restarted node counts from zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionEvents {
+    /// Retried writes answered with the result the table remembered,
+    /// instead of being applied again.
+    pub replayed: u64,
+    /// Sessions removed because their client was idle past the TTL.
+    pub expired: u64,
+    /// Sessions removed to make room for a new one at `max_clients`.
+    pub evicted: u64,
+}
+
 /// The session table (see the module docs). Its indexes are derived from
 /// the sessions and rebuilt when it is loaded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionTable {
     clock_ms: u64,
     clients: BTreeMap<u128, ClientSession>,
@@ -223,7 +237,22 @@ pub struct SessionTable {
     by_index: BTreeMap<u64, (u128, u64)>,
     /// Sum of the remembered results' sizes.
     bytes: u64,
+    /// Counted since the last [`SessionTable::take_events`]; not part of
+    /// the table's state (equality ignores it).
+    events: SessionEvents,
 }
+
+impl PartialEq for SessionTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.clock_ms == other.clock_ms
+            && self.clients == other.clients
+            && self.by_activity == other.by_activity
+            && self.by_index == other.by_index
+            && self.bytes == other.bytes
+    }
+}
+
+impl Eq for SessionTable {}
 
 fn encode_row<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     Ok(codec::encode(value)?)
@@ -246,21 +275,24 @@ impl SessionTable {
     }
 
     /// Clients with a session.
-    #[cfg(test)]
     pub fn clients(&self) -> usize {
         self.clients.len()
     }
 
     /// Remembered results, in all sessions.
-    #[cfg(test)]
     pub fn results(&self) -> usize {
         self.by_index.len()
     }
 
     /// Sum of the remembered results' sizes ([`result_size`]).
-    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// What the table did since the last call (replays, expiries,
+    /// evictions), and starts counting again from zero.
+    pub fn take_events(&mut self) -> SessionEvents {
+        std::mem::take(&mut self.events)
     }
 
     /// The session `client` holds, if any.
@@ -311,6 +343,7 @@ impl SessionTable {
                     c.results.get(seq)
                 };
                 if let Some(r) = replay {
+                    self.events.replayed += 1;
                     tracing::debug!(client = %format_args!("{client:032x}"), session, seq, "session write replayed: its first result answers");
                     return Ok(match &r.response {
                         Some(response) => response.clone(),
@@ -353,6 +386,7 @@ impl SessionTable {
             if last_active >= cutoff {
                 break;
             }
+            self.events.expired += 1;
             self.remove_client(client, rows);
         }
     }
@@ -372,6 +406,7 @@ impl SessionTable {
             let Some(&(_, victim)) = self.by_activity.first() else {
                 break;
             };
+            self.events.evicted += 1;
             self.remove_client(victim, rows);
         }
         let new = ClientSession {

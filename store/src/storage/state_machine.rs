@@ -184,7 +184,24 @@ impl StateMachine {
 
     /// The same state machine, counting applies and snapshots into `metrics`.
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
-        StateMachine { metrics, ..self }
+        let mut sm = StateMachine { metrics, ..self };
+        sm.record_tables();
+        sm
+    }
+
+    /// Sets the session table's and key index's metrics from their state,
+    /// and counts what the session table did since the last call.
+    fn record_tables(&mut self) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let m = &self.metrics;
+        let events = self.sessions.take_events();
+        m.session_replays.inc_by(events.replayed);
+        m.sessions_expired.inc_by(events.expired);
+        m.sessions_evicted.inc_by(events.evicted);
+        m.session_clients.set(gauge(self.sessions.clients() as u64));
+        m.session_results.set(gauge(self.sessions.results() as u64));
+        m.session_result_bytes.set(gauge(self.sessions.bytes()));
+        m.key_index_keys.set(gauge(self.index.len() as u64));
     }
 
     /// A receiver of the applied position, updated after every applied batch.
@@ -363,6 +380,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.db.write(write_batch).map_err(io_err)?;
         self.mvcc = mvcc;
         self.index.update(index_update);
+        self.record_tables();
         // Publish, then respond: once a client has its answer, the change is
         // readable and the node's applied revision already includes it.
         self.publish();
@@ -440,6 +458,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(mut table) => *table = loaded,
             Err(_) => return Err(io::Error::other("the auth table lock is poisoned")),
         }
+        self.record_tables();
         remove_other_snapshots(&self.snapshot_dir, &final_path)?;
         self.metrics.snapshot_installs.inc();
         self.metrics

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use openraft::entry::RaftEntry;
-use openraft::storage::{RaftStateMachine, RaftSnapshotBuilder};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use tempfile::TempDir;
+use tracing::info;
 
 use super::*;
 use crate::db;
-use crate::kv::{Command, KvReader};
+use crate::kv::{Command, KvReader, SessionCommand, SessionLimits, SessionOp, SessionStamp};
+use crate::metrics::NodeGauges;
 use crate::raft::types::{Entry, TypeConfig};
 
 struct Node {
@@ -136,4 +138,122 @@ async fn the_key_index_follows_applies_an_install_and_a_reopen() {
     drop(sm);
     let reopened = StateMachine::open(db, dir.path().join("snapshots")).expect("reopen");
     assert_eq!(reopened.index, index);
+}
+
+fn session(client: u128, now_ms: u64, limits: SessionLimits, op: SessionOp) -> Command {
+    Command::Session(SessionCommand {
+        client,
+        stamp: SessionStamp { now_ms, limits },
+        op,
+    })
+}
+
+fn session_put(client: u128, session_id: u64, seq: u64, key: &str) -> Command {
+    let op = SessionOp::Write {
+        session: session_id,
+        seq,
+        acked_below: 0,
+        command: Box::new(put(key, "v")),
+    };
+    session(client, 1_000, SessionLimits::default(), op)
+}
+
+/// The value of the sample `name` in OpenMetrics text.
+fn sample(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+}
+
+#[tokio::test]
+async fn session_metrics_count_replays_expiries_and_evictions() {
+    let metrics = Arc::new(Metrics::new());
+    let mut node = Node::open();
+    node.sm = StateMachine::open(node.db.clone(), node.dir.path().join("snapshots"))
+        .expect("open")
+        .with_metrics(metrics.clone());
+    let limits = SessionLimits::default();
+    let render = || metrics.render(&NodeGauges::default());
+
+    info!("--- a client registers, writes, and retries the same write");
+    node.apply(vec![session(1, 1_000, limits, SessionOp::Register)])
+        .await;
+    let registered = node.next_index - 1;
+    node.apply(vec![session_put(1, registered, 1, "a")]).await;
+    node.apply(vec![session_put(1, registered, 1, "a")]).await;
+    assert_eq!(
+        node.version("a"),
+        Some(1),
+        "the retry was not applied again"
+    );
+    let text = render();
+    assert_eq!(
+        sample(&text, "ballast_session_replays_total").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ballast_session_clients").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ballast_session_results").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ballast_key_index_keys").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ballast_sessions_expired_total").as_deref(),
+        Some("0"),
+        "{text}"
+    );
+
+    info!("--- past the TTL, another client's registration expires the first");
+    let later = 1_000 + limits.ttl_ms + 1;
+    node.apply(vec![session(2, later, limits, SessionOp::Register)])
+        .await;
+    let text = render();
+    assert_eq!(
+        sample(&text, "ballast_sessions_expired_total").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ballast_session_clients").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ballast_session_results").as_deref(),
+        Some("0"),
+        "{text}"
+    );
+
+    info!("--- at a limit of one client, a third registration evicts the second");
+    let one = SessionLimits {
+        max_clients: 1,
+        ..limits
+    };
+    node.apply(vec![session(3, later, one, SessionOp::Register)])
+        .await;
+    let text = render();
+    assert_eq!(
+        sample(&text, "ballast_sessions_evicted_total").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ballast_sessions_expired_total").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ballast_session_clients").as_deref(),
+        Some("1"),
+        "{text}"
+    );
 }
