@@ -603,7 +603,7 @@ impl<'a> ApplyBatch<'a> {
                     refused,
                 })
             }
-            // Applied through the session table (`kv::sessions::apply_entry`),
+            // Applied through the session table (`kv::sessions::apply_entry_into`),
             // which hands only the write inside to this batch.
             Command::Session(_) => Err(io::Error::other(
                 "a session command reached the key space without the session table",

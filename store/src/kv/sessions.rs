@@ -604,12 +604,48 @@ pub fn load_table(db: &DB) -> io::Result<SessionTable> {
     )
 }
 
-/// Adds `rows` to `batch`, in the `sessions` column family `handle`.
-pub fn write_rows(batch: &mut WriteBatch, handle: &ColumnFamily, rows: Vec<RowOp>) {
-    for row in rows {
-        match row {
-            RowOp::Put(k, v) => batch.put_cf(handle, k, v),
-            RowOp::Delete(k) => batch.delete_cf(handle, k),
+/// The session rows of a batch of entries, each key's last change only.
+///
+/// In one atomic RocksDB write only a key's last put or delete counts, so
+/// keeping just that one leaves the same state with fewer memtable inserts:
+/// the table's clock row changes with nearly every session command and a
+/// client's row with every write it sends (twice when the write also
+/// acknowledges earlier results), and a batch holds many of them.
+#[derive(Debug, Default)]
+pub struct SessionRows {
+    rows: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl SessionRows {
+    /// Adds changes made after those already held.
+    pub fn extend(&mut self, rows: Vec<RowOp>) {
+        for row in rows {
+            match row {
+                RowOp::Put(k, v) => self.rows.insert(k, Some(v)),
+                RowOp::Delete(k) => self.rows.insert(k, None),
+            };
+        }
+    }
+
+    /// Rows held (one per key).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Adds the held rows to `batch`, in the `sessions` column family
+    /// `handle`.
+    pub fn write(self, batch: &mut WriteBatch, handle: &ColumnFamily) {
+        for (k, v) in self.rows {
+            match v {
+                Some(v) => batch.put_cf(handle, k, v),
+                None => batch.delete_cf(handle, k),
+            }
         }
     }
 }
@@ -624,9 +660,11 @@ fn planted_double_apply() -> bool {
     false
 }
 
-/// The hook where the state machine applies the command of a log entry at
-/// `index`: a session command through `table`, anything else straight to
-/// the key space. Every change lands in `batch`.
+/// Applies the command of a log entry at `index` on its own: a session
+/// command through `table`, anything else straight to the key space. Every
+/// change lands in `batch`. The state machine uses [`apply_entry_into`], which
+/// leaves the session rows for one write per batch.
+#[cfg(test)]
 pub fn apply_entry(
     table: &mut SessionTable,
     db: &DB,
@@ -634,12 +672,32 @@ pub fn apply_entry(
     index: u64,
     command: &Command,
 ) -> io::Result<CommandResponse> {
+    if !matches!(command, Command::Session(_)) {
+        return batch.apply(command);
+    }
+    let mut rows = SessionRows::default();
+    let response = apply_entry_into(table, batch, index, command, &mut rows)?;
+    rows.write(batch.write_batch(), cf(db, CF_SESSIONS)?);
+    Ok(response)
+}
+
+/// The hook where the state machine applies the command of a log entry at
+/// `index`, as `apply_entry` does but collecting the session rows to
+/// write in `rows` instead of the batch, so that a batch of entries writes each row once
+/// ([`SessionRows::write`] once they are all applied).
+pub fn apply_entry_into(
+    table: &mut SessionTable,
+    batch: &mut ApplyBatch<'_>,
+    index: u64,
+    command: &Command,
+    rows: &mut SessionRows,
+) -> io::Result<CommandResponse> {
     let Command::Session(session) = command else {
         return batch.apply(command);
     };
-    let mut rows = Vec::new();
-    let response = table.apply(index, session, &mut rows, |write| batch.apply(write))?;
-    write_rows(batch.write_batch(), cf(db, CF_SESSIONS)?, rows);
+    let mut changed = Vec::new();
+    let response = table.apply(index, session, &mut changed, |write| batch.apply(write))?;
+    rows.extend(changed);
     Ok(response)
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::snapshot::{self, SnapshotFile, SnapshotHeader};
 use crate::codec;
-use crate::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
+use crate::db::{cf, io_err, CF_SESSIONS, CF_SM_META, SM_DATA_CFS};
 use crate::kv::auth::{self, SharedAuth};
 use crate::kv::gate::InstallGate;
 use crate::kv::index::KeyIndex;
@@ -347,18 +347,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responders = Vec::new();
         let mut applied = self.applied;
         let mut membership = self.membership.clone();
+        // Written once, after every entry: each session row's last change.
+        let mut session_rows = sessions::SessionRows::default();
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
                 EntryPayload::Normal(crate::kv::Command::Auth(command)) => CommandResponse::Auth(
                     auth::apply_command(&self.auth, &db, batch.write_batch(), command)?,
                 ),
-                EntryPayload::Normal(command) => sessions::apply_entry(
+                EntryPayload::Normal(command) => sessions::apply_entry_into(
                     &mut self.sessions,
-                    &db,
                     &mut batch,
                     entry.log_id.index,
                     command,
+                    &mut session_rows,
                 )?,
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -372,6 +374,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.applied = applied;
         self.membership = membership;
+        if !session_rows.is_empty() {
+            session_rows.write(batch.write_batch(), cf(&self.db, CF_SESSIONS)?);
+        }
         let meta = cf(&self.db, CF_SM_META)?;
         let encoded = codec::encode(&(&self.applied, &self.membership))?;
         batch.write_batch().put_cf(meta, APPLIED_KEY, encoded);

@@ -257,3 +257,82 @@ async fn session_metrics_count_replays_expiries_and_evictions() {
         "{text}"
     );
 }
+
+/// A RocksDB row: key and value.
+type Row = (Box<[u8]>, Box<[u8]>);
+
+/// Every row of the `sessions` column family.
+fn session_rows(db: &DB) -> Vec<Row> {
+    let handle = cf(db, crate::db::CF_SESSIONS).expect("cf");
+    db.iterator_cf(handle, IteratorMode::Start)
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_writes_each_session_row_once_and_ends_as_entry_by_entry() {
+    let limits = SessionLimits::default();
+    let write = |client: u128, session_id: u64, seq: u64, acked_below: u64, now_ms: u64| {
+        let op = SessionOp::Write {
+            session: session_id,
+            seq,
+            acked_below,
+            command: Box::new(put(&format!("k{client}"), "v")),
+        };
+        session(client, now_ms, limits, op)
+    };
+    // Two clients register (entries 1 and 2), then write in turn, each
+    // acknowledging its previous write, with the clock moving on.
+    let mut commands = vec![
+        session(1, 1_000, limits, SessionOp::Register),
+        session(2, 1_000, limits, SessionOp::Register),
+    ];
+    for seq in 1..=6u64 {
+        commands.push(write(1, 1, seq, seq, 1_000 + seq));
+        commands.push(write(2, 2, seq, seq, 1_000 + seq));
+    }
+    // A retry of an acknowledged write, refused, in the same batch.
+    commands.push(write(1, 1, 2, 6, 1_100));
+
+    let mut batched = Node::open();
+    batched.apply(commands.clone()).await;
+    let mut one_by_one = Node::open();
+    for c in commands {
+        one_by_one.apply(vec![c]).await;
+    }
+    assert_eq!(session_rows(&batched.db), session_rows(&one_by_one.db));
+    assert_eq!(batched.sm.sessions, one_by_one.sm.sessions);
+    assert_eq!(
+        sessions::load_table(&batched.db).expect("load"),
+        batched.sm.sessions
+    );
+    assert_eq!(batched.sm.mvcc, one_by_one.sm.mvcc);
+    assert_eq!(batched.version("k1"), Some(6));
+}
+
+#[test]
+fn session_rows_keep_each_key_s_last_change() {
+    use crate::kv::sessions::{RowOp, SessionRows};
+    let mut rows = SessionRows::default();
+    rows.extend(vec![
+        RowOp::Put(b"a".to_vec(), b"1".to_vec()),
+        RowOp::Put(b"b".to_vec(), b"1".to_vec()),
+        RowOp::Put(b"a".to_vec(), b"2".to_vec()),
+    ]);
+    rows.extend(vec![
+        RowOp::Delete(b"b".to_vec()),
+        RowOp::Delete(b"c".to_vec()),
+    ]);
+    assert_eq!(rows.len(), 3);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db::open(dir.path()).expect("open rocksdb");
+    let handle = cf(&db, crate::db::CF_SESSIONS).expect("cf");
+    db.put_cf(handle, b"b", b"0").expect("put");
+    db.put_cf(handle, b"c", b"0").expect("put");
+    let mut batch = WriteBatch::default();
+    rows.write(&mut batch, handle);
+    assert_eq!(batch.len(), 3);
+    db.write(batch).expect("write");
+    let left: Vec<Row> = session_rows(&db);
+    assert_eq!(left, vec![(Box::from(&b"a"[..]), Box::from(&b"2"[..]))]);
+}
