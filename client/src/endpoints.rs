@@ -83,6 +83,10 @@ pub(crate) fn kv_path(key: &str) -> Result<String> {
 #[derive(Debug)]
 pub(crate) struct Endpoints {
     urls: Vec<String>,
+    /// `urls`, parsed once: a request URL is built from its endpoint's by
+    /// setting the path and query, never by parsing scheme and host (IDNA
+    /// processing included) again on every request.
+    bases: Vec<reqwest::Url>,
     preferred: AtomicUsize,
 }
 
@@ -101,8 +105,16 @@ impl Endpoints {
                 "at least one endpoint is required".to_owned(),
             ));
         }
+        let bases = urls
+            .iter()
+            .map(|u| {
+                reqwest::Url::parse(u)
+                    .map_err(|e| Error::InvalidArgument(format!("endpoint {u:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             urls,
+            bases,
             preferred: AtomicUsize::new(0),
         })
     }
@@ -125,6 +137,27 @@ impl Endpoints {
 
     /// Endpoint `failed` did not work: prefer the next one, unless another
     /// request already moved the preference elsewhere.
+    /// The URL of `target` (path and query, e.g. `/v1/kv/a?prefix=true`) on
+    /// `endpoint`: from the endpoint's parsed URL when it is one of these
+    /// endpoints, else parsed whole (an address a caller picked itself).
+    pub(crate) fn request_url(&self, endpoint: &str, target: &str) -> Result<reqwest::Url> {
+        // A raw `#` would start a fragment; built targets never carry one,
+        // but such a target is parsed whole so it means what it always did.
+        let known = self.urls.iter().position(|u| u == endpoint);
+        let Some(i) = known.filter(|_| !target.contains('#')) else {
+            return reqwest::Url::parse(&format!("{endpoint}{target}"))
+                .map_err(|e| Error::InvalidArgument(format!("{endpoint}{target}: {e}")));
+        };
+        let mut url = self.bases[i].clone();
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        url.set_path(path);
+        url.set_query(query);
+        Ok(url)
+    }
+
     pub(crate) fn mark_failed(&self, failed: usize) {
         let next = (failed + 1) % self.urls.len();
         let _ = self
@@ -216,6 +249,42 @@ mod tests {
             };
             let url = reqwest::Url::parse(&format!("http://h:1{path}"));
             assert_eq!(url.map(|u| u.path().to_owned()).ok(), Some(path), "{key}");
+        }
+    }
+
+    #[test]
+    fn request_urls_equal_the_whole_url_parsed() {
+        let raw: Vec<String> = ["http://127.0.0.1:2379", "https://localhost:1", "[::1]:7"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let Ok(eps) = Endpoints::new(&raw) else {
+            panic!("valid endpoints refused");
+        };
+        let mut targets: Vec<String> = ["/services/api", "a b/ü", "x%2Fy", "q?x#y", "a//b", "app/"]
+            .iter()
+            .filter_map(|k| kv_path(k).ok())
+            .collect();
+        targets.extend(
+            [
+                "/v1/kv/a?prefix=true&limit=3",
+                "/v1/kv/a?",
+                "/v1/watch?key=a%3Fb&start_revision=4",
+                "/v1/txn",
+                "/v1/kv/raw#fragment",
+                "/",
+            ]
+            .map(String::from),
+        );
+        let others = ["http://127.0.0.1:9".to_owned()];
+        for endpoint in eps.urls().iter().chain(&others) {
+            for target in &targets {
+                let built = eps.request_url(endpoint, target).map(|u| u.to_string());
+                let parsed = reqwest::Url::parse(&format!("{endpoint}{target}"))
+                    .map(|u| u.to_string())
+                    .ok();
+                assert_eq!(built.ok(), parsed, "{endpoint} {target}");
+            }
         }
     }
 

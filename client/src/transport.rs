@@ -199,8 +199,11 @@ impl Transport {
         call: &Call,
         accept_zstd: bool,
     ) -> (Outcome, Option<Duration>) {
-        let url = format!("{endpoint}{}", call.target);
-        let mut request = self.http.request(call.method.clone(), &url);
+        let url = match self.endpoints.request_url(endpoint, &call.target) {
+            Ok(url) => url,
+            Err(error) => return (Outcome::Final(error), None),
+        };
+        let mut request = self.http.request(call.method.clone(), url);
         if accept_zstd {
             request = request.header(ACCEPT_ENCODING, "zstd");
         }
@@ -214,7 +217,12 @@ impl Transport {
             Err(e) => return (classify_send_error(endpoint, &e), None),
         };
         let status = response.status();
-        let headers = response.headers().clone();
+        // Only an error answer needs every header (to classify it); a 2xx
+        // needs two, read before the body consumes the response.
+        let revision_header = header_u64(response.headers(), REVISION_HEADER);
+        let zstd = header_str(response.headers(), CONTENT_ENCODING.as_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("zstd"));
+        let headers = (!status.is_success()).then(|| response.headers().clone());
         let body = match response.bytes().await {
             Ok(b) => b.to_vec(),
             Err(e) => {
@@ -234,10 +242,7 @@ impl Transport {
                 return (outcome, None);
             }
         };
-        let revision_header = header_u64(&headers, REVISION_HEADER);
-        if status.is_success() {
-            let zstd = header_str(&headers, CONTENT_ENCODING.as_str())
-                .is_some_and(|e| e.eq_ignore_ascii_case("zstd"));
+        let Some(headers) = headers else {
             // `decode_all` reads every concatenated frame.
             let body = match zstd.then(|| zstd::stream::decode_all(&body[..])) {
                 None => body,
@@ -252,7 +257,7 @@ impl Transport {
                 body,
             };
             return (Outcome::Done(answer), None);
-        }
+        };
         let retry_after = header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
         let outcome =
             classify_error_answer(endpoint, call, status, &headers, revision_header, &body);

@@ -60,6 +60,7 @@ pub use tls::{dev_certs, DevCerts, TlsError};
 /// time). Not part of the supported API.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::kv::index::KeyIndex;
     pub use crate::kv::mvcc::{
         change_key, history_key, load_state, split_history_key, ApplyBatch, Change, MvccState,
         Record,

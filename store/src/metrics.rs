@@ -195,6 +195,20 @@ pub struct Metrics {
     pub alarm_active: Family<AlarmLabels, Gauge>,
     /// HTTP requests by route, method and status.
     pub http_seconds: Family<HttpLabels, Histogram>,
+    /// Client sessions in the session table.
+    pub session_clients: Gauge,
+    /// Results the session table remembers, in all sessions.
+    pub session_results: Gauge,
+    /// Size of those results, as the table's byte bound counts it.
+    pub session_result_bytes: Gauge,
+    /// Retried writes answered from the session table (not applied again).
+    pub session_replays: Counter,
+    /// Sessions removed because their client was idle past the TTL.
+    pub sessions_expired: Counter,
+    /// Sessions evicted to make room at the client limit.
+    pub sessions_evicted: Counter,
+    /// Live keys in the state machine's in-memory key index.
+    pub key_index_keys: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -249,6 +263,13 @@ impl Metrics {
             disk_reserve_present: Gauge::default(),
             alarm_active: Family::default(),
             http_seconds: Family::new_with_constructor(latency_histogram),
+            session_clients: Gauge::default(),
+            session_results: Gauge::default(),
+            session_result_bytes: Gauge::default(),
+            session_replays: Counter::default(),
+            sessions_expired: Counter::default(),
+            sessions_evicted: Counter::default(),
+            key_index_keys: Gauge::default(),
         };
         m.register();
         m
@@ -505,6 +526,56 @@ impl Metrics {
             "HTTP requests by route template, method and status: time to the response head.",
             self.http_seconds.clone(),
         );
+        self.register_state_machine(&mut r);
+    }
+
+    /// Registers the session table's and the key index's metrics.
+    fn register_state_machine(&self, r: &mut Registry) {
+        let gauges: [(&str, &str, &Gauge); 4] = [
+            (
+                "session_clients",
+                "Client sessions in the session table.",
+                &self.session_clients,
+            ),
+            (
+                "session_results",
+                "Write results the session table remembers for retries.",
+                &self.session_results,
+            ),
+            (
+                "session_result_bytes",
+                "Size of the remembered results, as the table's byte bound counts it.",
+                &self.session_result_bytes,
+            ),
+            (
+                "key_index_keys",
+                "Live keys in the in-memory key index.",
+                &self.key_index_keys,
+            ),
+        ];
+        for (name, help, g) in gauges {
+            r.register(name, help, g.clone());
+        }
+        let counters: [(&str, &str, &Counter); 3] = [
+            (
+                "session_replays",
+                "Retried writes answered from the session table instead of applied again.",
+                &self.session_replays,
+            ),
+            (
+                "sessions_expired",
+                "Sessions removed because their client was idle past the TTL.",
+                &self.sessions_expired,
+            ),
+            (
+                "sessions_evicted",
+                "Sessions evicted to make room at the client limit.",
+                &self.sessions_evicted,
+            ),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
     }
 
     /// Records the outcome of one proposal made as leader and the time to

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod compactor;
 pub mod error;
 pub mod gate;
+pub mod index;
 pub mod json;
 pub mod limits;
 pub mod mvcc;

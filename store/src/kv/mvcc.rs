@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::KvError;
 use super::gate::{InstallGate, Installing};
+use super::index::{IndexEntry, IndexUpdate, KeyIndex};
 use super::range::RangeScan;
 use super::types::{
     Command, CommandResponse, CompactRefusal, Compare, CompareTarget, KeyValue, TxnOp,
@@ -224,12 +225,27 @@ pub fn load_state(db: &DB) -> io::Result<MvccState> {
 ///
 /// Reads inside the batch see the batch's own earlier writes through an
 /// overlay of pending records.
+///
+/// Given the state machine's [`KeyIndex`] ([`ApplyBatch::with_index`]), a
+/// write learns a key's current revisions, version and digest from it
+/// instead of reading the `kv` column family, and a key the index does not
+/// hold is known to be absent without a read.
 pub struct ApplyBatch<'a> {
     db: &'a DB,
+    /// The index of the key space as RocksDB holds it before this batch;
+    /// `None` reads every current record from RocksDB.
+    index: Option<&'a KeyIndex>,
     batch: WriteBatch,
     /// Writes of this batch not yet in RocksDB: key → record (None = deleted).
-    pending: BTreeMap<String, Option<Record>>,
+    pending: BTreeMap<String, Option<Written>>,
     state: MvccState,
+}
+
+/// A record written by the batch, with its digest contribution (computed
+/// once, when it is written).
+struct Written {
+    record: Record,
+    hash: u128,
 }
 
 /// Writes collected while applying one command at one revision.
@@ -246,9 +262,21 @@ impl<'a> ApplyBatch<'a> {
     pub fn new(db: &'a DB, state: MvccState) -> Self {
         ApplyBatch {
             db,
+            index: None,
             batch: WriteBatch::default(),
             pending: BTreeMap::new(),
             state,
+        }
+    }
+
+    /// Starts a batch on top of `state` that takes what it knows of current
+    /// keys from `index`, which must match `db`'s `kv` column family. Finish
+    /// it with [`ApplyBatch::finish_indexed`] and, once the write batch is
+    /// written, apply the returned update to the index.
+    pub fn with_index(db: &'a DB, state: MvccState, index: &'a KeyIndex) -> Self {
+        ApplyBatch {
+            index: Some(index),
+            ..Self::new(db, state)
         }
     }
 
@@ -266,9 +294,27 @@ impl<'a> ApplyBatch<'a> {
         Ok((self.batch, self.state))
     }
 
+    /// Finishes the batch like [`ApplyBatch::finish`], also returning the
+    /// changes to the key index that the batch makes once written.
+    pub fn finish_indexed(mut self) -> io::Result<(WriteBatch, MvccState, IndexUpdate)> {
+        let update = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(key, w)| {
+                let entry = w.map(|w| IndexEntry::with_hash(&w.record, w.hash));
+                (key, entry)
+            })
+            .collect();
+        let (batch, state) = self.finish()?;
+        Ok((batch, state, update))
+    }
+
+    /// The current record of `key`, value included.
     fn current(&self, key: &str) -> io::Result<Option<Record>> {
         if let Some(pending) = self.pending.get(key) {
-            return Ok(pending.clone());
+            return Ok(pending.as_ref().map(|w| w.record.clone()));
+        }
+        if self.index.is_some_and(|index| index.get(key).is_none()) {
+            return Ok(None);
         }
         match self
             .db
@@ -280,6 +326,20 @@ impl<'a> ApplyBatch<'a> {
         }
     }
 
+    /// What a write needs of the current record of `key`: from this batch's
+    /// writes, else the index, else RocksDB.
+    fn current_entry(&self, key: &str) -> io::Result<Option<IndexEntry>> {
+        if let Some(pending) = self.pending.get(key) {
+            return Ok(pending
+                .as_ref()
+                .map(|w| IndexEntry::with_hash(&w.record, w.hash)));
+        }
+        if let Some(index) = self.index {
+            return Ok(index.get(key).copied());
+        }
+        Ok(self.current(key)?.map(|r| IndexEntry::of(key, &r)))
+    }
+
     /// Current records under `prefix`, in key order, pending writes included.
     fn current_prefix(&self, prefix: &str) -> io::Result<BTreeMap<String, Record>> {
         let mut out = scan_current(self.db, None, prefix, None)?.0;
@@ -288,7 +348,7 @@ impl<'a> ApplyBatch<'a> {
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
         for (key, record) in range.take_while(|(k, _)| k.starts_with(prefix)) {
             match record {
-                Some(r) => out.insert(key.clone(), r.clone()),
+                Some(w) => out.insert(key.clone(), w.record.clone()),
                 None => out.remove(key),
             };
         }
@@ -344,26 +404,32 @@ impl<'a> ApplyBatch<'a> {
         w: &mut RevisionWriter,
         key: &str,
         new: Option<Record>,
-        prev: Option<&Record>,
+        prev: Option<&IndexEntry>,
     ) -> io::Result<()> {
         let kv_cf = cf(self.db, CF_KV)?;
         let history_cf = cf(self.db, CF_HISTORY)?;
         if let Some(p) = prev {
-            self.state.state_hash = self.state.state_hash.wrapping_sub(entry_hash(key, p));
+            self.state.state_hash = self.state.state_hash.wrapping_sub(p.hash());
         }
-        match &new {
-            Some(r) => {
-                self.state.state_hash = self.state.state_hash.wrapping_add(entry_hash(key, r));
-                self.batch.put_cf(kv_cf, key.as_bytes(), codec::encode(r)?);
+        let written = match new {
+            Some(record) => {
+                let hash = entry_hash(key, &record);
+                self.state.state_hash = self.state.state_hash.wrapping_add(hash);
+                self.batch
+                    .put_cf(kv_cf, key.as_bytes(), codec::encode(&record)?);
+                Some(Written { record, hash })
             }
-            None => self.batch.delete_cf(kv_cf, key.as_bytes()),
-        }
+            None => {
+                self.batch.delete_cf(kv_cf, key.as_bytes());
+                None
+            }
+        };
         self.batch.put_cf(
             history_cf,
             history_key(key, w.revision),
-            codec::encode(&new)?,
+            codec::encode(&written.as_ref().map(|w| &w.record))?,
         );
-        self.pending.insert(key.to_string(), new);
+        self.pending.insert(key.to_string(), written);
         // Validation keeps a key to one write per revision. Should a command
         // bypass it, the revision still holds one event for the key: from its
         // state before the revision to its state after.
@@ -374,13 +440,22 @@ impl<'a> ApplyBatch<'a> {
         Ok(())
     }
 
+    /// Writes `value` to `key`; returns the previous record (value
+    /// included) when `want_prev` asks for it and the key existed.
     fn put(
         &mut self,
         w: &mut RevisionWriter,
         key: &str,
         value: &[u8],
+        want_prev: bool,
     ) -> io::Result<Option<Record>> {
-        let prev = self.current(key)?;
+        let prev = self.current_entry(key)?;
+        // Only the previous value needs the record itself (a RocksDB read
+        // unless this batch wrote the key).
+        let prev_record = match prev {
+            Some(_) if want_prev => self.current(key)?,
+            _ => None,
+        };
         let record = match &prev {
             Some(p) => Record {
                 value: value.to_vec(),
@@ -396,7 +471,7 @@ impl<'a> ApplyBatch<'a> {
             },
         };
         self.write(w, key, Some(record), prev.as_ref())?;
-        Ok(prev)
+        Ok(prev_record)
     }
 
     fn delete(
@@ -408,17 +483,24 @@ impl<'a> ApplyBatch<'a> {
         let victims = self.current_matching(key, prefix)?;
         let mut deleted = Vec::with_capacity(victims.len());
         for (k, record) in victims {
-            self.write(w, &k, None, Some(&record))?;
+            let prev = IndexEntry::of(&k, &record);
+            self.write(w, &k, None, Some(&prev))?;
             deleted.push(record.into_kv(k));
         }
         Ok(deleted)
     }
 
     fn compare_holds(&self, c: &Compare) -> io::Result<bool> {
-        let current = self.current(&c.key)?;
+        // Only a compare on the value needs the record itself.
+        if let CompareTarget::Value(v) = &c.target {
+            return Ok(match self.current(&c.key)? {
+                None => false,
+                Some(r) => c.op.holds(r.value.as_slice().cmp(v.as_slice())),
+            });
+        }
+        let current = self.current_entry(&c.key)?;
         let ordering = match (&c.target, &current) {
-            (CompareTarget::Value(_), None) => return Ok(false),
-            (CompareTarget::Value(v), Some(r)) => r.value.as_slice().cmp(v.as_slice()),
+            (CompareTarget::Value(_), _) => return Ok(false),
             (CompareTarget::Version(v), r) => r.as_ref().map_or(0, |r| r.version).cmp(v),
             (CompareTarget::ModRevision(v), r) => r.as_ref().map_or(0, |r| r.mod_revision).cmp(v),
             (CompareTarget::CreateRevision(v), r) => {
@@ -446,7 +528,7 @@ impl<'a> ApplyBatch<'a> {
         for op in ops {
             responses.push(match op {
                 TxnOp::Put { key, value } => {
-                    self.put(&mut w, key, value)?;
+                    self.put(&mut w, key, value, false)?;
                     TxnOpResponse::Put {
                         revision: w.revision,
                     }
@@ -483,11 +565,11 @@ impl<'a> ApplyBatch<'a> {
                 prev_kv,
             } => {
                 let mut w = self.begin();
-                let prev = self.put(&mut w, key, value)?;
+                let prev = self.put(&mut w, key, value, *prev_kv)?;
                 let revision = self.commit(w)?;
                 Ok(CommandResponse::Put {
                     revision,
-                    prev_kv: prev.filter(|_| *prev_kv).map(|r| r.into_kv(key.clone())),
+                    prev_kv: prev.map(|r| r.into_kv(key.clone())),
                 })
             }
             Command::Delete {
@@ -521,7 +603,7 @@ impl<'a> ApplyBatch<'a> {
                     refused,
                 })
             }
-            // Applied through the session table (`kv::sessions::apply_entry`),
+            // Applied through the session table (`kv::sessions::apply_entry_into`),
             // which hands only the write inside to this batch.
             Command::Session(_) => Err(io::Error::other(
                 "a session command reached the key space without the session table",

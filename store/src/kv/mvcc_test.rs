@@ -10,6 +10,7 @@ use proptest::sample::Index;
 use rocksdb::DB;
 use tempfile::TempDir;
 
+use super::index::KeyIndex;
 use super::mvcc::{
     compact_step, entry_hash, load_state, physical_compact_revision, ApplyBatch, Change, MvccState,
     RangeResult, Record,
@@ -416,6 +417,9 @@ struct Store {
     db: Arc<DB>,
     reader: KvReader,
     state: MvccState,
+    /// The key index batches read current keys from, as the state machine
+    /// keeps it; `None` reads them from RocksDB.
+    index: Option<KeyIndex>,
     _dir: TempDir,
 }
 
@@ -428,21 +432,49 @@ impl Store {
             reader: KvReader::new(db.clone()),
             db,
             state,
+            index: None,
             _dir: dir,
         }
     }
 
+    /// A store whose batches go through a key index.
+    fn indexed() -> Store {
+        let mut store = Store::new();
+        store.index = Some(KeyIndex::load(&store.db).expect("load index"));
+        store
+    }
+
     /// Applies `commands` as one batch, written atomically.
     fn apply(&mut self, commands: &[Command]) -> Vec<CommandResponse> {
-        let mut batch = ApplyBatch::new(&self.db, self.state);
-        let responses = commands
-            .iter()
-            .map(|c| batch.apply(c).expect("apply"))
-            .collect();
-        let (write_batch, state) = batch.finish().expect("finish");
+        let (responses, write_batch, state, update) = {
+            let mut batch = match &self.index {
+                Some(index) => ApplyBatch::with_index(&self.db, self.state, index),
+                None => ApplyBatch::new(&self.db, self.state),
+            };
+            let responses: Vec<CommandResponse> = commands
+                .iter()
+                .map(|c| batch.apply(c).expect("apply"))
+                .collect();
+            let (write_batch, state, update) = batch.finish_indexed().expect("finish");
+            (responses, write_batch, state, update)
+        };
         self.db.write(write_batch).expect("write batch");
         self.state = state;
+        if let Some(index) = &mut self.index {
+            index.update(update);
+        }
         responses
+    }
+
+    /// Checks that the index (if any) holds exactly what the `kv` column
+    /// family holds, and sums to the state digest.
+    fn check_index(&self) -> Result<(), TestCaseError> {
+        if let Some(index) = &self.index {
+            let on_disk = KeyIndex::load(&self.db).expect("load index");
+            prop_assert_eq!(index, &on_disk, "index against the kv column family");
+            prop_assert_eq!(index.state_hash(), self.state.state_hash);
+        }
+        Ok(())
     }
 }
 
@@ -490,8 +522,12 @@ fn check_compacted<T: std::fmt::Debug>(
     }
 }
 
-fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
-    let mut store = Store::new();
+fn run_against_model(steps: &[Step], indexed: bool) -> Result<(), TestCaseError> {
+    let mut store = if indexed {
+        Store::indexed()
+    } else {
+        Store::new()
+    };
     let mut model = Model::new();
     for step in steps {
         match step {
@@ -511,6 +547,7 @@ fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
                 );
                 let persisted = store.reader.state().expect("state");
                 prop_assert_eq!(persisted, store.state, "persisted counters");
+                store.check_index()?;
             }
             Step::Compact(index, step) => {
                 let target = index.index(model.revision as usize + 2) as u64;
@@ -524,6 +561,7 @@ fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
                     compact_step(&store.db, done, hi).expect("compact step");
                     done = hi;
                 }
+                store.check_index()?;
             }
             Step::Get(key, at) => {
                 let revision = at.resolve(model.revision);
@@ -607,7 +645,7 @@ fn run_against_model(steps: &[Step]) -> Result<(), TestCaseError> {
 fn run_determinism(commands: &[Command], chunks: &[usize]) -> Result<(), TestCaseError> {
     let commands: Vec<Command> = commands.iter().filter(|c| accepted(c)).cloned().collect();
     let mut one = Store::new();
-    let mut two = Store::new();
+    let mut two = Store::indexed();
     let singles: Vec<CommandResponse> = commands
         .iter()
         .flat_map(|c| one.apply(std::slice::from_ref(c)))
@@ -638,6 +676,66 @@ fn run_determinism(commands: &[Command], chunks: &[usize]) -> Result<(), TestCas
     Ok(())
 }
 
+/// Applies `steps` to a store that reads current keys from RocksDB and to
+/// one that reads them from the key index: every answer, the counters and
+/// the whole key space and history must be the same, and after every step
+/// the index must hold exactly the `kv` column family. A `Get` step reopens
+/// the indexed store's index from disk, as a restart or a snapshot install
+/// does.
+fn run_with_and_without_index(steps: &[Step]) -> Result<(), TestCaseError> {
+    let mut plain = Store::new();
+    let mut indexed = Store::indexed();
+    for step in steps {
+        match step {
+            Step::Batch(commands) => {
+                let commands: Vec<Command> =
+                    commands.iter().filter(|c| accepted(c)).cloned().collect();
+                let a = plain.apply(&commands);
+                let b = indexed.apply(&commands);
+                prop_assert_eq!(a, b, "responses to {:?}", commands);
+            }
+            Step::Compact(index, step) => {
+                let target = index.index(plain.state.revision as usize + 2) as u64;
+                let cmd = Command::Compact { revision: target };
+                let a = plain.apply(std::slice::from_ref(&cmd));
+                let b = indexed.apply(std::slice::from_ref(&cmd));
+                prop_assert_eq!(&a, &b, "compact to {}", target);
+                for store in [&plain, &indexed] {
+                    let mut done = physical_compact_revision(&store.db).expect("physical");
+                    while done < store.state.compact_revision {
+                        let hi = (done + step).min(store.state.compact_revision);
+                        compact_step(&store.db, done, hi).expect("compact step");
+                        done = hi;
+                    }
+                }
+            }
+            Step::Get(..) => {
+                indexed.index = Some(KeyIndex::load(&indexed.db).expect("reload index"));
+            }
+            Step::Range(prefix, limit, at) => {
+                let revision = at.resolve(plain.state.revision);
+                let a = plain.reader.range(prefix, *limit, revision).ok();
+                let b = indexed.reader.range(prefix, *limit, revision).ok();
+                prop_assert_eq!(a, b, "range {:?} at {:?}", prefix, revision);
+            }
+        }
+        prop_assert_eq!(plain.state, indexed.state);
+        indexed.check_index()?;
+    }
+    let all_plain = plain.reader.range("", None, None).expect("range");
+    let all_indexed = indexed.reader.range("", None, None).expect("range");
+    prop_assert_eq!(all_plain, all_indexed);
+    for r in plain.state.compact_revision.max(1)..=plain.state.revision {
+        prop_assert_eq!(
+            plain.reader.changes(r).expect("changes"),
+            indexed.reader.changes(r).expect("changes"),
+            "changes of revision {}",
+            r
+        );
+    }
+    Ok(())
+}
+
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 64,
@@ -652,7 +750,21 @@ proptest! {
 
     #[test]
     fn mvcc_matches_a_btreemap_model(steps in prop::collection::vec(step(), 1..30)) {
-        run_against_model(&steps)?;
+        run_against_model(&steps, false)?;
+    }
+
+    #[test]
+    fn mvcc_with_the_key_index_matches_a_btreemap_model(
+        steps in prop::collection::vec(step(), 1..30),
+    ) {
+        run_against_model(&steps, true)?;
+    }
+
+    #[test]
+    fn the_key_index_changes_no_answer_and_matches_the_disk(
+        steps in prop::collection::vec(step(), 1..30),
+    ) {
+        run_with_and_without_index(&steps)?;
     }
 
     #[test]

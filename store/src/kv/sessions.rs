@@ -212,9 +212,23 @@ impl ClientSession {
     }
 }
 
+/// What applying session commands did that the table's state does not
+/// keep, counted for the node's metrics ([`SessionTable::take_events`]).
+/// Not replicated state: a restarted node counts from zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionEvents {
+    /// Retried writes answered with the result the table remembered,
+    /// instead of being applied again.
+    pub replayed: u64,
+    /// Sessions removed because their client was idle past the TTL.
+    pub expired: u64,
+    /// Sessions removed to make room for a new one at `max_clients`.
+    pub evicted: u64,
+}
+
 /// The session table (see the module docs). Its indexes are derived from
 /// the sessions and rebuilt when it is loaded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionTable {
     clock_ms: u64,
     clients: BTreeMap<u128, ClientSession>,
@@ -224,7 +238,22 @@ pub struct SessionTable {
     by_index: BTreeMap<u64, (u128, u64)>,
     /// Sum of the remembered results' sizes.
     bytes: u64,
+    /// Counted since the last [`SessionTable::take_events`]; not part of
+    /// the table's state (equality ignores it).
+    events: SessionEvents,
 }
+
+impl PartialEq for SessionTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.clock_ms == other.clock_ms
+            && self.clients == other.clients
+            && self.by_activity == other.by_activity
+            && self.by_index == other.by_index
+            && self.bytes == other.bytes
+    }
+}
+
+impl Eq for SessionTable {}
 
 fn encode_row<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     Ok(codec::encode(value)?)
@@ -247,21 +276,24 @@ impl SessionTable {
     }
 
     /// Clients with a session.
-    #[cfg(test)]
     pub fn clients(&self) -> usize {
         self.clients.len()
     }
 
     /// Remembered results, in all sessions.
-    #[cfg(test)]
     pub fn results(&self) -> usize {
         self.by_index.len()
     }
 
     /// Sum of the remembered results' sizes ([`result_size`]).
-    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// What the table did since the last call (replays, expiries,
+    /// evictions), and starts counting again from zero.
+    pub fn take_events(&mut self) -> SessionEvents {
+        std::mem::take(&mut self.events)
     }
 
     /// The session `client` holds, if any.
@@ -312,6 +344,7 @@ impl SessionTable {
                     c.results.get(seq)
                 };
                 if let Some(r) = replay {
+                    self.events.replayed += 1;
                     tracing::debug!(client = %format_args!("{client:032x}"), session, seq, "session write replayed: its first result answers");
                     return Ok(match &r.response {
                         Some(response) => response.clone(),
@@ -357,6 +390,7 @@ impl SessionTable {
             if last_active >= cutoff {
                 break;
             }
+            self.events.expired += 1;
             self.remove_client(client, rows);
         }
     }
@@ -376,6 +410,7 @@ impl SessionTable {
             let Some(&(_, victim)) = self.by_activity.first() else {
                 break;
             };
+            self.events.evicted += 1;
             self.remove_client(victim, rows);
         }
         let new = ClientSession {
@@ -573,12 +608,48 @@ pub fn load_table(db: &DB) -> io::Result<SessionTable> {
     )
 }
 
-/// Adds `rows` to `batch`, in the `sessions` column family `handle`.
-pub fn write_rows(batch: &mut WriteBatch, handle: &ColumnFamily, rows: Vec<RowOp>) {
-    for row in rows {
-        match row {
-            RowOp::Put(k, v) => batch.put_cf(handle, k, v),
-            RowOp::Delete(k) => batch.delete_cf(handle, k),
+/// The session rows of a batch of entries, each key's last change only.
+///
+/// In one atomic RocksDB write only a key's last put or delete counts, so
+/// keeping just that one leaves the same state with fewer memtable inserts:
+/// the table's clock row changes with nearly every session command and a
+/// client's row with every write it sends (twice when the write also
+/// acknowledges earlier results), and a batch holds many of them.
+#[derive(Debug, Default)]
+pub struct SessionRows {
+    rows: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl SessionRows {
+    /// Adds changes made after those already held.
+    pub fn extend(&mut self, rows: Vec<RowOp>) {
+        for row in rows {
+            match row {
+                RowOp::Put(k, v) => self.rows.insert(k, Some(v)),
+                RowOp::Delete(k) => self.rows.insert(k, None),
+            };
+        }
+    }
+
+    /// Rows held (one per key).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Adds the held rows to `batch`, in the `sessions` column family
+    /// `handle`.
+    pub fn write(self, batch: &mut WriteBatch, handle: &ColumnFamily) {
+        for (k, v) in self.rows {
+            match v {
+                Some(v) => batch.put_cf(handle, k, v),
+                None => batch.delete_cf(handle, k),
+            }
         }
     }
 }
@@ -593,9 +664,11 @@ fn planted_double_apply() -> bool {
     false
 }
 
-/// The hook where the state machine applies the command of a log entry at
-/// `index`: a session command through `table`, anything else straight to
-/// the key space. Every change lands in `batch`.
+/// Applies the command of a log entry at `index` on its own: a session
+/// command through `table`, anything else straight to the key space. Every
+/// change lands in `batch`. The state machine uses [`apply_entry_into`], which
+/// leaves the session rows for one write per batch.
+#[cfg(test)]
 pub fn apply_entry(
     table: &mut SessionTable,
     db: &DB,
@@ -603,12 +676,32 @@ pub fn apply_entry(
     index: u64,
     command: &Command,
 ) -> io::Result<CommandResponse> {
+    if !matches!(command, Command::Session(_)) {
+        return batch.apply(command);
+    }
+    let mut rows = SessionRows::default();
+    let response = apply_entry_into(table, batch, index, command, &mut rows)?;
+    rows.write(batch.write_batch(), cf(db, CF_SESSIONS)?);
+    Ok(response)
+}
+
+/// The hook where the state machine applies the command of a log entry at
+/// `index`, as `apply_entry` does but collecting the session rows to
+/// write in `rows` instead of the batch, so that a batch of entries writes each row once
+/// ([`SessionRows::write`] once they are all applied).
+pub fn apply_entry_into(
+    table: &mut SessionTable,
+    batch: &mut ApplyBatch<'_>,
+    index: u64,
+    command: &Command,
+    rows: &mut SessionRows,
+) -> io::Result<CommandResponse> {
     let Command::Session(session) = command else {
         return batch.apply(command);
     };
-    let mut rows = Vec::new();
-    let response = table.apply(index, session, &mut rows, |write| batch.apply(write))?;
-    write_rows(batch.write_batch(), cf(db, CF_SESSIONS)?, rows);
+    let mut changed = Vec::new();
+    let response = table.apply(index, session, &mut changed, |write| batch.apply(write))?;
+    rows.extend(changed);
     Ok(response)
 }
 

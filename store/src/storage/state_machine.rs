@@ -18,10 +18,11 @@ use tokio::sync::watch;
 
 use super::snapshot::{self, SnapshotFile, SnapshotHeader};
 use crate::codec;
-use crate::db::{cf, io_err, CF_SM_META, SM_DATA_CFS};
+use crate::db::{cf, io_err, CF_SESSIONS, CF_SM_META, SM_DATA_CFS};
 use crate::kv::alarms::{self, SharedAlarms};
 use crate::kv::auth::{self, SharedAuth};
 use crate::kv::gate::InstallGate;
+use crate::kv::index::KeyIndex;
 use crate::kv::mvcc::{self, ApplyBatch, MvccState, MVCC_STATE_KEY};
 use crate::kv::sessions::{self, SessionTable};
 use crate::kv::types::CommandResponse;
@@ -50,6 +51,10 @@ pub struct StateMachine {
     applied: Option<LogId>,
     membership: StoredMembership,
     mvcc: MvccState,
+    /// Every live key's revisions, version and digest, so writes need not
+    /// read them from RocksDB; rebuilt from the `kv` column family at open
+    /// and after an install, updated after each applied batch is written.
+    index: KeyIndex,
     /// The client session table; its rows are written with every applied
     /// batch that changes it.
     sessions: SessionTable,
@@ -154,6 +159,7 @@ impl StateMachine {
         }
         let (applied, membership) = load_applied(&db)?;
         let mvcc = mvcc::load_state(&db)?;
+        let index = KeyIndex::load(&db)?;
         let sessions = sessions::load_table(&db)?;
         let auth = std::sync::Arc::new(std::sync::RwLock::new(auth::load_table(&db)?));
         let alarms = std::sync::Arc::new(std::sync::RwLock::new(alarms::load_table(&db)?));
@@ -171,6 +177,7 @@ impl StateMachine {
             applied,
             membership,
             mvcc,
+            index,
             sessions,
             auth,
             alarms,
@@ -192,7 +199,24 @@ impl StateMachine {
 
     /// The same state machine, counting applies and snapshots into `metrics`.
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
-        StateMachine { metrics, ..self }
+        let mut sm = StateMachine { metrics, ..self };
+        sm.record_tables();
+        sm
+    }
+
+    /// Sets the session table's and key index's metrics from their state,
+    /// and counts what the session table did since the last call.
+    fn record_tables(&mut self) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let m = &self.metrics;
+        let events = self.sessions.take_events();
+        m.session_replays.inc_by(events.replayed);
+        m.sessions_expired.inc_by(events.expired);
+        m.sessions_evicted.inc_by(events.evicted);
+        m.session_clients.set(gauge(self.sessions.clients() as u64));
+        m.session_results.set(gauge(self.sessions.results() as u64));
+        m.session_result_bytes.set(gauge(self.sessions.bytes()));
+        m.key_index_keys.set(gauge(self.index.len() as u64));
     }
 
     /// The same state machine, releasing `space`'s reserve file when a
@@ -340,10 +364,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let started = std::time::Instant::now();
         let db = self.db.clone();
-        let mut batch = ApplyBatch::new(&db, self.mvcc);
+        let mut batch = ApplyBatch::with_index(&db, self.mvcc, &self.index);
         let mut responders = Vec::new();
         let mut applied = self.applied;
         let mut membership = self.membership.clone();
+        // Written once, after every entry: each session row's last change.
+        let mut session_rows = sessions::SessionRows::default();
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
@@ -358,12 +384,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     CommandResponse::Alarms(changed)
                 }
-                EntryPayload::Normal(command) => sessions::apply_entry(
+                EntryPayload::Normal(command) => sessions::apply_entry_into(
                     &mut self.sessions,
-                    &db,
                     &mut batch,
                     entry.log_id.index,
                     command,
+                    &mut session_rows,
                 )?,
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -377,10 +403,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.applied = applied;
         self.membership = membership;
+        if !session_rows.is_empty() {
+            session_rows.write(batch.write_batch(), cf(&self.db, CF_SESSIONS)?);
+        }
         let meta = cf(&self.db, CF_SM_META)?;
         let encoded = codec::encode(&(&self.applied, &self.membership))?;
         batch.write_batch().put_cf(meta, APPLIED_KEY, encoded);
-        let (write_batch, mvcc) = batch.finish()?;
+        let (write_batch, mvcc, index_update) = batch.finish_indexed()?;
         fail::fail_point!("apply", |_| Err(io::Error::other("failpoint apply")));
         if let Err(e) = self.db.write(write_batch).map_err(io_err) {
             if let Some(space) = self
@@ -396,6 +425,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Err(e);
         }
         self.mvcc = mvcc;
+        self.index.update(index_update);
+        self.record_tables();
         // Publish, then respond: once a client has its answer, the change is
         // readable and the node's applied revision already includes it.
         self.publish();
@@ -445,9 +476,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let path = final_path.clone();
         let installing = self.gate.begin_install();
-        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&db, &path)).await;
-        let header = match loaded {
-            Ok(Ok(header)) => header,
+        let loaded = tokio::task::spawn_blocking(move || {
+            let header = load_snapshot(&db, &path)?;
+            Ok::<_, io::Error>((header, KeyIndex::load(&db)?))
+        })
+        .await;
+        let (header, index) = match loaded {
+            Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => {
                 // The state is cleared or partly loaded: the `installing`
                 // marker makes the next open rebuild it. Keep readers out.
@@ -462,6 +497,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = header.meta.last_log_id;
         self.membership = header.meta.last_membership;
         self.mvcc = header.mvcc;
+        self.index = index;
         self.sessions = sessions::load_table(&self.db)?;
         let loaded = auth::load_table(&self.db)?;
         match self.auth.write() {
@@ -473,6 +509,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(mut table) => *table = loaded,
             Err(_) => return Err(io::Error::other("the alarm table lock is poisoned")),
         }
+        self.record_tables();
         remove_other_snapshots(&self.snapshot_dir, &final_path)?;
         self.metrics.snapshot_installs.inc();
         self.metrics
@@ -510,3 +547,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         ))
     }
 }
+
+#[cfg(test)]
+#[path = "state_machine_test.rs"]
+mod tests;
