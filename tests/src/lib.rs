@@ -35,6 +35,26 @@ pub fn snapshot_files(data_dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// Waits until `data_dir` holds exactly one snapshot file, a finished
+/// `.snap`, and returns the files last seen (so the caller's assertion names
+/// them when the wait runs out). A node builds its next snapshot in the
+/// background (a `.tmp` file, renamed when done, after which the older one is
+/// removed), so a check right after a catch-up may see two files.
+pub async fn wait_single_snapshot(
+    data_dir: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let files = snapshot_files(data_dir);
+        let settled = files.len() == 1 && files[0].ends_with(".snap");
+        if settled || std::time::Instant::now() > deadline {
+            return files;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Turns on test logging once (filter with `RUST_LOG`).
 pub fn init_logging() {
     static ONCE: Once = Once::new();

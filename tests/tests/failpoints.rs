@@ -67,7 +67,9 @@ async fn a_snapshot_build_and_install_on_one_node_never_clash() -> Result<()> {
     info!("--- the node is healthy: same state, one snapshot file, takes writes");
     let installed = tc.node(lagging)?.raft().metrics().borrow_watched().snapshot;
     assert!(installed.is_some(), "node {lagging} has a snapshot");
-    let files = ballast_tests::snapshot_files(&tc.config(lagging).data_dir);
+    let files =
+        ballast_tests::wait_single_snapshot(&tc.config(lagging).data_dir, Duration::from_secs(60))
+            .await;
     assert!(
         files.len() == 1 && files[0].ends_with(".snap"),
         "node {lagging} keeps exactly its current snapshot: {files:?}"

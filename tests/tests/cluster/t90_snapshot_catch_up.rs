@@ -201,13 +201,17 @@ async fn catch_up_through_slow_link(keys: usize, value_bytes: usize, link: u64) 
     );
     assert!(log.reads > 0, "the reader got answers");
 
-    // Only the current snapshot stays: no received or temporary files.
-    let lagging_files = ballast_tests::snapshot_files(&tc.config(lagging).data_dir);
+    // Only the current snapshot stays: no received or temporary files, once
+    // a snapshot the node may be building of its own has finished.
+    let settle = Duration::from_secs(60);
+    let lagging_files =
+        ballast_tests::wait_single_snapshot(&tc.config(lagging).data_dir, settle).await;
     assert!(
         lagging_files.len() == 1 && lagging_files[0].ends_with(".snap"),
         "node {lagging} keeps only its current snapshot: {lagging_files:?}"
     );
-    let leader_files = ballast_tests::snapshot_files(&tc.config(leader).data_dir);
+    let leader_files =
+        ballast_tests::wait_single_snapshot(&tc.config(leader).data_dir, settle).await;
     assert!(
         leader_files.len() == 1 && leader_files[0].ends_with(".snap"),
         "the leader keeps only its current snapshot: {leader_files:?}"
