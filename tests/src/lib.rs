@@ -280,6 +280,29 @@ impl TestCluster {
         }
     }
 
+    /// Waits until node `id` has purged its log behind a snapshot. The
+    /// snapshot is built, and the log purged, in the background after the
+    /// write that crossed the snapshot threshold, so a check right after that
+    /// write would race them.
+    pub async fn wait_log_purged(&self, id: u64, timeout: Duration) -> Result<()> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let deadline = Instant::now() + timeout;
+        while self
+            .node(id)?
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .purged
+            .is_none()
+        {
+            if Instant::now() > deadline {
+                bail!("node {id} did not purge its log after a snapshot within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// Waits until every running node has applied key-space revision `revision`.
     pub async fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;

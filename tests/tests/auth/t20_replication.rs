@@ -105,21 +105,7 @@ async fn tokens_survive_restarts_and_travel_in_snapshots() -> Result<()> {
     }
     // The snapshot is built, and the log purged behind it, in the
     // background after the write that crossed the threshold.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while tc
-        .node(leader)?
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .purged
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the leader did not purge its log after a snapshot"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tc.wait_log_purged(leader, Duration::from_secs(30)).await?;
 
     info!("--- node {lagging} catches up by snapshot and knows the tokens");
     tc.restart(lagging).await?;

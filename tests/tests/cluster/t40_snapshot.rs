@@ -25,21 +25,7 @@ async fn a_node_that_missed_many_entries_catches_up_by_snapshot() -> Result<()> 
     }
     // The snapshot is built, and the log purged behind it, in the
     // background after the write that crossed the threshold.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while tc
-        .node(leader)?
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .purged
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the leader did not purge its log after snapshotting"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tc.wait_log_purged(leader, Duration::from_secs(30)).await?;
 
     info!("--- restart it: it must install a snapshot to catch up");
     tc.restart(lagging).await?;

@@ -81,21 +81,7 @@ async fn catch_up_through_slow_link(keys: usize, value_bytes: usize, link: u64) 
     }
     // The snapshot is built, and the log purged behind it, in the
     // background after the write that crossed the threshold.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while tc
-        .node(leader)?
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .purged
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the leader did not purge its log after a snapshot"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tc.wait_log_purged(leader, Duration::from_secs(30)).await?;
 
     info!("--- restart node {lagging} behind a {link} B/s link");
     let dirs = [

@@ -4,7 +4,6 @@ use anyhow::{Context, Result};
 use ballast_tests::metrics::{parse, Scrape};
 use ballast_tests::sse::WatchStream;
 use ballast_tests::TestCluster;
-use openraft::async_runtime::watch::WatchReceiver;
 use serde_json::json;
 use tracing::info;
 
@@ -171,21 +170,7 @@ async fn metrics_cover_raft_http_watches_replicas_and_storage() -> Result<()> {
     }
     // The snapshot is built, and the log purged behind it, in the
     // background: restart the follower only once it must catch up by snapshot.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while tc
-        .node(leader)?
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .purged
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the leader did not purge its log after a snapshot"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tc.wait_log_purged(leader, Duration::from_secs(30)).await?;
     tc.restart(lagging).await?;
     tc.wait_applied(rev, Duration::from_secs(30)).await?;
     let m = scrape(&tc, leader).await?;
