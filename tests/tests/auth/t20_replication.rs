@@ -257,6 +257,21 @@ async fn an_open_watch_of_a_revoked_token_ends_before_its_next_event() -> Result
         Some(json!("seen")),
     )
     .await?;
+    // Read until that event arrived: the stream checks the token before each
+    // frame, so a revocation applied before the frame went out would rightly
+    // keep it back too.
+    let mut received = String::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !received.contains("w/before") {
+            match watch.chunk().await? {
+                Some(chunk) => received.push_str(&String::from_utf8_lossy(&chunk)),
+                None => anyhow::bail!("the stream ended before its first event: {received}"),
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no w/before event within 20 s: {received}"))??;
 
     info!("--- revoke, then write: the stream ends without the new event");
     ok(
@@ -277,7 +292,6 @@ async fn an_open_watch_of_a_revoked_token_ends_before_its_next_event() -> Result
         Some(json!("hidden")),
     )
     .await?;
-    let mut received = String::new();
     let ended = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(chunk) = watch.chunk().await? {
             received.push_str(&String::from_utf8_lossy(&chunk));
