@@ -581,12 +581,17 @@ impl Node {
         &self.replicas
     }
 
-    /// Every member's replica reports, merged (freshest per replica). Returns
-    /// the merged reports, the members that answered and those that did not.
-    pub async fn merged_replicas(
+    /// Asks every member for one answer, each within `timeout`: this node
+    /// answers itself with `local`, the others through `request`, read back
+    /// with `answer`. `None` for a member that did not answer. In membership
+    /// order.
+    async fn ask_members<T>(
         &self,
+        request: PeerRequest,
         timeout: Duration,
-    ) -> (Vec<ReplicaEntry>, Vec<NodeId>, Vec<NodeId>) {
+        local: impl Fn() -> T,
+        answer: impl Fn(PeerResponse) -> Option<T>,
+    ) -> Vec<(NodeId, Option<T>)> {
         let members: Vec<(NodeId, Member)> = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow_watched();
@@ -596,21 +601,37 @@ impl Node {
                 .map(|(id, n)| (*id, n.clone()))
                 .collect()
         };
+        let (request, local, answer) = (&request, &local, &answer);
         let calls = members.into_iter().map(|(id, member)| async move {
             if id == self.id {
-                return (id, Some(self.replicas.current()));
+                return (id, Some(local()));
             }
             let addr = dial_addr(&self.options.dial, id, &member);
-            match self
-                .pool
-                .call(&addr, id, &PeerRequest::Replicas, timeout)
-                .await
-            {
-                Ok(PeerResponse::Replicas(entries)) => (id, Some(entries)),
-                _ => (id, None),
+            match self.pool.call(&addr, id, request, timeout).await {
+                Ok(response) => (id, answer(response)),
+                Err(_) => (id, None),
             }
         });
-        let results = futures::future::join_all(calls).await;
+        futures::future::join_all(calls).await
+    }
+
+    /// Every member's replica reports, merged (freshest per replica). Returns
+    /// the merged reports, the members that answered and those that did not.
+    pub async fn merged_replicas(
+        &self,
+        timeout: Duration,
+    ) -> (Vec<ReplicaEntry>, Vec<NodeId>, Vec<NodeId>) {
+        let results = self
+            .ask_members(
+                PeerRequest::Replicas,
+                timeout,
+                || self.replicas.current(),
+                |r| match r {
+                    PeerResponse::Replicas(entries) => Some(entries),
+                    _ => None,
+                },
+            )
+            .await;
         let mut answered = Vec::new();
         let mut missing = Vec::new();
         let mut per_node = Vec::new();
@@ -630,30 +651,16 @@ impl Node {
     /// (each within `timeout`); `None` for a member that did not answer.
     /// In membership order.
     pub async fn member_watch_streams(&self, timeout: Duration) -> Vec<(NodeId, Option<u64>)> {
-        let members: Vec<(NodeId, Member)> = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow_watched();
-            m.membership_config
-                .membership()
-                .nodes()
-                .map(|(id, n)| (*id, n.clone()))
-                .collect()
-        };
-        let calls = members.into_iter().map(|(id, member)| async move {
-            if id == self.id {
-                return (id, Some(self.watch_streams()));
-            }
-            let addr = dial_addr(&self.options.dial, id, &member);
-            match self
-                .pool
-                .call(&addr, id, &PeerRequest::WatchStreams, timeout)
-                .await
-            {
-                Ok(PeerResponse::WatchStreams(n)) => (id, Some(n)),
-                _ => (id, None),
-            }
-        });
-        futures::future::join_all(calls).await
+        self.ask_members(
+            PeerRequest::WatchStreams,
+            timeout,
+            || self.watch_streams(),
+            |r| match r {
+                PeerResponse::WatchStreams(n) => Some(n),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// The node's counters.
