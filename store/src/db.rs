@@ -119,6 +119,23 @@ pub fn open_with_wal_cap(dir: &Path, max_total_wal_bytes: u64) -> Result<Arc<DB>
     Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
 }
 
+/// Syncs the WAL (`flush_wal(true)`), unless RocksDB has stopped taking
+/// writes after an earlier failure.
+///
+/// After a failed WAL write (`ENOSPC`, say) RocksDB refuses writes (its
+/// "background error"), and the WAL writer remembers the failure: asking
+/// that writer to sync again trips a debug assertion in builds of RocksDB
+/// that keep assertions on (Debian's library is one), which aborts the
+/// process. So a write with nothing in it and the WAL off goes first: it
+/// passes the same stopped-database check as every write, without touching
+/// the WAL, and returns the earlier error if there was one.
+pub fn sync_wal(db: &DB) -> Result<(), rocksdb::Error> {
+    let mut probe = rocksdb::WriteOptions::default();
+    probe.disable_wal(true);
+    db.write_opt(rocksdb::WriteBatch::default(), &probe)?;
+    db.flush_wal(true)
+}
+
 /// Converts a RocksDB error into the `io::Error` openraft's storage traits use.
 pub fn io_err(e: rocksdb::Error) -> std::io::Error {
     std::io::Error::other(e.into_string())
@@ -128,4 +145,70 @@ pub fn io_err(e: rocksdb::Error) -> std::io::Error {
 pub fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, std::io::Error> {
     db.cf_handle(name)
         .ok_or_else(|| std::io::Error::other(format!("column family {name} is missing")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// A small tmpfs, unmounted on drop (also when the test fails).
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(mib: u64) -> Result<Tmpfs, String> {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .map_err(|e| format!("cannot run mount: {e}"))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+            }
+            Ok(Tmpfs(dir))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+        }
+    }
+
+    /// A WAL write that meets a full disk stops the database; syncing the
+    /// WAL afterwards is an error, not an abort (with an asserting RocksDB,
+    /// syncing the failed writer straight away aborts the test binary).
+    #[test]
+    fn sync_wal_after_a_failed_wal_write_is_an_error_not_an_abort() {
+        let tmpfs = match Tmpfs::mount(8) {
+            Ok(t) => t,
+            Err(why) => {
+                println!("skipped: cannot mount a tmpfs (needs root): {why}");
+                return;
+            }
+        };
+        let db = open(&tmpfs.0.path().join("db")).expect("open");
+        sync_wal(&db).expect("a healthy database syncs");
+        let kv = db.cf_handle(ALL_CFS[0]).expect("column family");
+        let value = vec![7u8; 256 * 1024];
+        let mut failed = None;
+        // Bounded: 64 MiB of values on an 8 MiB filesystem.
+        for i in 0u32..256 {
+            if let Err(e) = db.put_cf(kv, i.to_be_bytes(), &value) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let failed = failed.expect("the 8 MiB filesystem filled up");
+        assert!(
+            failed.to_string().contains("No space left"),
+            "unexpected first failure: {failed}"
+        );
+        let synced = sync_wal(&db);
+        assert!(synced.is_err(), "a stopped database does not sync");
+        // Writes keep failing the same way, and nothing aborted.
+        assert!(db.put_cf(kv, b"after", b"x").is_err());
+        drop(db);
+    }
 }

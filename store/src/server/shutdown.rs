@@ -163,7 +163,7 @@ pub(super) async fn stop(parts: Parts) -> ShutdownReport {
     }
     // Sync even when others still hold it: whatever was written is then on disk.
     let closing = tokio::task::spawn_blocking(move || {
-        let synced = db.flush_wal(true).map_err(|e| e.into_string());
+        let synced = crate::db::sync_wal(&db).map_err(|e| e.into_string());
         // Closes the database when this is the last handle; RocksDB waits
         // for its own background work here.
         drop(db);

@@ -37,7 +37,7 @@ fn get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> io::Result<Option
 fn put_synced<T: Serialize>(db: &DB, key: &[u8], value: &T) -> io::Result<()> {
     db.put_cf(cf(db, CF_RAFT_META)?, key, codec::encode(value)?)
         .map_err(io_err)?;
-    db.flush_wal(true).map_err(io_err)
+    crate::db::sync_wal(db).map_err(io_err)
 }
 
 /// The stored identity, if this data directory has one.

@@ -109,7 +109,7 @@ fn get_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> io::Result<O
 
 /// Syncs the shared WAL.
 fn sync_wal(db: &DB) -> io::Result<()> {
-    db.flush_wal(true).map_err(io_err)
+    crate::db::sync_wal(db).map_err(io_err)
 }
 
 /// The group-commit loop: one WAL sync per burst of appends. Runs until every

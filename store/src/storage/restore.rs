@@ -274,7 +274,7 @@ fn build(
 /// Syncs and closes the new database.
 fn close(db: Arc<DB>) -> io::Result<()> {
     db.flush().map_err(io_err)?;
-    db.flush_wal(true).map_err(io_err)?;
+    crate::db::sync_wal(&db).map_err(io_err)?;
     drop(db);
     Ok(())
 }
