@@ -18,8 +18,13 @@ use crate::replicas::ReplicaEntry;
 
 /// Counts leader changes as this node sees them, for as long as Raft runs
 /// (the task holds only Raft's metrics receiver, never Raft itself).
+///
+/// It watches the server metrics (vote, state, leader, membership), which
+/// change only when those do. The full metrics change with every heartbeat
+/// answer, so a task on them woke several times per linearizable read and
+/// cost reads at high concurrency measurably.
 pub(crate) fn count_leader_changes(raft: &Raft, metrics: Arc<Metrics>) {
-    let mut rx = raft.metrics();
+    let mut rx = raft.server_metrics();
     tokio::spawn(async move {
         let mut leader = rx.borrow_watched().current_leader;
         while rx.changed().await.is_ok() {
