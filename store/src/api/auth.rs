@@ -22,7 +22,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -91,38 +90,42 @@ fn bearer(req: &Request) -> Result<Option<&str>, &'static str> {
     Ok(Some(token.trim()))
 }
 
-/// Middleware: resolves the request's token into a [`Principal`] (an
-/// extension the handlers read), or refuses the request.
-pub async fn authenticate(State(node): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
+/// Resolves the request's token into a [`Principal`] (which the front
+/// middleware puts in the request's extensions for the handlers), or the
+/// refusal to answer.
+pub fn authenticate(node: &Node, req: &Request) -> Result<Principal, Response> {
     let principal = {
         let Ok(table) = node.auth().read() else {
-            return ApiError::Node(NodeError::Internal(
+            return Err(ApiError::Node(NodeError::Internal(
                 "the auth table lock is poisoned".into(),
             ))
-            .into_response();
+            .into_response());
         };
         if !table.enabled() || is_open(req.uri().path()) {
             Principal::Anyone
         } else {
-            let token = match bearer(&req) {
+            let token = match bearer(req) {
                 Ok(Some(token)) => token,
-                Ok(None) => return unauthenticated("this cluster requires a bearer token"),
-                Err(why) => return unauthenticated(why),
+                Ok(None) => return Err(unauthenticated("this cluster requires a bearer token")),
+                Err(why) => return Err(unauthenticated(why)),
             };
             match table.check(token, wall_clock_ms()) {
                 Ok(p) => p,
                 Err(TokenRejection::Unknown) => {
-                    return unauthenticated("the token is not valid (unknown or revoked)")
+                    return Err(unauthenticated(
+                        "the token is not valid (unknown or revoked)",
+                    ))
                 }
-                Err(TokenRejection::Expired) => return unauthenticated("the token has expired"),
+                Err(TokenRejection::Expired) => {
+                    return Err(unauthenticated("the token has expired"))
+                }
             }
         }
     };
     if !principal.is_admin() && needs_admin(req.uri().path()) {
-        return denied(&principal, "this route needs an admin token").into_response();
+        return Err(denied(&principal, "this route needs an admin token").into_response());
     }
-    req.extensions_mut().insert(principal);
-    next.run(req).await
+    Ok(principal)
 }
 
 fn denied(principal: &Principal, what: &str) -> ApiError {

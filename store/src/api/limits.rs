@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, HttpBody};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -80,30 +80,28 @@ fn header_bytes(req: &Request) -> usize {
 }
 
 /// Refuses a request whose target or headers are over the limits.
-pub async fn check_size(State(limits): State<RequestLimits>, req: Request, next: Next) -> Response {
+pub fn check_size(limits: &RequestLimits, req: &Request) -> Result<(), ApiError> {
     let uri_bytes = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_bytes > limits.max_uri_bytes {
-        return ApiError::refused(
+        return Err(ApiError::refused(
             ErrorCode::UriTooLong,
             format!(
                 "the request target is {uri_bytes} bytes, the limit is {} (--max-uri-bytes)",
                 limits.max_uri_bytes
             ),
-        )
-        .into_response();
+        ));
     }
-    let headers = header_bytes(&req);
+    let headers = header_bytes(req);
     if headers > limits.max_header_bytes {
-        return ApiError::refused(
+        return Err(ApiError::refused(
             ErrorCode::HeadersTooLarge,
             format!(
                 "the request headers are {headers} bytes, the limit is {} (--max-header-bytes)",
                 limits.max_header_bytes
             ),
-        )
-        .into_response();
+        ));
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// The admin routes' concurrency limits: one semaphore per route group.
@@ -166,18 +164,16 @@ impl AdminLimiter {
     }
 }
 
-/// Holds an admin route's permit until its response body is sent (a backup
-/// streams for as long as it takes), or refuses the request.
+/// Runs `req` (on the route the router matched, `route`) within its admin
+/// route's limit, holding the permit until the response body is sent (a
+/// backup streams for as long as it takes), or refuses it.
 pub async fn limit_admin(
-    State(limiter): State<AdminLimiter>,
+    limiter: &AdminLimiter,
+    route: Option<&str>,
     req: Request,
     next: Next,
 ) -> Response {
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let permit = match path.as_deref().map(|p| limiter.admit(p)) {
+    let permit = match route.map(|p| limiter.admit(p)) {
         None | Some(Ok(None)) => return next.run(req).await,
         Some(Err(refused)) => return refused.into_response(),
         Some(Ok(Some(permit))) => permit,
