@@ -5,6 +5,7 @@ pub mod linearizable;
 pub mod membership;
 pub mod register;
 pub mod replica;
+mod stream;
 pub mod watch;
 
 use serde::Serialize;
