@@ -6,6 +6,8 @@ pub mod membership;
 pub mod register;
 pub mod replica;
 mod stream;
+#[cfg(test)]
+mod test_util;
 pub mod watch;
 
 use serde::Serialize;
