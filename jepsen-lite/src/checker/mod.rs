@@ -5,6 +5,9 @@ pub mod linearizable;
 pub mod membership;
 pub mod register;
 pub mod replica;
+mod stream;
+#[cfg(test)]
+mod test_util;
 pub mod watch;
 
 use serde::Serialize;

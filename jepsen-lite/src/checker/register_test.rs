@@ -1,4 +1,5 @@
 use super::*;
+use crate::checker::test_util::error_names;
 use crate::history::{Event, EventType, Func, Observed};
 
 /// A tiny history builder: ops are (process, f, value/expected, outcome,
@@ -55,18 +56,7 @@ impl H {
 }
 
 fn errors(r: &RegisterReport) -> Vec<String> {
-    match &r.verdict {
-        Verdict::Fail { errors } => errors
-            .iter()
-            .map(|e| {
-                serde_json::to_value(e).expect("serializes")["error"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+    error_names(&r.verdict)
 }
 
 #[test]

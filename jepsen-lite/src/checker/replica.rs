@@ -12,10 +12,11 @@
 //! answered through outages, convergence to the cluster's final state) is in
 //! `workload::replica`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::stream::{self, EventFault, Known, Order};
 use super::watch::{WatchEvent, Write};
 use super::Verdict;
 
@@ -127,44 +128,39 @@ pub fn check(
     final_revision: Option<u64>,
 ) -> Verdict<ReplicaError> {
     let mut errors = Vec::new();
-    let by_value: HashMap<(&str, &str), &Write> = writes
+    let applied_anywhere = replicas
         .iter()
-        .map(|w| ((w.key.as_str(), w.value.as_str()), w))
-        .collect();
-    let mut exists: BTreeSet<u64> = writes.iter().filter_map(|w| w.revision).collect();
-    for r in replicas {
-        for u in &r.updates {
-            if let Update::Change { revision, .. } = u {
-                exists.insert(*revision);
-            }
-        }
-    }
+        .flat_map(|r| &r.updates)
+        .filter_map(|u| match u {
+            Update::Change { revision, .. } => Some(*revision),
+            _ => None,
+        });
+    let known = Known::new(writes, applied_anywhere);
     for r in replicas {
         let name = &r.name;
         let mut applied: BTreeSet<u64> = BTreeSet::new();
         // Everything up to `floor` is accounted for: applied, reset over,
         // or part of the starting state.
         let mut floor = r.start_revision;
-        let mut last_change = 0u64;
         let mut lagged = false;
         for u in &r.updates {
             match u {
                 Update::Change { revision, events } => {
                     let rev = *revision;
-                    if applied.contains(&rev) {
-                        errors.push(ReplicaError::Duplicate {
+                    match stream::order(&applied, rev) {
+                        Some(Order::Repeated) => errors.push(ReplicaError::Duplicate {
                             replica: name.clone(),
                             revision: rev,
-                        });
-                    } else if rev < last_change {
-                        errors.push(ReplicaError::Unordered {
+                        }),
+                        Some(Order::Unordered { after }) => errors.push(ReplicaError::Unordered {
                             replica: name.clone(),
                             revision: rev,
-                            after: last_change,
-                        });
+                            after,
+                        }),
+                        None => {}
                     }
-                    if !lagged && rev > floor {
-                        for &missing in exists.range(floor + 1..rev) {
+                    if !lagged {
+                        for missing in known.existing(floor + 1, rev) {
                             if !applied.contains(&missing) {
                                 errors.push(ReplicaError::Gap {
                                     replica: name.clone(),
@@ -175,10 +171,21 @@ pub fn check(
                             }
                         }
                     }
-                    check_events(name, rev, events, &by_value, &mut errors);
+                    for fault in known.event_faults(rev, events) {
+                        let detail = match fault {
+                            EventFault::Empty => "no event".to_owned(),
+                            EventFault::Misplaced(detail) | EventFault::NotWritten(detail) => {
+                                detail
+                            }
+                        };
+                        errors.push(ReplicaError::WrongChange {
+                            replica: name.clone(),
+                            revision: rev,
+                            detail,
+                        });
+                    }
                     lagged = false;
                     applied.insert(rev);
-                    last_change = last_change.max(rev);
                     floor = floor.max(rev);
                 }
                 Update::Reset { revision } => {
@@ -189,8 +196,8 @@ pub fn check(
             }
         }
         if let Some(f) = final_revision {
-            if !lagged && f > floor {
-                for &missing in exists.range(floor + 1..=f) {
+            if !lagged {
+                for missing in known.existing(floor + 1, f + 1) {
                     errors.push(ReplicaError::Gap {
                         replica: name.clone(),
                         revision: missing,
@@ -205,47 +212,6 @@ pub fn check(
         Verdict::Pass
     } else {
         Verdict::Fail { errors }
-    }
-}
-
-/// The events of one applied revision against the writes.
-fn check_events(
-    name: &str,
-    rev: u64,
-    events: &[WatchEvent],
-    by_value: &HashMap<(&str, &str), &Write>,
-    errors: &mut Vec<ReplicaError>,
-) {
-    let wrong = |detail: String| ReplicaError::WrongChange {
-        replica: name.to_owned(),
-        revision: rev,
-        detail,
-    };
-    if events.is_empty() {
-        errors.push(wrong("no event".to_owned()));
-    }
-    for e in events {
-        if e.mod_revision != rev {
-            errors.push(wrong(format!(
-                "event of {} carries mod_revision {}",
-                e.key, e.mod_revision
-            )));
-        }
-        if e.kind != "put" {
-            continue;
-        }
-        match e
-            .value
-            .as_deref()
-            .and_then(|v| by_value.get(&(e.key.as_str(), v)))
-        {
-            None => errors.push(wrong(format!("{}={:?} was never written", e.key, e.value))),
-            Some(w) if w.revision.is_some_and(|w| w != rev) => errors.push(wrong(format!(
-                "{}={:?} was acknowledged at revision {:?}",
-                e.key, e.value, w.revision
-            ))),
-            Some(_) => {}
-        }
     }
 }
 

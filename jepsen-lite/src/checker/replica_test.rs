@@ -1,22 +1,10 @@
 use super::*;
-
-fn write(key: &str, value: &str, rev: Option<u64>) -> Write {
-    Write {
-        key: key.into(),
-        value: value.into(),
-        revision: rev,
-    }
-}
+use crate::checker::test_util::{error_names as names, put, write};
 
 fn change(rev: u64, key: &str, value: &str) -> Update {
     Update::Change {
         revision: rev,
-        events: vec![WatchEvent {
-            kind: "put".into(),
-            key: key.into(),
-            value: Some(value.into()),
-            mod_revision: rev,
-        }],
+        events: put(rev, key, value),
     }
 }
 
@@ -52,19 +40,15 @@ fn all_from(start: u64) -> Vec<Update> {
     .collect()
 }
 
-fn names(v: &Verdict<ReplicaError>) -> Vec<String> {
-    match v {
-        Verdict::Fail { errors } => errors
-            .iter()
-            .map(|e| {
-                serde_json::to_value(e).expect("json")["error"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+/// Revisions 3, 6 and 7 applied, with `instead` (a reset or a lag) where
+/// 4 and 5 would be.
+fn without_4_and_5(instead: Update) -> Vec<Update> {
+    vec![
+        change(3, "p/a", "3"),
+        instead,
+        change(6, "p/b", "6"),
+        change(7, "p/a", "7"),
+    ]
 }
 
 #[test]
@@ -76,27 +60,9 @@ fn good_histories_pass() {
             // Started later: everything up to 4 came with the bootstrap.
             replica("r2", 4, all_from(4)),
             // A re-bootstrap at 5 replaces the state: 4 and 5 are covered.
-            replica(
-                "r3",
-                2,
-                vec![
-                    change(3, "p/a", "3"),
-                    Update::Reset { revision: 5 },
-                    change(6, "p/b", "6"),
-                    change(7, "p/a", "7"),
-                ],
-            ),
+            replica("r3", 2, without_4_and_5(Update::Reset { revision: 5 })),
             // The recorder fell behind: what it missed is not judged.
-            replica(
-                "r4",
-                2,
-                vec![
-                    change(3, "p/a", "3"),
-                    Update::Lagged { missed: 2 },
-                    change(6, "p/b", "6"),
-                    change(7, "p/a", "7"),
-                ],
-            ),
+            replica("r4", 2, without_4_and_5(Update::Lagged { missed: 2 })),
         ],
         Some(7),
     );

@@ -9,10 +9,11 @@
 //! `Last-Event-ID` does). The server side is not on main yet, so this
 //! checker is exercised on synthetic histories only (see the tests).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::stream::{self, EventFault, Known, Order};
 use super::Verdict;
 
 /// One event inside a change message.
@@ -169,14 +170,6 @@ pub enum WatchError {
     },
 }
 
-/// Revisions of `set` in `lo..hi` (empty when `lo >= hi`).
-fn range(set: &BTreeSet<u64>, lo: u64, hi: u64) -> Vec<u64> {
-    if lo >= hi {
-        return Vec::new();
-    }
-    set.range(lo..hi).copied().collect()
-}
-
 /// Checks every watcher against the writes and against each other. With
 /// `final_revision`, every watcher must also have covered (delivered or
 /// bookmarked) every revision up to it: the writers had stopped and the
@@ -187,41 +180,40 @@ pub fn check(
     final_revision: Option<u64>,
 ) -> Verdict<WatchError> {
     let mut errors = Vec::new();
-    let by_value: HashMap<(&str, &str), &Write> = writes
-        .iter()
-        .map(|w| ((w.key.as_str(), w.value.as_str()), w))
-        .collect();
+    let changes = || {
+        watchers.iter().flat_map(|w| {
+            w.sessions
+                .iter()
+                .flat_map(|s| &s.messages)
+                .filter_map(move |m| match m {
+                    Message::Change { revision, events } => Some((w, *revision, events)),
+                    _ => None,
+                })
+        })
+    };
     // Every revision known to exist under the prefix: acknowledged writes,
     // and whatever any watcher delivered (indeterminate writes that happened).
-    let mut exists: BTreeSet<u64> = writes.iter().filter_map(|w| w.revision).collect();
+    let known = Known::new(writes, changes().map(|(_, revision, _)| revision));
     // The events of each revision, as first delivered, for agreement.
     let mut first_seen: BTreeMap<u64, (String, Vec<WatchEvent>)> = BTreeMap::new();
-    for w in watchers {
-        for s in &w.sessions {
-            for m in &s.messages {
-                if let Message::Change { revision, events } = m {
-                    exists.insert(*revision);
-                    match first_seen.get(revision) {
-                        None => {
-                            first_seen.insert(*revision, (w.name.clone(), events.clone()));
-                        }
-                        Some((a, ev)) if ev != events && a != &w.name => {
-                            errors.push(WatchError::Divergent {
-                                a: a.clone(),
-                                b: w.name.clone(),
-                                revision: *revision,
-                            });
-                        }
-                        _ => {}
-                    }
-                }
+    for (w, revision, events) in changes() {
+        match first_seen.get(&revision) {
+            None => {
+                first_seen.insert(revision, (w.name.clone(), events.clone()));
             }
+            Some((a, ev)) if ev != events && a != &w.name => {
+                errors.push(WatchError::Divergent {
+                    a: a.clone(),
+                    b: w.name.clone(),
+                    revision,
+                });
+            }
+            _ => {}
         }
     }
     for w in watchers {
         let name = &w.name;
         let mut delivered: BTreeSet<u64> = BTreeSet::new();
-        let mut last = 0u64;
         for s in &w.sessions {
             let mut first_in_session: Option<u64> = None;
             let mut session_last = s.start_revision.saturating_sub(1);
@@ -230,76 +222,54 @@ pub fn check(
                 match m {
                     Message::Change { revision, events } => {
                         let r = *revision;
-                        if delivered.contains(&r) {
-                            let kind_split = first_in_session.is_some() && session_last == r;
-                            if kind_split {
+                        match stream::order(&delivered, r) {
+                            // The revision again, right after itself in one session.
+                            Some(Order::Repeated)
+                                if first_in_session.is_some() && session_last == r =>
+                            {
                                 errors.push(WatchError::NotAtomic {
                                     watcher: name.clone(),
                                     revision: r,
                                     detail: "revision split over two messages".into(),
-                                });
-                            } else {
-                                errors.push(WatchError::Duplicate {
-                                    watcher: name.clone(),
-                                    revision: r,
-                                });
+                                })
                             }
-                        } else if r < last {
-                            errors.push(WatchError::Unordered {
+                            Some(Order::Repeated) => errors.push(WatchError::Duplicate {
                                 watcher: name.clone(),
                                 revision: r,
-                                after: last,
-                            });
-                        }
-                        if events.is_empty() {
-                            errors.push(WatchError::NotAtomic {
-                                watcher: name.clone(),
-                                revision: r,
-                                detail: "empty change message".into(),
-                            });
-                        }
-                        for e in events {
-                            if e.mod_revision != r {
-                                errors.push(WatchError::NotAtomic {
+                            }),
+                            Some(Order::Unordered { after }) => {
+                                errors.push(WatchError::Unordered {
                                     watcher: name.clone(),
                                     revision: r,
-                                    detail: format!(
-                                        "event of {} carries mod_revision {}",
-                                        e.key, e.mod_revision
-                                    ),
-                                });
+                                    after,
+                                })
                             }
-                            if e.kind == "put" {
-                                match e
-                                    .value
-                                    .as_deref()
-                                    .and_then(|v| by_value.get(&(e.key.as_str(), v)))
-                                {
-                                    None => errors.push(WatchError::WrongEvent {
-                                        watcher: name.clone(),
-                                        revision: r,
-                                        detail: format!(
-                                            "{}={:?} was never written",
-                                            e.key, e.value
-                                        ),
-                                    }),
-                                    Some(wr) if wr.revision.is_some_and(|wr| wr != r) => errors
-                                        .push(WatchError::WrongEvent {
-                                            watcher: name.clone(),
-                                            revision: r,
-                                            detail: format!(
-                                                "{}={:?} was acknowledged at revision {:?}",
-                                                e.key, e.value, wr.revision
-                                            ),
-                                        }),
-                                    _ => {}
-                                }
-                            }
+                            None => {}
+                        }
+                        for fault in known.event_faults(r, events) {
+                            let (watcher, revision) = (name.clone(), r);
+                            errors.push(match fault {
+                                EventFault::Empty => WatchError::NotAtomic {
+                                    watcher,
+                                    revision,
+                                    detail: "empty change message".into(),
+                                },
+                                EventFault::Misplaced(detail) => WatchError::NotAtomic {
+                                    watcher,
+                                    revision,
+                                    detail,
+                                },
+                                EventFault::NotWritten(detail) => WatchError::WrongEvent {
+                                    watcher,
+                                    revision,
+                                    detail,
+                                },
+                            });
                         }
                         // Resumable: nothing existing between the start and the first delivery.
                         if first_in_session.is_none() {
                             first_in_session = Some(r);
-                            if let Some(&missing) = range(&exists, s.start_revision, r).first() {
+                            if let Some(missing) = known.existing(s.start_revision, r).next() {
                                 errors.push(WatchError::NotResumable {
                                     watcher: name.clone(),
                                     start: s.start_revision,
@@ -307,7 +277,7 @@ pub fn check(
                                     missing,
                                 });
                             }
-                        } else if let Some(&missing) = range(&exists, session_last + 1, r).first() {
+                        } else if let Some(missing) = known.existing(session_last + 1, r).next() {
                             // Reliable: nothing existing skipped inside a session.
                             if !delivered.contains(&missing) {
                                 errors.push(WatchError::Gap {
@@ -319,7 +289,6 @@ pub fn check(
                         }
                         delivered.insert(r);
                         session_last = session_last.max(r);
-                        last = last.max(r);
                     }
                     Message::Progress { revision } => {
                         // A lagging node may bookmark below the session's
@@ -328,9 +297,8 @@ pub fn check(
                         let lo = s.start_revision.max(bookmarked + 1);
                         let hi = revision.saturating_add(1);
                         bookmarked = bookmarked.max(*revision);
-                        if let Some(missing) = range(&exists, lo, hi)
-                            .into_iter()
-                            .find(|r| !delivered.contains(r))
+                        if let Some(missing) =
+                            known.existing(lo, hi).find(|r| !delivered.contains(r))
                         {
                             errors.push(WatchError::EarlyBookmark {
                                 watcher: name.clone(),
@@ -362,10 +330,7 @@ pub fn check(
                 .max()
                 .unwrap_or(0);
             if covered < f {
-                let missing = range(&exists, covered + 1, f + 1)
-                    .first()
-                    .copied()
-                    .unwrap_or(f);
+                let missing = known.existing(covered + 1, f + 1).next().unwrap_or(f);
                 errors.push(WatchError::Gap {
                     watcher: w.name.clone(),
                     revision: missing,

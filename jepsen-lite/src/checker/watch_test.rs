@@ -1,22 +1,10 @@
 use super::*;
-
-fn write(key: &str, value: &str, rev: Option<u64>) -> Write {
-    Write {
-        key: key.into(),
-        value: value.into(),
-        revision: rev,
-    }
-}
+use crate::checker::test_util::{error_names as names, put, write};
 
 fn change(rev: u64, key: &str, value: &str) -> Message {
     Message::Change {
         revision: rev,
-        events: vec![WatchEvent {
-            kind: "put".into(),
-            key: key.into(),
-            value: Some(value.into()),
-            mod_revision: rev,
-        }],
+        events: put(rev, key, value),
     }
 }
 
@@ -56,21 +44,6 @@ fn check_all(w: &[Write], ws: &[Watcher]) -> Verdict<WatchError> {
     check(w, ws, None)
 }
 
-fn names(v: Verdict<WatchError>) -> Vec<String> {
-    match v {
-        Verdict::Fail { errors } => errors
-            .iter()
-            .map(|e| {
-                serde_json::to_value(e).expect("json")["error"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 #[test]
 fn good_histories_pass() {
     let resumed = {
@@ -87,12 +60,12 @@ fn each_guarantee_has_its_error() {
     let w = writes();
     let mut m = full();
     m.swap(0, 1);
-    assert!(names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"unordered".to_string()));
+    assert!(names(&check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"unordered".to_string()));
 
     let m = vec![change(1, "p/a", "1"), change(2, "p/b", "2")];
     let again = vec![change(2, "p/b", "2"), change(3, "p/a", "3")];
     assert!(
-        names(check_all(&w, &[watcher("w", vec![(1, m), (2, again)])]))
+        names(&check_all(&w, &[watcher("w", vec![(1, m), (2, again)])]))
             .contains(&"duplicate".to_string())
     );
 
@@ -101,18 +74,20 @@ fn each_guarantee_has_its_error() {
         change(3, "p/a", "3"),
         change(4, "p/b", "4"),
     ];
-    assert!(names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"gap".to_string()));
+    assert!(names(&check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"gap".to_string()));
 
     let m = vec![
         change(1, "p/a", "1"),
         change(2, "p/b", "2"),
         change(2, "p/b", "2"),
     ];
-    assert!(names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"not_atomic".to_string()));
+    assert!(
+        names(&check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"not_atomic".to_string())
+    );
 
     let a = vec![change(1, "p/a", "1")];
     let b = vec![change(3, "p/a", "3")];
-    assert!(names(check_all(&w, &[watcher("w", vec![(1, a), (2, b)])]))
+    assert!(names(&check_all(&w, &[watcher("w", vec![(1, a), (2, b)])]))
         .contains(&"not_resumable".to_string()));
 
     let m = vec![
@@ -120,13 +95,12 @@ fn each_guarantee_has_its_error() {
         Message::Progress { revision: 2 },
         change(2, "p/b", "2"),
     ];
-    assert!(
-        names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"early_bookmark".to_string())
-    );
+    assert!(names(&check_all(&w, &[watcher("w", vec![(1, m)])]))
+        .contains(&"early_bookmark".to_string()));
 
     let m = vec![change(1, "p/a", "9")];
     assert!(
-        names(check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"wrong_event".to_string())
+        names(&check_all(&w, &[watcher("w", vec![(1, m)])])).contains(&"wrong_event".to_string())
     );
 
     let x = vec![change(3, "p/a", "3")];
@@ -147,7 +121,7 @@ fn each_guarantee_has_its_error() {
             },
         ],
     }];
-    assert!(names(check_all(
+    assert!(names(&check_all(
         &w,
         &[watcher("x", vec![(3, x)]), watcher("y", vec![(3, y)])]
     ))
@@ -158,7 +132,7 @@ fn each_guarantee_has_its_error() {
 fn a_watcher_short_of_the_final_revision_has_a_gap() {
     let short = vec![change(1, "p/a", "1"), change(2, "p/b", "2")];
     let v = check(&writes(), &[watcher("w", vec![(1, short)])], Some(4));
-    assert!(names(v).contains(&"gap".to_string()));
+    assert!(names(&v).contains(&"gap".to_string()));
     assert!(check(&writes(), &[watcher("w", vec![(1, full())])], Some(4)).is_pass());
 }
 

@@ -12,12 +12,11 @@
 
 pub mod admin;
 mod failpoint;
-mod kill;
 pub mod lagging;
 pub mod member;
 mod outage;
 mod partition;
-mod pause;
+mod process;
 mod transfer;
 
 use std::future::Future;
@@ -31,11 +30,10 @@ use rand::{Rng, SeedableRng};
 
 pub use admin::{Refused, Skipped};
 pub use failpoint::FailpointNemesis;
-pub use kill::KillNemesis;
 pub use lagging::{LaggingNemesis, LaggingOptions};
 pub use outage::OutageNemesis;
 pub use partition::{DelayNemesis, PartitionNemesis};
-pub use pause::PauseNemesis;
+pub use process::ProcessNemesis;
 pub use transfer::TransferNemesis;
 
 use crate::cluster::Cluster;
@@ -186,10 +184,10 @@ pub struct NemesisOptions {
 /// Builds a nemesis by name.
 pub fn by_name(name: &str, opts: &NemesisOptions) -> anyhow::Result<Box<dyn Nemesis>> {
     Ok(match name {
-        "kill" => Box::new(KillNemesis::new(Target::Random)),
-        "kill-leader" => Box::new(KillNemesis::new(Target::Leader)),
-        "pause" => Box::new(PauseNemesis::new(Target::Random)),
-        "pause-leader" => Box::new(PauseNemesis::new(Target::Leader)),
+        "kill" => Box::new(ProcessNemesis::kill(Target::Random)),
+        "kill-leader" => Box::new(ProcessNemesis::kill(Target::Leader)),
+        "pause" => Box::new(ProcessNemesis::pause(Target::Random)),
+        "pause-leader" => Box::new(ProcessNemesis::pause(Target::Leader)),
         "partition" => Box::new(PartitionNemesis::new()),
         "delay" => Box::new(DelayNemesis::new()),
         "failpoint" => Box::new(FailpointNemesis::new()),
@@ -361,5 +359,17 @@ mod tests {
             round_order(&[member, transfer, kill]),
             (vec![1, 2, 0], vec![2, 1, 0])
         );
+    }
+
+    #[test]
+    fn kill_and_pause_keep_their_names() {
+        let built = [
+            ProcessNemesis::kill(Target::Random),
+            ProcessNemesis::kill(Target::Leader),
+            ProcessNemesis::pause(Target::Random),
+            ProcessNemesis::pause(Target::Leader),
+        ];
+        let names: Vec<&str> = built.iter().map(|n| n.name()).collect();
+        assert_eq!(names, ["kill", "kill-leader", "pause", "pause-leader"]);
     }
 }

@@ -80,56 +80,65 @@ fn header_u64(headers: &HeaderMap, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("header {name} missing or not a number: {headers:?}"))
 }
 
+/// Starts node 1 alone on listeners of its own (with `tweak` applied to its
+/// config) and waits until it leads with its first entry applied. Returns
+/// the node, the config it started with and the directory of its data.
+pub(super) async fn start_node(tweak: impl FnOnce(&mut Config)) -> (RunningNode, Config, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = TcpListener::bind("127.0.0.1:0").await.expect("bind client");
+    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+    let client_addr = client.local_addr().expect("client addr");
+    let peer_addr = peer.local_addr().expect("peer addr");
+    let mut config = Config {
+        node_id: 1,
+        data_dir: dir.path().join("node1"),
+        listen_client: client_addr.to_string(),
+        listen_peer: peer_addr.to_string(),
+        initial_cluster: Some(format!("1={client_addr}/{peer_addr}")),
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        // No 64 MiB reserve file per test node.
+        reserve_bytes: 0,
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let running = crate::server::start(config.clone(), Some(Listeners { client, peer }))
+        .await
+        .expect("start node");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Leader, and its first entry applied: membership changes wait for
+    // the initial membership to be committed.
+    let ready = |node: &crate::raft::node::Node| {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let metrics = node.raft().metrics();
+        let applied = metrics
+            .borrow_watched()
+            .last_applied
+            .map_or(0, |id| id.index);
+        node.raft().is_leader() && applied >= 1
+    };
+    while !ready(&running.node) {
+        assert!(Instant::now() < deadline, "node 1 did not become leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (running, config, dir)
+}
+
 impl Harness {
-    /// Starts node 1 alone (with `tweak` applied to its config) and waits
-    /// until it leads.
+    /// Starts node 1 alone with [`start_node`] (requests time out after
+    /// 3 s, peer connects after 300 ms, then `tweak` applies) and builds
+    /// the router of its config.
     pub(super) async fn start(tweak: impl FnOnce(&mut Config)) -> Harness {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let client = TcpListener::bind("127.0.0.1:0").await.expect("bind client");
-        let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
-        let client_addr = client.local_addr().expect("client addr");
-        let peer_addr = peer.local_addr().expect("peer addr");
-        let mut config = Config {
-            node_id: 1,
-            data_dir: dir.path().join("node1"),
-            listen_client: client_addr.to_string(),
-            listen_peer: peer_addr.to_string(),
-            initial_cluster: Some(format!("1={client_addr}/{peer_addr}")),
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
-            request_timeout_ms: 3000,
-            connect_timeout_ms: 300,
-            // No 64 MiB reserve file per test node.
-            reserve_bytes: 0,
-            ..Config::default()
-        };
-        tweak(&mut config);
-        let config_ranges = config.range_options();
-        let config_admission = config.admission_options();
-        let config_buffer = config.buffer_options();
-        let running = crate::server::start(config, Some(Listeners { client, peer }))
-            .await
-            .expect("start node");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Leader, and its first entry applied: membership changes wait for
-        // the initial membership to be committed.
-        let ready = |node: &crate::raft::node::Node| {
-            use openraft::async_runtime::watch::WatchReceiver;
-            let metrics = node.raft().metrics();
-            let applied = metrics
-                .borrow_watched()
-                .last_applied
-                .map_or(0, |id| id.index);
-            node.raft().is_leader() && applied >= 1
-        };
-        while !ready(&running.node) {
-            assert!(Instant::now() < deadline, "node 1 did not become leader");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let ranges = Arc::new(crate::api::RangeLimiter::new(config_ranges));
+        let (running, config, dir) = start_node(|config| {
+            config.request_timeout_ms = 3000;
+            config.connect_timeout_ms = 300;
+            tweak(config);
+        })
+        .await;
+        let ranges = Arc::new(crate::api::RangeLimiter::new(config.range_options()));
         let admission = Arc::new(crate::api::Admission::new(
-            config_admission,
+            config.admission_options(),
             running.hub.shared_metrics(),
         ));
         let router = crate::api::router(
@@ -138,7 +147,7 @@ impl Harness {
             ranges,
             admission,
             Arc::new(crate::api::SnapshotBuffer::new(
-                config_buffer,
+                config.buffer_options(),
                 running.hub.clone(),
             )),
         );

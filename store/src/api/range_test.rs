@@ -13,9 +13,10 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+use super::api_test::start_node;
 use super::range::{RangeLimiter, RangeOptions};
 use crate::kv::json::KvJson;
-use crate::server::{Listeners, RunningNode};
+use crate::server::RunningNode;
 use crate::Config;
 
 /// One node, and the API router served on a listener of the test's own
@@ -31,7 +32,7 @@ struct Harness {
 
 impl Harness {
     async fn start(options: RangeOptions) -> Harness {
-        let (running, dir) = start_node(|_| {}).await;
+        let (running, _, dir) = start_node(|_| {}).await;
         let limiter = Arc::new(RangeLimiter::new(options));
         let admission = Arc::new(super::Admission::new(
             super::AdmissionOptions::default(),
@@ -66,7 +67,7 @@ impl Harness {
     /// handling, with its write timeout), with the range limits of its
     /// configuration as `edit` leaves it.
     async fn on_own_listener(edit: impl FnOnce(&mut Config)) -> Harness {
-        let (running, dir) = start_node(edit).await;
+        let (running, _, dir) = start_node(edit).await;
         Harness {
             limiter: running.ranges.clone(),
             base: format!("http://{}", running.client_addr),
@@ -145,38 +146,6 @@ impl Harness {
         self.server.abort();
         self.running.shutdown().await;
     }
-}
-
-/// One node (its configuration as `edit` leaves it), leader of itself.
-async fn start_node(edit: impl FnOnce(&mut Config)) -> (RunningNode, TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let client = TcpListener::bind("127.0.0.1:0").await.expect("bind client");
-    let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
-    let client_addr = client.local_addr().expect("client addr");
-    let peer_addr = peer.local_addr().expect("peer addr");
-    let mut config = Config {
-        node_id: 1,
-        data_dir: dir.path().join("node1"),
-        listen_client: client_addr.to_string(),
-        listen_peer: peer_addr.to_string(),
-        initial_cluster: Some(format!("1={client_addr}/{peer_addr}")),
-        heartbeat_ms: 50,
-        election_timeout_min_ms: 300,
-        election_timeout_max_ms: 600,
-        // No 64 MiB reserve file per test node.
-        reserve_bytes: 0,
-        ..Config::default()
-    };
-    edit(&mut config);
-    let running = crate::server::start(config, Some(Listeners { client, peer }))
-        .await
-        .expect("start node");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !running.node.raft().is_leader() {
-        assert!(Instant::now() < deadline, "node 1 did not become leader");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (running, dir)
 }
 
 fn small_chunks() -> RangeOptions {
