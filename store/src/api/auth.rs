@@ -93,37 +93,45 @@ fn bearer(req: &Request) -> Result<Option<&str>, &'static str> {
 /// Resolves the request's token into a [`Principal`] (which the front
 /// middleware puts in the request's extensions for the handlers), or the
 /// refusal to answer.
-pub fn authenticate(node: &Node, req: &Request) -> Result<Principal, Response> {
+pub fn authenticate(node: &Node, req: &Request) -> Result<Principal, Box<Response>> {
     let principal = {
         let Ok(table) = node.auth().read() else {
-            return Err(ApiError::Node(NodeError::Internal(
-                "the auth table lock is poisoned".into(),
-            ))
-            .into_response());
+            return Err(Box::new(
+                ApiError::Node(NodeError::Internal(
+                    "the auth table lock is poisoned".into(),
+                ))
+                .into_response(),
+            ));
         };
         if !table.enabled() || is_open(req.uri().path()) {
             Principal::Anyone
         } else {
             let token = match bearer(req) {
                 Ok(Some(token)) => token,
-                Ok(None) => return Err(unauthenticated("this cluster requires a bearer token")),
-                Err(why) => return Err(unauthenticated(why)),
+                Ok(None) => {
+                    return Err(Box::new(unauthenticated(
+                        "this cluster requires a bearer token",
+                    )))
+                }
+                Err(why) => return Err(Box::new(unauthenticated(why))),
             };
             match table.check(token, wall_clock_ms()) {
                 Ok(p) => p,
                 Err(TokenRejection::Unknown) => {
-                    return Err(unauthenticated(
+                    return Err(Box::new(unauthenticated(
                         "the token is not valid (unknown or revoked)",
-                    ))
+                    )))
                 }
                 Err(TokenRejection::Expired) => {
-                    return Err(unauthenticated("the token has expired"))
+                    return Err(Box::new(unauthenticated("the token has expired")))
                 }
             }
         }
     };
     if !principal.is_admin() && needs_admin(req.uri().path()) {
-        return Err(denied(&principal, "this route needs an admin token").into_response());
+        return Err(Box::new(
+            denied(&principal, "this route needs an admin token").into_response(),
+        ));
     }
     Ok(principal)
 }

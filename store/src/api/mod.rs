@@ -164,7 +164,7 @@ async fn admit_and_run(
         Ok(principal) => {
             req.extensions_mut().insert(principal);
         }
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     }
     limits::limit_admin(&front.admin, route, req, next).await
 }

@@ -309,7 +309,7 @@ fn load_snapshot(db: &DB, path: &Path) -> io::Result<SnapshotHeader> {
     batch.put_cf(meta_cf, MVCC_STATE_KEY, codec::encode(&header.mvcc)?);
     batch.delete_cf(meta_cf, INSTALLING_KEY);
     db.write(batch).map_err(io_err)?;
-    crate::db::sync_wal(&db).map_err(io_err)?;
+    crate::db::sync_wal(db).map_err(io_err)?;
     Ok(header)
 }
 
