@@ -482,6 +482,8 @@ mod tests {
             "--no-buffer",
             "--small-replicas",
             "10",
+            "--writer-cpus",
+            "0,1",
         ]);
         match cli.command {
             Some(Command::RestartStorm(args)) => {
@@ -489,6 +491,7 @@ mod tests {
                 assert_eq!(args.small_replicas, 10);
                 assert_eq!(args.large_replicas, 100);
                 assert_eq!(args.writers, 16);
+                assert_eq!(args.writer_cpus, vec![0, 1]);
             }
             other => panic!("not the restart-storm subcommand: {other:?}"),
         }

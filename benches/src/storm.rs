@@ -15,7 +15,11 @@
 //! `/proc/<pid>/io`: sockets and disk).
 //!
 //! `--no-buffer` and `--no-admission` run the server without the bootstrap
-//! buffer and without admission control, to compare. Bounded: every phase
+//! buffer and without admission control, to compare. `--writer-cpus` runs
+//! the writers on a runtime of their own whose threads are pinned to those
+//! CPUs, so that their latency is the control plane's and not the wait for
+//! a CPU that the benchmark's own replicas are busy decoding bootstraps on
+//! (pin the rest of the benchmark elsewhere with `taskset`). Bounded: every phase
 //! has a deadline, the server is killed past `--rss-limit-mb`, and the
 //! cluster and its directory are removed whatever happens. Loopback only.
 
@@ -72,6 +76,38 @@ pub struct StormArgs {
     /// Longest one storm may take to have every replica running, seconds.
     #[arg(long, default_value_t = 600)]
     pub storm_timeout_secs: u64,
+    /// Run the writers on their own runtime, one thread pinned to these
+    /// CPUs (comma-separated, e.g. `0`); by default they share the
+    /// benchmark's runtime with the replicas.
+    #[arg(long, value_delimiter = ',')]
+    pub writer_cpus: Vec<usize>,
+}
+
+/// A runtime of one thread pinned to `cpus`, for the writers.
+fn pinned_runtime(cpus: &[usize]) -> Result<tokio::runtime::Runtime> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu)
+            .with_context(|| format!("CPU {cpu} is out of range"))?;
+    }
+    // Checked here, on this thread and back, so a CPU the process may not
+    // use is an error before anything starts.
+    let here = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("cannot pin to CPUs {cpus:?}"))?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &here)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("storm-writers")
+        .on_thread_start(move || {
+            if let Err(e) = sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+                eprintln!("writer thread not pinned: {e}");
+            }
+        })
+        .enable_all()
+        .build()?;
+    Ok(runtime)
 }
 
 /// The server process and its directory, stopped and removed on drop.
@@ -394,8 +430,20 @@ pub async fn run_storm(args: StormArgs) -> Result<()> {
 
     let writes = Arc::new(Writes::new()?);
     let stop = Arc::new(AtomicBool::new(false));
+    let writer_runtime = if args.writer_cpus.is_empty() {
+        None
+    } else {
+        Some(pinned_runtime(&args.writer_cpus)?)
+    };
+    let writer_client = Client::new(endpoints(args.base_port))?;
     let writers: Vec<_> = (0..args.writers)
-        .map(|n| tokio::spawn(writer(client.clone(), n, writes.clone(), stop.clone())))
+        .map(|n| {
+            let task = writer(writer_client.clone(), n, writes.clone(), stop.clone());
+            match &writer_runtime {
+                Some(rt) => rt.spawn(task),
+                None => tokio::spawn(task),
+            }
+        })
         .collect();
     let quiet = Duration::from_secs(args.quiet_secs);
     let mut rows = Vec::new();
@@ -437,13 +485,22 @@ pub async fn run_storm(args: StormArgs) -> Result<()> {
     for w in writers {
         let _ = w.await;
     }
+    if let Some(rt) = writer_runtime {
+        // Its tasks have ended; dropping a runtime would block this one.
+        rt.shutdown_background();
+    }
     drop(server);
     result?;
     println!(
-        "buffer: {}, admission control: {}, writers: {}, write errors: {}",
+        "buffer: {}, admission control: {}, writers: {} ({}), write errors: {}",
         if args.no_buffer { "off" } else { "on" },
         if args.no_admission { "off" } else { "on" },
         args.writers,
+        if args.writer_cpus.is_empty() {
+            "sharing the replicas' runtime".to_owned()
+        } else {
+            format!("own runtime on CPUs {:?}", args.writer_cpus)
+        },
         writes.errors.load(Ordering::Relaxed)
     );
     println!(
@@ -467,4 +524,36 @@ pub async fn run_storm(args: StormArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_runtime_runs_on_the_cpus_it_was_given() -> Result<()> {
+        let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+        let rt = pinned_runtime(&[0])?;
+        let on = rt.block_on(async {
+            tokio::spawn(async {
+                nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map(|set| {
+                    (0..nix::sched::CpuSet::count())
+                        .filter(|&c| set.is_set(c).unwrap_or(false))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await
+        })??;
+        assert_eq!(on, vec![0]);
+        // The calling thread keeps its own CPUs.
+        let here = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+        assert_eq!(here, before);
+        rt.shutdown_background();
+        Ok(())
+    }
+
+    #[test]
+    fn a_cpu_out_of_range_is_an_error() {
+        assert!(pinned_runtime(&[1 << 20]).is_err());
+    }
 }
