@@ -83,6 +83,24 @@ impl LogFlusher {
     }
 }
 
+impl LogFlusher {
+    /// Blocks until the flusher thread has ended (the `LogStore` must have
+    /// been dropped, or this waits forever): for synchronous drops in tests,
+    /// so that no thread still holds (or is closing) a database when its
+    /// directory is removed or the process exits. `None` if the thread
+    /// panicked.
+    #[cfg(test)]
+    pub fn join(&self) -> Option<FlusherReport> {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                return None;
+            }
+        }
+        *self.done.borrow()
+    }
+}
+
 /// Reads log entries and the vote; cheap to clone.
 #[derive(Clone)]
 pub struct LogReader {
