@@ -114,14 +114,14 @@ pub fn open_with_wal_cap(dir: &Path, max_total_wal_bytes: u64) -> Result<Arc<DB>
     // under `ballastd dev`) that spinning takes the CPU the leader needs.
     opts.set_enable_write_thread_adaptive_yield(false);
     // RocksDB's own info log (`LOG` in the data directory) gets only fatal
-    // errors and the header it writes at open. On a full disk a write to
+    // errors (it stays empty otherwise). On a full disk a write to
     // that file fails like any other, and in builds of RocksDB with
     // assertions on (Debian's library) the next line written to it aborts
     // the process: at the default level that next line is the error report
     // of the failed write itself. The node logs every RocksDB error it is
     // handed, with RocksDB's message, in its own log instead.
     opts.set_log_level(rocksdb::LogLevel::Fatal);
-    // One file per open (the header): keep the last few.
+    // RocksDB starts a new file at each open: keep the last few.
     opts.set_keep_log_file_num(4);
     let cfs = ALL_CFS
         .iter()
