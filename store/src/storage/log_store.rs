@@ -73,17 +73,12 @@ impl LogFlusher {
             Err(_) => None,
         };
         // The thread has nothing left to do but return: joining is immediate.
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            if thread.join().is_err() {
-                return None;
-            }
+        if !self.join_thread() {
+            return None;
         }
         report
     }
-}
 
-impl LogFlusher {
     /// Blocks until the flusher thread has ended (the `LogStore` must have
     /// been dropped, or this waits forever): for synchronous drops in tests,
     /// so that no thread still holds (or is closing) a database when its
@@ -91,13 +86,17 @@ impl LogFlusher {
     /// panicked.
     #[cfg(test)]
     pub fn join(&self) -> Option<FlusherReport> {
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            if thread.join().is_err() {
-                return None;
-            }
+        if !self.join_thread() {
+            return None;
         }
         *self.done.borrow()
+    }
+
+    /// Joins the thread (once; later calls return at once). False if it
+    /// panicked.
+    fn join_thread(&self) -> bool {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        thread.is_none_or(|t| t.join().is_ok())
     }
 }
 
