@@ -38,6 +38,11 @@ command -v etcd >/dev/null || { echo "run.sh: etcd is not on PATH after installi
 # shellcheck source=benches/cluster.sh
 source benches/cluster.sh
 
+# The source the binaries are built from, read before anything is written:
+# results already committed under $OUT are not local changes to the code.
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- . ":(exclude)$OUT" 2>/dev/null || commit="$commit (with local changes)"
+
 echo "== building release binaries" >&2
 cargo build --release -p ballast-store -p ballast-bench --bin ballastd --bin ballast-bench
 BIN="${CARGO_TARGET_DIR:-target}/release"
@@ -78,7 +83,7 @@ bench_args=(--workloads "$WORKLOADS" --clients "$CLIENTS" --duration "$DURATION"
 
 {
   echo "date (UTC): $(date -u +'%Y-%m-%d %H:%M')"
-  echo "ballast commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+  echo "ballast commit: $commit"
   echo "machine: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "etcd: $(etcd --version 2>/dev/null | head -n1)"
