@@ -1082,3 +1082,31 @@ async fn session_writes_replay_their_first_result() {
 mod admission_test;
 #[path = "bootstrap_test.rs"]
 mod bootstrap_test;
+
+/// Shutdown closes the database itself, at once, also after requests and
+/// with a watch stream still open: nothing it stopped keeps a handle (the
+/// watch hub did, and every stop waited out its 4 s deadline and left the
+/// database to be recovered from the WAL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_closes_its_database() {
+    let (running, config, _dir) = start_node(|_| {}).await;
+    let base = format!("http://{}", config.listen_client);
+    let http = reqwest::Client::new();
+    let watch = http
+        .get(format!("{base}/v1/watch/a"))
+        .send()
+        .await
+        .expect("watch");
+    assert!(watch.status().is_success(), "{}", watch.status());
+    let put = http
+        .put(format!("{base}/v1/kv/a"))
+        .body("x")
+        .send()
+        .await
+        .expect("put");
+    assert!(put.status().is_success(), "{}", put.status());
+    let report = running.shutdown().await;
+    assert!(report.clean(), "{report:?}");
+    assert!(report.db_closed);
+    drop(watch);
+}

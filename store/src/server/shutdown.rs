@@ -121,6 +121,10 @@ pub(super) async fn stop(parts: Parts) -> ShutdownReport {
 
     let _ = stop.send(true);
     hub.close();
+    // The hub reads the key space for catch-ups, so it holds the database:
+    // this handle must not outlive the close, or the database never becomes
+    // this function's alone and is left open at the deadline.
+    drop(hub);
     match timeout_at(deadline, node.raft().shutdown()).await {
         Ok(Ok(())) => report.raft_stopped = true,
         Ok(Err(e)) => report.problem(id, format!("raft shutdown: {e}")),
