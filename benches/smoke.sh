@@ -2,8 +2,8 @@
 # Smoke test of the load generator (CI): starts a debug `ballastd dev` on free
 # loopback ports in a temporary directory, runs `ballast-bench --smoke` (every
 # workload for a second at 1 and 4 clients; fails on any failed request or a
-# row without throughput), then stops that process by PID and removes the
-# directory, also on failure.
+# row without throughput), over HTTP/1.1 and then over HTTP/2, then stops that
+# process by PID and removes the directory, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,9 +39,14 @@ status=0
 # The smoke's own rows take about 15 s; the outer limit only guards against a hang.
 timeout 300 "$BIN/ballast-bench" --smoke --endpoints "$BALLAST_ENDPOINTS" \
   --wait-ready 60s --no-progress || status=$?
+# The same over HTTP/2, clients sharing 3 connections.
+if [ "$status" -eq 0 ]; then
+  timeout 300 "$BIN/ballast-bench" --smoke --endpoints "$BALLAST_ENDPOINTS" \
+    --http2-connections 3 --no-progress || status=$?
+fi
 if [ "$status" -ne 0 ]; then
   echo "smoke.sh: ballast-bench --smoke failed ($status); the end of ballastd's log:" >&2
   tail -n 30 "$tmp/ballastd.log" >&2
   exit "$status"
 fi
-echo "smoke.sh: every workload ran without errors"
+echo "smoke.sh: every workload ran without errors, over HTTP/1.1 and HTTP/2"

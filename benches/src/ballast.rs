@@ -2,7 +2,7 @@
 //!
 //! Each connection is a `ballast_client::Client` pinned to one endpoint with
 //! retries off (so every failure is counted, not hidden) and a single pooled
-//! HTTP/1.1 connection.
+//! connection: HTTP/1.1, or HTTP/2 shared by several clients.
 
 use std::time::Duration;
 
@@ -16,12 +16,21 @@ use crate::target::{CasOutcome, Connection, OpError, ReadConsistency, Target};
 #[derive(Debug, Clone)]
 pub struct BallastTarget {
     request_timeout: Duration,
+    http2: bool,
 }
 
 impl BallastTarget {
     /// A target whose requests time out after `request_timeout`.
     pub fn new(request_timeout: Duration) -> Self {
-        Self { request_timeout }
+        Self {
+            request_timeout,
+            http2: false,
+        }
+    }
+
+    /// Whether connections speak HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    pub fn http2(self, on: bool) -> Self {
+        Self { http2: on, ..self }
     }
 }
 
@@ -32,11 +41,16 @@ impl Target for BallastTarget {
         "ballast"
     }
 
+    fn multiplexed(&self) -> bool {
+        self.http2
+    }
+
     async fn connect(&self, endpoint: &str) -> anyhow::Result<BallastConn> {
         let client = Client::builder(vec![endpoint.to_owned()])
             .request_timeout(self.request_timeout)
             .max_attempts(1)
             .pool_max_idle_per_endpoint(1)
+            .http2(self.http2)
             .build()?;
         Ok(BallastConn { client })
     }

@@ -66,8 +66,9 @@ pub struct ReportArgs {
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "ballast-bench")]
 pub struct Config {
-    /// System under test: `ballast` (HTTP/1.1, one connection per client) or
-    /// `etcd` (gRPC, clients spread over `--grpc-connections`).
+    /// System under test: `ballast` (HTTP/1.1, one connection per client, or
+    /// HTTP/2 with `--http2-connections`) or `etcd` (gRPC, clients spread over
+    /// `--grpc-connections`).
     #[arg(long, value_enum, default_value_t = TargetKind::Ballast)]
     pub target: TargetKind,
 
@@ -94,6 +95,13 @@ pub struct Config {
     /// connection queue.
     #[arg(long, default_value = "auto")]
     pub connections: Connections,
+
+    /// ballast: send requests over HTTP/2 ("h2c", plain `http://` only) on
+    /// this many connections in all, opened round-robin over the endpoints
+    /// and shared by the clients, as etcd's clients share gRPC connections.
+    /// Without it, HTTP/1.1 as `--connections` says.
+    #[arg(long)]
+    pub http2_connections: Option<usize>,
 
     /// etcd: gRPC connections in all, opened round-robin over the endpoints;
     /// the clients share them (HTTP/2 carries many requests at once).
@@ -166,6 +174,7 @@ impl Default for Config {
             workloads: Workload::ALL.to_vec(),
             clients: vec![1, 16, 64, 256],
             connections: Connections::Auto,
+            http2_connections: None,
             grpc_connections: DEFAULT_GRPC_CONNECTIONS,
             duration: Duration::from_secs(8),
             keys: 1000,
@@ -198,6 +207,9 @@ impl Config {
         if self.connections == Connections::PerEndpoint(0) {
             bail!("--connections: must be `auto` or at least 1");
         }
+        if self.http2_connections == Some(0) {
+            bail!("--http2-connections must be at least 1");
+        }
         if self.grpc_connections == 0 {
             bail!("--grpc-connections must be at least 1");
         }
@@ -226,7 +238,10 @@ impl Config {
     /// How the clients of this run's target share connections.
     pub fn connection_layout(&self) -> Connections {
         match self.target {
-            TargetKind::Ballast => self.connections,
+            TargetKind::Ballast => match self.http2_connections {
+                Some(n) => Connections::Total(n),
+                None => self.connections,
+            },
             TargetKind::Etcd => Connections::Total(self.grpc_connections),
         }
     }
@@ -435,6 +450,20 @@ mod tests {
         assert_eq!(ballast.connection_layout().total(256, 3), 256);
         let none = Config::parse_from(["ballast-bench", "--grpc-connections", "0"]);
         assert!(none.validate().is_err());
+
+        let h2 = Config::parse_from(["ballast-bench", "--http2-connections", "3"]);
+        assert_eq!(h2.connection_layout(), Connections::Total(3));
+        assert_eq!(h2.connection_layout().total(256, 3), 3);
+        let h2_etcd = Config::parse_from([
+            "ballast-bench",
+            "--target",
+            "etcd",
+            "--http2-connections",
+            "3",
+        ]);
+        assert_eq!(h2_etcd.connection_layout(), Connections::Total(16));
+        let h2_none = Config::parse_from(["ballast-bench", "--http2-connections", "0"]);
+        assert!(h2_none.validate().is_err());
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
     config.validate()?;
     match config.target {
         TargetKind::Ballast => {
-            let target = ballast::BallastTarget::new(config.request_timeout);
+            let target = ballast::BallastTarget::new(config.request_timeout)
+                .http2(config.http2_connections.is_some());
             run_with(target, config).await
         }
         TargetKind::Etcd => {

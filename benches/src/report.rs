@@ -131,7 +131,10 @@ impl Report {
         let c = &self.config;
         let mut out = String::new();
         let layout = match c.target {
-            TargetKind::Ballast => format!("HTTP connections per endpoint: {}", c.connections),
+            TargetKind::Ballast => match c.http2_connections {
+                Some(n) => format!("HTTP/2 connections: {n} in all"),
+                None => format!("HTTP connections per endpoint: {}", c.connections),
+            },
             TargetKind::Etcd => format!("gRPC connections: {}", c.connection_layout()),
         };
         let _ = writeln!(

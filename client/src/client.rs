@@ -43,6 +43,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     retry: RetryPolicy,
     pool_max_idle_per_endpoint: Option<usize>,
+    http2: bool,
     exactly_once: bool,
     tls: TlsOptions,
     token: Option<BearerToken>,
@@ -86,6 +87,7 @@ impl ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retry: RetryPolicy::default(),
             pool_max_idle_per_endpoint: None,
+            http2: false,
             exactly_once: true,
             tls: TlsOptions::default(),
             token: None,
@@ -170,6 +172,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends requests over HTTP/2 (prior knowledge, "h2c") instead of
+    /// HTTP/1.1: one connection per endpoint carries up to 256 requests at
+    /// once (the server's limit per connection), where HTTP/1.1 needs a
+    /// connection per request in flight. Plain `http://` endpoints only (the
+    /// client port's TLS offers HTTP/1.1); with an `https://` endpoint
+    /// [`build`](Self::build) is `InvalidArgument`. Watches stay on HTTP/1.1.
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
     /// TLS: the CA `https://` endpoints must chain to, and an optional
     /// client certificate. Without a CA only `http://` endpoints work.
     pub fn tls(mut self, tls: TlsOptions) -> Self {
@@ -200,6 +213,13 @@ impl ClientBuilder {
     /// `InvalidArgument`: the client has no built-in roots.
     pub fn build(self) -> Result<Client> {
         let endpoints = Endpoints::new(&self.endpoints)?;
+        if self.http2 {
+            if let Some(url) = endpoints.urls().iter().find(|u| u.starts_with("https://")) {
+                return Err(Error::InvalidArgument(format!(
+                    "endpoint {url}: HTTP/2 is offered on plain http:// endpoints only"
+                )));
+            }
+        }
         if !self.tls.has_ca() {
             if let Some(url) = endpoints.urls().iter().find(|u| u.starts_with("https://")) {
                 return Err(Error::InvalidArgument(format!(
@@ -234,6 +254,9 @@ impl ClientBuilder {
             .user_agent(concat!("ballast-client/", env!("CARGO_PKG_VERSION")));
         if let Some(max) = self.pool_max_idle_per_endpoint {
             http = http.pool_max_idle_per_host(max);
+        }
+        if self.http2 {
+            http = http.http2_prior_knowledge();
         }
         let http = self
             .tls

@@ -65,6 +65,7 @@ pub enum ServerError {
 }
 
 mod auth_bootstrap;
+mod h2c;
 mod shutdown;
 mod write_timeout;
 
@@ -516,14 +517,16 @@ pub async fn start(
     })
 }
 
-/// Serves the client API over HTTP/1.1 until `stop`, then shuts down
-/// gracefully (idle keep-alive connections at once, requests in flight within
-/// the drain grace) and closes whatever is left: no connection, and so no
-/// handle on the node and its database, outlives this task.
+/// Serves the client API over HTTP/1.1 (and HTTP/2 with prior knowledge on
+/// plain TCP) until `stop`, then shuts down gracefully (idle keep-alive
+/// connections at once, requests in flight within the drain grace) and
+/// closes whatever is left: no connection, and so no handle on the node and
+/// its database, outlives this task.
 ///
-/// A plain HTTP/1.1 connection per client rather than axum's auto-detecting
-/// HTTP/1+2 server: watch streams hold a connection each, and the auto
-/// server's per-connection state measurably raised memory per watcher.
+/// Each connection is served by hyper's HTTP/1.1 or HTTP/2 server alone,
+/// chosen by its first bytes, rather than by axum's auto-detecting HTTP/1+2
+/// server: watch streams hold a connection each, and the auto server's
+/// per-connection state measurably raised memory per watcher.
 ///
 /// Hostile clients are bounded: a connection that does not send its headers
 /// within the header read timeout (or sits idle between requests that long)
@@ -547,6 +550,8 @@ async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.head_buffer_bytes);
+    // Both servers of a plain-TCP connection, shared by the connection tasks.
+    let plain = Arc::new((http.clone(), h2c::builder(limits.head_buffer_bytes)));
     let mut conns = tokio::task::JoinSet::new();
     let mut refused_since_log = 0u64;
     let mut last_refusal_log: Option<std::time::Instant> = None;
@@ -582,9 +587,42 @@ async fn serve_http(
                 let stream = write_timeout::WriteTimeout::new(stream, limits.write_timeout);
                 let service = TowerToHyperService::new(app.clone());
                 let Some(tls) = &limits.tls else {
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    // Plain TCP: HTTP/1.1, or HTTP/2 for a client that opens
+                    // with its preface (see `server/h2c.rs`). The first bytes
+                    // are awaited in the connection's task, within the header
+                    // read timeout.
+                    let watcher = graceful.watcher();
+                    let plain = plain.clone();
+                    let sniff_timeout = limits.header_read_timeout;
                     conns.spawn(async move {
-                        if let Err(e) = conn.await {
+                        // Boxed: the wait is over once the connection is
+                        // served, so it takes no room in the task after.
+                        let sniff = Box::pin(tokio::time::timeout(
+                            sniff_timeout,
+                            h2c::opens_with_preface(stream.get_ref()),
+                        ));
+                        let h2 = match sniff.await {
+                            Ok(Ok(h2)) => h2,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "client connection ended");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("client sent nothing within the header read timeout");
+                                return;
+                            }
+                        };
+                        // The HTTP/2 connection is boxed, so an HTTP/1.1
+                        // connection's task (an idle watch stream) holds
+                        // no room for it.
+                        let (http1, http2) = &*plain;
+                        let ended = if h2 {
+                            let conn = http2.serve_connection(TokioIo::new(stream), service);
+                            Box::pin(watcher.watch(conn)).await
+                        } else {
+                            watcher.watch(http1.serve_connection(TokioIo::new(stream), service)).await
+                        };
+                        if let Err(e) = ended {
                             tracing::debug!(error = %e, "client connection ended");
                         }
                     });

@@ -1084,7 +1084,7 @@ mod admission_test;
 mod bootstrap_test;
 
 /// Shutdown closes the database itself, at once, also after requests and
-/// with a watch stream still open: nothing it stopped keeps a handle (the
+/// with watch streams still open (over HTTP/1.1 and HTTP/2): nothing it stopped keeps a handle (the
 /// watch hub did, and every stop waited out its 4 s deadline and left the
 /// database to be recovered from the WAL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1098,6 +1098,17 @@ async fn a_stopped_node_closes_its_database() {
         .await
         .expect("watch");
     assert!(watch.status().is_success(), "{}", watch.status());
+    // And one over HTTP/2, whose requests run in tasks of their own.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2 client");
+    let watch_h2 = h2
+        .get(format!("{base}/v1/watch/a"))
+        .send()
+        .await
+        .expect("watch over HTTP/2");
+    assert_eq!(watch_h2.version(), reqwest::Version::HTTP_2);
     let put = http
         .put(format!("{base}/v1/kv/a"))
         .body("x")
@@ -1108,5 +1119,5 @@ async fn a_stopped_node_closes_its_database() {
     let report = running.shutdown().await;
     assert!(report.clean(), "{report:?}");
     assert!(report.db_closed);
-    drop(watch);
+    drop((watch, watch_h2));
 }

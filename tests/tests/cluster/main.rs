@@ -4,6 +4,7 @@ mod t100_membership;
 mod t10_basic;
 mod t110_hostile_clients;
 mod t120_request_limits;
+mod t125_http2;
 mod t140_tls;
 mod t15_concurrent_writes;
 mod t20_failover;
