@@ -209,6 +209,15 @@ impl TestCluster {
         format!("http://{}", self.configs[idx(id)].listen_client)
     }
 
+    /// Where node `id`'s probe listener (`--listen-metrics`) listens, when
+    /// it has one: the bound address, so a test can ask for port 0.
+    pub fn metrics_addr(&self, id: u64) -> Result<Option<std::net::SocketAddr>> {
+        self.nodes[idx(id)]
+            .as_ref()
+            .map(|n| n.metrics_addr)
+            .ok_or_else(|| anyhow!("node {id} is not running"))
+    }
+
     /// Node `id`'s admission control (bootstraps and watch catch-ups).
     pub fn admission(&self, id: u64) -> Result<&Arc<ballast_store::Admission>> {
         self.nodes[idx(id)]

@@ -191,21 +191,20 @@ async fn metrics_cover_raft_http_watches_replicas_and_storage() -> Result<()> {
 /// `/health/*`, and nothing else; the client port keeps answering them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_separate_probe_listener_serves_metrics_and_health_only() -> Result<()> {
-    // Free ports, picked by binding and releasing them.
-    let mut ports = Vec::new();
-    for _ in 0..3 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        ports.push(l.local_addr()?.port());
-    }
-    let probe = ports.clone();
-    let tc = TestCluster::start_with(3, move |c| {
-        c.listen_metrics = Some(format!("127.0.0.1:{}", probe[c.node_id as usize - 1]));
+    // Port 0: each node binds a free port itself (a port picked by binding
+    // and releasing it could be taken by another test before the node
+    // started, which failed this test once in CI).
+    let tc = TestCluster::start_with(3, |c| {
+        c.listen_metrics = Some("127.0.0.1:0".to_owned());
     })
     .await?;
     let leader = tc.wait_leader(Duration::from_secs(10)).await?;
     tc.put(leader, "probe/k", "v").await?;
-    for (id, port) in tc.ids().into_iter().zip(&ports) {
-        let base = format!("http://127.0.0.1:{port}");
+    for id in tc.ids() {
+        let addr = tc
+            .metrics_addr(id)?
+            .with_context(|| format!("node {id} has no probe listener"))?;
+        let base = format!("http://{addr}");
         let get = |path: &str| tc.http().get(format!("{base}{path}")).send();
         let metrics = get("/metrics").await?;
         assert_eq!(metrics.status(), 200, "node {id}");
