@@ -213,15 +213,16 @@ impl ClientBuilder {
     /// `InvalidArgument`: the client has no built-in roots.
     pub fn build(self) -> Result<Client> {
         let endpoints = Endpoints::new(&self.endpoints)?;
+        let https = endpoints.urls().iter().find(|u| u.starts_with("https://"));
         if self.http2 {
-            if let Some(url) = endpoints.urls().iter().find(|u| u.starts_with("https://")) {
+            if let Some(url) = https {
                 return Err(Error::InvalidArgument(format!(
                     "endpoint {url}: HTTP/2 is offered on plain http:// endpoints only"
                 )));
             }
         }
         if !self.tls.has_ca() {
-            if let Some(url) = endpoints.urls().iter().find(|u| u.starts_with("https://")) {
+            if let Some(url) = https {
                 return Err(Error::InvalidArgument(format!(
                     "endpoint {url}: https:// needs the CA that signed the cluster's \
                      certificates (ca_file / --cacert)"

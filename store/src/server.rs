@@ -545,13 +545,15 @@ async fn serve_http(
     use hyper_util::service::TowerToHyperService;
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.keep_alive(true)
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .keep_alive(true)
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.head_buffer_bytes);
-    // Both servers of a plain-TCP connection, shared by the connection tasks.
-    let plain = Arc::new((http.clone(), h2c::builder(limits.head_buffer_bytes)));
+    // The HTTP/1.1 and HTTP/2 servers, shared by the connection tasks.
+    let builders = Arc::new((http1, h2c::builder(limits.head_buffer_bytes)));
+    let first_bytes_within = limits.header_read_timeout;
     let mut conns = tokio::task::JoinSet::new();
     let mut refused_since_log = 0u64;
     let mut last_refusal_log: Option<std::time::Instant> = None;
@@ -592,30 +594,20 @@ async fn serve_http(
                     // are awaited in the connection's task, within the header
                     // read timeout.
                     let watcher = graceful.watcher();
-                    let plain = plain.clone();
-                    let sniff_timeout = limits.header_read_timeout;
+                    let builders = builders.clone();
                     conns.spawn(async move {
                         // Boxed: the wait is over once the connection is
                         // served, so it takes no room in the task after.
-                        let sniff = Box::pin(tokio::time::timeout(
-                            sniff_timeout,
+                        let sniff = Box::pin(first_step(
+                            "the first bytes",
+                            first_bytes_within,
                             h2c::opens_with_preface(stream.get_ref()),
                         ));
-                        let h2 = match sniff.await {
-                            Ok(Ok(h2)) => h2,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "client connection ended");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!("client sent nothing within the header read timeout");
-                                return;
-                            }
-                        };
+                        let Some(h2) = sniff.await else { return };
                         // The HTTP/2 connection is boxed, so an HTTP/1.1
                         // connection's task (an idle watch stream) holds
                         // no room for it.
-                        let (http1, http2) = &*plain;
+                        let (http1, http2) = &*builders;
                         let ended = if h2 {
                             let conn = http2.serve_connection(TokioIo::new(stream), service);
                             Box::pin(watcher.watch(conn)).await
@@ -633,21 +625,14 @@ async fn serve_http(
                 // client that stalls it holds one slot for that long only.
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                 let watcher = graceful.watcher();
-                let http = http.clone();
-                let handshake_timeout = limits.header_read_timeout;
+                let builders = builders.clone();
                 conns.spawn(async move {
-                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "client TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!("client TLS handshake timed out");
-                            return;
-                        }
+                    let handshake = acceptor.accept(stream);
+                    let Some(stream) = first_step("the TLS handshake", first_bytes_within, handshake).await
+                    else {
+                        return;
                     };
-                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                    let conn = watcher.watch(builders.0.serve_connection(TokioIo::new(stream), service));
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "client connection ended");
                     }
@@ -666,6 +651,30 @@ async fn serve_http(
         );
     }
     conns.shutdown().await;
+}
+
+/// The first step of a client connection (the TLS handshake, the wait for
+/// its first bytes) within `limit`; `None`, logged, if it failed or the
+/// client stalled it, and the connection is then dropped.
+async fn first_step<T>(
+    step: &'static str,
+    limit: std::time::Duration,
+    work: impl Future<Output = std::io::Result<T>>,
+) -> Option<T> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(e)) => {
+            tracing::debug!(step, error = %e, "client connection ended in its first step");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(
+                step,
+                "client stalled its first step past the header read timeout"
+            );
+            None
+        }
+    }
 }
 
 /// The API names the leader by `http://` URL; over HTTPS the leader is
