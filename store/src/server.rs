@@ -67,11 +67,13 @@ pub enum ServerError {
 mod auth_bootstrap;
 mod h2c;
 mod shutdown;
+mod supervise;
 mod write_timeout;
 
 pub use auth_bootstrap::write_token_file;
 
 pub use shutdown::ShutdownReport;
+pub use supervise::{keep_running, FIRST_RESTART_DELAY, MAX_RESTART_DELAY, STABLE_RUN};
 
 /// Pre-bound listeners (tests bind `127.0.0.1:0` first to learn the ports).
 pub struct Listeners {
@@ -781,14 +783,14 @@ pub fn open_file_limit() -> u64 {
     }
 }
 
-/// Runs one node until `shutdown` completes, then stops it. An error means
-/// the shutdown could not confirm that the node's log is on disk (see
-/// [`ShutdownReport::durable`]).
+/// Runs one node until `shutdown` completes, then stops it. If the node's
+/// Raft stops on an error meanwhile (a storage failure), the node is
+/// restarted in this process ([`keep_running`]). An error means the first
+/// start failed, or the final shutdown could not confirm that the node's log
+/// is on disk (see [`ShutdownReport::durable`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let node = start(config, None).await?;
-    shutdown.await;
-    tracing::info!("shutting down");
-    durable_or_error(&node.shutdown().await)
+    let node = start(config.clone(), None).await?;
+    durable_or_error(&keep_running(node, config, shutdown).await)
 }
 
 /// `Ok` when `report` says the node's log is durable; otherwise the problems.

@@ -207,9 +207,13 @@ async fn run_dev(
     }
     let token_file = configs[0].auth_token_path();
     let mut nodes = Vec::new();
+    let mut node_configs = Vec::new();
     for config in configs {
-        match ballast_store::start(config, None).await {
-            Ok(node) => nodes.push(node),
+        match ballast_store::start(config.clone(), None).await {
+            Ok(node) => {
+                nodes.push(node);
+                node_configs.push(config);
+            }
             Err(e) => {
                 // Stop the nodes already running before leaving, so that no
                 // database is open while the process exits.
@@ -258,11 +262,23 @@ async fn run_dev(
     println!("  {curl} {}/v1/kv/app/mode", endpoints[1]);
     println!("  {curl} {}/v1/status", endpoints[2]);
     println!("press Ctrl-C to stop");
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    // All three at once: each is bounded by the shutdown deadline, so the
-    // whole cluster stops within it too.
-    let reports = futures::future::join_all(nodes.into_iter().map(|n| n.shutdown())).await;
+    // Each node is restarted in the process if its Raft stops on an error;
+    // at the signal all three stop at once: each is bounded by the shutdown
+    // deadline, so the whole cluster stops within it too.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running =
+        futures::future::join_all(nodes.into_iter().zip(node_configs).map(|(node, config)| {
+            let mut stop = stop_rx.clone();
+            ballast_store::server::keep_running(node, config, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+        }));
+    let signal = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop_tx.send_replace(true);
+    };
+    let (reports, ()) = tokio::join!(running, signal);
     let problems: Vec<String> = reports
         .iter()
         .zip(1..)

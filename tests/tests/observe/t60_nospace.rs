@@ -130,7 +130,15 @@ fn free_port() -> Result<u16> {
 }
 
 impl Cluster {
-    fn start(bin: PathBuf, dirs: &BTreeMap<u64, PathBuf>, logs: &Path) -> Result<Cluster> {
+    /// Starts one process per entry of `dirs`; node 3 with the floor and
+    /// reserve `node3_space` (`--min-free-bytes`, `--reserve-bytes`), the
+    /// others with neither.
+    fn start(
+        bin: PathBuf,
+        dirs: &BTreeMap<u64, PathBuf>,
+        logs: &Path,
+        node3_space: (u64, u64),
+    ) -> Result<Cluster> {
         let mut addrs = BTreeMap::new();
         for id in dirs.keys() {
             addrs.insert(*id, (free_port()?, free_port()?));
@@ -150,11 +158,7 @@ impl Cluster {
         };
         for (id, dir) in dirs {
             let (c, p) = addrs[id];
-            let (min_free, reserve) = if *id == 3 {
-                (MIN_FREE, RESERVE)
-            } else {
-                (0, 0)
-            };
+            let (min_free, reserve) = if *id == 3 { node3_space } else { (0, 0) };
             let args = vec![
                 format!("--node-id={id}"),
                 format!("--data-dir={}", dir.display()),
@@ -319,6 +323,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// Node `id`'s log so far.
+    fn log(&self, id: u64) -> String {
+        self.procs
+            .get(&id)
+            .and_then(|p| std::fs::read_to_string(&p.log).ok())
+            .unwrap_or_default()
+    }
+
     async fn ready(&self, id: u64) -> bool {
         self.get_json(&self.url(id, "/health/ready"))
             .await
@@ -428,7 +440,7 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     dirs.insert(1, root.path().join("n1"));
     dirs.insert(2, root.path().join("n2"));
     dirs.insert(3, mount.join("data"));
-    let mut c = Cluster::start(bin, &dirs, root.path())?;
+    let mut c = Cluster::start(bin, &dirs, root.path(), (MIN_FREE, RESERVE))?;
     for id in [1, 2, 3] {
         c.wait_for("every node ready", || c.ready(id)).await?;
     }
@@ -617,5 +629,132 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     c.assert_alive()?;
     drop(c);
     drop(tmpfs);
+    Ok(())
+}
+
+/// Fills the filesystem of `dir` to the last byte with a file (in smaller and
+/// smaller writes until even one byte does not fit); returns its path.
+fn fill_to_the_last_byte(dir: &Path, fs_mib: u64) -> Result<PathBuf> {
+    let path = dir.join("filler");
+    let mut f = File::create(&path)?;
+    for size in [64 * 1024, 4096, 1] {
+        let chunk = vec![7u8; size];
+        // Bounded: at most the whole filesystem in chunks of this size.
+        let mut full = false;
+        for _ in 0..(fs_mib * 1024 * 1024 / size as u64 + 1) {
+            if f.write_all(&chunk).is_err() {
+                full = true;
+                break;
+            }
+        }
+        if !full {
+            bail!("{} did not fill up", dir.display());
+        }
+    }
+    Ok(path)
+}
+
+/// A storage failure that openraft cannot survive: node 3 runs without a
+/// floor or a reserve (`--min-free-bytes 0 --reserve-bytes 0`), so nothing
+/// keeps RocksDB away from `ENOSPC`, and its disk is filled to the last byte
+/// while the cluster takes writes. Its Raft log append (or state-machine
+/// write) fails and its Raft stops; the process restarts the node by itself,
+/// retrying while the disk is full, and once there is room again node 3 is
+/// back: same process, caught up, taking writes. The other two nodes keep
+/// acknowledging writes throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_raft_stops_on_a_full_disk_restarts_itself_in_process() -> Result<()> {
+    const FS_MIB: u64 = 64;
+    ballast_tests::init_logging();
+    let root = tempfile::tempdir()?;
+    let mount = root.path().join("n3");
+    let _tmpfs = match Tmpfs::mount(&mount, FS_MIB) {
+        Ok(t) => t,
+        Err(why) => {
+            println!("skipped: cannot mount a tmpfs (needs root): {why}");
+            return Ok(());
+        }
+    };
+    let bin = binary("ballast-store", "ballastd")?;
+    let mut dirs = BTreeMap::new();
+    dirs.insert(1, root.path().join("n1"));
+    dirs.insert(2, root.path().join("n2"));
+    dirs.insert(3, mount.join("data"));
+    let mut c = Cluster::start(bin, &dirs, root.path(), (0, 0))?;
+    for id in [1, 2, 3] {
+        c.wait_for("every node ready", || c.ready(id)).await?;
+    }
+    // Node 3 must not lead: the writes below go through the other two.
+    c.wait_for("node 1 to lead", || async {
+        let moved = c
+            .http
+            .post(c.url(2, "/v1/leader/transfer"))
+            .json(&json!({ "to": 1 }))
+            .send()
+            .await;
+        moved.is_ok_and(|r| r.status() == 200)
+    })
+    .await?;
+    let (s, _) = c.put(1, "before/full", "small").await?;
+    assert_eq!(s, 200);
+    c.wait_for("node 3 to apply the first write", || async {
+        c.read(3, "before/full", "serializable")
+            .await
+            .is_ok_and(|v| v.as_deref() == Some("small"))
+    })
+    .await?;
+
+    info!("--- fill node 3's disk to the last byte, then write");
+    let filler = fill_to_the_last_byte(&mount, FS_MIB)?;
+    for i in 0..64 {
+        let key = format!("full/{i:03}");
+        let (status, body) = c.put(1 + (i as u64 % 2), &key, &value_for(i)).await?;
+        // Nodes 1 and 2 are a quorum: every write is acknowledged.
+        assert_eq!(status, 200, "write {i}: {body}");
+        if c.log(3).contains("Raft stopped on an error") {
+            break;
+        }
+    }
+    c.wait_for("node 3's Raft to stop and a restart to begin", || async {
+        c.log(3)
+            .contains("Raft stopped on an error: restarting the node in this process")
+    })
+    .await?;
+    c.assert_alive()?;
+    // The disk stays full a while, under writes: node 3 may reopen on it
+    // (RocksDB opens on a full tmpfs) and stop again at its next append, or
+    // fail to start; either way it retries, ever less often, and the
+    // process stays up.
+    for i in 64..80 {
+        let key = format!("full/{i:03}");
+        let (status, body) = c.put(1 + (i as u64 % 2), &key, &value_for(i)).await?;
+        assert_eq!(status, 200, "write {i}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.assert_alive()?;
+    }
+    let (probe, probe_i) = ("full/079".to_owned(), 79);
+    info!("--- room again: node 3 comes back in the same process and catches up");
+    std::fs::remove_file(&filler)?;
+    c.wait_for("node 3 to restart", || async {
+        c.log(3).contains("node restarted after Raft stopped")
+    })
+    .await?;
+    c.wait_for("node 3 to catch up", || async {
+        c.read(3, &probe, "serializable")
+            .await
+            .is_ok_and(|v| v.as_deref() == Some(value_for(probe_i).as_str()))
+    })
+    .await?;
+    c.wait_for("node 3 to be ready", || c.ready(3)).await?;
+    let (s, body) = c.put(3, "after/restart", "small").await?;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        c.read(3, "before/full", "linearizable").await?.as_deref(),
+        Some("small")
+    );
+    c.assert_alive()?;
+    for line in c.log(3).lines().filter(|l| l.contains("restart")) {
+        info!("node 3: {line}");
+    }
     Ok(())
 }
