@@ -9,17 +9,15 @@ ENV := set -eo pipefail; source scripts/env.sh;
 cluster:
 	@$(ENV) cargo run -p ballast-store --bin ballastd -- dev
 
-## Release binaries (ballastd, ballastctl) linking RocksDB compiled from the
-## rocksdb crate's bundled sources in release mode (no assertions, unlike
-## Debian's librocksdb), as the container image does. Their own target
-## directory, so development builds keep linking the system RocksDB:
-## ${CARGO_TARGET_DIR:-target}/bundled/release/. Compiling RocksDB takes
-## twelve minutes or more on 2 cores, once; later runs reuse it.
+## Release binaries (ballastd, ballastctl) linking a current RocksDB (the
+## crate named in Cargo.toml under [workspace.metadata.release]) compiled from
+## source in release mode (no assertions, unlike Debian's librocksdb), as the
+## container image does: scripts/release.sh builds a copy of the workspace
+## with that pin, in ${CARGO_TARGET_DIR:-target}/bundled/, so development
+## builds keep linking the system RocksDB. Compiling RocksDB takes twenty
+## minutes or more on 2 cores, once; later runs reuse it.
 release:
-	@set -eo pipefail; export BALLAST_ROCKSDB=bundled; source scripts/env.sh; \
-	  cargo build --release --locked --target-dir "$${CARGO_TARGET_DIR:-target}/bundled" \
-	    -p ballast-store --bin ballastd -p ballast-client --bin ballastctl \
-	  && echo "built $${CARGO_TARGET_DIR:-target}/bundled/release/ballastd and ballastctl"
+	@scripts/release.sh
 
 ## Run the whole test suite: every crate, then the tests that need failpoints
 ## compiled in (their own test binary), then the multi-host test when the

@@ -262,8 +262,24 @@ fn dockerfile_is_multi_stage_with_both_binaries_on_a_small_base() -> Result<()> 
         .any(|l| l.starts_with("USER ") && !l.contains("root")));
     assert!(final_stage.contains("EXPOSE 2379 2380"));
     assert!(final_stage.contains("ENTRYPOINT [\"/usr/local/bin/ballastd\"]"));
-    // The build links the bundled RocksDB, built in release mode.
-    assert!(text.contains("BALLAST_ROCKSDB=bundled") && text.contains("--release"));
+    // The build is the release build of `make release`: a current RocksDB
+    // compiled from source in release mode.
+    let build_stage = text.split_once(last).map(|(b, _)| b).unwrap_or_default();
+    assert!(
+        build_stage
+            .lines()
+            .any(|l| l.starts_with("RUN scripts/release.sh")),
+        "the build stage does not run scripts/release.sh"
+    );
+    for bin in ["ballastd", "ballastctl"] {
+        assert!(
+            final_stage.contains(&format!("/src/target/bundled/release/{bin} ")),
+            "{bin} is not taken from the release build's output"
+        );
+    }
+    let script = read("scripts/release.sh")?;
+    assert!(script.contains("export BALLAST_ROCKSDB=bundled"));
+    assert!(script.contains("cargo build --release --locked"));
     // Every BALLAST_ variable the image sets is one ballastd reads.
     let help = Command::new(ballastd()?).arg("--help").output()?;
     let help = String::from_utf8_lossy(&help.stdout);
@@ -274,6 +290,69 @@ fn dockerfile_is_multi_stage_with_both_binaries_on_a_small_base() -> Result<()> 
     ] {
         assert!(final_stage.contains(&format!("{var}=")), "{var}");
         assert!(help.contains(var), "ballastd does not read {var}");
+    }
+    Ok(())
+}
+
+/// The release pin: Cargo.toml's `[workspace.metadata.release]` names a
+/// newer `rocksdb` crate than the development pin, and `scripts/release.sh`
+/// builds a copy of the workspace where that pin replaces the development one
+/// and nothing else changed.
+#[test]
+fn release_script_swaps_in_the_release_rocksdb_pin_in_a_copy() -> Result<()> {
+    let manifest = read("Cargo.toml")?;
+    let dev_pin = manifest
+        .lines()
+        .find(|l| l.starts_with("rocksdb = { version = \"="))
+        .ok_or_else(|| anyhow!("no development rocksdb pin"))?;
+    let (_, release_section) = manifest
+        .split_once("\n[workspace.metadata.release]\n")
+        .ok_or_else(|| anyhow!("no [workspace.metadata.release]"))?;
+    let release_pin = release_section
+        .lines()
+        .find(|l| l.starts_with("rocksdb = "))
+        .ok_or_else(|| anyhow!("no release rocksdb pin"))?;
+    let version = |pin: &str| -> Result<Vec<u64>> {
+        let v = pin
+            .split("version = \"=")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .ok_or_else(|| anyhow!("no exact version in {pin}"))?;
+        v.split('.')
+            .map(|p| p.parse().with_context(|| format!("version {v}")))
+            .collect()
+    };
+    assert!(
+        version(release_pin)? > version(dev_pin)?,
+        "the release pin {release_pin} is not newer than {dev_pin}"
+    );
+    // Snappy is RocksDB's default compression, which data written by
+    // development builds uses: a release build must read it.
+    assert!(release_pin.contains("\"snappy\""), "{release_pin}");
+
+    let target = tempfile::tempdir()?;
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/release.sh"))
+        .arg("--prepare-only")
+        .env("CARGO_TARGET_DIR", target.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = PathBuf::from(stdout.trim());
+    assert_eq!(copy, target.path().join("bundled/workspace"));
+    let copied = std::fs::read_to_string(copy.join("Cargo.toml"))?;
+    let expected = manifest.replacen(dev_pin, release_pin, 1);
+    assert_eq!(copied, expected, "the copy differs by more than the pin");
+    for file in ["Cargo.lock", "store/src/lib.rs", "client/src/lib.rs"] {
+        assert_eq!(
+            std::fs::read(copy.join(file))?,
+            std::fs::read(repo().join(file))?,
+            "{file}"
+        );
     }
     Ok(())
 }
