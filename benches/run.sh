@@ -16,6 +16,11 @@
 #   GRPC_CONNECTIONS=16         gRPC connections the etcd clients share
 #   OUT=benches/results/<UTC date>   where results go
 #   EXTRA_ARGS=                 more ballast-bench flags, for both systems
+#   BALLASTD_BUILD=dev          which ballastd: `dev` (cargo build --release,
+#                               linking Debian's RocksDB like every development
+#                               build) or `release` (scripts/release.sh, the
+#                               release artefact with a current RocksDB built
+#                               from source; slow the first time)
 #
 # A short trial: DURATION=2s CLIENTS=1,16 benches/run.sh
 set -euo pipefail
@@ -27,6 +32,11 @@ WORKLOADS="${WORKLOADS:-put,get-linearizable,get-serializable,txn-cas,mixed}"
 GRPC_CONNECTIONS="${GRPC_CONNECTIONS:-16}"
 OUT="${OUT:-benches/results/$(date -u +%Y-%m-%d)}"
 EXTRA_ARGS="${EXTRA_ARGS:-}"
+BALLASTD_BUILD="${BALLASTD_BUILD:-dev}"
+case "$BALLASTD_BUILD" in
+  dev | release) ;;
+  *) echo "run.sh: BALLASTD_BUILD must be 'dev' or 'release', not '$BALLASTD_BUILD'" >&2; exit 2 ;;
+esac
 # How long a freshly started cluster may take to accept writes.
 READY_TIMEOUT=60s
 
@@ -46,6 +56,15 @@ git diff --quiet HEAD -- . ":(exclude)$OUT" 2>/dev/null || commit="$commit (with
 echo "== building release binaries" >&2
 cargo build --release -p ballast-store -p ballast-bench --bin ballastd --bin ballast-bench
 BIN="${CARGO_TARGET_DIR:-target}/release"
+# Where the measured ballastd is, and which RocksDB it carries.
+SERVER_BIN="$BIN"
+rocksdb_used="Debian librocksdb $(dpkg-query -W -f='${Version}' librocksdb-dev 2>/dev/null || echo unknown), linked"
+if [ "$BALLASTD_BUILD" = release ]; then
+  echo "== building the release ballastd (scripts/release.sh)" >&2
+  scripts/release.sh
+  SERVER_BIN="${CARGO_TARGET_DIR:-target}/bundled/release"
+  rocksdb_used="compiled from source: $(sed -n '/^\[workspace\.metadata\.release\]/,/^\[/{s/^rocksdb = //p}' Cargo.toml)"
+fi
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/ballast-bench.XXXXXX")"
 BENCH_PID=""
@@ -87,12 +106,13 @@ bench_args=(--workloads "$WORKLOADS" --clients "$CLIENTS" --duration "$DURATION"
   echo "machine: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "etcd: $(etcd --version 2>/dev/null | head -n1)"
+  echo "ballastd build: $BALLASTD_BUILD (RocksDB $rocksdb_used)"
   echo "settings: DURATION=$DURATION CLIENTS=$CLIENTS WORKLOADS=$WORKLOADS GRPC_CONNECTIONS=$GRPC_CONNECTIONS EXTRA_ARGS=$EXTRA_ARGS"
 } >"$OUT/run.txt"
 
 # ---- ballast
 echo "== ballast: 3-node ballastd dev on 127.0.0.1" >&2
-bench_start_ballast "$BIN" "$tmp/ballast" "$tmp/ballastd.log"
+bench_start_ballast "$SERVER_BIN" "$tmp/ballast" "$tmp/ballastd.log"
 echo "   client endpoints $BALLAST_ENDPOINTS" >&2
 status=0
 run_bench --target ballast --endpoints "$BALLAST_ENDPOINTS" "${bench_args[@]}" || status=$?
