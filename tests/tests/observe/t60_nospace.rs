@@ -331,6 +331,32 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// Waits until node `id` serves `key` with [`value_for`]`(i)` from its own
+    /// state (a serializable read), for at most [`WAIT`].
+    async fn wait_serves(&self, id: u64, key: &str, i: usize) -> Result<()> {
+        self.wait_for(&format!("node {id} to serve {key}"), || async {
+            self.read(id, key, "serializable")
+                .await
+                .is_ok_and(|v| v.as_deref() == Some(value_for(i).as_str()))
+        })
+        .await
+    }
+
+    /// Moves leadership to node `to` (asking node `via`), again until it
+    /// is accepted, for at most [`WAIT`].
+    async fn make_leader(&self, via: u64, to: u64) -> Result<()> {
+        self.wait_for(&format!("node {to} to lead"), || async {
+            let moved = self
+                .http
+                .post(self.url(via, "/v1/leader/transfer"))
+                .json(&json!({ "to": to }))
+                .send()
+                .await;
+            moved.is_ok_and(|r| r.status() == 200)
+        })
+        .await
+    }
+
     async fn ready(&self, id: u64) -> bool {
         self.get_json(&self.url(id, "/health/ready"))
             .await
@@ -416,6 +442,36 @@ fn fill(dir: &Path) -> Result<PathBuf> {
     bail!("the tmpfs did not fill up")
 }
 
+/// Three `ballastd` processes under `root`, node 3's data directory on a
+/// tmpfs of `fs_mib` MiB with `node3_space` (floor, reserve), every node
+/// ready; also the data directories. `None`, after saying why, when no tmpfs
+/// can be mounted (not root). Bind the cluster after the tmpfs, so that on
+/// any failure its processes are killed before the tmpfs is unmounted.
+async fn node3_on_a_tmpfs(
+    root: &Path,
+    fs_mib: u64,
+    node3_space: (u64, u64),
+) -> Result<Option<(Tmpfs, Cluster, BTreeMap<u64, PathBuf>)>> {
+    let mount = root.join("n3");
+    let tmpfs = match Tmpfs::mount(&mount, fs_mib) {
+        Ok(t) => t,
+        Err(why) => {
+            println!("skipped: cannot mount a tmpfs (needs root): {why}");
+            return Ok(None);
+        }
+    };
+    let bin = binary("ballast-store", "ballastd")?;
+    let mut dirs = BTreeMap::new();
+    dirs.insert(1, root.join("n1"));
+    dirs.insert(2, root.join("n2"));
+    dirs.insert(3, mount.join("data"));
+    let c = Cluster::start(bin, &dirs, root, node3_space)?;
+    for id in [1, 2, 3] {
+        c.wait_for("every node ready", || c.ready(id)).await?;
+    }
+    Ok(Some((tmpfs, c, dirs)))
+}
+
 /// Node 3's disk fills up under writes: the cluster raises a nospace alarm
 /// and every node refuses writes with `507 no_space` while reads, watches
 /// and deletes work and no process dies; node 3 restarts on a nearly
@@ -426,24 +482,12 @@ fn fill(dir: &Path) -> Result<PathBuf> {
 async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> {
     ballast_tests::init_logging();
     let root = tempfile::tempdir()?;
-    let mount = root.path().join("n3");
-    let tmpfs = match Tmpfs::mount(&mount, TMPFS_MIB) {
-        Ok(t) => t,
-        Err(why) => {
-            println!("skipped: cannot mount a tmpfs (needs root): {why}");
-            return Ok(());
-        }
+    let Some((tmpfs, mut c, dirs)) =
+        node3_on_a_tmpfs(root.path(), TMPFS_MIB, (MIN_FREE, RESERVE)).await?
+    else {
+        return Ok(());
     };
-    let bin = binary("ballast-store", "ballastd")?;
     let ctl = binary("ballast-client", "ballastctl")?;
-    let mut dirs = BTreeMap::new();
-    dirs.insert(1, root.path().join("n1"));
-    dirs.insert(2, root.path().join("n2"));
-    dirs.insert(3, mount.join("data"));
-    let mut c = Cluster::start(bin, &dirs, root.path(), (MIN_FREE, RESERVE))?;
-    for id in [1, 2, 3] {
-        c.wait_for("every node ready", || c.ready(id)).await?;
-    }
     assert!(
         dirs[&3].join("space.reserve").is_file(),
         "node 3 wrote its reserve file"
@@ -567,16 +611,7 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
     info!("--- node 3 leads on the full disk: leadership is moved to it first");
     // The harder case: the restarted node was the leader, so at its start
     // it writes a new vote and the blank entry of the new leader.
-    c.wait_for("node 3 to lead", || async {
-        let moved = c
-            .http
-            .post(c.url(1, "/v1/leader/transfer"))
-            .json(&json!({ "to": 3 }))
-            .send()
-            .await;
-        moved.is_ok_and(|r| r.status() == 200)
-    })
-    .await?;
+    c.make_leader(1, 3).await?;
     c.assert_alive()?;
 
     info!("--- restart node 3 on the full disk: it serves reads and rejoins");
@@ -587,12 +622,7 @@ async fn a_full_disk_raises_a_nospace_alarm_and_nothing_crashes() -> Result<()> 
         .next_back()
         .map(|(k, i)| (k.clone(), *i))
         .ok_or_else(|| anyhow!("nothing acknowledged is left"))?;
-    c.wait_for("node 3 to serve a serializable read", || async {
-        c.read(3, &probe, "serializable")
-            .await
-            .is_ok_and(|v| v.as_deref() == Some(value_for(probe_i).as_str()))
-    })
-    .await?;
+    c.wait_serves(3, &probe, probe_i).await?;
     c.wait_for("node 3 to rejoin", || c.ready(3)).await?;
     c.assert_alive()?;
     let (s, body) = c.put(3, "after/restart", "small").await?;
@@ -667,34 +697,11 @@ async fn a_node_whose_raft_stops_on_a_full_disk_restarts_itself_in_process() -> 
     const FS_MIB: u64 = 64;
     ballast_tests::init_logging();
     let root = tempfile::tempdir()?;
-    let mount = root.path().join("n3");
-    let _tmpfs = match Tmpfs::mount(&mount, FS_MIB) {
-        Ok(t) => t,
-        Err(why) => {
-            println!("skipped: cannot mount a tmpfs (needs root): {why}");
-            return Ok(());
-        }
+    let Some((tmpfs, mut c, _)) = node3_on_a_tmpfs(root.path(), FS_MIB, (0, 0)).await? else {
+        return Ok(());
     };
-    let bin = binary("ballast-store", "ballastd")?;
-    let mut dirs = BTreeMap::new();
-    dirs.insert(1, root.path().join("n1"));
-    dirs.insert(2, root.path().join("n2"));
-    dirs.insert(3, mount.join("data"));
-    let mut c = Cluster::start(bin, &dirs, root.path(), (0, 0))?;
-    for id in [1, 2, 3] {
-        c.wait_for("every node ready", || c.ready(id)).await?;
-    }
     // Node 3 must not lead: the writes below go through the other two.
-    c.wait_for("node 1 to lead", || async {
-        let moved = c
-            .http
-            .post(c.url(2, "/v1/leader/transfer"))
-            .json(&json!({ "to": 1 }))
-            .send()
-            .await;
-        moved.is_ok_and(|r| r.status() == 200)
-    })
-    .await?;
+    c.make_leader(2, 1).await?;
     let (s, _) = c.put(1, "before/full", "small").await?;
     assert_eq!(s, 200);
     c.wait_for("node 3 to apply the first write", || async {
@@ -705,7 +712,7 @@ async fn a_node_whose_raft_stops_on_a_full_disk_restarts_itself_in_process() -> 
     .await?;
 
     info!("--- fill node 3's disk to the last byte, then write");
-    let filler = fill_to_the_last_byte(&mount, FS_MIB)?;
+    let filler = fill_to_the_last_byte(&tmpfs.path, FS_MIB)?;
     for i in 0..64 {
         let key = format!("full/{i:03}");
         let (status, body) = c.put(1 + (i as u64 % 2), &key, &value_for(i)).await?;
@@ -739,12 +746,7 @@ async fn a_node_whose_raft_stops_on_a_full_disk_restarts_itself_in_process() -> 
         c.log(3).contains("node restarted after Raft stopped")
     })
     .await?;
-    c.wait_for("node 3 to catch up", || async {
-        c.read(3, &probe, "serializable")
-            .await
-            .is_ok_and(|v| v.as_deref() == Some(value_for(probe_i).as_str()))
-    })
-    .await?;
+    c.wait_serves(3, &probe, probe_i).await?;
     c.wait_for("node 3 to be ready", || c.ready(3)).await?;
     let (s, body) = c.put(3, "after/restart", "small").await?;
     assert_eq!(s, 200, "{body}");
@@ -756,5 +758,7 @@ async fn a_node_whose_raft_stops_on_a_full_disk_restarts_itself_in_process() -> 
     for line in c.log(3).lines().filter(|l| l.contains("restart")) {
         info!("node 3: {line}");
     }
+    drop(c);
+    drop(tmpfs);
     Ok(())
 }
