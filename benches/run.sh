@@ -63,7 +63,7 @@ if [ "$BALLASTD_BUILD" = release ]; then
   echo "== building the release ballastd (scripts/release.sh)" >&2
   scripts/release.sh
   SERVER_BIN="${CARGO_TARGET_DIR:-target}/bundled/release"
-  rocksdb_used="compiled from source: $(sed -n '/^\[workspace\.metadata\.release\]/,/^\[/{s/^rocksdb = //p}' Cargo.toml)"
+  rocksdb_used="compiled from source: $(scripts/release.sh --print-pin)"
 fi
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/ballast-bench.XXXXXX")"

@@ -20,17 +20,19 @@
 #
 #   scripts/release.sh --prepare-only   make the copy with the release pin and
 #                                       print its path; build nothing
+#   scripts/release.sh --print-pin      print the release pin; build nothing
 set -euo pipefail
 
 prepare_only=0
-if [ "${1:-}" = "--prepare-only" ]; then
-  prepare_only=1
-  shift
-fi
+print_pin=0
+case "${1:-}" in
+  --prepare-only) prepare_only=1; shift ;;
+  --print-pin) print_pin=1; shift ;;
+esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-if [ "$prepare_only" -eq 0 ]; then
+if [ "$prepare_only" -eq 0 ] && [ "$print_pin" -eq 0 ]; then
   export BALLAST_ROCKSDB=bundled
   # shellcheck source=scripts/env.sh
   source scripts/env.sh
@@ -46,6 +48,10 @@ release_pin=$(sed -n '/^\[workspace\.metadata\.release\]/,/^\[/{s/^rocksdb = \(.
 if [ -z "$release_pin" ]; then
   echo "release: Cargo.toml has no rocksdb entry under [workspace.metadata.release]" >&2
   exit 1
+fi
+if [ "$print_pin" -eq 1 ]; then
+  echo "$release_pin"
+  exit 0
 fi
 dev_line='^rocksdb = { version = "=[0-9.]*", default-features = false }$'
 if [ "$(grep -c "$dev_line" Cargo.toml)" -ne 1 ]; then

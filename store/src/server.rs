@@ -73,7 +73,7 @@ mod write_timeout;
 pub use auth_bootstrap::write_token_file;
 
 pub use shutdown::ShutdownReport;
-pub use supervise::{keep_running, FIRST_RESTART_DELAY, MAX_RESTART_DELAY, STABLE_RUN};
+pub use supervise::keep_running;
 
 /// Pre-bound listeners (tests bind `127.0.0.1:0` first to learn the ports).
 pub struct Listeners {

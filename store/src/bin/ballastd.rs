@@ -206,25 +206,22 @@ async fn run_dev(
         c.auth = auth && i == 0;
     }
     let token_file = configs[0].auth_token_path();
+    // Each node with the configuration it is restarted from.
     let mut nodes = Vec::new();
-    let mut node_configs = Vec::new();
     for config in configs {
         match ballast_store::start(config.clone(), None).await {
-            Ok(node) => {
-                nodes.push(node);
-                node_configs.push(config);
-            }
+            Ok(node) => nodes.push((node, config)),
             Err(e) => {
                 // Stop the nodes already running before leaving, so that no
                 // database is open while the process exits.
-                futures::future::join_all(nodes.into_iter().map(|n| n.shutdown())).await;
+                futures::future::join_all(nodes.into_iter().map(|(n, _)| n.shutdown())).await;
                 return Err(e.to_string());
             }
         }
     }
     let endpoints: Vec<String> = nodes
         .iter()
-        .map(|n| format!("{scheme}://{}", n.client_addr))
+        .map(|(n, _)| format!("{scheme}://{}", n.client_addr))
         .collect();
     println!("ballast dev cluster: 3 nodes, data in {}", dir.display());
     for (i, e) in endpoints.iter().enumerate() {
@@ -266,13 +263,12 @@ async fn run_dev(
     // at the signal all three stop at once: each is bounded by the shutdown
     // deadline, so the whole cluster stops within it too.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let running =
-        futures::future::join_all(nodes.into_iter().zip(node_configs).map(|(node, config)| {
-            let mut stop = stop_rx.clone();
-            ballast_store::server::keep_running(node, config, async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            })
-        }));
+    let running = futures::future::join_all(nodes.into_iter().map(|(node, config)| {
+        let mut stop = stop_rx.clone();
+        ballast_store::server::keep_running(node, config, async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+    }));
     let signal = async {
         shutdown_signal().await;
         tracing::info!("shutting down");

@@ -19,9 +19,12 @@ use super::{start, RunningNode, ShutdownReport};
 use crate::config::Config;
 
 /// The first delay before a restart; it doubles after each failed start.
-pub const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
 /// The longest delay between two attempts to start the node again.
-pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(8);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(8);
+/// A node that ran this long before its Raft stopped again counts as
+/// healthy: its next restart starts from [`FIRST_RESTART_DELAY`] again.
+const STABLE_RUN: Duration = Duration::from_secs(60);
 
 impl RunningNode {
     /// Waits until this node's Raft has stopped on an error, and returns the
@@ -34,37 +37,29 @@ impl RunningNode {
         // core has recorded why it stopped in the full metrics.
         let mut server = raft.server_metrics();
         loop {
-            let stopped = server.changed().await.is_err();
-            let failure = match &raft.metrics().borrow_watched().running_state {
-                Ok(()) => None,
+            let ended = server.changed().await.is_err();
+            let state = raft.metrics().borrow_watched().running_state.clone();
+            match state {
                 Err(openraft::error::Fatal::Stopped) => {
                     // Shutdown stopped it: nothing to heal.
                     return std::future::pending().await;
                 }
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(error) = failure {
-                return error;
-            }
-            if stopped {
+                Err(e) => return e.to_string(),
                 // The core is gone without saying why (it panicked).
-                return "Raft's core task ended".to_owned();
+                Ok(()) if ended => return "Raft's core task ended".to_owned(),
+                Ok(()) => {}
             }
         }
     }
 }
 
-/// A node that ran this long before its Raft stopped again counts as
-/// healthy: its next restart starts from [`FIRST_RESTART_DELAY`] again.
-pub const STABLE_RUN: Duration = Duration::from_secs(60);
-
 /// Runs `node` (started from `config`) until `shutdown` completes, restarting
 /// it in this process whenever its Raft stops on an error (see the module
 /// documentation); returns the report of the final shutdown.
 ///
-/// The delay before a restart doubles, up to [`MAX_RESTART_DELAY`], after
-/// every failed start and every stop that comes within [`STABLE_RUN`] of the
-/// last start: a node on a disk that is still full (RocksDB may open on it,
+/// The delay before a restart starts at 0.5 s and doubles, up to 8 s, after
+/// every failed start and every stop that comes within 60 s of the last
+/// start: a node on a disk that is still full (RocksDB may open on it,
 /// and the next append fails again) restarts less and less often instead of
 /// spinning.
 pub async fn keep_running(

@@ -295,9 +295,10 @@ fn dockerfile_is_multi_stage_with_both_binaries_on_a_small_base() -> Result<()> 
 }
 
 /// The release pin: Cargo.toml's `[workspace.metadata.release]` names a
-/// newer `rocksdb` crate than the development pin, and `scripts/release.sh`
-/// builds a copy of the workspace where that pin replaces the development one
-/// and nothing else changed.
+/// newer `rocksdb` crate than the development pin (`scripts/release.sh
+/// --print-pin` reads it there), and `scripts/release.sh` builds a copy of
+/// the workspace where that pin replaces the development one and nothing
+/// else changed.
 #[test]
 fn release_script_swaps_in_the_release_rocksdb_pin_in_a_copy() -> Result<()> {
     let manifest = read("Cargo.toml")?;
@@ -305,13 +306,33 @@ fn release_script_swaps_in_the_release_rocksdb_pin_in_a_copy() -> Result<()> {
         .lines()
         .find(|l| l.starts_with("rocksdb = { version = \"="))
         .ok_or_else(|| anyhow!("no development rocksdb pin"))?;
+    let target = tempfile::tempdir()?;
+    // `scripts/release.sh ARG` with its target directory under `target`;
+    // its standard output.
+    let release_script = |arg: &str| -> Result<String> {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/release.sh"))
+            .arg(arg)
+            .env("CARGO_TARGET_DIR", target.path())
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !out.status.success() {
+            bail!(
+                "release.sh {arg}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(stdout)
+    };
+    let release_pin = format!("rocksdb = {}", release_script("--print-pin")?);
+    let release_pin = release_pin.as_str();
     let (_, release_section) = manifest
         .split_once("\n[workspace.metadata.release]\n")
         .ok_or_else(|| anyhow!("no [workspace.metadata.release]"))?;
-    let release_pin = release_section
-        .lines()
-        .find(|l| l.starts_with("rocksdb = "))
-        .ok_or_else(|| anyhow!("no release rocksdb pin"))?;
+    assert!(
+        release_section.lines().any(|l| l == release_pin),
+        "{release_pin}"
+    );
     let version = |pin: &str| -> Result<Vec<u64>> {
         let v = pin
             .split("version = \"=")
@@ -330,19 +351,7 @@ fn release_script_swaps_in_the_release_rocksdb_pin_in_a_copy() -> Result<()> {
     // development builds uses: a release build must read it.
     assert!(release_pin.contains("\"snappy\""), "{release_pin}");
 
-    let target = tempfile::tempdir()?;
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/release.sh"))
-        .arg("--prepare-only")
-        .env("CARGO_TARGET_DIR", target.path())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let copy = PathBuf::from(stdout.trim());
+    let copy = PathBuf::from(release_script("--prepare-only")?);
     assert_eq!(copy, target.path().join("bundled/workspace"));
     let copied = std::fs::read_to_string(copy.join("Cargo.toml"))?;
     let expected = manifest.replacen(dev_pin, release_pin, 1);
