@@ -257,3 +257,53 @@ async fn a_planted_replica_skip_loses_a_change_its_revision_passed() -> Result<(
     tc.shutdown().await;
     Ok(())
 }
+
+/// A watch without a start revision starts after what its node has applied
+/// (after the read-index barrier when `linearizable=true`), even while the
+/// node's watch hub has not loaded that revision yet: it never replays a
+/// change made before it was asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_now_starts_after_the_applied_revision_while_the_hub_lags() -> Result<()> {
+    let tc = TestCluster::start(3).await?;
+    let leader = tc.wait_leader(Duration::from_secs(10)).await?;
+    let follower = tc.others(leader)[0];
+    // A watcher on the follower makes its hub load revisions on a blocking
+    // thread, where the failpoint holds it back.
+    let other = format!("{}/v1/watch/elsewhere?prefix=true", tc.endpoint(follower));
+    let _other = WatchStream::open(tc.stream_http(), &other, None).await?;
+    fail::cfg("watch-feed", "sleep(1500)").map_err(anyhow::Error::msg)?;
+    let result = async {
+        for linearizable in [true, false] {
+            let before = tc.put(leader, "now/before", "x").await?;
+            if !linearizable {
+                tc.wait_applied(before, Duration::from_secs(10)).await?;
+            }
+            let url = format!(
+                "{}/v1/watch/now/?prefix=true&linearizable={linearizable}",
+                tc.endpoint(follower)
+            );
+            let mut w = WatchStream::open(tc.stream_http(), &url, None).await?;
+            if w.status != 200 {
+                bail!("watch on node {follower} answered {}", w.status);
+            }
+            let after = tc.put(leader, "now/after", "y").await?;
+            let got = w.read_until(after, Duration::from_secs(20)).await?;
+            let first = got
+                .iter()
+                .find(|e| e.event == "change")
+                .map(|e| e.revision());
+            assert_eq!(
+                first,
+                Some(after),
+                "linearizable={linearizable}: the first change is the one made after the watch opened \
+                 (revision {before} came before it): {got:?}"
+            );
+        }
+        Ok(())
+    }
+    .await;
+    fail::remove("watch-feed");
+    result?;
+    tc.shutdown().await;
+    Ok(())
+}

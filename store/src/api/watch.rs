@@ -127,7 +127,11 @@ pub async fn watch(
         // A reconnecting client resumes right after the last revision it saw.
         (Some(id), _) => id + 1,
         (None, Some(r)) if r > 0 => r,
-        _ => hub.tip() + 1,
+        // "Now" is what this node has applied (after the barrier, when
+        // linearizable), not the hub's tip: the hub loads applied revisions
+        // a moment later, and a start at its tip would replay changes made
+        // before the watch was asked for.
+        _ => hub.tip().max(node.applied().revision) + 1,
     };
     let resumed = last_event_id.is_some() || q.start_revision.is_some_and(|r| r > 0);
     let start_revision = if resumed && planted_skip_on_resume() {

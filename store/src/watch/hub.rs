@@ -416,9 +416,14 @@ pub async fn run_feeder(
         // blocking thread on every applied batch.
         if !watched {
             hub.advance(current);
-        } else if tokio::task::spawn_blocking(move || h.advance(current))
-            .await
-            .is_err()
+        } else if tokio::task::spawn_blocking(move || {
+            // Test-only (the `failpoints` feature): holds the hub behind
+            // the applied position, as a busy node does for a moment.
+            fail::fail_point!("watch-feed");
+            h.advance(current)
+        })
+        .await
+        .is_err()
         {
             return;
         }
