@@ -247,6 +247,14 @@ pub struct Config {
     /// served at once; beyond it `429 too_many_bootstraps`. 0 = unbounded.
     #[arg(long, env = "BALLAST_MAX_BOOTSTRAPS", default_value_t = 32)]
     pub max_bootstraps: usize,
+    /// Nice value of the threads that serve data-plane connections (a
+    /// `Replica`'s bootstrap, watch and reports), so that writes and
+    /// linearizable reads run first when the CPU is contended: 1 to 19
+    /// (lower priority as it grows); 0 serves them with everything else.
+    /// The first node of a process sets it for the process.
+    #[arg(long, env = "BALLAST_DATA_PLANE_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub data_plane_nice: i32,
     /// Most watches replaying history from storage (a start revision older
     /// than the watch window) at once; beyond it `429 too_many_catchups`.
     /// 0 = unbounded.

@@ -142,6 +142,8 @@ pub struct Metrics {
     pub watch_progress_withheld: Counter,
     /// Revisions read from storage to catch watchers up.
     pub watch_catchup_revisions: Counter,
+    /// Client connections served on the data plane's lower-priority threads.
+    pub data_plane_connections: Counter,
     /// Replica bootstraps being served now.
     pub bootstraps_running: Gauge,
     /// Replica bootstraps refused by admission control.
@@ -237,6 +239,7 @@ impl Metrics {
             watch_progress_sent: Counter::default(),
             watch_progress_withheld: Counter::default(),
             watch_catchup_revisions: Counter::default(),
+            data_plane_connections: Counter::default(),
             bootstraps_running: Gauge::default(),
             bootstraps_refused: Counter::default(),
             catchups_running: Gauge::default(),
@@ -381,7 +384,12 @@ impl Metrics {
             r.register(name, help, g.clone());
         }
         // prometheus-client appends `_total` to counter names.
-        let counters: [(&str, &str, &Counter); 22] = [
+        let counters: [(&str, &str, &Counter); 23] = [
+            (
+                "data_plane_connections",
+                "Client connections served on the data plane's lower-priority threads (a replica's bootstrap, watch or reports).",
+                &self.data_plane_connections,
+            ),
             (
                 "no_space_refusals",
                 "Writes refused with no_space (a member short of disk space).",

@@ -65,6 +65,7 @@ pub enum ServerError {
 }
 
 mod auth_bootstrap;
+mod data_plane;
 mod h2c;
 mod shutdown;
 mod supervise;
@@ -442,6 +443,10 @@ pub async fn start(
         write_timeout: std::time::Duration::from_millis(config.client_write_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),
         tls: tls.client.clone(),
+        data_plane: data_plane::handle(config.data_plane_nice).map(|handle| DataPlane {
+            handle,
+            metrics: hub.shared_metrics(),
+        }),
     };
     tasks.push(tokio::spawn(serve_http(
         listeners.client,
@@ -466,6 +471,7 @@ pub async fn start(
                 write_timeout: std::time::Duration::from_millis(config.client_write_timeout_ms),
                 max_connections: PROBE_CONNECTIONS,
                 tls: None,
+                data_plane: None,
             };
             tasks.push(tokio::spawn(serve_http(
                 listener,
@@ -588,8 +594,8 @@ async fn serve_http(
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                let stream = write_timeout::WriteTimeout::new(stream, limits.write_timeout);
                 let service = TowerToHyperService::new(app.clone());
+                let write_timeout = limits.write_timeout;
                 let Some(tls) = &limits.tls else {
                     // Plain TCP: HTTP/1.1, or HTTP/2 for a client that opens
                     // with its preface (see `server/h2c.rs`). The first bytes
@@ -597,24 +603,48 @@ async fn serve_http(
                     // read timeout.
                     let watcher = graceful.watcher();
                     let builders = builders.clone();
+                    let data_plane = limits.data_plane.clone();
                     conns.spawn(async move {
                         // Boxed: the wait is over once the connection is
                         // served, so it takes no room in the task after.
                         let sniff = Box::pin(first_step(
                             "the first bytes",
                             first_bytes_within,
-                            h2c::opens_with_preface(stream.get_ref()),
+                            h2c::opens_with_preface(&stream),
                         ));
                         let Some(h2) = sniff.await else { return };
-                        // The HTTP/2 connection is boxed, so an HTTP/1.1
-                        // connection's task (an idle watch stream) holds
-                        // no room for it.
-                        let (http1, http2) = &*builders;
+                        let data_plane = match data_plane {
+                            Some(dp) if !h2 && data_plane::opens_with_data_plane_request(&stream).await => Some(dp),
+                            _ => None,
+                        };
                         let ended = if h2 {
-                            let conn = http2.serve_connection(TokioIo::new(stream), service);
-                            Box::pin(watcher.watch(conn)).await
+                            // The HTTP/2 connection is boxed, so an HTTP/1.1
+                            // connection's task (an idle watch stream) holds
+                            // no room for it.
+                            let stream = write_timeout::WriteTimeout::new(stream, write_timeout);
+                            let conn = builders.1.serve_connection(TokioIo::new(stream), service);
+                            Box::pin(watcher.watch(conn)).await.map_err(|e| e.to_string())
+                        } else if let Some(dp) = data_plane {
+                            // A replica's connection: served on the data
+                            // plane's threads (see `server/data_plane.rs`),
+                            // for as long as this task (which the shutdown
+                            // ends) waits for it.
+                            dp.metrics.data_plane_connections.inc();
+                            let Ok(stream) = stream.into_std() else { return };
+                            let task = dp.handle.spawn(async move {
+                                let stream = tokio::net::TcpStream::from_std(stream)?;
+                                let stream = write_timeout::WriteTimeout::new(stream, write_timeout);
+                                let conn = builders.0.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(conn).await.map_err(std::io::Error::other)
+                            });
+                            match tokio_util::task::AbortOnDropHandle::new(task).await {
+                                Ok(ended) => ended.map_err(|e| e.to_string()),
+                                Err(e) => Err(e.to_string()),
+                            }
                         } else {
-                            watcher.watch(http1.serve_connection(TokioIo::new(stream), service)).await
+                            let stream = write_timeout::WriteTimeout::new(stream, write_timeout);
+                            let conn = builders.0.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn).await.map_err(|e| e.to_string())
                         };
                         if let Err(e) = ended {
                             tracing::debug!(error = %e, "client connection ended");
@@ -622,6 +652,7 @@ async fn serve_http(
                     });
                     continue;
                 };
+                let stream = write_timeout::WriteTimeout::new(stream, write_timeout);
                 // The handshake runs in the connection's task (never in the
                 // accept loop) and within the header read timeout, so a
                 // client that stalls it holds one slot for that long only.
@@ -710,6 +741,16 @@ struct HttpLimits {
     max_connections: usize,
     /// HTTPS only when set.
     tls: Option<Arc<crate::tls::Live<rustls::ServerConfig>>>,
+    /// Where plain HTTP/1.1 connections of replicas are served, when not
+    /// with the rest.
+    data_plane: Option<DataPlane>,
+}
+
+/// The data plane's threads, and the metrics that count what they serve.
+#[derive(Clone)]
+struct DataPlane {
+    handle: tokio::runtime::Handle,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The TLS of both listeners and the peer dialer, from the configuration.

@@ -201,6 +201,7 @@ pub(crate) async fn run(shared: Arc<Shared>, transport: Arc<Transport>, config: 
             progress: Some(Some(config.progress_interval)),
             resume_after: Some(shared.revision()),
             idle_timeout: config.idle_timeout,
+            data_plane: true,
         };
         let (tx, mut rx) = mpsc::channel(MAX_BATCH * 2);
         let _engine = AbortOnDrop(tokio::spawn(run_engine(transport.clone(), spec, tx)));

@@ -43,6 +43,9 @@ pub(crate) struct WatchSpec {
     pub(crate) resume_after: Option<u64>,
     /// A connection silent for this long is treated as dead.
     pub(crate) idle_timeout: Duration,
+    /// A replica's watch: marked `data_plane=true`, so the node serves it on
+    /// its lower-priority data-plane threads.
+    pub(crate) data_plane: bool,
 }
 
 /// Runs until the receiver is dropped or a fatal error.
@@ -92,6 +95,9 @@ pub(crate) async fn run_engine(
     }
     if spec.prev_kv {
         query.push("prev_kv", "true");
+    }
+    if spec.data_plane {
+        query.push("data_plane", "true");
     }
     if let Some(every) = spec.progress {
         query.push("progress_notify", "true");

@@ -179,6 +179,7 @@ impl Client {
             progress: options.progress_notify.then_some(None),
             resume_after: options.start_revision.filter(|r| *r > 0).map(|r| r - 1),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            data_plane: false,
         };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = tokio::spawn(run_engine(self.inner.clone(), spec, tx));

@@ -45,6 +45,15 @@ pub struct WatchQuery {
     /// state at least as new as every write acknowledged before the request.
     #[serde(default)]
     pub linearizable: bool,
+    /// A `Replica`'s watch: as the first request of an HTTP/1.1
+    /// connection, the node serves that connection on its lower-priority
+    /// data-plane threads (`--data-plane-nice`). Changes nothing else.
+    #[serde(default)]
+    #[allow(
+        dead_code,
+        reason = "read from the request line when the connection is accepted"
+    )]
+    pub data_plane: bool,
 }
 
 /// `GET /v1/watch/{key}`: a Server-Sent Events stream of the key's (or the

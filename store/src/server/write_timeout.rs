@@ -43,11 +43,6 @@ impl<S> WriteTimeout<S> {
         }
     }
 
-    /// The wrapped stream.
-    pub(crate) fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// What to answer for a write-side poll of the inner stream: progress
     /// disarms the timer, a refusal arms it (once) and fails when it fired.
     fn watch<T>(

@@ -10,3 +10,4 @@ mod t40_admission;
 mod t50_staleness;
 mod t60_compacted;
 mod t70_buffer;
+mod t80_data_plane;

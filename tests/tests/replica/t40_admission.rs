@@ -4,26 +4,12 @@
 
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use ballast_client::Client;
 use ballast_tests::TestCluster;
 use tracing::info;
 
-use crate::common::{cluster_map, endpoints, put, replica, replica_map, WAIT};
-
-/// A counter of node `id`'s `/metrics`.
-async fn metric(tc: &TestCluster, id: u64, name: &str) -> Result<u64> {
-    let text = tc
-        .http()
-        .get(format!("{}/metrics", tc.endpoint(id)))
-        .send()
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .ok_or_else(|| anyhow!("{name} missing from /metrics"))
-}
+use crate::common::{cluster_map, endpoints, metric, put, replica, replica_map, WAIT};
 
 /// Waits until node `id`'s counter `name` reaches `at_least`.
 async fn wait_metric(tc: &TestCluster, id: u64, name: &str, at_least: u64) -> Result<()> {

@@ -8,21 +8,7 @@ use ballast_tests::TestCluster;
 use serde_json::Value;
 use tracing::info;
 
-use crate::common::{put, WAIT};
-
-/// A counter of node `id`'s `/metrics`.
-async fn metric(tc: &TestCluster, id: u64, name: &str) -> Result<u64> {
-    let text = tc
-        .http()
-        .get(format!("{}/metrics", tc.endpoint(id)))
-        .send()
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .ok_or_else(|| anyhow!("{name} missing from /metrics"))
-}
+use crate::common::{metric, put, WAIT};
 
 /// A bootstrap read of `/buf/` on node `id`: its revision and keys.
 async fn bootstrap(tc: &TestCluster, id: u64) -> Result<(u64, Vec<(String, String)>)> {
