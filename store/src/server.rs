@@ -443,9 +443,18 @@ pub async fn start(
         write_timeout: std::time::Duration::from_millis(config.client_write_timeout_ms),
         max_connections: config.client_connection_cap(open_file_limit()),
         tls: tls.client.clone(),
-        data_plane: data_plane::handle(config.data_plane_nice).map(|handle| DataPlane {
-            handle,
-            metrics: hub.shared_metrics(),
+        data_plane: data_plane::handle(config.data_plane_nice).map(|handle| {
+            if let Some(running) = data_plane::nice().filter(|n| *n != config.data_plane_nice) {
+                tracing::warn!(
+                    running,
+                    asked = config.data_plane_nice,
+                    "this process's data-plane threads already run at another nice value; keeping it"
+                );
+            }
+            DataPlane {
+                handle,
+                metrics: hub.shared_metrics(),
+            }
         }),
     };
     tasks.push(tokio::spawn(serve_http(
@@ -659,14 +668,45 @@ async fn serve_http(
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                 let watcher = graceful.watcher();
                 let builders = builders.clone();
+                let data_plane = limits.data_plane.clone();
                 conns.spawn(async move {
                     let handshake = acceptor.accept(stream);
-                    let Some(stream) = first_step("the TLS handshake", first_bytes_within, handshake).await
+                    let Some(mut stream) = first_step("the TLS handshake", first_bytes_within, handshake).await
                     else {
                         return;
                     };
-                    let conn = watcher.watch(builders.0.serve_connection(TokioIo::new(stream), service));
-                    if let Err(e) = conn.await {
+                    let Some(dp) = data_plane else {
+                        let conn = watcher.watch(builders.0.serve_connection(TokioIo::new(stream), service));
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "client connection ended");
+                        }
+                        return;
+                    };
+                    // The request line is only readable now: its bytes are
+                    // read, and replayed in front of the stream for hyper.
+                    let first = data_plane::read_first_bytes(&mut stream);
+                    let Some(head) = first_step("the first bytes", first_bytes_within, first).await else {
+                        return;
+                    };
+                    let on_data_plane = data_plane::is_data_plane(&head);
+                    let stream = data_plane::Replay::new(head, stream);
+                    let ended = if on_data_plane {
+                        // Served on the data plane's threads; the socket
+                        // stays registered with this runtime's reactor.
+                        dp.metrics.data_plane_connections.inc();
+                        let task = dp.handle.spawn(async move {
+                            let conn = builders.0.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn).await
+                        });
+                        match tokio_util::task::AbortOnDropHandle::new(task).await {
+                            Ok(ended) => ended.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    } else {
+                        let conn = builders.0.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(conn).await.map_err(|e| e.to_string())
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, "client connection ended");
                     }
                 });

@@ -17,24 +17,31 @@
 //! - a replica's report: `POST /v1/replicas/report`.
 //!
 //! The first request decides for the connection's life (an HTTP/1.1
-//! connection is reused only by the client that opened it). Only plain
-//! HTTP/1.1 connections are told apart, by peeking at their request line:
-//! HTTP/2 connections multiplex both planes, and the request line of an
-//! HTTPS connection is only readable after its handshake, so both stay on
-//! the node's main threads.
+//! connection is reused only by the client that opened it). A plain
+//! HTTP/1.1 connection's request line is peeked at, and the connection is
+//! moved to the data plane's runtime. An HTTPS connection's request line is
+//! only readable after its handshake, which the main threads do: its first
+//! bytes are then read and replayed in front of the stream ([`Replay`]),
+//! and the connection is served on the data plane's threads while its
+//! socket stays with the main runtime's reactor. HTTP/2 connections
+//! multiplex both planes, so they stay on the main threads.
 //!
 //! The runtime is shared by every node of the process (`ballastd dev` runs
 //! three), built by the first one that asks with a nice value other than 0.
 
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::runtime::{Handle, Runtime};
 
 /// The name of the data plane's threads (as `ps -L` and `/proc` show them).
 pub const THREAD_NAME: &str = "ballast-dplane";
 
-/// The process's data-plane runtime, or why it could not be built.
-static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+/// The process's data-plane runtime and its threads' nice value, or why
+/// it could not be built.
+static RUNTIME: OnceLock<Result<(Runtime, i32), String>> = OnceLock::new();
 
 /// The data plane's runtime, its threads at `nice` (which the first caller
 /// of the process sets); `None` with `nice` 0 (data-plane connections are
@@ -45,7 +52,10 @@ pub fn handle(nice: i32) -> Option<Handle> {
         return None;
     }
     let built = RUNTIME.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Half the CPUs (one on two): the data plane's threads yield to the
+        // others on a contended CPU, but each one runnable still takes a
+        // share, so fewer threads leave more to the writes.
+        let threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name(THREAD_NAME)
@@ -56,6 +66,7 @@ pub fn handle(nice: i32) -> Option<Handle> {
             })
             .enable_all()
             .build()
+            .map(|runtime| (runtime, nice))
             .map_err(|e| e.to_string());
         match &runtime {
             Ok(_) => tracing::info!(threads, nice, "data-plane threads started"),
@@ -66,7 +77,12 @@ pub fn handle(nice: i32) -> Option<Handle> {
         }
         runtime
     });
-    built.as_ref().ok().map(|r| r.handle().clone())
+    built.as_ref().ok().map(|(r, _)| r.handle().clone())
+}
+
+/// The nice value of the process's data-plane threads, once they run.
+pub fn nice() -> Option<i32> {
+    RUNTIME.get()?.as_ref().ok().map(|(_, nice)| *nice)
 }
 
 /// Sets the calling thread's nice value (on Linux a per-thread attribute).
@@ -88,6 +104,83 @@ pub async fn opens_with_data_plane_request(stream: &tokio::net::TcpStream) -> bo
     match stream.peek(&mut head).await {
         Ok(n) => is_data_plane(&head[..n]),
         Err(_) => false,
+    }
+}
+
+/// Reads the first bytes of `stream` (an HTTPS connection after its
+/// handshake, whose bytes cannot be peeked): what arrived first, at most
+/// [`REQUEST_LINE_PEEK`] bytes. They go back in front of the stream with
+/// [`Replay`]. The caller bounds the wait.
+pub async fn read_first_bytes<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; REQUEST_LINE_PEEK];
+    let n = stream.read(&mut head).await?;
+    head.truncate(n);
+    Ok(head)
+}
+
+/// A stream whose first bytes were read already: they are read again
+/// first, then the stream's.
+pub struct Replay<S> {
+    head: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Replay<S> {
+    /// `inner`, with `head` read first.
+    pub fn new(head: Vec<u8>, inner: S) -> Self {
+        Replay { head, at: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.head.len() {
+            let n = (this.head.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.head[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.head.len() {
+                this.head = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -165,9 +258,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replay_reads_the_first_bytes_again_then_the_stream() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(64);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let mut server = server;
+        let head = read_first_bytes(&mut server).await.expect("read");
+        assert_eq!(head, b"GET / HTTP/1.1\r\n");
+        client.write_all(b"host: x\r\n\r\n").await.expect("write");
+        drop(client);
+        let mut replay = Replay::new(head, server);
+        let mut small = [0u8; 5];
+        replay.read_exact(&mut small).await.expect("read");
+        assert_eq!(&small, b"GET /");
+        let mut rest = Vec::new();
+        replay.read_to_end(&mut rest).await.expect("read");
+        assert_eq!(rest, b" HTTP/1.1\r\nhost: x\r\n\r\n");
+    }
+
+    #[tokio::test]
     async fn the_data_plane_threads_run_at_the_nice_value_asked_for() {
-        let handle = handle(7).expect("the data-plane runtime");
-        let nice = handle
+        // Another test of this process may have started the runtime first,
+        // with its own value.
+        let runtime = handle(7).expect("the data-plane runtime");
+        let asked = nice().expect("running");
+        let seen = runtime
             .spawn(async {
                 let tid = rustix::thread::gettid();
                 let name = std::thread::current().name().map(str::to_owned);
@@ -175,11 +293,9 @@ mod tests {
             })
             .await
             .expect("task");
-        assert_eq!(nice.0.expect("getpriority"), 7);
-        assert_eq!(nice.1.as_deref(), Some(THREAD_NAME));
-        assert!(
-            super::handle(0).is_none(),
-            "0 serves on the caller's runtime"
-        );
+        assert_eq!(seen.0.expect("getpriority"), asked);
+        assert!(asked > 0);
+        assert_eq!(seen.1.as_deref(), Some(THREAD_NAME));
+        assert!(handle(0).is_none(), "0 serves on the caller's runtime");
     }
 }

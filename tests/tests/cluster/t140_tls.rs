@@ -91,6 +91,24 @@ async fn tls_cluster_commits_and_clients_need_the_ca() -> Result<()> {
             .and_then(|kv| kv.value_str()),
         Some("over tls")
     );
+    let after = all.put("tls/after", "watched").await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replica.revision() < after.revision {
+        if Instant::now() > deadline {
+            bail!(
+                "the replica's watch over HTTPS did not deliver revision {}",
+                after.revision
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its bootstrap and its watch were told apart after the handshake and
+    // served on the data plane's threads.
+    let mut data_plane = 0;
+    for id in tc.ids() {
+        data_plane += tc.node(id)?.metrics().data_plane_connections.get();
+    }
+    assert!(data_plane >= 2, "data-plane connections: {data_plane}");
     replica.shutdown().await;
 
     info!("--- https without a CA is refused when the client is built");
