@@ -513,6 +513,10 @@ mod tests {
             "10",
             "--writer-cpus",
             "0,1",
+            "--steady-replicas",
+            "5",
+            "--data-plane-nice",
+            "0",
         ]);
         match cli.command {
             Some(Command::RestartStorm(args)) => {
@@ -521,6 +525,8 @@ mod tests {
                 assert_eq!(args.large_replicas, 100);
                 assert_eq!(args.writers, 16);
                 assert_eq!(args.writer_cpus, vec![0, 1]);
+                assert_eq!(args.steady_replicas, 5);
+                assert_eq!(args.data_plane_nice, Some(0));
             }
             other => panic!("not the restart-storm subcommand: {other:?}"),
         }

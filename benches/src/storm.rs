@@ -15,7 +15,11 @@
 //! `/proc/<pid>/io`: sockets and disk).
 //!
 //! `--no-buffer` and `--no-admission` run the server without the bootstrap
-//! buffer and without admission control, to compare. `--writer-cpus` runs
+//! buffer and without admission control, to compare; `--data-plane-nice`
+//! sets the server's (0 serves replicas on its main threads).
+//! `--steady-replicas` keeps that many replicas of another prefix running
+//! from before the quiet phase: a cluster with any replica runs its watch
+//! feed, which one without a single watcher (the default here) does not. `--writer-cpus` runs
 //! the writers on a runtime of their own whose threads are pinned to those
 //! CPUs, so that their latency is the control plane's and not the wait for
 //! a CPU that the benchmark's own replicas are busy decoding bootstraps on
@@ -81,6 +85,15 @@ pub struct StormArgs {
     /// benchmark's runtime with the replicas.
     #[arg(long, value_delimiter = ',')]
     pub writer_cpus: Vec<usize>,
+    /// Replicas (of `storm/steady/`, 10 keys) started before the writers
+    /// and running for the whole run: the fleet that does not restart, so
+    /// that the quiet phase includes the watch feed a cluster with any
+    /// replica runs. 0: the quiet phase has no watcher at all.
+    #[arg(long, default_value_t = 0)]
+    pub steady_replicas: usize,
+    /// The server's `--data-plane-nice` (its default when absent).
+    #[arg(long)]
+    pub data_plane_nice: Option<u8>,
 }
 
 /// A runtime of one thread pinned to `cpus`, for the writers.
@@ -185,6 +198,9 @@ fn start_server(args: &StormArgs) -> Result<Server> {
     }
     if args.no_admission {
         command.args(["--max-bootstraps=0", "--max-watch-catchups=0"]);
+    }
+    if let Some(nice) = args.data_plane_nice {
+        command.arg(format!("--data-plane-nice={nice}"));
     }
     let child = command
         .arg("dev")
@@ -427,6 +443,20 @@ pub async fn run_storm(args: StormArgs) -> Result<()> {
     eprintln!("loading {} + {} keys", args.small_keys, args.large_keys);
     load(&client, "storm/small/", args.small_keys, args.value_bytes).await?;
     load(&client, "storm/large/", args.large_keys, args.value_bytes).await?;
+    let mut steady = Vec::with_capacity(args.steady_replicas);
+    if args.steady_replicas > 0 {
+        load(&client, "storm/steady/", 10, args.value_bytes).await?;
+        eprintln!("starting {} steady replicas", args.steady_replicas);
+        for i in 0..args.steady_replicas {
+            let replica = Replica::builder(endpoints(args.base_port))
+                .prefix("storm/steady/")
+                .id(format!("steady-{i}"))
+                .initial_sync_timeout(Duration::from_secs(60))
+                .start()
+                .await?;
+            steady.push(replica);
+        }
+    }
 
     let writes = Arc::new(Writes::new()?);
     let stop = Arc::new(AtomicBool::new(false));
@@ -489,12 +519,18 @@ pub async fn run_storm(args: StormArgs) -> Result<()> {
         // Its tasks have ended; dropping a runtime would block this one.
         rt.shutdown_background();
     }
+    for r in steady {
+        r.shutdown().await;
+    }
     drop(server);
     result?;
     println!(
-        "buffer: {}, admission control: {}, writers: {} ({}), write errors: {}",
+        "buffer: {}, admission control: {}, data-plane nice: {}, steady replicas: {}, writers: {} ({}), write errors: {}",
         if args.no_buffer { "off" } else { "on" },
         if args.no_admission { "off" } else { "on" },
+        args.data_plane_nice
+            .map_or_else(|| "server default".to_owned(), |n| n.to_string()),
+        args.steady_replicas,
         args.writers,
         if args.writer_cpus.is_empty() {
             "sharing the replicas' runtime".to_owned()
