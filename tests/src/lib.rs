@@ -439,6 +439,20 @@ impl TestCluster {
         }
     }
 
+    /// The value of the unlabelled series `name` in node `id`'s `/metrics`.
+    pub async fn metric(&self, id: u64, name: &str) -> Result<u64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.endpoint(id)))
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{name} missing from node {id}'s /metrics"))
+    }
+
     /// `GET /v1/status` of node `id`.
     pub async fn status(&self, id: u64) -> Result<serde_json::Value> {
         Ok(self

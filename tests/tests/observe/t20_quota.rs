@@ -123,19 +123,8 @@ async fn writes_past_the_quota_are_refused_until_compaction_frees_space() -> Res
         status["db"]["size_bytes"].as_u64() < Some(QUOTA),
         "{status}"
     );
-    let metrics = tc
-        .http()
-        .get(format!("{}/metrics", tc.endpoint(leader)))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let refusals: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ballast_quota_refusals_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    assert!(refusals >= 3.0, "{refusals}");
+    let refusals = tc.metric(leader, "ballast_quota_refusals_total").await?;
+    assert!(refusals >= 3, "{refusals}");
     tc.shutdown().await;
     Ok(())
 }

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use ballast_client::{Client, Consistency, RangeOptions, Replica};
 use ballast_tests::TestCluster;
 
@@ -100,18 +100,4 @@ pub async fn wait_until(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
-}
-
-/// A counter of node `id`'s `/metrics`.
-pub async fn metric(tc: &TestCluster, id: u64, name: &str) -> Result<u64> {
-    let text = tc
-        .http()
-        .get(format!("{}/metrics", tc.endpoint(id)))
-        .send()
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .ok_or_else(|| anyhow!("{name} missing from /metrics"))
 }

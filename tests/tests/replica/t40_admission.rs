@@ -9,13 +9,13 @@ use ballast_client::Client;
 use ballast_tests::TestCluster;
 use tracing::info;
 
-use crate::common::{cluster_map, endpoints, metric, put, replica, replica_map, WAIT};
+use crate::common::{cluster_map, endpoints, put, replica, replica_map, WAIT};
 
 /// Waits until node `id`'s counter `name` reaches `at_least`.
 async fn wait_metric(tc: &TestCluster, id: u64, name: &str, at_least: u64) -> Result<()> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let now = metric(tc, id, name).await?;
+        let now = tc.metric(id, name).await?;
         if now >= at_least {
             return Ok(());
         }
@@ -127,7 +127,7 @@ async fn a_replica_refused_a_catchup_serves_its_cache_then_catches_up() -> Resul
 
     info!("--- fill the catch-up bound; the restarted replica serves its cache");
     let held = tc.admission(1)?.try_catchup()?;
-    let refused_before = metric(&tc, 1, "ballast_catchups_refused_total").await?;
+    let refused_before = tc.metric(1, "ballast_catchups_refused_total").await?;
     let r = replica(eps.clone(), "/cu/", dir.path(), "cu-1").await?;
     assert!(r.status().serving_from_disk);
     wait_metric(&tc, 1, "ballast_catchups_refused_total", refused_before + 1).await?;

@@ -2,7 +2,7 @@
 //! `compacted` by its watch and re-bootstraps: it ends with the cluster's
 //! state, deleted keys included.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use ballast_client::Client;
 use ballast_tests::TestCluster;
 use tracing::info;
@@ -13,20 +13,9 @@ const PREFIX: &str = "/compacted/";
 
 /// Bootstraps node `id` answered (from the snapshot buffer, scan or not).
 async fn bootstraps(tc: &TestCluster, id: u64) -> Result<u64> {
-    let text = tc
-        .http()
-        .get(format!("{}/metrics", tc.endpoint(id)))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
-            .ok_or_else(|| anyhow!("{name} missing from /metrics"))
-    };
-    Ok(value("ballast_bootstrap_buffer_hits_total")?
-        + value("ballast_bootstrap_buffer_scans_total")?)
+    Ok(tc.metric(id, "ballast_bootstrap_buffer_hits_total").await?
+        + tc.metric(id, "ballast_bootstrap_buffer_scans_total")
+            .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

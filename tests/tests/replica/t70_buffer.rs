@@ -8,7 +8,7 @@ use ballast_tests::TestCluster;
 use serde_json::Value;
 use tracing::info;
 
-use crate::common::{metric, put, WAIT};
+use crate::common::{put, WAIT};
 
 /// A bootstrap read of `/buf/` on node `id`: its revision and keys.
 async fn bootstrap(tc: &TestCluster, id: u64) -> Result<(u64, Vec<(String, String)>)> {
@@ -61,7 +61,9 @@ async fn a_follower_serves_current_bootstraps_from_its_buffer() -> Result<()> {
         kvs.contains(&("/buf/last".to_owned(), "1".to_owned())),
         "{kvs:?}"
     );
-    let scans = metric(&tc, follower, "ballast_bootstrap_buffer_scans_total").await?;
+    let scans = tc
+        .metric(follower, "ballast_bootstrap_buffer_scans_total")
+        .await?;
 
     info!("--- a write elsewhere: rolled forward, no scan");
     let elsewhere = put(&leader_only, "/other", "x").await?;
@@ -69,10 +71,15 @@ async fn a_follower_serves_current_bootstraps_from_its_buffer() -> Result<()> {
     assert!(revision >= elsewhere, "{revision} < {elsewhere}");
     assert_eq!(again, kvs);
     assert_eq!(
-        metric(&tc, follower, "ballast_bootstrap_buffer_scans_total").await?,
+        tc.metric(follower, "ballast_bootstrap_buffer_scans_total")
+            .await?,
         scans
     );
-    assert!(metric(&tc, follower, "ballast_bootstrap_buffer_hits_total").await? >= 1);
+    assert!(
+        tc.metric(follower, "ballast_bootstrap_buffer_hits_total")
+            .await?
+            >= 1
+    );
 
     info!("--- a write under the prefix: the next bootstrap has it");
     let changed = put(&leader_only, "/buf/last", "2").await?;
@@ -104,7 +111,7 @@ async fn replicas_of_a_large_prefix_bootstrap_from_the_compressed_buffer() -> Re
         r.shutdown().await;
     }
     assert_eq!(
-        metric(&tc, 1, "ballast_bootstrap_buffer_scans_total").await?,
+        tc.metric(1, "ballast_bootstrap_buffer_scans_total").await?,
         1
     );
     tc.shutdown().await;

@@ -6,7 +6,7 @@ use ballast_client::Client;
 use ballast_tests::TestCluster;
 use tracing::info;
 
-use crate::common::{endpoints, metric, put, replica, wait_until, WAIT};
+use crate::common::{endpoints, put, replica, wait_until, WAIT};
 
 /// The data plane's threads of this process (the test cluster runs in it)
 /// and their nice values, read from `/proc`.
@@ -38,7 +38,9 @@ fn data_plane_threads() -> Result<Vec<i64>> {
 async fn data_plane_connections(tc: &TestCluster) -> Result<u64> {
     let mut sum = 0;
     for id in tc.ids() {
-        sum += metric(tc, id, "ballast_data_plane_connections_total").await?;
+        sum += tc
+            .metric(id, "ballast_data_plane_connections_total")
+            .await?;
     }
     Ok(sum)
 }

@@ -130,17 +130,9 @@ async fn retention_compacts_automatically() -> Result<()> {
     for id in tc.ids() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let m = tc
-                .http()
-                .get(format!("{}/metrics", tc.endpoint(id)))
-                .send()
-                .await?
-                .text()
-                .await?;
-            let removed: u64 = m
-                .lines()
-                .find_map(|l| l.strip_prefix("ballast_history_entries_compacted_total "))
-                .and_then(|v| v.trim().parse().ok())
+            let removed = tc
+                .metric(id, "ballast_history_entries_compacted_total")
+                .await
                 .unwrap_or(0);
             if removed > 0 {
                 break;

@@ -7,16 +7,9 @@ use ballast_tests::TestCluster;
 use crate::common::url;
 
 async fn watchers_open(tc: &TestCluster, id: u64) -> Result<u64> {
-    let m = tc
-        .http()
-        .get(format!("{}/metrics", tc.endpoint(id)))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(m.lines()
-        .find_map(|l| l.strip_prefix("ballast_watchers_open "))
-        .and_then(|v| v.trim().parse().ok())
+    Ok(tc
+        .metric(id, "ballast_watchers_open")
+        .await
         .unwrap_or(u64::MAX))
 }
 
