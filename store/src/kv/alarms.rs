@@ -9,7 +9,8 @@
 //! alarm survives restarts and travels in snapshots.
 //!
 //! Rows of the `alarms` column family: key `kind u8 | member u64 BE`, value
-//! the encoded [`Alarm`].
+//! the encoded [`Alarm`]; and key `disarms` (7 bytes, so never an alarm's),
+//! the encoded count of disarm commands applied ([`AlarmTable::disarms`]).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -80,6 +81,18 @@ pub enum AlarmCommand {
         /// Only alarms of this kind.
         kind: Option<AlarmKind>,
     },
+    /// Raises an alarm only if no disarm was applied since the raising
+    /// member read the table ([`AlarmTable::disarms`] was `disarms`) and
+    /// then measured: a raise decided before an operator's disarm and
+    /// committed after it is dropped, rather than standing with no shortage
+    /// behind it. The member measures again and raises anew if it is still
+    /// short.
+    Raise {
+        /// The alarm.
+        alarm: Alarm,
+        /// The disarm count the member read before it measured.
+        disarms: u64,
+    },
 }
 
 impl std::fmt::Display for AlarmCommand {
@@ -94,6 +107,11 @@ impl std::fmt::Display for AlarmCommand {
                 kind.map_or("any", AlarmKind::as_str),
                 member.map_or_else(|| "any".to_string(), |m| m.to_string())
             ),
+            AlarmCommand::Raise { alarm, disarms } => write!(
+                f,
+                "alarm-raise({}, member {}, after {disarms} disarms)",
+                alarm.kind, alarm.member
+            ),
         }
     }
 }
@@ -102,7 +120,11 @@ impl std::fmt::Display for AlarmCommand {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlarmTable {
     active: BTreeSet<Alarm>,
+    disarms: u64,
 }
+
+/// Key of the disarm count's row.
+const DISARMS_KEY: &[u8] = b"disarms";
 
 /// The alarm table shared by the state machine (which writes it) and the
 /// request paths (which read it on every write).
@@ -131,19 +153,35 @@ impl AlarmTable {
         self.active.contains(alarm)
     }
 
+    /// How many disarm commands were applied (whether or not they matched
+    /// an alarm): a [`AlarmCommand::Raise`] carries the count its member
+    /// read.
+    pub fn disarms(&self) -> u64 {
+        self.disarms
+    }
+
     /// Applies `command`, adding its row changes to `batch` (when given),
     /// and returns the alarms it changed (raised or disarmed).
     fn apply(&mut self, command: &AlarmCommand, mut rows: impl FnMut(RowOp)) -> Vec<Alarm> {
         match command {
-            AlarmCommand::Activate(alarm) => {
-                if self.active.insert(*alarm) {
-                    rows(RowOp::Put(*alarm));
-                    vec![*alarm]
+            AlarmCommand::Activate(alarm) => self.activate(*alarm, rows),
+            AlarmCommand::Raise { alarm, disarms } => {
+                if *disarms == self.disarms {
+                    self.activate(*alarm, rows)
                 } else {
+                    tracing::info!(
+                        member = alarm.member,
+                        alarm = %alarm.kind,
+                        read = disarms,
+                        applied = self.disarms,
+                        "a raise decided before a disarm was dropped"
+                    );
                     Vec::new()
                 }
             }
             AlarmCommand::Deactivate { member, kind } => {
+                self.disarms += 1;
+                rows(RowOp::Disarms(self.disarms));
                 let gone: Vec<Alarm> = self
                     .active
                     .iter()
@@ -159,11 +197,21 @@ impl AlarmTable {
             }
         }
     }
+
+    fn activate(&mut self, alarm: Alarm, mut rows: impl FnMut(RowOp)) -> Vec<Alarm> {
+        if self.active.insert(alarm) {
+            rows(RowOp::Put(alarm));
+            vec![alarm]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 enum RowOp {
     Put(Alarm),
     Delete(Alarm),
+    Disarms(u64),
 }
 
 /// Reads the alarm table from the `alarms` column family.
@@ -171,8 +219,12 @@ pub fn load_table(db: &DB) -> io::Result<AlarmTable> {
     let handle = cf(db, CF_ALARMS)?;
     let mut table = AlarmTable::default();
     for row in db.iterator_cf(handle, IteratorMode::Start) {
-        let (_, value) = row.map_err(io_err)?;
-        table.active.insert(codec::decode::<Alarm>(&value)?);
+        let (key, value) = row.map_err(io_err)?;
+        if &*key == DISARMS_KEY {
+            table.disarms = codec::decode::<u64>(&value)?;
+        } else {
+            table.active.insert(codec::decode::<Alarm>(&value)?);
+        }
     }
     Ok(table)
 }
@@ -196,6 +248,10 @@ pub fn apply_command(
             Err(e) => failed = Some(e),
         },
         RowOp::Delete(alarm) => batch.delete_cf(handle, row_key(&alarm)),
+        RowOp::Disarms(count) => match codec::encode(&count) {
+            Ok(value) => batch.put_cf(handle, DISARMS_KEY, value),
+            Err(e) => failed = Some(e),
+        },
     });
     match failed {
         Some(e) => Err(e.into()),
@@ -281,7 +337,41 @@ mod tests {
         db.write(batch).expect("write");
         let loaded = load_table(&db).expect("load");
         assert_eq!(loaded.active(), vec![nospace(3)]);
+        assert_eq!(loaded.disarms(), 1, "the disarm count is stored too");
         assert_eq!(&loaded, &*table.read().expect("lock"));
+    }
+
+    #[test]
+    fn a_raise_decided_before_a_disarm_is_dropped() {
+        let mut t = AlarmTable::default();
+        let read = t.disarms();
+        // The operator disarms (nothing is active yet: it still counts)...
+        t.apply(
+            &AlarmCommand::Deactivate {
+                member: None,
+                kind: None,
+            },
+            |_| {},
+        );
+        // ...and the raise the member decided before arrives after it.
+        let stale = AlarmCommand::Raise {
+            alarm: nospace(3),
+            disarms: read,
+        };
+        assert!(t.apply(&stale, |_| {}).is_empty());
+        assert!(!t.any(AlarmKind::NoSpace));
+        // Measured again after the disarm, still short: it stands.
+        let fresh = AlarmCommand::Raise {
+            alarm: nospace(3),
+            disarms: t.disarms(),
+        };
+        assert_eq!(t.apply(&fresh, |_| {}), vec![nospace(3)]);
+        assert!(t.contains(&nospace(3)));
+        // The unconditional raise of earlier builds' log entries stays.
+        assert_eq!(
+            t.apply(&AlarmCommand::Activate(nospace(1)), |_| {}),
+            vec![nospace(1)]
+        );
     }
 
     #[test]

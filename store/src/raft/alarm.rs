@@ -125,6 +125,9 @@ pub async fn run_space_monitor(
             _ = tick.tick() => {}
             _ = space.woken() => {}
         }
+        // Read before measuring: a disarm applied after this read makes a
+        // raise decided on this measurement stale, and it is dropped.
+        let disarms = node.options().alarms.read().map_or(0, |t| t.disarms());
         let checking = space.clone();
         let low = match tokio::task::spawn_blocking(move || checking.check()).await {
             Ok(Ok(low)) => low,
@@ -158,7 +161,7 @@ pub async fn run_space_monitor(
             "short of disk space: raising the nospace alarm"
         );
         if let Err(e) = node
-            .write(Command::Alarm(AlarmCommand::Activate(alarm)))
+            .write(Command::Alarm(AlarmCommand::Raise { alarm, disarms }))
             .await
         {
             // No leader yet, or a timeout: the next check tries again.
