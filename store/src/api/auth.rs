@@ -318,9 +318,22 @@ fn refusal(refusal: AuthRefusal, subject: &str) -> ApiError {
     ApiError::refused(code, message)
 }
 
+/// Proposes an auth change and answers once this node has applied it, so
+/// that a token revoked (or created) through a node is refused (or accepted)
+/// there from the answer on. A write forwarded to the leader is answered
+/// when the leader has applied it; the read-index barrier afterwards waits
+/// until this node has applied at least as far.
 async fn propose(node: &Node, command: AuthCommand, subject: &str) -> Result<(), ApiError> {
     match node.write(Command::Auth(command)).await? {
-        CommandResponse::Auth(AuthOutcome::Done) => Ok(()),
+        CommandResponse::Auth(AuthOutcome::Done) => {
+            node.linearizable_barrier().await.map_err(|e| {
+                ApiError::Node(NodeError::Timeout(format!(
+                    "the change to {subject:?} was committed, but this node could not \
+                     confirm that it has applied it ({e}); other nodes apply it as they \
+                     catch up"
+                )))
+            })
+        }
         CommandResponse::Auth(AuthOutcome::Refused(r)) => Err(refusal(r, subject)),
         other => Err(ApiError::Node(NodeError::Internal(format!(
             "unexpected state machine response {other:?}"
