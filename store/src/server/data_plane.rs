@@ -52,15 +52,12 @@ pub fn handle(nice: i32) -> Option<Handle> {
         return None;
     }
     let built = RUNTIME.get_or_init(|| {
-        let threads = threads();
+        // Half the CPUs (one on two): the data plane's threads yield to the
+        // others on a contended CPU, but each one runnable still takes a
+        // share, so fewer threads leave more to the writes.
+        let threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
-            // The blocking pool too (a bootstrap's scan and compression, a
-            // watch's catch-up read): tokio's default of 512 let a storm
-            // keep a score of niced threads runnable, and together they
-            // took a large share of the CPU the writes were waiting for.
-            // Beyond the cap those reads queue.
-            .max_blocking_threads(threads)
             .thread_name(THREAD_NAME)
             .on_thread_start(move || {
                 if let Err(e) = lower_priority(nice) {
@@ -81,14 +78,6 @@ pub fn handle(nice: i32) -> Option<Handle> {
         runtime
     });
     built.as_ref().ok().map(|(r, _)| r.handle().clone())
-}
-
-/// How many worker threads the data plane's runtime has, and how many
-/// blocking threads at most: half the CPUs (one on two). The data plane's
-/// threads yield to the others on a contended CPU, but each one runnable
-/// still takes a share, so fewer threads leave more to the writes.
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// The nice value of the process's data-plane threads, once they run.
@@ -308,30 +297,5 @@ mod tests {
         assert!(asked > 0);
         assert_eq!(seen.1.as_deref(), Some(THREAD_NAME));
         assert!(handle(0).is_none(), "0 serves on the caller's runtime");
-    }
-
-    #[tokio::test]
-    async fn the_data_planes_blocking_reads_queue_beyond_its_threads() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
-        let runtime = handle(7).expect("the data-plane runtime");
-        let cap = threads();
-        let running = Arc::new(AtomicUsize::new(0));
-        let most = Arc::new(AtomicUsize::new(0));
-        let mut reads = Vec::new();
-        for _ in 0..cap * 3 + 2 {
-            let (running, most) = (running.clone(), most.clone());
-            reads.push(runtime.spawn_blocking(move || {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                running.fetch_sub(1, Ordering::SeqCst);
-            }));
-        }
-        for read in reads {
-            read.await.expect("blocking task");
-        }
-        let most = most.load(Ordering::SeqCst);
-        assert!((1..=cap).contains(&most), "{most} ran at once, cap {cap}");
     }
 }
