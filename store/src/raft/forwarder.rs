@@ -4,7 +4,7 @@
 //! Every write a follower receives is forwarded to the leader. One request
 //! per write costs four system calls and two wake-ups on each side for a few
 //! hundred bytes; under load, most of a follower's time went there. The
-//! forwarder keeps at most two requests of small writes open to the leader
+//! forwarder keeps at most eight requests of small writes open to the leader
 //! (see [`BOUNDS`] and `batch.rs`) and sends whatever queued meanwhile as one
 //! [`PeerRequest::ForwardBatch`]; the leader proposes the writes one by one
 //! (its proposer batches them again) and answers each. Under light load a
@@ -31,10 +31,12 @@ use super::wire::{CallError, ForwardError, PeerRequest, PeerResponse};
 use crate::kv::limits::command_bytes;
 use crate::kv::{Command, CommandResponse, SessionOp};
 
-/// The batches: at most two requests of small writes open to the leader at
-/// once, at most 256 writes and 1 MiB each (see `batch.rs`).
+/// The batches: at most eight requests of small writes open to the leader at
+/// once, at most 256 writes and 1 MiB each (see `batch.rs`). Eight rather
+/// than two keeps the pipeline to the leader full when a few dozen clients
+/// write (see docs/benchmarks.md, "Batches in flight").
 pub const BOUNDS: Bounds = Bounds {
-    in_flight: 2,
+    in_flight: 8,
     entries: 256,
     bytes: super::wire::APPEND_BATCH_BYTES,
 };
