@@ -47,6 +47,7 @@ pub struct ClientBuilder {
     exactly_once: bool,
     tls: TlsOptions,
     token: Option<BearerToken>,
+    auto_sync: Option<Duration>,
 }
 
 /// A bearer token, kept out of `Debug` output (and so out of logs).
@@ -91,6 +92,7 @@ impl ClientBuilder {
             exactly_once: true,
             tls: TlsOptions::default(),
             token: None,
+            auto_sync: None,
         }
     }
 
@@ -172,6 +174,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Keeps the endpoints in step with the cluster's membership: about every
+    /// `every` (jittered by ±10 %), a background task calls
+    /// [`Client::sync_endpoints`]. Off by default. A failed sync is logged
+    /// and the endpoints stay as they were; the task ends once every clone
+    /// of the client is dropped. [`build`](Self::build) must then run inside
+    /// a Tokio runtime, and an interval under one second is
+    /// `InvalidArgument`. With auth on the token must be an admin's
+    /// (`GET /v1/members` is an admin route).
+    pub fn auto_sync_interval(mut self, every: Duration) -> Self {
+        self.auto_sync = Some(every);
+        self
+    }
+
     /// Sends requests over HTTP/2 (prior knowledge, "h2c") instead of
     /// HTTP/1.1: one connection per endpoint carries up to 256 requests at
     /// once (the server's limit per connection), where HTTP/1.1 needs a
@@ -213,7 +228,8 @@ impl ClientBuilder {
     /// `InvalidArgument`: the client has no built-in roots.
     pub fn build(self) -> Result<Client> {
         let endpoints = Endpoints::new(&self.endpoints)?;
-        let https = endpoints.urls().iter().find(|u| u.starts_with("https://"));
+        let urls = endpoints.urls();
+        let https = urls.iter().find(|u| u.starts_with("https://"));
         if self.http2 {
             if let Some(url) = https {
                 return Err(Error::InvalidArgument(format!(
@@ -239,6 +255,23 @@ impl ClientBuilder {
                 "timeouts must be greater than zero".to_owned(),
             ));
         }
+        let auto_sync = match self.auto_sync {
+            None => None,
+            Some(every) if every < MIN_AUTO_SYNC_INTERVAL => {
+                return Err(Error::InvalidArgument(format!(
+                    "auto_sync_interval must be at least {MIN_AUTO_SYNC_INTERVAL:?}, not {every:?}"
+                )));
+            }
+            Some(every) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => Some((runtime, every)),
+                Err(_) => {
+                    return Err(Error::InvalidArgument(
+                        "auto_sync_interval needs a Tokio runtime: build the client inside one"
+                            .to_owned(),
+                    ))
+                }
+            },
+        };
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = &self.token {
             headers.insert(reqwest::header::AUTHORIZATION, token.header()?);
@@ -274,7 +307,7 @@ impl ClientBuilder {
             .apply(stream_http)?
             .build()
             .map_err(|e| Error::InvalidArgument(format!("HTTP client: {}", chain(&e))))?;
-        Ok(Client {
+        let client = Client {
             inner: Arc::new(Transport {
                 http,
                 stream_http,
@@ -282,7 +315,31 @@ impl ClientBuilder {
                 retry: self.retry,
                 session: self.exactly_once.then(Session::new),
             }),
-        })
+        };
+        if let Some((runtime, every)) = auto_sync {
+            runtime.spawn(auto_sync_endpoints(Arc::downgrade(&client.inner), every));
+        }
+        Ok(client)
+    }
+}
+
+/// The shortest [`ClientBuilder::auto_sync_interval`].
+const MIN_AUTO_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Syncs the endpoints of the client behind `transport` about every `every`
+/// until the client is dropped. It holds the client only while it syncs.
+async fn auto_sync_endpoints(transport: std::sync::Weak<Transport>, every: Duration) {
+    loop {
+        // ±10 %, so that a fleet started together does not ask together.
+        let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.9..1.1);
+        tokio::time::sleep(every.mul_f64(jitter)).await;
+        let Some(inner) = transport.upgrade() else {
+            return;
+        };
+        let client = Client { inner };
+        if let Err(e) = client.sync_endpoints().await {
+            tracing::warn!(error = %e, "endpoint sync failed, keeping the endpoints");
+        }
     }
 }
 
@@ -298,13 +355,15 @@ impl Client {
         ClientBuilder::new(endpoints)
     }
 
-    /// The configured endpoints, normalized (`http://host:port`).
-    pub fn endpoints(&self) -> &[String] {
+    /// The endpoints, normalized (`http://host:port`): those configured,
+    /// or the cluster's members since the last
+    /// [`sync_endpoints`](Self::sync_endpoints).
+    pub fn endpoints(&self) -> Vec<String> {
         self.inner.endpoints.urls()
     }
 
     /// The endpoint the next call will try first.
-    pub fn preferred_endpoint(&self) -> &str {
+    pub fn preferred_endpoint(&self) -> String {
         self.inner.endpoints.preferred().1
     }
 

@@ -325,6 +325,24 @@ async fn fails_over_when_a_node_refuses_connections() {
 }
 
 #[tokio::test]
+async fn moves_past_a_node_removed_from_the_cluster() {
+    let live = serve(|_| ok(json!({"revision": 43}))).await;
+    let removed = serve(|_| err(410, "removed")).await;
+    let c = client(vec![removed.url.clone(), live.url.clone()]);
+    // The removed node applied nothing: the write goes to the next node.
+    let put = c.put("k", "v").await.expect("put past the removed node");
+    assert_eq!(put.revision, 43);
+    assert_eq!((removed.hits(), live.hits()), (1, 1));
+    assert_eq!(c.preferred_endpoint(), live.url);
+    // Alone, it is an error that says so, after the retry budget.
+    let c = client(vec![removed.url.clone()]);
+    assert!(matches!(
+        c.put("k", "v").await,
+        Err(Error::Api { status: 410, ref code, .. }) if code == "removed"
+    ));
+}
+
+#[tokio::test]
 async fn follows_the_leader_hint_on_503() {
     let leader = serve(|_| ok(json!({"revision": 43}))).await;
     let bystander = serve(|_| ok(json!({"revision": 43}))).await;
@@ -835,4 +853,156 @@ async fn a_token_goes_on_every_request_and_never_into_debug_output() {
     let without = client(vec![server.url.clone()]);
     without.delete("k").await.expect("delete");
     assert_eq!(server.requests()[2].authorization, None);
+}
+
+/// A `GET /v1/members` answer naming these (id, client address, role).
+fn members_json(members: &[(u64, &str, &str)]) -> Value {
+    let members: Vec<Value> = members
+        .iter()
+        .map(|(id, client_addr, role)| {
+            json!({
+                "id": id, "client_addr": client_addr, "peer_addr": format!("p{id}:2380"),
+                "role": role, "match_index": 5, "lag": 0, "last_ack_ms": 1, "healthy": true,
+            })
+        })
+        .collect();
+    json!({"leader": 2, "term": 3, "last_log_index": 5, "membership_log_index": 4, "members": members})
+}
+
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test]
+async fn sync_replaces_the_endpoints_with_the_voters() {
+    let b = serve(|_| ok(json!({}))).await;
+    let b_addr = host_port(&b.url);
+    // The answering node lists itself: its address is known once it listens.
+    let own: Arc<Mutex<String>> = Arc::default();
+    let own_in = own.clone();
+    let a = serve(move |r| {
+        let a_addr = own_in.lock().map(|a| a.clone()).unwrap_or_default();
+        if r.uri == "/v1/members" {
+            ok(members_json(&[
+                (2, &b_addr, "leader"),
+                (1, &a_addr, "voter"),
+                (3, "127.0.0.1:9", "learner"),
+                (4, "0.0.0.0:2379", "voter"),
+            ]))
+        } else {
+            ok(json!({}))
+        }
+    })
+    .await;
+    if let Ok(mut own) = own.lock() {
+        *own = host_port(&a.url);
+    }
+    let c = client(vec![a.url.clone()]);
+    let synced = c.sync_endpoints().await.expect("sync");
+    // The leader first, as listed; the learner and the bind address left out.
+    let a_url = a.url.clone();
+    assert_eq!(synced, vec![b.url.clone(), a_url.clone()]);
+    assert_eq!(c.endpoints(), synced);
+    // The endpoint the client preferred is still a voter: still preferred.
+    assert_eq!(c.preferred_endpoint(), a_url);
+    let again = c.sync_endpoints().await.expect("sync again");
+    assert_eq!(again, synced);
+}
+
+#[tokio::test]
+async fn a_sync_without_a_usable_voter_keeps_the_endpoints() {
+    let no_voter = serve(|r| {
+        if r.uri == "/v1/members" {
+            ok(members_json(&[
+                (1, "127.0.0.1:9", "learner"),
+                (2, "0.0.0.0:2379", "leader"),
+                (3, "[::]:2379", "voter"),
+            ]))
+        } else {
+            ok(json!({}))
+        }
+    })
+    .await;
+    let c = client(vec![no_voter.url.clone()]);
+    assert!(matches!(c.sync_endpoints().await, Err(Error::Decode(_))));
+    assert_eq!(c.endpoints(), vec![no_voter.url.clone()]);
+
+    let refused = serve(|_| err(403, "permission_denied")).await;
+    let c = client(vec![refused.url.clone()]);
+    assert!(matches!(
+        c.sync_endpoints().await,
+        Err(Error::Api { status: 403, .. })
+    ));
+    assert_eq!(c.endpoints(), vec![refused.url.clone()]);
+}
+
+#[tokio::test]
+async fn auto_sync_follows_the_members_and_stops_with_the_client() {
+    let other = serve(|_| ok(json!({}))).await;
+    let other_addr = host_port(&other.url);
+    // The seed answers that the other node is the only voter.
+    let seed = serve(move |r| {
+        if r.uri == "/v1/members" {
+            ok(members_json(&[(2, &other_addr, "leader")]))
+        } else {
+            ok(json!({}))
+        }
+    })
+    .await;
+    let c = Client::builder(vec![seed.url.clone()])
+        .exactly_once(false)
+        .auto_sync_interval(Duration::from_secs(1))
+        .build()
+        .expect("valid client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.endpoints() != vec![other.url.clone()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "endpoints never synced: {:?}",
+            c.endpoints()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.preferred_endpoint(), other.url);
+    let synced_at = seed.hits();
+    assert!(synced_at >= 1);
+
+    // The next syncs go to the new list; once the client is dropped, none.
+    drop(c);
+    let at_drop = other.hits();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        other.hits() <= at_drop + 1,
+        "the sync task outlived the client: {at_drop} then {}",
+        other.hits()
+    );
+    assert_eq!(
+        seed.hits(),
+        synced_at,
+        "the old endpoint is no longer asked"
+    );
+}
+
+#[tokio::test]
+async fn auto_sync_refuses_a_short_interval() {
+    assert!(matches!(
+        Client::builder(vec!["127.0.0.1:1".to_owned()])
+            .auto_sync_interval(Duration::from_millis(100))
+            .build(),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn auto_sync_needs_a_runtime() {
+    assert!(matches!(
+        Client::builder(vec!["127.0.0.1:1".to_owned()])
+            .auto_sync_interval(Duration::from_secs(30))
+            .build(),
+        Err(Error::InvalidArgument(_))
+    ));
+    // Without auto sync, building needs no runtime.
+    assert!(Client::builder(vec!["127.0.0.1:1".to_owned()])
+        .build()
+        .is_ok());
 }

@@ -3,7 +3,8 @@
 //! Any healthy node accepts writes (followers forward them to the leader), so the
 //! client does not chase the leader on every call: it sticks to one *preferred*
 //! endpoint and moves on only when that endpoint fails, jumping to the leader when
-//! the server names it.
+//! the server names it. The list itself is replaced when the client syncs it
+//! with the cluster's voters (`Client::sync_endpoints`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -79,20 +80,19 @@ pub(crate) fn kv_path(key: &str) -> Result<String> {
     Ok(path)
 }
 
-/// The configured endpoints and which one the client currently prefers.
+/// One endpoint list, normalized and parsed.
 #[derive(Debug)]
-pub(crate) struct Endpoints {
+struct List {
     urls: Vec<String>,
     /// `urls`, parsed once: a request URL is built from its endpoint's by
     /// setting the path and query, never by parsing scheme and host (IDNA
     /// processing included) again on every request.
     bases: Vec<reqwest::Url>,
-    preferred: AtomicUsize,
 }
 
-impl Endpoints {
+impl List {
     /// Normalizes and de-duplicates `raw`; an empty list is an error.
-    pub(crate) fn new(raw: &[String]) -> Result<Self> {
+    fn parse(raw: &[String]) -> Result<Self> {
         let mut urls: Vec<String> = Vec::with_capacity(raw.len());
         for r in raw {
             let url = normalize_endpoint(r)?;
@@ -112,43 +112,79 @@ impl Endpoints {
                     .map_err(|e| Error::InvalidArgument(format!("endpoint {u:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
+        Ok(List { urls, bases })
+    }
+}
+
+/// The endpoints and which one the client currently prefers.
+///
+/// The list can be replaced while requests are in flight
+/// ([`Endpoints::replace`], from [`crate::Client::sync_endpoints`]): a
+/// request works on the list it started with, and an index it reports
+/// (`mark_failed`) after a replacement only moves the preference, which
+/// the next request takes modulo the new length.
+#[derive(Debug)]
+pub(crate) struct Endpoints {
+    list: arc_swap::ArcSwap<List>,
+    preferred: AtomicUsize,
+}
+
+impl Endpoints {
+    /// Normalizes and de-duplicates `raw`; an empty list is an error.
+    pub(crate) fn new(raw: &[String]) -> Result<Self> {
         Ok(Self {
-            urls,
-            bases,
+            list: arc_swap::ArcSwap::from_pointee(List::parse(raw)?),
             preferred: AtomicUsize::new(0),
         })
     }
 
     /// Number of endpoints.
     pub(crate) fn len(&self) -> usize {
-        self.urls.len()
+        self.list.load().urls.len()
     }
 
     /// All endpoints, normalized.
-    pub(crate) fn urls(&self) -> &[String] {
-        &self.urls
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.list.load().urls.clone()
     }
 
     /// Index and URL of the preferred endpoint.
-    pub(crate) fn preferred(&self) -> (usize, &str) {
-        let i = self.preferred.load(Ordering::Relaxed) % self.urls.len();
-        (i, &self.urls[i])
+    pub(crate) fn preferred(&self) -> (usize, String) {
+        let list = self.list.load();
+        let i = self.preferred.load(Ordering::Relaxed) % list.urls.len();
+        (i, list.urls[i].clone())
     }
 
-    /// Endpoint `failed` did not work: prefer the next one, unless another
-    /// request already moved the preference elsewhere.
+    /// Replaces the list with `raw` (normalized and de-duplicated; an empty
+    /// or malformed list is refused and the old one kept). The preferred
+    /// endpoint stays preferred if it is in the new list. Returns whether
+    /// the list changed.
+    pub(crate) fn replace(&self, raw: &[String]) -> Result<bool> {
+        let new = List::parse(raw)?;
+        let old = self.list.load();
+        if new.urls == old.urls {
+            return Ok(false);
+        }
+        let (_, preferred) = self.preferred();
+        let keep = new.urls.iter().position(|u| *u == preferred).unwrap_or(0);
+        self.list.store(std::sync::Arc::new(new));
+        self.preferred.store(keep, Ordering::Relaxed);
+        Ok(true)
+    }
+
     /// The URL of `target` (path and query, e.g. `/v1/kv/a?prefix=true`) on
     /// `endpoint`: from the endpoint's parsed URL when it is one of these
     /// endpoints, else parsed whole (an address a caller picked itself).
     pub(crate) fn request_url(&self, endpoint: &str, target: &str) -> Result<reqwest::Url> {
+        let list = self.list.load();
         // A raw `#` would start a fragment; built targets never carry one,
         // but such a target is parsed whole so it means what it always did.
-        let known = self.urls.iter().position(|u| u == endpoint);
+        let known = list.urls.iter().position(|u| u == endpoint);
         let Some(i) = known.filter(|_| !target.contains('#')) else {
             return reqwest::Url::parse(&format!("{endpoint}{target}"))
                 .map_err(|e| Error::InvalidArgument(format!("{endpoint}{target}: {e}")));
         };
-        let mut url = self.bases[i].clone();
+        let mut url = list.bases[i].clone();
         let (path, query) = match target.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (target, None),
@@ -158,8 +194,10 @@ impl Endpoints {
         Ok(url)
     }
 
+    /// Endpoint `failed` did not work: prefer the next one, unless another
+    /// request already moved the preference elsewhere.
     pub(crate) fn mark_failed(&self, failed: usize) {
-        let next = (failed + 1) % self.urls.len();
+        let next = (failed + 1) % self.len();
         let _ = self
             .preferred
             .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
@@ -177,7 +215,8 @@ impl Endpoints {
         // client was given (`https://` when the cluster serves TLS).
         let without_scheme = |u: &str| u.split_once("://").map_or(u, |(_, rest)| rest).to_owned();
         let wanted = without_scheme(&url);
-        match self.urls.iter().position(|u| without_scheme(u) == wanted) {
+        let list = self.list.load();
+        match list.urls.iter().position(|u| without_scheme(u) == wanted) {
             Some(i) => {
                 self.preferred.store(i, Ordering::Relaxed);
                 true
@@ -299,7 +338,7 @@ mod tests {
         };
         // Nodes name the leader by address, or by an http:// URL.
         assert!(eps.prefer_hint("127.0.0.1:2"));
-        assert_eq!(eps.preferred(), (1, "https://127.0.0.1:2"));
+        assert_eq!(eps.preferred(), (1, "https://127.0.0.1:2".to_owned()));
         assert!(eps.prefer_hint("http://127.0.0.1:1"));
         assert_eq!(eps.preferred().0, 0);
         assert!(!eps.prefer_hint("127.0.0.1:3"));
@@ -316,7 +355,7 @@ mod tests {
             panic!("valid endpoints refused");
         };
         assert_eq!(eps.len(), 2);
-        assert_eq!(eps.preferred(), (0, "http://127.0.0.1:1"));
+        assert_eq!(eps.preferred(), (0, "http://127.0.0.1:1".to_owned()));
         eps.mark_failed(0);
         assert_eq!(eps.preferred().0, 1);
         // A stale failure report does not move the preference again.
@@ -328,5 +367,54 @@ mod tests {
         assert_eq!(eps.preferred().0, 1);
         assert!(!eps.prefer_hint("0.0.0.0:2379"));
         assert_eq!(eps.preferred().0, 1);
+    }
+
+    #[test]
+    fn replacing_the_list_keeps_the_preferred_endpoint_when_it_can() {
+        let list = |raw: &[&str]| raw.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let Ok(eps) = Endpoints::new(&list(&["127.0.0.1:1", "127.0.0.1:2"])) else {
+            panic!("valid endpoints refused");
+        };
+        eps.mark_failed(0);
+        assert_eq!(eps.preferred().1, "http://127.0.0.1:2");
+        // Still listed: still preferred, at its new index.
+        assert!(matches!(
+            eps.replace(&list(&["127.0.0.1:3", "127.0.0.1:2"])),
+            Ok(true)
+        ));
+        assert_eq!(eps.preferred(), (1, "http://127.0.0.1:2".to_owned()));
+        assert_eq!(
+            eps.urls(),
+            list(&["http://127.0.0.1:3", "http://127.0.0.1:2"])
+        );
+        // The same list again changes nothing.
+        assert!(matches!(
+            eps.replace(&list(&["http://127.0.0.1:3", "127.0.0.1:2"])),
+            Ok(false)
+        ));
+        // Gone: the first of the new list.
+        assert!(matches!(
+            eps.replace(&list(&["127.0.0.1:4", "127.0.0.1:5"])),
+            Ok(true)
+        ));
+        assert_eq!(eps.preferred(), (0, "http://127.0.0.1:4".to_owned()));
+        // Empty or malformed lists are refused and the old one kept.
+        assert!(eps.replace(&[]).is_err());
+        assert!(eps.replace(&list(&["ftp://x:1"])).is_err());
+        assert_eq!(
+            eps.urls(),
+            list(&["http://127.0.0.1:4", "http://127.0.0.1:5"])
+        );
+        // A failure reported against an index of the old, longer list only
+        // moves the preference within the new one.
+        let Ok(eps) = Endpoints::new(&list(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])) else {
+            panic!("valid endpoints refused");
+        };
+        eps.mark_failed(0);
+        eps.mark_failed(1);
+        assert!(matches!(eps.replace(&list(&["127.0.0.1:9"])), Ok(true)));
+        eps.mark_failed(2);
+        assert_eq!(eps.preferred(), (0, "http://127.0.0.1:9".to_owned()));
+        assert!(eps.request_url("http://127.0.0.1:9", "/v1/kv/a").is_ok());
     }
 }

@@ -123,6 +123,47 @@ impl Client {
         .await
     }
 
+    /// Replaces the client's endpoints with the client addresses of the
+    /// cluster's voters, read from `GET /v1/members` (an admin route when
+    /// auth is on), and returns the new list. etcd's clients call this
+    /// `Sync`: a client started with one or two seed addresses then knows
+    /// every voter, and one that follows membership changes (a node added,
+    /// promoted, removed or replaced under a new address) keeps working
+    /// after the nodes it was configured with are gone.
+    ///
+    /// Learners are left out until promoted. A member that advertises an
+    /// unspecified address (`0.0.0.0:2379`, a bind address rather than one
+    /// to dial) is skipped. The scheme of the endpoint the client prefers
+    /// (`http://` or `https://`) is used for all. The preferred endpoint
+    /// stays preferred if it is still a voter. If no voter gives a usable
+    /// address the list is left as it was and the call fails with
+    /// [`Error::Decode`](crate::Error::Decode). Requests in flight finish
+    /// on the list they started with.
+    ///
+    /// [`ClientBuilder::auto_sync_interval`](crate::ClientBuilder::auto_sync_interval)
+    /// calls this periodically.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn sync_endpoints(&self) -> Result<Vec<String>> {
+        let view = self.members().await?;
+        let (_, preferred) = self.inner.endpoints.preferred();
+        let scheme = if preferred.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        let urls = voter_endpoints(&view, scheme);
+        if urls.is_empty() {
+            return Err(crate::Error::Decode(format!(
+                "the member list names no voter with a client address to dial: {:?}",
+                view.members
+            )));
+        }
+        if self.inner.endpoints.replace(&urls)? {
+            tracing::info!(endpoints = ?self.endpoints(), "endpoints synced with the membership");
+        }
+        Ok(self.endpoints())
+    }
+
     async fn admin_call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
@@ -138,5 +179,78 @@ impl Client {
         };
         let answer = self.inner.execute(call).await?;
         decode(&answer)
+    }
+}
+
+/// The voters' client addresses as `scheme://host:port`, voters in the
+/// order the node listed them, addresses no client can dial left out.
+pub(crate) fn voter_endpoints(view: &MembersView, scheme: &str) -> Vec<String> {
+    view.members
+        .iter()
+        .filter(|m| m.role == "leader" || m.role == "voter")
+        .filter(|m| dialable(&m.client_addr))
+        .map(|m| format!("{scheme}://{}", m.client_addr))
+        .collect()
+}
+
+/// Whether `host:port` names something to connect to: not empty and not an
+/// unspecified (bind-all) IP address.
+fn dialable(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    if host.is_empty() || port.is_empty() {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_unspecified(),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, client_addr: &str, role: &str) -> MemberInfo {
+        MemberInfo {
+            id,
+            client_addr: client_addr.to_owned(),
+            peer_addr: format!("peer-{id}:2380"),
+            role: role.to_owned(),
+            match_index: None,
+            lag: None,
+            last_ack_ms: None,
+            healthy: true,
+        }
+    }
+
+    #[test]
+    fn voters_with_dialable_addresses_become_endpoints() {
+        let view = MembersView {
+            leader: 2,
+            term: 3,
+            last_log_index: 10,
+            membership_log_index: 4,
+            members: vec![
+                member(2, "10.0.0.2:2379", "leader"),
+                member(1, "node1.ballast:2379", "voter"),
+                member(3, "0.0.0.0:2379", "voter"),
+                member(4, "[::]:2379", "voter"),
+                member(5, "[::1]:2379", "voter"),
+                member(6, "10.0.0.6:2379", "learner"),
+                member(7, "", "voter"),
+                member(8, "no-port", "voter"),
+            ],
+        };
+        assert_eq!(
+            voter_endpoints(&view, "https"),
+            vec![
+                "https://10.0.0.2:2379".to_owned(),
+                "https://node1.ballast:2379".to_owned(),
+                "https://[::1]:2379".to_owned(),
+            ]
+        );
     }
 }

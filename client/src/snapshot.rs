@@ -325,11 +325,9 @@ impl Client {
         out: &mut W,
         mut progress: impl FnMut(u64, Option<u64>),
     ) -> Result<SnapshotInfo> {
-        let urls = self.endpoints().to_vec();
-        let first = urls
-            .iter()
-            .position(|u| u == self.preferred_endpoint())
-            .unwrap_or(0);
+        let urls = self.endpoints();
+        let preferred = self.preferred_endpoint();
+        let first = urls.iter().position(|u| *u == preferred).unwrap_or(0);
         let mut last = None;
         for endpoint in urls.iter().cycle().skip(first).take(urls.len()) {
             match self.start_snapshot(endpoint).await {

@@ -166,7 +166,6 @@ pub(crate) async fn bootstrap(
 
 /// Runs for the life of the replica.
 pub(crate) async fn run(shared: Arc<Shared>, transport: Arc<Transport>, config: SyncConfig) {
-    let n = transport.endpoints.len();
     let mut needs_bootstrap = false;
     let mut failures: u32 = 0;
     loop {
@@ -224,6 +223,7 @@ pub(crate) async fn run(shared: Arc<Shared>, transport: Arc<Transport>, config: 
                 warn!(error = %e, "replica watch refused");
                 shared.with_health(|h| h.last_error = Some(e.to_string()));
                 failures += 1;
+                let n = transport.endpoints.len();
                 tokio::time::sleep(backoff(&transport, failures.max(n as u32), n, None)).await;
             }
             None => {}

@@ -54,7 +54,6 @@ pub(crate) async fn run_engine(
     spec: WatchSpec,
     tx: mpsc::Sender<EngineItem>,
 ) {
-    let n = transport.endpoints.len();
     let mut index = transport.endpoints.preferred().0;
     // Consecutive failed attempts since the last delivered item.
     let mut failures: u32 = 0;
@@ -69,7 +68,7 @@ pub(crate) async fn run_engine(
                 }
                 Err(e) => {
                     failures += 1;
-                    let endpoint = transport.endpoints.preferred().1.to_owned();
+                    let endpoint = transport.endpoints.preferred().1;
                     if tx
                         .send(EngineItem::Disconnected(endpoint, e))
                         .await
@@ -77,6 +76,7 @@ pub(crate) async fn run_engine(
                     {
                         return;
                     }
+                    let n = transport.endpoints.len();
                     tokio::time::sleep(backoff(&transport, failures, n, None)).await;
                 }
             }
@@ -107,7 +107,10 @@ pub(crate) async fn run_engine(
     }
     let target = format!("{path}{}", query.finish());
     loop {
-        let endpoint = transport.endpoints.urls()[index % n].clone();
+        // The list may change between attempts (`Client::sync_endpoints`).
+        let urls = transport.endpoints.urls();
+        let n = urls.len();
+        let endpoint = urls[index % n].clone();
         let ended = stream_once(
             &transport,
             &endpoint,

@@ -70,3 +70,4 @@ async fn client_writes_through_any_node_and_survives_a_dead_endpoint() -> Result
 mod t20_watch;
 mod t30_indeterminate;
 mod t40_exactly_once;
+mod t50_endpoint_sync;

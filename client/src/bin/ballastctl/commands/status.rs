@@ -26,7 +26,7 @@ pub struct EndpointStatus {
 /// Runs `status`.
 pub async fn run(ctx: &Ctx, _args: StatusArgs) -> Result<Outcome, CliError> {
     // Normalizes, de-duplicates and validates the endpoint list.
-    let endpoints = ctx.client()?.endpoints().to_vec();
+    let endpoints = ctx.client()?.endpoints();
     let mut tasks = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let client = ctx.client_for(vec![endpoint.clone()], Some(1))?;
