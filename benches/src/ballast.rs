@@ -17,6 +17,7 @@ use crate::target::{CasOutcome, Connection, OpError, ReadConsistency, Target};
 pub struct BallastTarget {
     request_timeout: Duration,
     http2: bool,
+    sessions: bool,
 }
 
 impl BallastTarget {
@@ -25,12 +26,22 @@ impl BallastTarget {
         Self {
             request_timeout,
             http2: false,
+            sessions: true,
         }
     }
 
     /// Whether connections speak HTTP/2 (prior knowledge) instead of HTTP/1.1.
     pub fn http2(self, on: bool) -> Self {
         Self { http2: on, ..self }
+    }
+
+    /// Whether writes carry a client session (exactly-once, the client's
+    /// default).
+    pub fn sessions(self, on: bool) -> Self {
+        Self {
+            sessions: on,
+            ..self
+        }
     }
 }
 
@@ -51,6 +62,7 @@ impl Target for BallastTarget {
             .max_attempts(1)
             .pool_max_idle_per_endpoint(1)
             .http2(self.http2)
+            .exactly_once(self.sessions)
             .build()?;
         Ok(BallastConn { client })
     }

@@ -103,6 +103,14 @@ pub struct Config {
     #[arg(long)]
     pub http2_connections: Option<usize>,
 
+    /// ballast: write without client sessions (`exactly_once(false)` on the
+    /// client): no exactly-once retries, and none of the session table's
+    /// work on the nodes. For measuring what sessions cost; the default
+    /// (sessions on) is what `Client` users get. etcd, which has no client
+    /// sessions, ignores it (so `benches/run.sh` can pass it to both).
+    #[arg(long)]
+    pub no_sessions: bool,
+
     /// etcd: gRPC connections in all, opened round-robin over the endpoints;
     /// the clients share them (HTTP/2 carries many requests at once).
     #[arg(long, default_value_t = DEFAULT_GRPC_CONNECTIONS)]
@@ -175,6 +183,7 @@ impl Default for Config {
             clients: vec![1, 16, 64, 256],
             connections: Connections::Auto,
             http2_connections: None,
+            no_sessions: false,
             grpc_connections: DEFAULT_GRPC_CONNECTIONS,
             duration: Duration::from_secs(8),
             keys: 1000,
@@ -464,6 +473,9 @@ mod tests {
         assert_eq!(h2_etcd.connection_layout(), Connections::Total(16));
         let h2_none = Config::parse_from(["ballast-bench", "--http2-connections", "0"]);
         assert!(h2_none.validate().is_err());
+
+        let no_sessions = Config::parse_from(["ballast-bench", "--no-sessions"]);
+        assert!(no_sessions.no_sessions && no_sessions.validate().is_ok());
     }
 
     #[test]

@@ -90,7 +90,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
     match config.target {
         TargetKind::Ballast => {
             let target = ballast::BallastTarget::new(config.request_timeout)
-                .http2(config.http2_connections.is_some());
+                .http2(config.http2_connections.is_some())
+                .sessions(!config.no_sessions);
             run_with(target, config).await
         }
         TargetKind::Etcd => {

@@ -131,10 +131,17 @@ impl Report {
         let c = &self.config;
         let mut out = String::new();
         let layout = match c.target {
-            TargetKind::Ballast => match c.http2_connections {
-                Some(n) => format!("HTTP/2 connections: {n} in all"),
-                None => format!("HTTP connections per endpoint: {}", c.connections),
-            },
+            TargetKind::Ballast => {
+                let layout = match c.http2_connections {
+                    Some(n) => format!("HTTP/2 connections: {n} in all"),
+                    None => format!("HTTP connections per endpoint: {}", c.connections),
+                };
+                if c.no_sessions {
+                    format!("{layout}, writes without client sessions")
+                } else {
+                    layout
+                }
+            }
             TargetKind::Etcd => format!("gRPC connections: {}", c.connection_layout()),
         };
         let _ = writeln!(
