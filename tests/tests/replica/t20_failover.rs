@@ -137,3 +137,63 @@ async fn failover_to_a_lagging_node_never_goes_backwards() -> Result<()> {
     tc.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_passes_over_a_node_removed_from_the_cluster() -> Result<()> {
+    const PREFIX: &str = "/removed/";
+    let mut tc = TestCluster::start(3).await?;
+    tc.wait_leader(WAIT).await?;
+
+    info!("--- node 4 joins and votes; node 1 is removed and keeps running");
+    let joined = tc.join_node().await?;
+    tc.promote_when_ready(2, joined, WAIT).await?;
+    let (status, doc) = tc
+        .admin(2, reqwest::Method::DELETE, "/v1/members/1", None)
+        .await?;
+    if status != 200 {
+        bail!("removing node 1: {status} {doc}");
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let url = format!("{}/v1/kv{PREFIX}a", tc.endpoint(1));
+        let status = tc.http().get(url).send().await?.status().as_u16();
+        if status == 410 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("node 1 still answers {status} after its removal");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = Client::builder(vec![tc.endpoint(2), tc.endpoint(3), tc.endpoint(joined)])
+        .request_timeout(Duration::from_secs(2))
+        .build()?;
+    let first = put(&client, &format!("{PREFIX}a"), "1").await?;
+
+    info!("--- a replica that lists the removed node first bootstraps and follows");
+    let dir = tempfile::tempdir()?;
+    let r = replica(
+        vec![
+            tc.endpoint(1),
+            tc.endpoint(2),
+            tc.endpoint(3),
+            tc.endpoint(joined),
+        ],
+        PREFIX,
+        dir.path(),
+        "removed-1",
+    )
+    .await?;
+    r.wait_for_revision(first, WAIT).await?;
+    // Its watch starts at the first endpoint, which answers `410 removed`:
+    // it moves on instead of giving up.
+    let second = put(&client, &format!("{PREFIX}b"), "2").await?;
+    r.wait_for_revision(second, WAIT).await?;
+    assert_eq!(
+        r.get(&format!("{PREFIX}b")).map(|kv| kv.value.to_vec()),
+        Some(b"2".to_vec())
+    );
+    r.shutdown().await;
+    tc.shutdown().await;
+    Ok(())
+}
