@@ -343,6 +343,18 @@ async fn moves_past_a_node_removed_from_the_cluster() {
 }
 
 #[tokio::test]
+async fn a_replica_bootstrap_passes_over_a_removed_node_at_once() {
+    let removed = serve(|_| err(410, "removed")).await;
+    let live = serve(|_| ok(json!({"revision": 7, "kvs": [kv_json("app/x", "1")]}))).await;
+    let c = client(vec![removed.url.clone(), live.url.clone()]);
+    let snapshot = crate::replica::sync::bootstrap(&c.inner, "app/", 0, 0).await;
+    assert_eq!(snapshot.ok().map(|s| s.revision), Some(7));
+    // One request to the removed node: no serializable read there after
+    // the linearizable one was refused.
+    assert_eq!((removed.hits(), live.hits()), (1, 1));
+}
+
+#[tokio::test]
 async fn follows_the_leader_hint_on_503() {
     let leader = serve(|_| ok(json!({"revision": 43}))).await;
     let bystander = serve(|_| ok(json!({"revision": 43}))).await;

@@ -20,7 +20,7 @@
 mod builder;
 mod cache;
 mod snapshot;
-mod sync;
+pub(crate) mod sync;
 mod tasks;
 
 use std::path::PathBuf;

@@ -118,6 +118,13 @@ pub(crate) async fn bootstrap(
                 Outcome::Final(e @ Error::Api { status, .. }) if (400..500).contains(&status) => {
                     return Err(failure(e))
                 }
+                // A node removed from the cluster serves no read at all:
+                // the next node, not a serializable read here.
+                Outcome::NotApplied { error: e, .. } if e.code() == Some("removed") => {
+                    debug!(endpoint, error = %e, "bootstrap passes over a removed node");
+                    last_error = Some(e);
+                    break;
+                }
                 Outcome::Final(e) | Outcome::NotApplied { error: e, .. } => {
                     debug!(endpoint, ?consistency, error = %e, "bootstrap read failed");
                     last_error = Some(e);
