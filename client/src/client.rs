@@ -364,7 +364,7 @@ impl Client {
 
     /// The endpoint the next call will try first.
     pub fn preferred_endpoint(&self) -> String {
-        self.inner.endpoints.preferred().1
+        self.inner.endpoints.preferred().1.to_string()
     }
 
     /// Linearizable read of one key. A missing key is `Ok` with `kv: None`.

@@ -7,6 +7,7 @@
 //! with the cluster's voters (`Client::sync_endpoints`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -83,7 +84,9 @@ pub(crate) fn kv_path(key: &str) -> Result<String> {
 /// One endpoint list, normalized and parsed.
 #[derive(Debug)]
 struct List {
-    urls: Vec<String>,
+    /// Shared strings: the preferred endpoint is handed out on every request
+    /// without copying it.
+    urls: Vec<Arc<str>>,
     /// `urls`, parsed once: a request URL is built from its endpoint's by
     /// setting the path and query, never by parsing scheme and host (IDNA
     /// processing included) again on every request.
@@ -112,6 +115,7 @@ impl List {
                     .map_err(|e| Error::InvalidArgument(format!("endpoint {u:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
+        let urls = urls.into_iter().map(Arc::from).collect();
         Ok(List { urls, bases })
     }
 }
@@ -145,11 +149,16 @@ impl Endpoints {
 
     /// All endpoints, normalized.
     pub(crate) fn urls(&self) -> Vec<String> {
-        self.list.load().urls.clone()
+        self.list
+            .load()
+            .urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect()
     }
 
     /// Index and URL of the preferred endpoint.
-    pub(crate) fn preferred(&self) -> (usize, String) {
+    pub(crate) fn preferred(&self) -> (usize, Arc<str>) {
         let list = self.list.load();
         let i = self.preferred.load(Ordering::Relaxed) % list.urls.len();
         (i, list.urls[i].clone())
@@ -167,7 +176,7 @@ impl Endpoints {
         }
         let (_, preferred) = self.preferred();
         let keep = new.urls.iter().position(|u| *u == preferred).unwrap_or(0);
-        self.list.store(std::sync::Arc::new(new));
+        self.list.store(Arc::new(new));
         self.preferred.store(keep, Ordering::Relaxed);
         Ok(true)
     }
@@ -179,7 +188,7 @@ impl Endpoints {
         let list = self.list.load();
         // A raw `#` would start a fragment; built targets never carry one,
         // but such a target is parsed whole so it means what it always did.
-        let known = list.urls.iter().position(|u| u == endpoint);
+        let known = list.urls.iter().position(|u| **u == *endpoint);
         let Some(i) = known.filter(|_| !target.contains('#')) else {
             return reqwest::Url::parse(&format!("{endpoint}{target}"))
                 .map_err(|e| Error::InvalidArgument(format!("{endpoint}{target}: {e}")));
@@ -229,6 +238,12 @@ impl Endpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The preferred endpoint's index and URL, owned, for comparisons.
+    fn preferred(eps: &Endpoints) -> (usize, String) {
+        let (i, url) = eps.preferred();
+        (i, url.to_string())
+    }
 
     #[test]
     fn normalizes_endpoints() {
@@ -338,7 +353,7 @@ mod tests {
         };
         // Nodes name the leader by address, or by an http:// URL.
         assert!(eps.prefer_hint("127.0.0.1:2"));
-        assert_eq!(eps.preferred(), (1, "https://127.0.0.1:2".to_owned()));
+        assert_eq!(preferred(&eps), (1, "https://127.0.0.1:2".to_owned()));
         assert!(eps.prefer_hint("http://127.0.0.1:1"));
         assert_eq!(eps.preferred().0, 0);
         assert!(!eps.prefer_hint("127.0.0.1:3"));
@@ -355,7 +370,7 @@ mod tests {
             panic!("valid endpoints refused");
         };
         assert_eq!(eps.len(), 2);
-        assert_eq!(eps.preferred(), (0, "http://127.0.0.1:1".to_owned()));
+        assert_eq!(preferred(&eps), (0, "http://127.0.0.1:1".to_owned()));
         eps.mark_failed(0);
         assert_eq!(eps.preferred().0, 1);
         // A stale failure report does not move the preference again.
@@ -376,13 +391,13 @@ mod tests {
             panic!("valid endpoints refused");
         };
         eps.mark_failed(0);
-        assert_eq!(eps.preferred().1, "http://127.0.0.1:2");
+        assert_eq!(preferred(&eps).1, "http://127.0.0.1:2");
         // Still listed: still preferred, at its new index.
         assert!(matches!(
             eps.replace(&list(&["127.0.0.1:3", "127.0.0.1:2"])),
             Ok(true)
         ));
-        assert_eq!(eps.preferred(), (1, "http://127.0.0.1:2".to_owned()));
+        assert_eq!(preferred(&eps), (1, "http://127.0.0.1:2".to_owned()));
         assert_eq!(
             eps.urls(),
             list(&["http://127.0.0.1:3", "http://127.0.0.1:2"])
@@ -397,7 +412,7 @@ mod tests {
             eps.replace(&list(&["127.0.0.1:4", "127.0.0.1:5"])),
             Ok(true)
         ));
-        assert_eq!(eps.preferred(), (0, "http://127.0.0.1:4".to_owned()));
+        assert_eq!(preferred(&eps), (0, "http://127.0.0.1:4".to_owned()));
         // Empty or malformed lists are refused and the old one kept.
         assert!(eps.replace(&[]).is_err());
         assert!(eps.replace(&list(&["ftp://x:1"])).is_err());
@@ -414,7 +429,7 @@ mod tests {
         eps.mark_failed(1);
         assert!(matches!(eps.replace(&list(&["127.0.0.1:9"])), Ok(true)));
         eps.mark_failed(2);
-        assert_eq!(eps.preferred(), (0, "http://127.0.0.1:9".to_owned()));
+        assert_eq!(preferred(&eps), (0, "http://127.0.0.1:9".to_owned()));
         assert!(eps.request_url("http://127.0.0.1:9", "/v1/kv/a").is_ok());
     }
 }

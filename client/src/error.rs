@@ -82,6 +82,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// `410 removed`: the node answering was removed from the cluster. It
+    /// serves and applies nothing; the members that remain may, so callers
+    /// move on to the next endpoint as from a dead node. (`410
+    /// session_expired` is a session's own answer and stays final.)
+    pub(crate) fn is_node_removed(&self) -> bool {
+        matches!(self, Error::Api { status: 410, code, .. } if code == "removed")
+    }
+
     /// The API error code, when the server answered with an error document.
     pub fn code(&self) -> Option<&str> {
         match self {

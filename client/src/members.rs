@@ -184,7 +184,7 @@ impl Client {
 
 /// The voters' client addresses as `scheme://host:port`, voters in the
 /// order the node listed them, addresses no client can dial left out.
-pub(crate) fn voter_endpoints(view: &MembersView, scheme: &str) -> Vec<String> {
+fn voter_endpoints(view: &MembersView, scheme: &str) -> Vec<String> {
     view.members
         .iter()
         .filter(|m| m.role == "leader" || m.role == "voter")

@@ -304,7 +304,7 @@ impl Transport {
             };
             let sent = carrier.carry(&call, body.as_ref(), tag)?;
             let (index, endpoint) = self.endpoints.preferred();
-            let endpoint = endpoint.as_str();
+            let endpoint: &str = &endpoint;
             let (last_error, retry_after);
             match self.attempt(endpoint, &sent).await {
                 Outcome::Done(answer) => return Ok(answer),

@@ -122,7 +122,7 @@ impl Transport {
         let last_error = loop {
             attempt += 1;
             let (index, endpoint) = inner.endpoints.preferred();
-            let endpoint = endpoint.as_str();
+            let endpoint: &str = &endpoint;
             let (last_error, retry_after);
             match self.attempt(endpoint, &call).await {
                 Outcome::Done(answer) => return Ok(answer),
@@ -334,10 +334,7 @@ fn classify_error_answer(
             retry_after: header_u64(headers, RETRY_AFTER.as_str()).map(Duration::from_secs),
         };
     }
-    // A node removed from the cluster serves nothing and applies nothing
-    // (`410 removed`); the members that remain may serve, so move on, as
-    // from a dead node. (`410 session_expired` is the session's own answer.)
-    if status == StatusCode::GONE && code == "removed" {
+    if error.is_node_removed() {
         return Outcome::NotApplied {
             error,
             hint,

@@ -120,7 +120,7 @@ pub(crate) async fn bootstrap(
                 }
                 // A node removed from the cluster serves no read at all:
                 // the next node, not a serializable read here.
-                Outcome::NotApplied { error: e, .. } if e.code() == Some("removed") => {
+                Outcome::NotApplied { error: e, .. } if e.is_node_removed() => {
                     debug!(endpoint, error = %e, "bootstrap passes over a removed node");
                     last_error = Some(e);
                     break;

@@ -68,7 +68,7 @@ pub(crate) async fn run_engine(
                 }
                 Err(e) => {
                     failures += 1;
-                    let endpoint = transport.endpoints.preferred().1;
+                    let endpoint = transport.endpoints.preferred().1.to_string();
                     if tx
                         .send(EngineItem::Disconnected(endpoint, e))
                         .await
@@ -195,7 +195,7 @@ async fn stream_once(
         let error = api_error(status.as_u16(), doc, &body, None);
         // 429 (too many watchers), 5xx, and a node removed from the cluster
         // (`410 removed`): another node may serve us.
-        if status.as_u16() == 429 || status.is_server_error() || is_removed(&error) {
+        if status.as_u16() == 429 || status.is_server_error() || error.is_node_removed() {
             return StreamEnd::Retry(error, retry_after);
         }
         return StreamEnd::Fatal(error);
@@ -249,15 +249,13 @@ fn transport_request_timeout(spec: &WatchSpec) -> Duration {
 
 /// A refusal no other node would answer differently (bad key, bad query).
 fn is_refusal(e: &Error) -> bool {
-    matches!(e, Error::Api { status, .. } if (400..500).contains(status) && *status != 429)
-        && !is_removed(e)
-        || matches!(e, Error::InvalidArgument(_))
-}
-
-/// `410 removed`: the node was removed from the cluster and serves nothing;
-/// the others may.
-fn is_removed(e: &Error) -> bool {
-    matches!(e, Error::Api { status: 410, code, .. } if code == "removed")
+    match e {
+        Error::Api { status, .. } => {
+            (400..500).contains(status) && *status != 429 && !e.is_node_removed()
+        }
+        Error::InvalidArgument(_) => true,
+        _ => false,
+    }
 }
 
 /// The revision a "from now" watch starts after: a linearizable read of the
