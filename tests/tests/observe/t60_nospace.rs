@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -125,10 +124,6 @@ struct Cluster {
     http: reqwest::Client,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Cluster {
     /// Starts one process per entry of `dirs`; node 3 with the floor and
     /// reserve `node3_space` (`--min-free-bytes`, `--reserve-bytes`), the
@@ -141,7 +136,10 @@ impl Cluster {
     ) -> Result<Cluster> {
         let mut addrs = BTreeMap::new();
         for id in dirs.keys() {
-            addrs.insert(*id, (free_port()?, free_port()?));
+            addrs.insert(
+                *id,
+                (ballast_tests::free_port()?, ballast_tests::free_port()?),
+            );
         }
         let initial = addrs
             .iter()
@@ -333,13 +331,26 @@ impl Cluster {
 
     /// Waits until node `id` serves `key` with [`value_for`]`(i)` from its own
     /// state (a serializable read), for at most [`WAIT`].
-    async fn wait_serves(&self, id: u64, key: &str, i: usize) -> Result<()> {
-        self.wait_for(&format!("node {id} to serve {key}"), || async {
-            self.read(id, key, "serializable")
+    /// Fails at once, with its log, if a node we started has exited.
+    async fn wait_serves(&mut self, id: u64, key: &str, i: usize) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.assert_alive()?;
+            let served = self
+                .read(id, key, "serializable")
                 .await
-                .is_ok_and(|v| v.as_deref() == Some(value_for(i).as_str()))
-        })
-        .await
+                .is_ok_and(|v| v.as_deref() == Some(value_for(i).as_str()));
+            if served {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting for node {id} to serve {key}; the nodes' logs end with:{}",
+                    self.tails()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Moves leadership to node `to` (asking node `via`), again until it
