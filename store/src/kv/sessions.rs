@@ -37,7 +37,18 @@
 //! Persistence: the table lives in the `sessions` column family, written in
 //! the same RocksDB batch as the entries that changed it (rows from
 //! [`RowOp`]s), read back at start-up and after a snapshot install
-//! ([`load_table`]), and carried in snapshots like the key space.
+//! ([`load_table`]), and carried in snapshots like the key space. A client's
+//! row holds its session and its small remembered results
+//! ([`INLINE_MAX_RESULTS`] of at most [`INLINE_MAX_RESULT_BYTES`] each), so
+//! the usual write (remember its result, forget the one just acknowledged,
+//! mark the client active) rewrites one row rather than three. A larger
+//! result, or one past that count, gets a row of its own.
+//!
+//! Builds before inline results wrote a client row without results (format
+//! version 1) and every result in a row of its own. Such rows are still
+//! read; a client row of the current shape carries [`CLIENT_ROW_VERSION`],
+//! so an earlier build refuses it clearly (an unsupported format version)
+//! rather than misreading it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -125,6 +136,18 @@ pub fn result_size(response: &CommandResponse) -> u64 {
     data + RESULT_OVERHEAD_BYTES
 }
 
+/// At most this many of a client's remembered results are kept inside its
+/// row: the row is rewritten with each of the client's writes, so this
+/// bounds what that rewrite costs.
+pub const INLINE_MAX_RESULTS: usize = 8;
+/// A remembered result larger than this ([`result_size`]) gets a row of its
+/// own instead of a place in its client's row.
+pub const INLINE_MAX_RESULT_BYTES: u64 = 512;
+/// Format version of a client row of the current shape ([`ClientRowV2`]:
+/// with its inline results). Rows of the earlier shape ([`ClientRow`])
+/// carry [`codec::FORMAT_VERSION`] (1).
+pub const CLIENT_ROW_VERSION: u8 = 2;
+
 /// Row tags of the `sessions` column family (the first key byte).
 const META_TAG: u8 = 0;
 const CLIENT_TAG: u8 = 1;
@@ -136,12 +159,32 @@ struct MetaRow {
     clock_ms: u64,
 }
 
-/// One client's session, under [`client_key`].
+/// One client's session, under [`client_key`], as builds before inline
+/// results wrote it (format version 1); read, never written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct ClientRow {
     session: u64,
     last_active_ms: u64,
     floor: u64,
+}
+
+/// One client's session with its inline results, under [`client_key`]
+/// (format version [`CLIENT_ROW_VERSION`]). `R` is `&CommandResponse` when
+/// written and `CommandResponse` when read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ClientRowV2<R> {
+    session: u64,
+    last_active_ms: u64,
+    floor: u64,
+    results: Vec<InlineResult<R>>,
+}
+
+/// A remembered result inside its client's row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct InlineResult<R> {
+    seq: u64,
+    index: u64,
+    response: Option<R>,
 }
 
 /// One remembered result, under [`result_key`]. `response` is `None` for a
@@ -186,6 +229,8 @@ struct Remembered {
     index: u64,
     response: Option<CommandResponse>,
     bytes: u64,
+    /// Kept in its client's row rather than a row of its own.
+    inline: bool,
 }
 
 /// One client's session.
@@ -203,12 +248,31 @@ struct ClientSession {
 }
 
 impl ClientSession {
-    fn row(&self) -> ClientRow {
-        ClientRow {
+    /// The client's row: its session and its inline results.
+    fn encode_row(&self) -> io::Result<Vec<u8>> {
+        let row = ClientRowV2 {
             session: self.session,
             last_active_ms: self.last_active_ms,
             floor: self.floor,
-        }
+            results: self
+                .results
+                .iter()
+                .filter(|(_, r)| r.inline)
+                .map(|(&seq, r)| InlineResult {
+                    seq,
+                    index: r.index,
+                    response: r.response.as_ref(),
+                })
+                .collect(),
+        };
+        postcard::to_extend(&row, vec![CLIENT_ROW_VERSION])
+            .map_err(|e| codec::CodecError::from(e).into())
+    }
+
+    /// Whether a result of `bytes` goes into the client's row.
+    fn fits_inline(&self, bytes: u64) -> bool {
+        bytes <= INLINE_MAX_RESULT_BYTES
+            && self.results.values().filter(|r| r.inline).count() < INLINE_MAX_RESULTS
     }
 }
 
@@ -241,6 +305,9 @@ pub struct SessionTable {
     /// Counted since the last [`SessionTable::take_events`]; not part of
     /// the table's state (equality ignores it).
     events: SessionEvents,
+    /// Clients whose row the command being applied changed: written once,
+    /// when it is done. Empty between commands.
+    dirty: BTreeSet<u128>,
 }
 
 impl PartialEq for SessionTable {
@@ -316,6 +383,24 @@ impl SessionTable {
         rows: &mut Vec<RowOp>,
         run: impl FnOnce(&Command) -> io::Result<CommandResponse>,
     ) -> io::Result<CommandResponse> {
+        let applied = self.apply_command(index, command, rows, run);
+        let dirty = std::mem::take(&mut self.dirty);
+        let response = applied?;
+        for client in dirty {
+            if let Some(c) = self.clients.get(&client) {
+                rows.push(RowOp::Put(client_key(client), c.encode_row()?));
+            }
+        }
+        Ok(response)
+    }
+
+    fn apply_command(
+        &mut self,
+        index: u64,
+        command: &SessionCommand,
+        rows: &mut Vec<RowOp>,
+        run: impl FnOnce(&Command) -> io::Result<CommandResponse>,
+    ) -> io::Result<CommandResponse> {
         let limits = sanitized(command.stamp.limits);
         self.advance_clock(command.stamp.now_ms, rows)?;
         self.expire_idle(limits.ttl_ms, rows);
@@ -332,9 +417,9 @@ impl SessionTable {
                     tracing::debug!(client = %format_args!("{client:032x}"), session, seq, "session write refused: unknown session");
                     return Ok(refused(SessionRefusal::UnknownSession));
                 }
-                self.touch(client, rows)?;
+                self.touch(client);
                 // A request never acknowledges itself.
-                self.raise_floor(client, (*acked_below).min(*seq), rows)?;
+                self.raise_floor(client, (*acked_below).min(*seq), rows);
                 let Some(c) = self.clients.get(&client) else {
                     return Ok(refused(SessionRefusal::UnknownSession));
                 };
@@ -403,7 +488,7 @@ impl SessionTable {
         rows: &mut Vec<RowOp>,
     ) -> io::Result<CommandResponse> {
         if let Some(session) = self.session_of(client) {
-            self.touch(client, rows)?;
+            self.touch(client);
             return Ok(CommandResponse::Registered { session });
         }
         while self.clients.len() as u64 >= limits.max_clients {
@@ -419,7 +504,7 @@ impl SessionTable {
             floor: 0,
             results: BTreeMap::new(),
         };
-        rows.push(RowOp::Put(client_key(client), encode_row(&new.row())?));
+        self.dirty.insert(client);
         self.by_activity.insert((new.last_active_ms, client));
         self.clients.insert(client, new);
         Ok(CommandResponse::Registered { session: index })
@@ -430,46 +515,50 @@ impl SessionTable {
             return;
         };
         self.by_activity.remove(&(c.last_active_ms, client));
+        self.dirty.remove(&client);
         for (seq, r) in c.results {
             self.by_index.remove(&r.index);
             self.bytes -= r.bytes;
-            rows.push(RowOp::Delete(result_key(client, seq)));
+            if !r.inline {
+                rows.push(RowOp::Delete(result_key(client, seq)));
+            }
         }
         rows.push(RowOp::Delete(client_key(client)));
     }
 
-    /// Marks `client` active now and stores its row.
-    fn touch(&mut self, client: u128, rows: &mut Vec<RowOp>) -> io::Result<()> {
+    /// Marks `client` active now (its row is written when the command is
+    /// done).
+    fn touch(&mut self, client: u128) {
         let clock = self.clock_ms;
         let Some(c) = self.clients.get_mut(&client) else {
-            return Ok(());
+            return;
         };
         self.by_activity.remove(&(c.last_active_ms, client));
         c.last_active_ms = clock;
         self.by_activity.insert((clock, client));
-        rows.push(RowOp::Put(client_key(client), encode_row(&c.row())?));
-        Ok(())
+        self.dirty.insert(client);
     }
 
     /// Never applies a sequence number below `floor` again, forgetting the
     /// results below it.
-    fn raise_floor(&mut self, client: u128, floor: u64, rows: &mut Vec<RowOp>) -> io::Result<()> {
+    fn raise_floor(&mut self, client: u128, floor: u64, rows: &mut Vec<RowOp>) {
         let Some(c) = self.clients.get_mut(&client) else {
-            return Ok(());
+            return;
         };
         if floor <= c.floor {
-            return Ok(());
+            return;
         }
         c.floor = floor;
         let kept = c.results.split_off(&floor);
         let dropped = std::mem::replace(&mut c.results, kept);
-        rows.push(RowOp::Put(client_key(client), encode_row(&c.row())?));
+        self.dirty.insert(client);
         for (seq, r) in dropped {
             self.by_index.remove(&r.index);
             self.bytes -= r.bytes;
-            rows.push(RowOp::Delete(result_key(client, seq)));
+            if !r.inline {
+                rows.push(RowOp::Delete(result_key(client, seq)));
+            }
         }
-        Ok(())
     }
 
     fn remember(
@@ -487,20 +576,26 @@ impl SessionTable {
         } else {
             (Some(response.clone()), size)
         };
+        let Some(c) = self.clients.get_mut(&client) else {
+            return Ok(());
+        };
         let row = ResultRow {
             index,
             response: kept,
         };
-        let Some(c) = self.clients.get_mut(&client) else {
-            return Ok(());
-        };
-        rows.push(RowOp::Put(result_key(client, seq), encode_row(&row)?));
+        let inline = c.fits_inline(bytes);
+        if inline {
+            self.dirty.insert(client);
+        } else {
+            rows.push(RowOp::Put(result_key(client, seq), encode_row(&row)?));
+        }
         c.results.insert(
             seq,
             Remembered {
                 index,
                 response: row.response,
                 bytes,
+                inline,
             },
         );
         self.by_index.insert(index, (client, seq));
@@ -512,14 +607,14 @@ impl SessionTable {
             .filter(|c| c.results.len() as u64 > limits.max_results)
             .and_then(|c| c.results.keys().next().copied())
         {
-            self.raise_floor(client, lowest + 1, rows)?;
+            self.raise_floor(client, lowest + 1, rows);
         }
         // The whole table: forget the oldest results.
         while self.bytes > limits.max_bytes {
             let Some((_, &(owner, oldest))) = self.by_index.first_key_value() else {
                 break;
             };
-            self.raise_floor(owner, oldest + 1, rows)?;
+            self.raise_floor(owner, oldest + 1, rows);
         }
         Ok(())
     }
@@ -539,7 +634,25 @@ impl SessionTable {
                 }
                 Some(&CLIENT_TAG) if key.len() == 17 => {
                     let client = u128::from_be_bytes(fixed(&key[1..17])?);
-                    let row: ClientRow = codec::decode(&value)?;
+                    let row = decode_client_row(&value)?;
+                    let mut results = BTreeMap::new();
+                    for r in row.results {
+                        let bytes = r
+                            .response
+                            .as_ref()
+                            .map_or(RESULT_OVERHEAD_BYTES, result_size);
+                        table.by_index.insert(r.index, (client, r.seq));
+                        table.bytes += bytes;
+                        results.insert(
+                            r.seq,
+                            Remembered {
+                                index: r.index,
+                                response: r.response,
+                                bytes,
+                                inline: true,
+                            },
+                        );
+                    }
                     table.by_activity.insert((row.last_active_ms, client));
                     table.clients.insert(
                         client,
@@ -547,7 +660,7 @@ impl SessionTable {
                             session: row.session,
                             last_active_ms: row.last_active_ms,
                             floor: row.floor,
-                            results: BTreeMap::new(),
+                            results,
                         },
                     );
                 }
@@ -570,6 +683,7 @@ impl SessionTable {
                             index: row.index,
                             response: row.response,
                             bytes,
+                            inline: false,
                         },
                     );
                     table.by_index.insert(row.index, (client, seq));
@@ -579,6 +693,31 @@ impl SessionTable {
             }
         }
         Ok(table)
+    }
+}
+
+/// A client row of either shape: the current one (with inline results) or
+/// the one builds before them wrote (none).
+fn decode_client_row(value: &[u8]) -> io::Result<ClientRowV2<CommandResponse>> {
+    match value.first() {
+        Some(&CLIENT_ROW_VERSION) => {
+            Ok(postcard::from_bytes(&value[1..]).map_err(codec::CodecError::from)?)
+        }
+        Some(&codec::FORMAT_VERSION) => {
+            let row: ClientRow = codec::decode(value)?;
+            Ok(ClientRowV2 {
+                session: row.session,
+                last_active_ms: row.last_active_ms,
+                floor: row.floor,
+                results: Vec::new(),
+            })
+        }
+        Some(found) => Err(invalid_data(format!(
+            "a client session row has format version {found}; this build reads {} and \
+             {CLIENT_ROW_VERSION}",
+            codec::FORMAT_VERSION
+        ))),
+        None => Err(invalid_data("an empty client session row")),
     }
 }
 

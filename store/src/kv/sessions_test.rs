@@ -368,6 +368,147 @@ fn result_size_counts_keys_and_values() {
     assert_eq!(result_size(&txn), RESULT_OVERHEAD_BYTES + 8 + 8 + 13 + 24);
 }
 
+/// The rows of the `sessions` column family, by tag.
+fn rows_by_tag(h: &Harness) -> BTreeMap<u8, usize> {
+    let mut count = BTreeMap::new();
+    for k in h.rows.keys() {
+        *count.entry(k[0]).or_default() += 1;
+    }
+    count
+}
+
+#[test]
+fn a_write_that_acknowledges_the_last_rewrites_only_its_client_row() {
+    let mut h = Harness::new(SessionLimits::default());
+    let s = h.register(1);
+    h.write(1, s, 1, 1, 0);
+    // The clock stands still, so the table's own row does not change: seq 2
+    // remembers its result and forgets seq 1's in the client's row alone.
+    h.index += 1;
+    let command = SessionCommand {
+        client: 1,
+        stamp: SessionStamp {
+            now_ms: h.now_ms,
+            limits: h.limits,
+        },
+        op: SessionOp::Write {
+            session: s,
+            seq: 2,
+            acked_below: 2,
+            command: Box::new(Command::Put {
+                key: "k".into(),
+                value: b"v".to_vec(),
+                prev_kv: true,
+            }),
+        },
+    };
+    let mut ops = Vec::new();
+    let space = &mut h.space;
+    h.table
+        .apply(h.index, &command, &mut ops, |c| space.run(c))
+        .expect("apply");
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(
+        matches!(&ops[0], RowOp::Put(k, v) if *k == client_key(1) && v[0] == CLIENT_ROW_VERSION)
+    );
+    assert_eq!(h.table.results(), 1);
+}
+
+#[test]
+fn large_results_and_those_past_the_inline_count_get_rows_of_their_own() {
+    let mut h = Harness::new(SessionLimits::default());
+    let s = h.register(1);
+    // Small results, none acknowledged: the first INLINE_MAX_RESULTS go in
+    // the client's row, the next in rows of their own.
+    let n = INLINE_MAX_RESULTS as u64 + 3;
+    let small: Vec<_> = (1..=n).map(|seq| h.write(1, s, seq, 1, 10)).collect();
+    assert_eq!(rows_by_tag(&h).get(&RESULT_TAG), Some(&3));
+    // A result larger than INLINE_MAX_RESULT_BYTES: a row of its own too.
+    let large = h.write(1, s, n + 1, 1, INLINE_MAX_RESULT_BYTES as usize);
+    assert_eq!(rows_by_tag(&h).get(&RESULT_TAG), Some(&4));
+    assert_eq!(h.reloaded(), h.table);
+    // Every one replays from wherever it is kept, also after a reload.
+    h.table = h.reloaded();
+    for seq in 1..=n {
+        assert_eq!(h.write(1, s, seq, 1, 10), small[seq as usize - 1]);
+    }
+    assert_eq!(h.write(1, s, n + 1, 1, 0), large);
+    assert_eq!(h.space.applied.len(), n as usize + 1);
+    // Acknowledging them all removes the rows of their own with them.
+    h.write(1, s, n + 2, n + 2, 0);
+    assert_eq!(rows_by_tag(&h).get(&RESULT_TAG), None);
+    assert_eq!(h.table.results(), 1);
+    assert_eq!(h.reloaded(), h.table);
+}
+
+#[test]
+fn rows_of_builds_before_inline_results_are_read_and_rewritten() {
+    // What a build before inline results stored for client 7: its session
+    // row (format version 1) and two results in rows of their own.
+    let put = |revision| CommandResponse::Put {
+        revision,
+        prev_kv: None,
+    };
+    let mut rows: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    rows.insert(
+        meta_key(),
+        codec::encode(&MetaRow {
+            clock_ms: 1_000_000,
+        })
+        .expect("encode"),
+    );
+    rows.insert(
+        client_key(7),
+        codec::encode(&ClientRow {
+            session: 3,
+            last_active_ms: 1_000_000,
+            floor: 1,
+        })
+        .expect("encode"),
+    );
+    for (seq, index) in [(1u64, 4u64), (2, 5)] {
+        let row = ResultRow {
+            index,
+            response: Some(put(seq)),
+        };
+        rows.insert(result_key(7, seq), codec::encode(&row).expect("encode"));
+    }
+    let mut h = Harness::new(SessionLimits::default());
+    h.rows = rows;
+    h.table = h.reloaded();
+    h.index = 5;
+    assert_eq!(h.table.session_of(7), Some(3));
+    assert_eq!(h.table.results(), 2);
+    // Both replay; nothing is applied again.
+    assert_eq!(h.write(7, 3, 1, 1, 0), put(1));
+    assert_eq!(h.write(7, 3, 2, 1, 0), put(2));
+    assert!(h.space.applied.is_empty());
+    // The client's row is now of the current shape; a new write that
+    // acknowledges both removes their rows.
+    assert_eq!(h.rows[&client_key(7)][0], CLIENT_ROW_VERSION);
+    h.write(7, 3, 3, 3, 0);
+    assert_eq!(rows_by_tag(&h).get(&RESULT_TAG), None);
+    assert_eq!(h.space.applied.len(), 1);
+    assert_eq!(h.reloaded(), h.table);
+}
+
+#[test]
+fn a_client_row_of_an_unknown_format_is_refused() {
+    let mut value = codec::encode(&ClientRow {
+        session: 3,
+        last_active_ms: 0,
+        floor: 0,
+    })
+    .expect("encode");
+    value[0] = 9;
+    let rows = [Ok((
+        client_key(7).into_boxed_slice(),
+        value.into_boxed_slice(),
+    ))];
+    let err = SessionTable::from_rows(rows).expect_err("refused");
+    assert!(err.to_string().contains("format version 9"), "{err}");
+}
+
 /// One step of a random history.
 #[derive(Debug, Clone)]
 enum Step {
@@ -409,7 +550,9 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn limits() -> impl Strategy<Value = SessionLimits> {
-    (1u64..5, 1u64..6, 200u64..20_000, 1u64..3_000).prop_map(
+    // Up to past INLINE_MAX_RESULTS per client, so that results also go to
+    // rows of their own for lack of room in their client's row.
+    (1u64..5, 1u64..12, 200u64..20_000, 1u64..3_000).prop_map(
         |(max_clients, max_results, max_bytes, ttl_ms)| SessionLimits {
             max_clients,
             max_results,
