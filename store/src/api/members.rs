@@ -1,7 +1,8 @@
 //! Membership and leadership (admin): `GET/POST /v1/members`,
 //! `DELETE /v1/members/{id}`, `POST /v1/members/{id}/promote` and
 //! `POST /v1/leader/transfer`. Any node answers; the leader decides (see
-//! `raft::membership`).
+//! `raft::membership`). And, for any token, `GET /v1/endpoints`: the voters'
+//! client addresses, answered by each node from its own state.
 
 use std::sync::Arc;
 
@@ -12,10 +13,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorCode};
-use super::input::{parse_json, read_body, BodyKind};
+use super::input::{parse_json, read_body, ApiQuery, BodyKind};
+use super::kv::Consistency;
 use super::openapi::ErrorBody;
 use crate::config::check_host_port;
-use crate::raft::membership::{AdminRequest, AdminResponse, MembersView};
+use crate::raft::membership::{AdminRequest, AdminResponse, EndpointsView, MembersView};
 use crate::raft::node::Node;
 use crate::raft::types::{Member, NodeId};
 
@@ -74,6 +76,42 @@ fn node_id(raw: &str) -> Result<NodeId, ApiError> {
 
 fn refused(message: String) -> ApiError {
     ApiError::refused(ErrorCode::InvalidRequest, message)
+}
+
+/// Query of `GET /v1/endpoints`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EndpointsQuery {
+    /// `linearizable` (default): after a read-index barrier, so the answer
+    /// holds every membership change committed before the request;
+    /// `serializable`: this node's state at once, also without a leader.
+    #[serde(default)]
+    pub consistency: Consistency,
+}
+
+/// `GET /v1/endpoints`: the voters' client addresses, for clients that
+/// follow membership changes. Any node answers from its own state; any
+/// token may ask.
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints",
+    tag = "status",
+    params(EndpointsQuery),
+    responses(
+        (status = 200, description = "the voters of the committed membership with their client addresses", body = EndpointsView),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `timeout`, `not_ready`: the read barrier found no leader in time (linearizable only)", body = ErrorBody),
+    )
+)]
+pub async fn endpoints(
+    State(node): State<Arc<Node>>,
+    ApiQuery(q): ApiQuery<EndpointsQuery>,
+) -> Result<Json<EndpointsView>, ApiError> {
+    if q.consistency == Consistency::Linearizable {
+        node.linearizable_barrier().await?;
+    }
+    Ok(Json(node.endpoints_view()))
 }
 
 /// `GET /v1/members`: the members with the leader's view of their progress.

@@ -247,6 +247,10 @@ pub fn router_with_limits(
             post(replicas::report).fallback(method_not_allowed),
         )
         .route(
+            "/v1/endpoints",
+            get(members::endpoints).fallback(method_not_allowed),
+        )
+        .route(
             "/v1/members",
             get(members::list)
                 .post(members::add)

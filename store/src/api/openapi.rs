@@ -304,6 +304,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
         super::status::metrics,
         super::replicas::list,
         super::replicas::report,
+        super::members::endpoints,
         super::members::list,
         super::members::add,
         super::members::remove,

@@ -103,6 +103,28 @@ pub struct MembersView {
     pub members: Vec<MemberInfo>,
 }
 
+/// The voters' client addresses, as one node knows them: what a client
+/// needs to follow membership changes (`GET /v1/endpoints`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EndpointsView {
+    /// The leader this node knows of, if any.
+    pub leader: Option<NodeId>,
+    /// Log index of the committed membership entry they come from.
+    pub membership_log_index: u64,
+    /// The voters of that membership (every voter of both halves of a joint
+    /// configuration), by id.
+    pub voters: Vec<VoterEndpoint>,
+}
+
+/// One voter of [`EndpointsView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VoterEndpoint {
+    /// Node id.
+    pub id: NodeId,
+    /// Its client address, `host:port`, as it was added.
+    pub client_addr: String,
+}
+
 /// What an admin operation answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AdminResponse {
@@ -276,6 +298,29 @@ impl Node {
             progress,
             membership_log_id: *stored.log_id(),
         })
+    }
+
+    /// The voters of the membership this node knows to be committed, with
+    /// their client addresses: from its own state, with no leader involved
+    /// (learners are left out until promoted).
+    pub fn endpoints_view(&self) -> EndpointsView {
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow_watched();
+        let committed = &m.committed_membership_config;
+        let membership = committed.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        EndpointsView {
+            leader: m.current_leader,
+            membership_log_index: committed.log_id().as_ref().map_or(0, |l| l.index),
+            voters: membership
+                .nodes()
+                .filter(|(id, _)| voters.contains(id))
+                .map(|(id, n)| VoterEndpoint {
+                    id: *id,
+                    client_addr: n.client_addr.clone(),
+                })
+                .collect(),
+        }
     }
 
     /// The leader's view once every member has answered this leader at least

@@ -49,6 +49,7 @@ fn every_route(writer_id: &str) -> Vec<Route> {
         ),
         route(Method::GET, "/v1/replicas", None),
         route(Method::GET, "/v1/status", None),
+        route(Method::GET, "/v1/endpoints", None),
         route(Method::POST, "/v1/compact", Some(json!({"revision": 2}))),
         route(Method::GET, "/v1/members", None),
         route(
@@ -330,6 +331,25 @@ async fn every_route_refuses_bad_tokens_and_changes_nothing() -> Result<()> {
         None,
     )
     .await?;
+    // The voters' addresses are for any token (a replica's, to follow
+    // membership changes), answered by a follower too; the member list
+    // stays an admin's.
+    let voters = ok(&tc, follower, Method::GET, "/v1/endpoints", &reader, None).await?;
+    assert_eq!(
+        voters["voters"].as_array().map(Vec::len),
+        Some(tc.ids().len()),
+        "{voters}"
+    );
+    let (status, _) = call(
+        &tc,
+        follower,
+        Method::GET,
+        "/v1/members",
+        Some(&reader),
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     let watch = tc
         .stream_http()
         .get(format!(
