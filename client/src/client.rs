@@ -48,6 +48,9 @@ pub struct ClientBuilder {
     tls: TlsOptions,
     token: Option<BearerToken>,
     auto_sync: Option<Duration>,
+    /// The auto-sync asks for the answering node's own view (serializable),
+    /// without a read barrier: set for a [`Replica`](crate::Replica)'s client.
+    pub(crate) auto_sync_local: bool,
 }
 
 /// A bearer token, kept out of `Debug` output (and so out of logs).
@@ -93,6 +96,7 @@ impl ClientBuilder {
             tls: TlsOptions::default(),
             token: None,
             auto_sync: None,
+            auto_sync_local: false,
         }
     }
 
@@ -180,8 +184,7 @@ impl ClientBuilder {
     /// and the endpoints stay as they were; the task ends once every clone
     /// of the client is dropped. [`build`](Self::build) must then run inside
     /// a Tokio runtime, and an interval under one second is
-    /// `InvalidArgument`. With auth on the token must be an admin's
-    /// (`GET /v1/members` is an admin route).
+    /// `InvalidArgument`. Any token may sync (`GET /v1/endpoints`).
     pub fn auto_sync_interval(mut self, every: Duration) -> Self {
         self.auto_sync = Some(every);
         self
@@ -317,7 +320,11 @@ impl ClientBuilder {
             }),
         };
         if let Some((runtime, every)) = auto_sync {
-            runtime.spawn(auto_sync_endpoints(Arc::downgrade(&client.inner), every));
+            runtime.spawn(auto_sync_endpoints(
+                Arc::downgrade(&client.inner),
+                every,
+                !self.auto_sync_local,
+            ));
         }
         Ok(client)
     }
@@ -327,8 +334,13 @@ impl ClientBuilder {
 const MIN_AUTO_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Syncs the endpoints of the client behind `transport` about every `every`
-/// until the client is dropped. It holds the client only while it syncs.
-async fn auto_sync_endpoints(transport: std::sync::Weak<Transport>, every: Duration) {
+/// (after a read barrier when `linearizable`) until the client is dropped.
+/// It holds the client only while it syncs.
+async fn auto_sync_endpoints(
+    transport: std::sync::Weak<Transport>,
+    every: Duration,
+    linearizable: bool,
+) {
     loop {
         // ±10 %, so that a fleet started together does not ask together.
         let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.9..1.1);
@@ -337,7 +349,7 @@ async fn auto_sync_endpoints(transport: std::sync::Weak<Transport>, every: Durat
             return;
         };
         let client = Client { inner };
-        if let Err(e) = client.sync_endpoints().await {
+        if let Err(e) = client.sync_endpoints_with(linearizable).await {
             tracing::warn!(error = %e, "endpoint sync failed, keeping the endpoints");
         }
     }

@@ -881,6 +881,15 @@ fn members_json(members: &[(u64, &str, &str)]) -> Value {
     json!({"leader": 2, "term": 3, "last_log_index": 5, "membership_log_index": 4, "members": members})
 }
 
+/// A `GET /v1/endpoints` answer naming these voters (id, client address).
+fn endpoints_json(voters: &[(u64, &str)]) -> Value {
+    let voters: Vec<Value> = voters
+        .iter()
+        .map(|(id, client_addr)| json!({"id": id, "client_addr": client_addr}))
+        .collect();
+    json!({"leader": 2, "membership_log_index": 4, "voters": voters})
+}
+
 fn host_port(url: &str) -> String {
     url.trim_start_matches("http://").to_owned()
 }
@@ -894,12 +903,11 @@ async fn sync_replaces_the_endpoints_with_the_voters() {
     let own_in = own.clone();
     let a = serve(move |r| {
         let a_addr = own_in.lock().map(|a| a.clone()).unwrap_or_default();
-        if r.uri == "/v1/members" {
-            ok(members_json(&[
-                (2, &b_addr, "leader"),
-                (1, &a_addr, "voter"),
-                (3, "127.0.0.1:9", "learner"),
-                (4, "0.0.0.0:2379", "voter"),
+        if r.uri == "/v1/endpoints" {
+            ok(endpoints_json(&[
+                (2, &b_addr),
+                (1, &a_addr),
+                (4, "0.0.0.0:2379"),
             ]))
         } else {
             ok(json!({}))
@@ -911,7 +919,7 @@ async fn sync_replaces_the_endpoints_with_the_voters() {
     }
     let c = client(vec![a.url.clone()]);
     let synced = c.sync_endpoints().await.expect("sync");
-    // The leader first, as listed; the learner and the bind address left out.
+    // In the order listed; the bind address left out.
     let a_url = a.url.clone();
     assert_eq!(synced, vec![b.url.clone(), a_url.clone()]);
     assert_eq!(c.endpoints(), synced);
@@ -922,14 +930,31 @@ async fn sync_replaces_the_endpoints_with_the_voters() {
 }
 
 #[tokio::test]
+async fn sync_reads_the_member_list_from_a_node_without_the_endpoints_route() {
+    let b = serve(|_| ok(json!({}))).await;
+    let b_addr = host_port(&b.url);
+    // A node of an earlier build: `/v1/endpoints` is an unknown route.
+    let a = serve(move |r| match r.uri.as_str() {
+        "/v1/endpoints" => err(404, "not_found"),
+        "/v1/members" => ok(members_json(&[
+            (2, &b_addr, "leader"),
+            (3, "127.0.0.1:9", "learner"),
+        ])),
+        _ => ok(json!({})),
+    })
+    .await;
+    let c = client(vec![a.url.clone()]);
+    // The voters only: the learner left out.
+    assert_eq!(c.sync_endpoints().await.expect("sync"), vec![b.url.clone()]);
+    let uris: Vec<String> = a.requests().into_iter().map(|r| r.uri).collect();
+    assert_eq!(uris, vec!["/v1/endpoints", "/v1/members"]);
+}
+
+#[tokio::test]
 async fn a_sync_without_a_usable_voter_keeps_the_endpoints() {
     let no_voter = serve(|r| {
-        if r.uri == "/v1/members" {
-            ok(members_json(&[
-                (1, "127.0.0.1:9", "learner"),
-                (2, "0.0.0.0:2379", "leader"),
-                (3, "[::]:2379", "voter"),
-            ]))
+        if r.uri == "/v1/endpoints" {
+            ok(endpoints_json(&[(2, "0.0.0.0:2379"), (3, "[::]:2379")]))
         } else {
             ok(json!({}))
         }
@@ -954,8 +979,8 @@ async fn auto_sync_follows_the_members_and_stops_with_the_client() {
     let other_addr = host_port(&other.url);
     // The seed answers that the other node is the only voter.
     let seed = serve(move |r| {
-        if r.uri == "/v1/members" {
-            ok(members_json(&[(2, &other_addr, "leader")]))
+        if r.uri == "/v1/endpoints" {
+            ok(endpoints_json(&[(2, &other_addr)]))
         } else {
             ok(json!({}))
         }

@@ -118,7 +118,7 @@ pub use admin::{
 pub use auth::{CreatedToken, RoleInfo, TokenInfo};
 pub use client::{BearerToken, Client, ClientBuilder};
 pub use error::{Error, Result};
-pub use members::{MemberInfo, MembersView, TransferResponse};
+pub use members::{EndpointsView, MemberInfo, MembersView, TransferResponse, VoterEndpoint};
 pub use replica::{
     Replica, ReplicaBuilder, ReplicaSnapshot, ReplicaStatus, ReplicaUpdate, WaitTimeout,
 };

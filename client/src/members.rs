@@ -1,6 +1,7 @@
 //! Membership and leadership: `GET/POST /v1/members`,
 //! `DELETE /v1/members/{id}`, `POST /v1/members/{id}/promote`,
-//! `POST /v1/leader/transfer`.
+//! `POST /v1/leader/transfer`; and `GET /v1/endpoints`, the voters' client
+//! addresses, which any token may read ([`Client::sync_endpoints`]).
 //!
 //! Every call may go to any node: the node forwards it to the leader. A
 //! change refused as things stand answers `409` with one of the codes
@@ -51,6 +52,45 @@ pub struct MembersView {
     pub members: Vec<MemberInfo>,
 }
 
+/// One voter's client address ([`EndpointsView`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct VoterEndpoint {
+    /// Node id.
+    pub id: u64,
+    /// Its client address, `host:port`.
+    pub client_addr: String,
+}
+
+/// The voters of the committed membership with their client addresses, as
+/// the answering node knows them (`GET /v1/endpoints`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EndpointsView {
+    /// The leader the node knows of.
+    pub leader: Option<u64>,
+    /// Log index of the membership entry.
+    pub membership_log_index: u64,
+    /// The voters, by id.
+    pub voters: Vec<VoterEndpoint>,
+}
+
+impl From<&MembersView> for EndpointsView {
+    fn from(view: &MembersView) -> Self {
+        EndpointsView {
+            leader: Some(view.leader),
+            membership_log_index: view.membership_log_index,
+            voters: view
+                .members
+                .iter()
+                .filter(|m| m.role == "leader" || m.role == "voter")
+                .map(|m| VoterEndpoint {
+                    id: m.id,
+                    client_addr: m.client_addr.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Answer to [`Client::transfer_leader`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TransferResponse {
@@ -65,6 +105,24 @@ impl Client {
     #[instrument(skip(self), level = "debug")]
     pub async fn members(&self) -> Result<MembersView> {
         self.admin_call(Method::GET, "/v1/members".into(), None, Kind::Read)
+            .await
+    }
+
+    /// The voters' client addresses (`GET /v1/endpoints`, linearizable):
+    /// any node answers from its own state after a read-index barrier, for
+    /// any token (not only an admin's), without the admin requests' limit.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn cluster_endpoints(&self) -> Result<EndpointsView> {
+        self.cluster_endpoints_with(true).await
+    }
+
+    async fn cluster_endpoints_with(&self, linearizable: bool) -> Result<EndpointsView> {
+        let target = if linearizable {
+            "/v1/endpoints"
+        } else {
+            "/v1/endpoints?consistency=serializable"
+        };
+        self.admin_call(Method::GET, target.into(), None, Kind::Read)
             .await
     }
 
@@ -124,8 +182,10 @@ impl Client {
     }
 
     /// Replaces the client's endpoints with the client addresses of the
-    /// cluster's voters, read from `GET /v1/members` (an admin route when
-    /// auth is on), and returns the new list. etcd's clients call this
+    /// cluster's voters, read from `GET /v1/endpoints` (any token may; from
+    /// a node of an earlier build, which answers that route `404`, from
+    /// `GET /v1/members`, an admin route when auth is on), and returns the
+    /// new list. etcd's clients call this
     /// `Sync`: a client started with one or two seed addresses then knows
     /// every voter, and one that follows membership changes (a node added,
     /// promoted, removed or replaced under a new address) keeps working
@@ -144,7 +204,19 @@ impl Client {
     /// calls this periodically.
     #[instrument(skip(self), level = "debug")]
     pub async fn sync_endpoints(&self) -> Result<Vec<String>> {
-        let view = self.members().await?;
+        self.sync_endpoints_with(true).await
+    }
+
+    /// [`sync_endpoints`](Self::sync_endpoints), from the answering node's
+    /// own view without a read barrier unless `linearizable` (a replica's
+    /// periodic sync: no leader round trip per data-plane process).
+    pub(crate) async fn sync_endpoints_with(&self, linearizable: bool) -> Result<Vec<String>> {
+        let view = match self.cluster_endpoints_with(linearizable).await {
+            Err(crate::Error::Api {
+                status: 404, code, ..
+            }) if code == "not_found" => EndpointsView::from(&self.members().await?),
+            answer => answer?,
+        };
         let (_, preferred) = self.inner.endpoints.preferred();
         let scheme = if preferred.starts_with("https://") {
             "https"
@@ -155,7 +227,7 @@ impl Client {
         if urls.is_empty() {
             return Err(crate::Error::Decode(format!(
                 "the member list names no voter with a client address to dial: {:?}",
-                view.members
+                view.voters
             )));
         }
         if self.inner.endpoints.replace(&urls)? {
@@ -184,10 +256,9 @@ impl Client {
 
 /// The voters' client addresses as `scheme://host:port`, voters in the
 /// order the node listed them, addresses no client can dial left out.
-fn voter_endpoints(view: &MembersView, scheme: &str) -> Vec<String> {
-    view.members
+fn voter_endpoints(view: &EndpointsView, scheme: &str) -> Vec<String> {
+    view.voters
         .iter()
-        .filter(|m| m.role == "leader" || m.role == "voter")
         .filter(|m| dialable(&m.client_addr))
         .map(|m| format!("{scheme}://{}", m.client_addr))
         .collect()
@@ -245,7 +316,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            voter_endpoints(&view, "https"),
+            voter_endpoints(&EndpointsView::from(&view), "https"),
             vec![
                 "https://10.0.0.2:2379".to_owned(),
                 "https://node1.ballast:2379".to_owned(),

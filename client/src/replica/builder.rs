@@ -44,6 +44,7 @@ pub struct ReplicaBuilder {
     backoff: (Duration, Duration),
     tls: TlsOptions,
     token: Option<crate::client::BearerToken>,
+    auto_sync: Option<Duration>,
     /// A planted bug (test only, see `unsafe_skip_first_change`); always
     /// false unless the `planted-bugs` feature is on and a test sets it.
     planted_skip_first_change: bool,
@@ -65,6 +66,7 @@ impl ReplicaBuilder {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             token: None,
+            auto_sync: None,
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
             tls: TlsOptions::default(),
             planted_skip_first_change: false,
@@ -168,6 +170,19 @@ impl ReplicaBuilder {
         self
     }
 
+    /// Keeps the endpoints in step with the cluster's membership: about
+    /// every `every` (jittered by ±10 %) the replica asks a node for the
+    /// voters' client addresses (`GET /v1/endpoints`, answered from that
+    /// node's own state, without a round trip to the leader) and follows
+    /// them, so a replica started with a few seed addresses keeps finding
+    /// the cluster after nodes are added, replaced or removed. Off by
+    /// default; at least one second. A failed sync is logged and the
+    /// endpoints stay as they were. Any token may sync.
+    pub fn auto_sync_interval(mut self, every: Duration) -> Self {
+        self.auto_sync = Some(every);
+        self
+    }
+
     /// Starts the replica.
     ///
     /// With a cache file for this prefix in the cache directory, it is loaded
@@ -195,6 +210,10 @@ impl ReplicaBuilder {
             .tls(self.tls.clone());
         if let Some(token) = &self.token {
             builder = builder.bearer_token(token.clone());
+        }
+        if let Some(every) = self.auto_sync {
+            builder = builder.auto_sync_interval(every);
+            builder.auto_sync_local = true;
         }
         let client = builder.build()?;
         let transport = client.inner.clone();
@@ -277,7 +296,7 @@ impl ReplicaBuilder {
         }
         handles.push(tokio::spawn(tasks::report_loop(
             shared.clone(),
-            transport,
+            transport.clone(),
             self.report_interval,
             self.min_report_gap.min(self.report_interval),
         )));
@@ -285,6 +304,7 @@ impl ReplicaBuilder {
             shared,
             tasks: handles,
             cache_dir: self.cache_dir,
+            transport,
         })
     }
 }

@@ -58,6 +58,8 @@ pub struct Replica {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
     cache_dir: Option<PathBuf>,
+    /// The connection settings and endpoints its tasks share.
+    transport: Arc<crate::transport::Transport>,
 }
 
 /// What the sync task publishes and everyone else reads.
@@ -190,6 +192,13 @@ impl Replica {
     /// memory, possibly stale, in key order, all from one revision.
     pub fn range(&self, prefix: &str) -> Vec<Arc<KeyValue>> {
         self.shared.state.load().range(prefix).cloned().collect()
+    }
+
+    /// The endpoints it reads from: those it was built with, or the
+    /// cluster's voters since its last endpoint sync
+    /// ([`ReplicaBuilder::auto_sync_interval`]).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.transport.endpoints.urls()
     }
 
     /// The applied revision. Never decreases.

@@ -1,12 +1,13 @@
 //! The client follows membership changes: seeded with one node it learns
 //! the voters, and one that syncs by itself moves to a node that joined and
 //! keeps writing after the node it was configured with is removed and gone.
+//! A replica that syncs by itself does the same, and keeps receiving changes.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use ballast_client::{Client, Error};
+use ballast_client::{Client, Error, Replica};
 use ballast_tests::TestCluster;
 use reqwest::Method;
 use tracing::info;
@@ -34,6 +35,18 @@ async fn put(client: &Client, key: &str, value: &str) -> Result<u64> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Waits up to [`WAIT`] until `check` holds.
+async fn wait_until(what: &str, check: impl Fn() -> bool) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// Waits up to [`WAIT`] until `client` has synced to `want`.
@@ -65,6 +78,12 @@ async fn clients_follow_membership_changes() -> Result<()> {
         .auto_sync_interval(Duration::from_secs(1))
         .build()?;
     put(&auto, "/sync/before", "1").await?;
+    let replica = Replica::builder(vec![tc.endpoint(2)])
+        .prefix("/sync/")
+        .auto_sync_interval(Duration::from_secs(1))
+        .start()
+        .await?;
+    assert!(replica.get("/sync/before").is_some());
 
     info!("--- node 4 joins: a learner is not an endpoint until promoted");
     let joined = tc.join_node().await?;
@@ -79,6 +98,10 @@ async fn clients_follow_membership_changes() -> Result<()> {
         endpoints(&tc, &[1, 2, 3, 4])
     );
     wait_for(&auto, endpoints(&tc, &[1, 2, 3, 4])).await?;
+    wait_until("the replica to sync to 1-4", || {
+        set(replica.endpoints()) == endpoints(&tc, &[1, 2, 3, 4])
+    })
+    .await?;
 
     info!("--- node 2 is removed");
     let (status, doc) = tc.admin(1, Method::DELETE, "/v1/members/2", None).await?;
@@ -106,6 +129,19 @@ async fn clients_follow_membership_changes() -> Result<()> {
     assert!(got.revision >= revision);
     assert_ne!(auto.preferred_endpoint(), tc.endpoint(2));
 
+    info!("--- the auto-syncing replica, seeded with node 2 only, follows too");
+    wait_until("the replica to sync to 1, 3, 4", || {
+        set(replica.endpoints()) == endpoints(&tc, &[1, 3, 4])
+    })
+    .await?;
+    wait_until("the replica to see /sync/after", || {
+        replica
+            .get("/sync/after")
+            .is_some_and(|kv| kv.value == b"2".to_vec())
+    })
+    .await?;
+    assert!(replica.revision() >= revision);
+
     info!("--- a client that knows only the gone node cannot sync, and keeps its list");
     let stranded = Client::builder(vec![tc.endpoint(2)])
         .max_attempts(1)
@@ -121,6 +157,7 @@ async fn clients_follow_membership_changes() -> Result<()> {
         endpoints(&tc, &[1, 3, 4])
     );
     drop(auto);
+    drop(replica);
     tc.shutdown().await;
     Ok(())
 }
