@@ -51,14 +51,8 @@ async fn wait_until(what: &str, check: impl Fn() -> bool) -> Result<()> {
 
 /// Waits up to [`WAIT`] until `client` has synced to `want`.
 async fn wait_for(client: &Client, want: BTreeSet<String>) -> Result<()> {
-    let deadline = Instant::now() + WAIT;
-    while set(client.endpoints()) != want {
-        if Instant::now() > deadline {
-            bail!("the client has {:?}, not {want:?}", client.endpoints());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    let what = format!("the client to sync to {want:?}");
+    wait_until(&what, || set(client.endpoints()) == want).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
