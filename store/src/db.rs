@@ -69,7 +69,8 @@ const MAX_TOTAL_WAL_BYTES: u64 = 128 * 1024 * 1024;
 const MIN_TOTAL_WAL_BYTES: u64 = 1024 * 1024;
 
 /// The WAL cap of a node that keeps a reserve file of `reserve_bytes` (0:
-/// none): a quarter of the reserve, within 1 MiB and the default cap.
+/// none): a quarter of the reserve, within 1 MiB and the default cap. The
+/// memtables are held to it as well ([`open_with_wal_cap`]).
 ///
 /// At open, RocksDB replays its WAL into memtables and flushes them to new
 /// SST files before the old WAL is deleted: that needs about as much free
@@ -103,6 +104,15 @@ pub fn open_with_wal_cap(dir: &Path, max_total_wal_bytes: u64) -> Result<Arc<DB>
     // 200 MB of values); past the cap the families holding the oldest WAL
     // are flushed.
     opts.set_max_total_wal_size(max_total_wal_bytes);
+    // That cap counts the WAL files RocksDB has moved past, not the one it
+    // writes: the current file grows until a memtable fills (64 MiB per
+    // column family by default). A node stopped before its memtables were
+    // flushed then replays all of that at its next open and must write it
+    // out as new SST files first, which on a full disk fails (`ENOSPC`: a
+    // 38 MB WAL was seen behind a 4 MiB cap). Holding all memtables together
+    // to the cap bounds the current WAL file too: past it the largest
+    // memtable is flushed and a new WAL file started.
+    opts.set_db_write_buffer_size(usize::try_from(max_total_wal_bytes).unwrap_or(usize::MAX));
     // Writes to one database come from few threads (the log append, the
     // state-machine apply), so concurrent memtable inserts buy nothing, and
     // they cost a full skip-list search per insert: the single-writer insert
@@ -220,5 +230,35 @@ mod tests {
         // Writes keep failing the same way, and nothing aborted.
         assert!(db.put_cf(kv, b"after", b"x").is_err());
         drop(db);
+    }
+
+    /// The current WAL file stays near the cap (the memtables are held to
+    /// it): it does not grow with everything written since the last flush.
+    #[test]
+    fn the_current_wal_file_stays_near_the_cap() {
+        const CAP: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let db = open_with_wal_cap(&path, CAP).expect("open");
+        let value = vec![7u8; 64 * 1024];
+        // 16 MiB in all, into two column families, as a put writes the log
+        // and the key space.
+        for i in 0u32..128 {
+            for name in [ALL_CFS[0], CF_KV] {
+                db.put_cf(cf(&db, name).expect("cf"), i.to_be_bytes(), &value)
+                    .expect("put");
+            }
+        }
+        let largest = std::fs::read_dir(&path)
+            .expect("read_dir")
+            .map(|e| e.expect("entry"))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().expect("metadata").len())
+            .max()
+            .expect("a WAL file");
+        assert!(
+            largest <= 2 * CAP,
+            "a WAL file of {largest} bytes behind a cap of {CAP}"
+        );
     }
 }
