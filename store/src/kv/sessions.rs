@@ -635,24 +635,6 @@ impl SessionTable {
                 Some(&CLIENT_TAG) if key.len() == 17 => {
                     let client = u128::from_be_bytes(fixed(&key[1..17])?);
                     let row = decode_client_row(&value)?;
-                    let mut results = BTreeMap::new();
-                    for r in row.results {
-                        let bytes = r
-                            .response
-                            .as_ref()
-                            .map_or(RESULT_OVERHEAD_BYTES, result_size);
-                        table.by_index.insert(r.index, (client, r.seq));
-                        table.bytes += bytes;
-                        results.insert(
-                            r.seq,
-                            Remembered {
-                                index: r.index,
-                                response: r.response,
-                                bytes,
-                                inline: true,
-                            },
-                        );
-                    }
                     table.by_activity.insert((row.last_active_ms, client));
                     table.clients.insert(
                         client,
@@ -660,39 +642,55 @@ impl SessionTable {
                             session: row.session,
                             last_active_ms: row.last_active_ms,
                             floor: row.floor,
-                            results,
+                            results: BTreeMap::new(),
                         },
                     );
+                    for r in row.results {
+                        table.load_result(client, r.seq, r.index, r.response, true)?;
+                    }
                 }
                 Some(&RESULT_TAG) if key.len() == 25 => {
                     let client = u128::from_be_bytes(fixed(&key[1..17])?);
                     let seq = u64::from_be_bytes(fixed(&key[17..25])?);
                     let row: ResultRow = codec::decode(&value)?;
-                    let bytes = row
-                        .response
-                        .as_ref()
-                        .map_or(RESULT_OVERHEAD_BYTES, result_size);
-                    let c = table.clients.get_mut(&client).ok_or_else(|| {
-                        invalid_data(format!(
-                            "a remembered result of client {client:032x} has no session row"
-                        ))
-                    })?;
-                    c.results.insert(
-                        seq,
-                        Remembered {
-                            index: row.index,
-                            response: row.response,
-                            bytes,
-                            inline: false,
-                        },
-                    );
-                    table.by_index.insert(row.index, (client, seq));
-                    table.bytes += bytes;
+                    table.load_result(client, seq, row.index, row.response, false)?;
                 }
                 _ => return Err(invalid_data("malformed key in the sessions column family")),
             }
         }
         Ok(table)
+    }
+}
+
+impl SessionTable {
+    /// Adds a remembered result read back from the rows (`inline`: from its
+    /// client's row) to the session of `client`, which must be loaded.
+    fn load_result(
+        &mut self,
+        client: u128,
+        seq: u64,
+        index: u64,
+        response: Option<CommandResponse>,
+        inline: bool,
+    ) -> io::Result<()> {
+        let bytes = response.as_ref().map_or(RESULT_OVERHEAD_BYTES, result_size);
+        let c = self.clients.get_mut(&client).ok_or_else(|| {
+            invalid_data(format!(
+                "a remembered result of client {client:032x} has no session row"
+            ))
+        })?;
+        c.results.insert(
+            seq,
+            Remembered {
+                index,
+                response,
+                bytes,
+                inline,
+            },
+        );
+        self.by_index.insert(index, (client, seq));
+        self.bytes += bytes;
+        Ok(())
     }
 }
 

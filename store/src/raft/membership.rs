@@ -308,16 +308,16 @@ impl Node {
         let m = metrics.borrow_watched();
         let committed = &m.committed_membership_config;
         let membership = committed.membership();
-        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         EndpointsView {
             leader: m.current_leader,
             membership_log_index: committed.log_id().as_ref().map_or(0, |l| l.index),
             voters: membership
-                .nodes()
-                .filter(|(id, _)| voters.contains(id))
-                .map(|(id, n)| VoterEndpoint {
-                    id: *id,
-                    client_addr: n.client_addr.clone(),
+                .voter_ids()
+                .filter_map(|id| {
+                    membership.get_node(&id).map(|n| VoterEndpoint {
+                        id,
+                        client_addr: n.client_addr.clone(),
+                    })
                 })
                 .collect(),
         }
