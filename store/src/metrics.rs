@@ -705,4 +705,41 @@ mod tests {
         let text = m.render(&NodeGauges::default());
         assert!(!text.contains("ballast_alarm_active{"), "{text}");
     }
+    /// Every series `/metrics` can serve is listed in the metrics table of
+    /// `docs/operations.md`, which promises the complete list.
+    #[test]
+    fn the_operations_guide_lists_every_series() {
+        let doc = include_str!("../../docs/operations.md");
+        let m = Metrics::new();
+        // Families with labels only show once they have a series.
+        m.set_alarms([("nospace", 1)]);
+        let text = m.render(&NodeGauges::default());
+        let mut names: Vec<String> = Vec::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            // OpenMetrics names a counter's family without `_total`; its
+            // series (and the docs) carry it.
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            names.push(name);
+        }
+        assert!(names.len() > 40, "too few families found: {names:?}");
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !doc.contains(&format!("`{n}`")) && !doc.contains(&format!("`{n}{{")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "series missing from the metrics table of docs/operations.md: {missing:?}"
+        );
+    }
 }
