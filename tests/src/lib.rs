@@ -55,6 +55,15 @@ pub async fn wait_single_snapshot(
     }
 }
 
+/// Says that a test skipped what it could not do here. Written straight to
+/// the process's stderr, past the test harness's output capture (which only
+/// takes `print!` and `eprint!`), so the message shows in `make test` and CI
+/// even though the test passes.
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}");
+}
+
 /// A free loopback port for a child process to listen on, chosen below the
 /// kernel's ephemeral range (32768 and up on Linux). A port from that range
 /// ("bind port 0, release, pass it on") can be handed out meanwhile as the

@@ -99,9 +99,9 @@ async fn replica(tc: &TestCluster, dir: &Path, id: &str) -> Result<Replica> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_members_and_replicas_in_a_headless_browser() -> Result<()> {
     let Some(browser) = chromium() else {
-        eprintln!(
-            "SKIPPED dashboard_shows_members_and_replicas_in_a_headless_browser: no chromium \
-             on PATH (run scripts/chromium.sh, or set BALLAST_CHROMIUM)"
+        ballast_tests::skipped(
+            "dashboard_shows_members_and_replicas_in_a_headless_browser: no chromium \
+             on PATH (run scripts/chromium.sh, or set BALLAST_CHROMIUM)",
         );
         return Ok(());
     };
@@ -283,9 +283,9 @@ async fn dashboard_on_a_removed_node_says_it_is_no_longer_a_member() -> Result<(
     assert!(s.get("removed").is_none(), "{s}");
 
     let Some(browser) = chromium() else {
-        eprintln!(
-            "SKIPPED the browser part of dashboard_on_a_removed_node_says_it_is_no_longer_a_member: \
-             no chromium on PATH (run scripts/chromium.sh, or set BALLAST_CHROMIUM)"
+        ballast_tests::skipped(
+            "the browser part of dashboard_on_a_removed_node_says_it_is_no_longer_a_member: \
+             no chromium on PATH (run scripts/chromium.sh, or set BALLAST_CHROMIUM)",
         );
         tc.shutdown().await;
         return Ok(());

@@ -467,7 +467,9 @@ async fn node3_on_a_tmpfs(
     let tmpfs = match Tmpfs::mount(&mount, fs_mib) {
         Ok(t) => t,
         Err(why) => {
-            println!("skipped: cannot mount a tmpfs (needs root): {why}");
+            ballast_tests::skipped(&format!(
+                "t60_nospace (node 3 on a small tmpfs): cannot mount a tmpfs (needs root): {why}"
+            ));
             return Ok(None);
         }
     };
