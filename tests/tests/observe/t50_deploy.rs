@@ -265,16 +265,42 @@ fn dockerfile_is_multi_stage_with_both_binaries_on_a_small_base() -> Result<()> 
     // The build is the release build of `make release`: a current RocksDB
     // compiled from source in release mode.
     let build_stage = text.split_once(last).map(|(b, _)| b).unwrap_or_default();
+    // The RUN instruction with its continuation lines joined.
+    let run = build_stage
+        .replace("\\\n", " ")
+        .lines()
+        .find(|l| l.starts_with("RUN ") && l.contains("scripts/release.sh"))
+        .map(str::to_string)
+        .unwrap_or_default();
     assert!(
-        build_stage
-            .lines()
-            .any(|l| l.starts_with("RUN scripts/release.sh")),
+        !run.is_empty(),
         "the build stage does not run scripts/release.sh"
     );
+    // RocksDB is compiled once: the target directory (and cargo's registry)
+    // live in BuildKit cache mounts, which need the dockerfile syntax line.
+    assert!(text.starts_with("# syntax=docker/dockerfile:1\n"));
+    for cache in ["/src/target", "/usr/local/cargo/registry"] {
+        assert!(
+            run.contains(&format!("--mount=type=cache,target={cache} ")),
+            "no cache mount for {cache}: {run}"
+        );
+    }
     for bin in ["ballastd", "ballastctl"] {
         assert!(
-            final_stage.contains(&format!("/src/target/bundled/release/{bin} ")),
+            run.contains(&format!("target/bundled/release/{bin} ")),
+            "{bin} is not copied out of the cached target directory: {run}"
+        );
+        assert!(
+            final_stage.contains(&format!("COPY --from=build /out/{bin} ")),
             "{bin} is not taken from the release build's output"
+        );
+    }
+    // The build context leaves build output and data out.
+    let ignore = read(".dockerignore")?;
+    for path in ["/target", "/data", "/.git"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == path),
+            ".dockerignore does not leave out {path}"
         );
     }
     let script = read("scripts/release.sh")?;
