@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,19 +72,7 @@ pub fn emergency_teardown() {
     }
 }
 
-/// A free loopback port for a child process to listen on. Chosen below the
-/// kernel's ephemeral range (32768 and up on Linux), so the port cannot be
-/// handed out meanwhile as the local port of some outgoing connection, which
-/// is what makes "bind port 0, release, reuse" racy.
-pub fn free_port() -> anyhow::Result<u16> {
-    for _ in 0..1000 {
-        let port = rand::Rng::gen_range(&mut rand::thread_rng(), 20_000u16..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use ballast_testkit::free_port;
 
 /// Static description of one node.
 #[derive(Clone, Debug)]

@@ -64,23 +64,7 @@ pub fn skipped(what: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}");
 }
 
-/// A free loopback port for a child process to listen on, chosen below the
-/// kernel's ephemeral range (32768 and up on Linux). A port from that range
-/// ("bind port 0, release, pass it on") can be handed out meanwhile as the
-/// local port of an outgoing connection, even of a peer's own reconnects to
-/// it, and a node restarted on it then cannot listen there.
-pub fn free_port() -> Result<u16> {
-    use rand::Rng;
-    for _ in 0..1000 {
-        let port = rand::thread_rng().gen_range(20_000u16..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+pub use ballast_testkit::free_port;
 
 /// Turns on test logging once (filter with `RUST_LOG`).
 pub fn init_logging() {

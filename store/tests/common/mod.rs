@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -37,24 +36,7 @@ pub struct Cluster {
     pub ports: BTreeMap<u64, (u16, u16)>,
 }
 
-/// A free loopback port for a child process to listen on. Chosen below the
-/// kernel's ephemeral range (32768 and up on Linux), so the port cannot be
-/// handed out meanwhile as the local port of some outgoing connection, which
-/// is what makes "bind port 0, release, reuse" racy.
-pub fn free_port() -> Result<u16> {
-    for _ in 0..1000 {
-        let port = 20_000
-            + (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos() ^ std::process::id())
-                .unwrap_or(0)
-                % 12_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use ballast_testkit::free_port;
 
 /// The `ballastd` binary to run: the one cargo built for this test, or the
 /// one named by `BALLASTD_BIN` (to run a scenario against a release build).
