@@ -244,7 +244,9 @@ pub struct Config {
     #[arg(long, env = "BALLAST_RANGE_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub range_idle_timeout_ms: u64,
     /// Most replica bootstraps (prefix reads asked with `bootstrap=true`)
-    /// served at once; beyond it `429 too_many_bootstraps`. 0 = unbounded.
+    /// that scan or stream the prefix served at once (one answered from the
+    /// snapshot buffer's unchanged copy is not counted); beyond it
+    /// `429 too_many_bootstraps`. 0 = unbounded.
     #[arg(long, env = "BALLAST_MAX_BOOTSTRAPS", default_value_t = 32)]
     pub max_bootstraps: usize,
     /// Nice value of the threads that serve data-plane connections (a

@@ -13,7 +13,10 @@
 //! `429` (`too_many_bootstraps`, `too_many_catchups`) and `Retry-After`; the
 //! client backs off with jitter and tries again, here or on another node.
 //! A bootstrap holds its permit until its response body is written (or the
-//! client goes away); a catch-up until the stream reaches the window. Writes,
+//! client goes away); a catch-up until the stream reaches the window. A
+//! bootstrap the snapshot buffer answers with its unchanged copy of the
+//! prefix (no scan, bytes shared by every such answer) takes no permit:
+//! `api::kv::get` asks for one only for bootstraps that scan or stream. Writes,
 //! linearizable reads, plain range reads and live watch delivery are never
 //! counted here, so they keep their priority. A bound of 0 turns that kind
 //! of control off.
@@ -34,7 +37,8 @@ use crate::metrics::{Gauge, Metrics};
 /// Bounds of the admission control of one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmissionOptions {
-    /// Most replica bootstraps served at once (0 = unbounded).
+    /// Most replica bootstraps that scan or stream served at once (0 =
+    /// unbounded).
     pub max_bootstraps: usize,
     /// Most watch streams catching up from storage at once (0 = unbounded).
     pub max_catchups: usize,

@@ -55,7 +55,12 @@ const BOOTSTRAP: &str = "/v1/kv/boot/?prefix=true&bootstrap=true";
 async fn bootstraps_beyond_the_bound_get_429_and_the_rest_keeps_priority() {
     const N: usize = 3;
     const K: usize = 4;
-    let h = Harness::start(|c| c.max_bootstraps = N).await;
+    // Without the snapshot buffer every bootstrap scans, and holds a slot.
+    let h = Harness::start(|c| {
+        c.max_bootstraps = N;
+        c.bootstrap_buffer_bytes = 0;
+    })
+    .await;
     for i in 0..20 {
         h.put_ok(&format!("/v1/kv/boot/{i:02}"), "v").await;
     }
@@ -105,6 +110,51 @@ async fn bootstraps_beyond_the_bound_get_429_and_the_rest_keeps_priority() {
         .assert_error(StatusCode::BAD_REQUEST, "invalid_query");
     drop(held);
     drop(live);
+    h.shutdown().await;
+}
+
+/// The slots bound the bootstraps that scan: one the buffer answers with
+/// its unchanged copy takes none, so a fleet bootstrapping one prefix is not
+/// sent away and back while the bytes it needs are already encoded.
+#[tokio::test]
+async fn bootstraps_the_buffer_answers_take_no_slot() {
+    let h = Harness::start(|c| c.max_bootstraps = 1).await;
+    for i in 0..20 {
+        h.put_ok(&format!("/v1/kv/boot/{i:02}"), "v").await;
+    }
+    let metrics = || h.running.hub.metrics();
+    // The first bootstrap of the prefix scans it into the buffer.
+    let first = h.get(BOOTSTRAP).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(metrics().bootstrap_buffer_scans.get(), 1);
+    h.wait_gauge(|m| m.bootstraps_running.get(), 0).await;
+
+    // The one slot is held by a bootstrap of another prefix (it scans)...
+    h.put_ok("/v1/kv/other/a", "v").await;
+    let held = h.open("/v1/kv/other/?prefix=true&bootstrap=true").await;
+    assert_eq!(held.status(), StatusCode::OK);
+    assert_eq!(metrics().bootstraps_running.get(), 1);
+    // ...and bootstraps of the buffered prefix are still answered, from
+    // the buffer, without a slot.
+    for _ in 0..5 {
+        let r = h.get(BOOTSTRAP).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["kvs"].as_array().map(Vec::len), Some(20));
+    }
+    assert_eq!(metrics().bootstrap_buffer_hits.get(), 5);
+    assert_eq!(metrics().bootstraps_refused.get(), 0);
+
+    // A change under the prefix makes the copy stale: the next bootstrap
+    // must scan, so it needs the slot, and is refused while it is held.
+    h.put_ok("/v1/kv/boot/new", "w").await;
+    assert_busy(&h.get(BOOTSTRAP).await, "too_many_bootstraps");
+    assert_eq!(metrics().bootstraps_refused.get(), 1);
+    drop(held);
+    h.wait_gauge(|m| m.bootstraps_running.get(), 0).await;
+    let again = h.get(BOOTSTRAP).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["kvs"].as_array().map(Vec::len), Some(21));
+    assert_eq!(metrics().bootstrap_buffer_scans.get(), 3);
     h.shutdown().await;
 }
 

@@ -189,6 +189,24 @@ impl SnapshotBuffer {
         }
     }
 
+    /// Whether the buffer holds an entry of `prefix` that nothing under
+    /// the prefix has changed since it was built: a bootstrap of it is then
+    /// most likely answered with those bytes, without a scan. Cheap (a map
+    /// lookup): it decides whether a bootstrap needs an admission slot
+    /// before any other work is done.
+    pub fn holds_unchanged(&self, prefix: &str) -> bool {
+        self.lookup(prefix)
+            .is_some_and(|entry| entry.may_be_current_at(entry.revision))
+    }
+
+    /// The answer to a bootstrap of `prefix` at revision `need` when an
+    /// entry is current at `need`; `None` otherwise. Never scans.
+    pub async fn hit(&self, prefix: &str, need: u64, zstd: bool) -> Option<Response> {
+        let entry = self.current(prefix, need).await?;
+        self.hub.metrics().bootstrap_buffer_hits.inc();
+        Some(answer(&entry, need, zstd))
+    }
+
     fn build_lock(&self, prefix: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
         let mut builds = self.builds.lock().ok()?;
         Some(builds.entry(prefix.to_owned()).or_default().clone())
@@ -227,9 +245,8 @@ impl SnapshotBuffer {
         need: u64,
         zstd: bool,
     ) -> Result<Option<Response>, ApiError> {
-        if let Some(entry) = self.current(prefix, need).await {
-            self.hub.metrics().bootstrap_buffer_hits.inc();
-            return Ok(Some(answer(&entry, need, zstd)));
+        if let Some(response) = self.hit(prefix, need, zstd).await {
+            return Ok(Some(response));
         }
         let lock = self
             .build_lock(prefix)

@@ -49,7 +49,8 @@ pub struct GetQuery {
     #[param(inline)]
     pub consistency: Consistency,
     /// A replica's bootstrap read (with `prefix=true`): counted against the
-    /// node's bootstrap bound, `429 too_many_bootstraps` beyond it.
+    /// node's bootstrap bound, `429 too_many_bootstraps` beyond it, unless
+    /// the snapshot buffer holds an unchanged copy of the prefix.
     #[serde(default)]
     pub bootstrap: bool,
 }
@@ -161,8 +162,17 @@ pub async fn get(
         node.limits().check_key(&key)?;
     }
     require(&principal, Access::Read, &key, q.prefix)?;
-    // Refused before any work: a refusal must cost the node nothing.
-    let permit = if q.bootstrap {
+    let revision = q.revision;
+    let limit = q.limit.filter(|l| *l > 0);
+    // A bootstrap of the whole prefix as of now may be answered from the
+    // snapshot buffer.
+    let buffered =
+        q.bootstrap && limit.is_none() && revision.is_none_or(|r| r == 0) && buffer.enabled();
+    // Refused before any work: a refusal must cost the node nothing. The
+    // slots bound the bootstraps that scan or stream; one the buffer holds
+    // an unchanged copy of takes none, since it only sends bytes already
+    // encoded and shared by every such answer (see docs/data-plane.md).
+    let mut permit = if q.bootstrap && !(buffered && buffer.holds_unchanged(&key)) {
         Some(admission.try_bootstrap()?)
     } else {
         None
@@ -170,15 +180,20 @@ pub async fn get(
     if q.consistency == Consistency::Linearizable {
         node.linearizable_barrier().await?;
     }
-    let revision = q.revision;
     if q.prefix {
-        let limit = q.limit.filter(|l| *l > 0);
-        let current = limit.is_none() && revision.is_none_or(|r| r == 0);
-        if permit.is_some() && current && buffer.enabled() {
+        if buffered {
             // Current as of now: the node applied at least this after the
             // read's consistency was met (the barrier, if linearizable).
             let need = node.applied().revision;
             let zstd = accepts_zstd(&headers);
+            if permit.is_none() {
+                if let Some(response) = buffer.hit(&key, need, zstd).await {
+                    return Ok(response);
+                }
+                // The copy went stale meanwhile: this bootstrap scans, and
+                // needs a slot like any other that does.
+                permit = Some(admission.try_bootstrap()?);
+            }
             if let Some(response) = buffer.respond(&node, &key, need, zstd).await? {
                 return Ok(match permit {
                     Some(permit) => hold_until_sent(response, permit),
