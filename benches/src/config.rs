@@ -148,9 +148,9 @@ pub struct Config {
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
-    /// Also write DIR/<target>.csv (one line per row), DIR/<target>.md (the
-    /// table) and DIR/hist/<target>/<workload>-c<clients>.csv (each row's
-    /// latency distribution, for a CDF). `ballast-bench report DIR` reads them.
+    /// Also write `DIR/<target>.csv` (one line per row), `DIR/<target>.md`
+    /// (the table) and `DIR/hist/<target>/<workload>-c<clients>.csv` (each
+    /// row's latency distribution, for a CDF). `ballast-bench report DIR` reads them.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 

@@ -71,7 +71,7 @@ impl Record {
 /// One event of a revision: a put (with the new record) or a delete.
 ///
 /// Earlier builds persisted a revision's events as a `Vec<Change>`; this
-/// build rebuilds them from [`ChangeRow`]s and `history`.
+/// build rebuilds them from `ChangeRow`s and `history`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// The key.

@@ -56,12 +56,12 @@ pub enum Command {
         revision: u64,
     },
     /// A command of a client session (exactly-once writes, see
-    /// [`crate::kv::sessions`]): the registration of a session, or a write
+    /// `kv::sessions`): the registration of a session, or a write
     /// the state machine applies at most once per (client, sequence number).
     Session(SessionCommand),
-    /// A change to the tokens and roles (see [`crate::kv::auth`]).
+    /// A change to the tokens and roles (see `kv::auth`).
     Auth(AuthCommand),
-    /// Raises or disarms an alarm (see [`crate::kv::alarms`]).
+    /// Raises or disarms an alarm (see `kv::alarms`).
     Alarm(crate::kv::alarms::AlarmCommand),
 }
 
