@@ -204,14 +204,10 @@ mod tests {
         let tmpfs = match Tmpfs::mount(8) {
             Ok(t) => t,
             Err(why) => {
-                // Straight to stderr, past the harness's capture, so the
-                // skip shows in CI's output.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "SKIPPED sync_wal_after_a_failed_wal_write_is_an_error_not_an_abort: \
+                ballast_testkit::skipped(&format!(
+                    "sync_wal_after_a_failed_wal_write_is_an_error_not_an_abort: \
                      cannot mount a tmpfs (needs root): {why}"
-                );
+                ));
                 return;
             }
         };

@@ -705,6 +705,7 @@ mod tests {
         let text = m.render(&NodeGauges::default());
         assert!(!text.contains("ballast_alarm_active{"), "{text}");
     }
+
     /// Every series `/metrics` can serve is listed in the metrics table of
     /// `docs/operations.md`, which promises the complete list.
     #[test]

@@ -1,5 +1,6 @@
 //! What the tests that start real `ballastd` processes share with
-//! jepsen-lite: picking the loopback ports those processes listen on.
+//! jepsen-lite: picking the loopback ports those processes listen on, and
+//! saying when a test skipped what the machine cannot do.
 
 use std::net::TcpListener;
 
@@ -27,6 +28,15 @@ pub fn free_port() -> std::io::Result<u16> {
     }
     // Every try taken: fall back to a port the kernel picks.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Says that a test skipped what it could not do here (no root, no
+/// browser). Written straight to the process's stderr, past the test
+/// harness's output capture (which only takes `print!` and `eprint!`), so
+/// the message shows in `make test` and CI even though the test passes.
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}");
 }
 
 #[cfg(test)]

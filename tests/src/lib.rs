@@ -55,16 +55,7 @@ pub async fn wait_single_snapshot(
     }
 }
 
-/// Says that a test skipped what it could not do here. Written straight to
-/// the process's stderr, past the test harness's output capture (which only
-/// takes `print!` and `eprint!`), so the message shows in `make test` and CI
-/// even though the test passes.
-pub fn skipped(what: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}");
-}
-
-pub use ballast_testkit::free_port;
+pub use ballast_testkit::{free_port, skipped};
 
 /// Turns on test logging once (filter with `RUST_LOG`).
 pub fn init_logging() {

@@ -153,9 +153,12 @@ impl Admission {
     }
 }
 
-/// `response` with `permit` held until its body is written in full or
-/// dropped (the client went away).
-pub fn hold_until_sent(response: Response, permit: AdmissionPermit) -> Response {
+/// `response` with `permit`, if any, held until its body is written in full
+/// or dropped (the client went away).
+pub fn hold_until_sent(response: Response, permit: Option<AdmissionPermit>) -> Response {
+    let Some(permit) = permit else {
+        return response;
+    };
     response.map(|inner| {
         Body::new(Held {
             inner,

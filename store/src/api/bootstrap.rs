@@ -235,27 +235,25 @@ impl SnapshotBuffer {
     }
 
     /// The bootstrap answer for `prefix` at a revision at least `need`
-    /// (the node's applied revision once the read's consistency is met), or
-    /// `None` when the prefix is too large to buffer (the caller streams it).
-    /// `zstd`: the client accepts a zstd-encoded answer.
-    pub async fn respond(
+    /// (the node's applied revision once the read's consistency is met)
+    /// when [`hit`](Self::hit) found no current entry: the entry is built
+    /// by one scan, which the concurrent bootstraps of the prefix wait for
+    /// and share. `None` when the prefix is too large to buffer (the caller
+    /// streams it). `zstd`: the client accepts a zstd-encoded answer.
+    pub async fn build(
         &self,
         node: &Node,
         prefix: &str,
         need: u64,
         zstd: bool,
     ) -> Result<Option<Response>, ApiError> {
-        if let Some(response) = self.hit(prefix, need, zstd).await {
-            return Ok(Some(response));
-        }
         let lock = self
             .build_lock(prefix)
             .ok_or_else(|| NodeError::Internal("bootstrap buffer lock poisoned".into()))?;
         let _building = lock.lock().await;
         // Another bootstrap may have built it while we waited.
-        if let Some(entry) = self.current(prefix, need).await {
-            self.hub.metrics().bootstrap_buffer_hits.inc();
-            return Ok(Some(answer(&entry, need, zstd)));
+        if let Some(response) = self.hit(prefix, need, zstd).await {
+            return Ok(Some(response));
         }
         // Join first, scan second: every change after the scan's revision
         // is then seen by the group.

@@ -186,26 +186,20 @@ pub async fn get(
             // read's consistency was met (the barrier, if linearizable).
             let need = node.applied().revision;
             let zstd = accepts_zstd(&headers);
+            if let Some(response) = buffer.hit(&key, need, zstd).await {
+                return Ok(hold_until_sent(response, permit));
+            }
             if permit.is_none() {
-                if let Some(response) = buffer.hit(&key, need, zstd).await {
-                    return Ok(response);
-                }
                 // The copy went stale meanwhile: this bootstrap scans, and
                 // needs a slot like any other that does.
                 permit = Some(admission.try_bootstrap()?);
             }
-            if let Some(response) = buffer.respond(&node, &key, need, zstd).await? {
-                return Ok(match permit {
-                    Some(permit) => hold_until_sent(response, permit),
-                    None => response,
-                });
+            if let Some(response) = buffer.build(&node, &key, need, zstd).await? {
+                return Ok(hold_until_sent(response, permit));
             }
         }
         let response = range::respond(&node, &ranges, key, limit, revision).await?;
-        Ok(match permit {
-            Some(permit) => hold_until_sent(response, permit),
-            None => response,
-        })
+        Ok(hold_until_sent(response, permit))
     } else {
         let (revision, kv) = node
             .read_local(|reader| std::future::ready(reader.get(&key, revision)))
