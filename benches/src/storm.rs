@@ -324,6 +324,88 @@ struct StormRow {
     peak_rss_mib: f64,
     written_mib: f64,
     seconds: f64,
+    counters: Counters,
+}
+
+/// The nodes' data-plane counters (`/metrics`, summed over the three
+/// nodes), or their growth over a storm.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    /// Bootstraps answered from the buffer.
+    hits: u64,
+    /// Bootstraps that scanned (built a buffer entry or streamed).
+    scans: u64,
+    /// Bootstraps refused by admission control (429).
+    refused: u64,
+    /// Watch catch-ups refused by admission control (429).
+    catchups_refused: u64,
+    /// WAL syncs, and those that took at most 25.6 ms (a histogram bucket).
+    wal_syncs: u64,
+    wal_syncs_fast: u64,
+    /// Raft commits (on the leader), and those that took at most 25.6 ms.
+    commits: u64,
+    commits_fast: u64,
+}
+
+impl Counters {
+    /// The counters' growth from `before` to `self`.
+    fn since(self, before: Counters) -> Counters {
+        Counters {
+            hits: self.hits.saturating_sub(before.hits),
+            scans: self.scans.saturating_sub(before.scans),
+            refused: self.refused.saturating_sub(before.refused),
+            catchups_refused: self
+                .catchups_refused
+                .saturating_sub(before.catchups_refused),
+            wal_syncs: self.wal_syncs.saturating_sub(before.wal_syncs),
+            wal_syncs_fast: self.wal_syncs_fast.saturating_sub(before.wal_syncs_fast),
+            commits: self.commits.saturating_sub(before.commits),
+            commits_fast: self.commits_fast.saturating_sub(before.commits_fast),
+        }
+    }
+
+    /// Adds the counters of one `/metrics` page (OpenMetrics text).
+    fn add_page(&mut self, page: &str) {
+        for line in page.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let slot = match name {
+                "ballast_bootstrap_buffer_hits_total" => &mut self.hits,
+                "ballast_bootstrap_buffer_scans_total" => &mut self.scans,
+                "ballast_bootstraps_refused_total" => &mut self.refused,
+                "ballast_catchups_refused_total" => &mut self.catchups_refused,
+                "ballast_wal_sync_duration_seconds_count" => &mut self.wal_syncs,
+                "ballast_wal_sync_duration_seconds_bucket{le=\"0.0256\"}" => {
+                    &mut self.wal_syncs_fast
+                }
+                "ballast_raft_commit_duration_seconds_count" => &mut self.commits,
+                "ballast_raft_commit_duration_seconds_bucket{le=\"0.0256\"}" => {
+                    &mut self.commits_fast
+                }
+                _ => continue,
+            };
+            *slot += value as u64;
+        }
+    }
+}
+
+/// The counters of every node, summed. A node that does not answer counts
+/// as zero (the figures are a diagnostic, not a result).
+async fn counters(http: &reqwest::Client, base_port: u16) -> Counters {
+    let mut sum = Counters::default();
+    for e in endpoints(base_port) {
+        let page = match http.get(format!("{e}/metrics")).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        sum.add_page(&page);
+    }
+    sum
 }
 
 /// Samples the server's RSS until `stop`; returns the largest seen. Kills
@@ -358,6 +440,10 @@ async fn storm(
     writes.storm.store(false, Ordering::Relaxed);
     tokio::time::sleep(quiet).await;
     let quiet_p99_ms = Writes::take_p99(&writes.quiet);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let counted = counters(&http, args.base_port).await;
     let before = usage(pid)?;
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(pid, args.rss_limit_mb * 1024, stop.clone());
@@ -396,6 +482,7 @@ async fn storm(
     let after = usage(pid)?;
     stop.store(true, Ordering::Relaxed);
     let peak = sampler.join().unwrap_or(0).max(after.rss_kib);
+    let counters = counters(&http, args.base_port).await.since(counted);
     for r in running {
         r.shutdown().await;
     }
@@ -411,6 +498,7 @@ async fn storm(
         peak_rss_mib: peak as f64 / 1024.0,
         written_mib: after.wchar.saturating_sub(before.wchar) as f64 / (1024.0 * 1024.0),
         seconds,
+        counters,
     })
 }
 
@@ -543,6 +631,8 @@ pub async fn run_storm(args: StormArgs) -> Result<()> {
         "| storm | replicas | write p99 quiet (ms) | write p99 storm (ms) | bootstrap p50 / p99 / max (ms) | all running (s) | server CPU (s) | peak RSS (MiB) | written (MiB) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    let rows_counters: Vec<(String, Counters)> =
+        rows.iter().map(|r| (r.name.clone(), r.counters)).collect();
     for r in rows {
         println!(
             "| {} | {} | {:.1} | {:.1} | {:.0} / {:.0} / {:.0} | {:.1} | {:.1} | {:.0} | {:.0} |",
@@ -559,12 +649,61 @@ pub async fn run_storm(args: StormArgs) -> Result<()> {
             r.written_mib
         );
     }
+    println!();
+    println!("Server counters over each storm (`/metrics`, the three nodes together):");
+    println!();
+    println!("| storm | bootstraps from the buffer | bootstraps that scanned | bootstraps refused (429) | catch-ups refused (429) | WAL syncs (over 25.6 ms) | commits (over 25.6 ms) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, c) in rows_counters {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} ({}) | {} ({}) |",
+            c.hits,
+            c.scans,
+            c.refused,
+            c.catchups_refused,
+            c.wal_syncs,
+            c.wal_syncs.saturating_sub(c.wal_syncs_fast),
+            c.commits,
+            c.commits.saturating_sub(c.commits_fast)
+        );
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_counters_are_read_from_a_metrics_page_and_summed() {
+        let page =
+            "# HELP ballast_bootstrap_buffer_hits_total Bootstraps answered from the buffer.\n\
+                    # TYPE ballast_bootstrap_buffer_hits_total counter\n\
+                    ballast_bootstrap_buffer_hits_total 40\n\
+                    ballast_bootstrap_buffer_scans_total 2\n\
+                    ballast_bootstraps_refused_total 7\n\
+                    ballast_catchups_refused_total 1\n\
+                    ballast_bootstraps_running 3\n\
+                    ballast_wal_sync_duration_seconds_count 10\n\
+                    ballast_wal_sync_duration_seconds_bucket{le=\"0.0256\"} 9\n\
+                    # EOF\n";
+        let mut before = Counters::default();
+        before.add_page(page);
+        let mut after = before;
+        after.add_page(page);
+        let grown = after.since(before);
+        assert_eq!(
+            (
+                grown.hits,
+                grown.scans,
+                grown.refused,
+                grown.catchups_refused
+            ),
+            (40, 2, 7, 1)
+        );
+        assert_eq!((grown.wal_syncs, grown.wal_syncs_fast), (10, 9));
+        assert_eq!(before.since(after).hits, 0, "a counter never goes negative");
+    }
 
     #[test]
     fn the_writer_runtime_runs_on_the_cpus_it_was_given() -> Result<()> {
