@@ -245,7 +245,8 @@ pub struct Config {
     pub range_idle_timeout_ms: u64,
     /// Most replica bootstraps (prefix reads asked with `bootstrap=true`)
     /// that scan or stream the prefix served at once (one answered from the
-    /// snapshot buffer's unchanged copy is not counted); beyond it
+    /// snapshot buffer's unchanged copy, or waiting for another bootstrap's
+    /// build of it, is not counted); beyond it
     /// `429 too_many_bootstraps`. 0 = unbounded.
     #[arg(long, env = "BALLAST_MAX_BOOTSTRAPS", default_value_t = 32)]
     pub max_bootstraps: usize,

@@ -158,6 +158,75 @@ async fn bootstraps_the_buffer_answers_take_no_slot() {
     h.shutdown().await;
 }
 
+/// Nor does a bootstrap that arrives while another builds its prefix's
+/// copy: it waits for that build and is answered from it, so a fleet that
+/// arrives at once before the first copy exists is not sent away either.
+#[tokio::test]
+async fn bootstraps_waiting_for_a_build_take_no_slot() {
+    let h = Harness::start(|c| c.max_bootstraps = 1).await;
+    for i in 0..20 {
+        h.put_ok(&format!("/v1/kv/boot/{i:02}"), "v").await;
+    }
+    let metrics = || h.running.hub.metrics();
+    // The one slot is held by a bootstrap of another prefix (it scans).
+    h.put_ok("/v1/kv/other/a", "v").await;
+    let held = h.open("/v1/kv/other/?prefix=true&bootstrap=true").await;
+    assert_eq!(held.status(), StatusCode::OK);
+    assert_eq!(metrics().bootstraps_running.get(), 1);
+
+    // A build of `boot/` is under way (claimed, not finished): bootstraps
+    // of the prefix arriving now wait for it instead of asking for a slot.
+    let claim = h.buffer.claim("boot/").expect("no build under way yet");
+    assert!(
+        h.buffer.claim("boot/").is_none(),
+        "the build is claimed once"
+    );
+    let waiting: Vec<_> = (0..5)
+        .map(|_| {
+            let router = h.router.clone();
+            tokio::spawn(async move {
+                let req = Request::builder()
+                    .method(Method::GET)
+                    .uri(BOOTSTRAP)
+                    .body(Body::empty())
+                    .expect("valid request");
+                let resp = router.oneshot(req).await.expect("router is infallible");
+                let status = resp.status();
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                (status, body)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "the bootstraps wait for the build under way"
+    );
+    assert_eq!(metrics().bootstraps_refused.get(), 0);
+
+    // The build ends (the claimant scans the prefix into the buffer), and
+    // every waiting bootstrap is answered with its copy.
+    let need = h.running.node.applied().revision;
+    let built = h
+        .buffer
+        .build(&h.running.node, "boot/", need, false, Some(claim))
+        .await
+        .expect("build")
+        .expect("the prefix fits the buffer");
+    assert_eq!(built.status(), StatusCode::OK);
+    for w in waiting {
+        let (status, body) = w.await.expect("bootstrap task");
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+        let doc: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(doc["kvs"].as_array().map(Vec::len), Some(20));
+    }
+    assert_eq!(metrics().bootstrap_buffer_scans.get(), 2, "one per prefix");
+    assert_eq!(metrics().bootstrap_buffer_hits.get(), 5);
+    assert_eq!(metrics().bootstraps_refused.get(), 0);
+    drop(held);
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn watch_catchups_beyond_the_bound_get_429_until_one_reaches_the_window() {
     let h = Harness::start(|c| {

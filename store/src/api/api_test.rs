@@ -29,6 +29,8 @@ const BODY_SLACK: usize = crate::kv::limits::REQUEST_SLACK_BYTES;
 pub(super) struct Harness {
     running: RunningNode,
     router: Router,
+    /// The router's snapshot buffer (tests claim builds on it).
+    buffer: Arc<crate::api::SnapshotBuffer>,
     _dir: TempDir,
 }
 
@@ -141,19 +143,21 @@ impl Harness {
             config.admission_options(),
             running.hub.shared_metrics(),
         ));
+        let buffer = Arc::new(crate::api::SnapshotBuffer::new(
+            config.buffer_options(),
+            running.hub.clone(),
+        ));
         let router = crate::api::router(
             running.node.clone(),
             running.hub.clone(),
             ranges,
             admission,
-            Arc::new(crate::api::SnapshotBuffer::new(
-                config.buffer_options(),
-                running.hub.clone(),
-            )),
+            buffer.clone(),
         );
         Harness {
             running,
             router,
+            buffer,
             _dir: dir,
         }
     }

@@ -10,6 +10,9 @@
 //!   bootstrap of the prefix sends the same bytes (no copy per response).
 //! - **Shared builds**: the bootstraps of a prefix that find no usable entry
 //!   wait for one scan (a per-prefix build lock) instead of scanning each.
+//!   The bootstrap that will build claims the lock on arrival, before its
+//!   read's barrier, so those arriving meanwhile find the build under way,
+//!   wait for it without an admission slot, and are answered from it.
 //! - **Kept current by the watch feed**: an entry is a member of the watch
 //!   hub's group for its prefix, so the feed records the last revision that
 //!   changed a key under it. An entry at R serves a bootstrap that needs
@@ -207,6 +210,25 @@ impl SnapshotBuffer {
         Some(answer(&entry, need, zstd))
     }
 
+    /// Claims the build of `prefix`'s entry for the calling bootstrap, or
+    /// `None` when another bootstrap's build of it is under way (the caller
+    /// then waits for that one: [`after_build`](Self::after_build)). Taken
+    /// before the read's barrier and held until the entry is in place, so a
+    /// fleet arriving at once finds the build under way from its first
+    /// request on.
+    pub fn claim(&self, prefix: &str) -> Option<BuildClaim> {
+        let lock = self.build_lock(prefix)?;
+        lock.try_lock_owned().ok().map(BuildClaim)
+    }
+
+    /// Waits for the build of `prefix` under way (if any) to end, then
+    /// answers like [`hit`](Self::hit). Never scans.
+    pub async fn after_build(&self, prefix: &str, need: u64, zstd: bool) -> Option<Response> {
+        let lock = self.build_lock(prefix)?;
+        drop(lock.lock().await);
+        self.hit(prefix, need, zstd).await
+    }
+
     fn build_lock(&self, prefix: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
         let mut builds = self.builds.lock().ok()?;
         Some(builds.entry(prefix.to_owned()).or_default().clone())
@@ -240,17 +262,26 @@ impl SnapshotBuffer {
     /// by one scan, which the concurrent bootstraps of the prefix wait for
     /// and share. `None` when the prefix is too large to buffer (the caller
     /// streams it). `zstd`: the client accepts a zstd-encoded answer.
+    ///
+    /// `claim`: this bootstrap's [`claim`](Self::claim) on the build, if it
+    /// took one; without it the build waits for any other under way.
     pub async fn build(
         &self,
         node: &Node,
         prefix: &str,
         need: u64,
         zstd: bool,
+        claim: Option<BuildClaim>,
     ) -> Result<Option<Response>, ApiError> {
-        let lock = self
-            .build_lock(prefix)
-            .ok_or_else(|| NodeError::Internal("bootstrap buffer lock poisoned".into()))?;
-        let _building = lock.lock().await;
+        let _building = match claim {
+            Some(BuildClaim(held)) => held,
+            None => {
+                self.build_lock(prefix)
+                    .ok_or_else(|| NodeError::Internal("bootstrap buffer lock poisoned".into()))?
+                    .lock_owned()
+                    .await
+            }
+        };
         // Another bootstrap may have built it while we waited.
         if let Some(response) = self.hit(prefix, need, zstd).await {
             return Ok(Some(response));
@@ -305,6 +336,10 @@ impl SnapshotBuffer {
         Ok(Some(answer(&entry, revision.max(need), zstd)))
     }
 }
+
+/// A bootstrap's claim on the build of its prefix's entry
+/// ([`SnapshotBuffer::claim`]); the build is under way while it is held.
+pub struct BuildClaim(tokio::sync::OwnedMutexGuard<()>);
 
 /// The range document `{"revision": at, "kvs": [...], "more": false}` from
 /// an entry current at `at`, sharing its bytes; zstd-encoded when the

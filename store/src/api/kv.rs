@@ -171,8 +171,22 @@ pub async fn get(
     // Refused before any work: a refusal must cost the node nothing. The
     // slots bound the bootstraps that scan or stream; one the buffer holds
     // an unchanged copy of takes none, since it only sends bytes already
-    // encoded and shared by every such answer (see docs/data-plane.md).
-    let mut permit = if q.bootstrap && !(buffered && buffer.holds_unchanged(&key)) {
+    // encoded and shared by every such answer, and neither does one that
+    // arrives while another bootstrap builds its prefix's copy: it waits
+    // for that build (see docs/data-plane.md). A bootstrap that will build
+    // claims the build first, so those arriving meanwhile see it under way.
+    let mut claim = None;
+    let needs_slot = if !q.bootstrap {
+        false
+    } else if !buffered {
+        true
+    } else if buffer.holds_unchanged(&key) {
+        false
+    } else {
+        claim = buffer.claim(&key);
+        claim.is_some()
+    };
+    let mut permit = if needs_slot {
         Some(admission.try_bootstrap()?)
     } else {
         None
@@ -190,11 +204,17 @@ pub async fn get(
                 return Ok(hold_until_sent(response, permit));
             }
             if permit.is_none() {
-                // The copy went stale meanwhile: this bootstrap scans, and
-                // needs a slot like any other that does.
+                // A copy was expected: the one another bootstrap is building
+                // answers this one too once it is in place.
+                if let Some(response) = buffer.after_build(&key, need, zstd).await {
+                    return Ok(hold_until_sent(response, permit));
+                }
+                // The copy went stale, or its build found the prefix too
+                // large to buffer: this bootstrap scans, and needs a slot
+                // like any other that does.
                 permit = Some(admission.try_bootstrap()?);
             }
-            if let Some(response) = buffer.build(&node, &key, need, zstd).await? {
+            if let Some(response) = buffer.build(&node, &key, need, zstd, claim).await? {
                 return Ok(hold_until_sent(response, permit));
             }
         }
