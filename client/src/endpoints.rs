@@ -203,6 +203,12 @@ impl Endpoints {
         Ok(url)
     }
 
+    /// Prefers endpoint `index` (modulo the list's length).
+    pub(crate) fn prefer(&self, index: usize) {
+        self.preferred
+            .store(index % self.len().max(1), Ordering::Relaxed);
+    }
+
     /// Endpoint `failed` did not work: prefer the next one, unless another
     /// request already moved the preference elsewhere.
     pub(crate) fn mark_failed(&self, failed: usize) {

@@ -45,6 +45,7 @@ pub struct ReplicaBuilder {
     tls: TlsOptions,
     token: Option<crate::client::BearerToken>,
     auto_sync: Option<Duration>,
+    in_order: bool,
     /// A planted bug (test only, see `unsafe_skip_first_change`); always
     /// false unless the `planted-bugs` feature is on and a test sets it.
     planted_skip_first_change: bool,
@@ -52,6 +53,9 @@ pub struct ReplicaBuilder {
 
 impl ReplicaBuilder {
     /// A builder replicating the whole key space (set [`prefix`](Self::prefix)).
+    /// The replica starts at one of `endpoints` at random, so replicas
+    /// given the same list spread over the nodes (see
+    /// [`endpoints_in_order`](Self::endpoints_in_order)).
     pub fn new(endpoints: Vec<String>) -> Self {
         Self {
             endpoints,
@@ -67,6 +71,7 @@ impl ReplicaBuilder {
             connect_timeout: Duration::from_secs(1),
             token: None,
             auto_sync: None,
+            in_order: false,
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
             tls: TlsOptions::default(),
             planted_skip_first_change: false,
@@ -156,6 +161,15 @@ impl ReplicaBuilder {
         self
     }
 
+    /// Start at the first endpoint given, then the next ones in order,
+    /// instead of at a random one: for a replica that should follow one node
+    /// while it can (the one in its own zone, say). Off by default, so that
+    /// a fleet given the same list spreads over the nodes.
+    pub fn endpoints_in_order(mut self, in_order: bool) -> Self {
+        self.in_order = in_order;
+        self
+    }
+
     /// Reconnect backoff: jittered, from `initial` doubling up to `max`, after
     /// every endpoint failed once. Default 50 ms to 2 s.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
@@ -217,6 +231,16 @@ impl ReplicaBuilder {
         }
         let client = builder.build()?;
         let transport = client.inner.clone();
+        // Replicas are usually given the same list, in the same order: each
+        // starts at one of the nodes at random (its bootstrap, then its
+        // watch), so a fleet spreads its bootstraps and watch streams over
+        // the nodes instead of putting all of them on the first one listed.
+        let first = if self.in_order {
+            0
+        } else {
+            rand::random::<usize>() % transport.endpoints.len().max(1)
+        };
+        transport.endpoints.prefer(first);
         let loaded = match &self.cache_dir {
             None => None,
             Some(dir) => match cache::load(dir, &self.prefix) {
@@ -241,7 +265,8 @@ impl ReplicaBuilder {
                 let deadline = Instant::now() + self.initial_sync_timeout;
                 let mut failures = 0u32;
                 loop {
-                    match sync::bootstrap(&transport, &self.prefix, 0, failures as usize).await {
+                    let start = first + failures as usize;
+                    match sync::bootstrap(&transport, &self.prefix, 0, start).await {
                         Ok(s) => break (s, Some(Instant::now())),
                         Err(f) if f.fatal || Instant::now() >= deadline => return Err(f.error),
                         Err(f) => {

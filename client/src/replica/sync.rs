@@ -178,7 +178,9 @@ pub(crate) async fn run(shared: Arc<Shared>, transport: Arc<Transport>, config: 
     loop {
         if needs_bootstrap {
             let current = shared.revision();
-            match bootstrap(&transport, &shared.prefix, current, failures as usize).await {
+            // From the node it last followed, then the next ones.
+            let start = transport.endpoints.preferred().0 + failures as usize;
+            match bootstrap(&transport, &shared.prefix, current, start).await {
                 Ok(snapshot) => {
                     let revision = snapshot.revision;
                     info!(revision, keys = snapshot.len(), "replica re-bootstrapped");

@@ -106,6 +106,7 @@ pub(super) async fn start(cfg: &RunConfig, setup: &Setup) -> anyhow::Result<Runn
             let mut eps = endpoints.clone();
             eps.rotate_left(i);
             let mut builder = ballast_client::Replica::builder(eps)
+                .endpoints_in_order(true)
                 .prefix(watch_workload::PREFIX)
                 .cache_dir(setup.data.path().join(format!("replica{}", i + 1)))
                 .id(format!("r{}@node{}", i + 1, c.node))

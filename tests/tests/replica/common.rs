@@ -3,7 +3,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use ballast_client::{Client, Consistency, RangeOptions, Replica};
+use ballast_client::{Client, Consistency, RangeOptions, Replica, ReplicaBuilder};
 use ballast_tests::TestCluster;
 
 /// Generous wait for replica convergence in tests.
@@ -21,7 +21,17 @@ pub async fn replica(
     dir: &Path,
     id: &str,
 ) -> Result<Replica> {
-    Ok(Replica::builder(endpoints)
+    Ok(replica_builder(endpoints, prefix, dir, id).start().await?)
+}
+
+/// The builder of [`replica`], for tests that set more.
+pub fn replica_builder(
+    endpoints: Vec<String>,
+    prefix: &str,
+    dir: &Path,
+    id: &str,
+) -> ReplicaBuilder {
+    Replica::builder(endpoints)
         .prefix(prefix)
         .cache_dir(dir)
         .id(id)
@@ -30,8 +40,6 @@ pub async fn replica(
         .backoff(Duration::from_millis(20), Duration::from_millis(300))
         .initial_sync_timeout(Duration::from_secs(15))
         .request_timeout(Duration::from_secs(2))
-        .start()
-        .await?)
 }
 
 /// `key -> (value, mod_revision)` of a replica.

@@ -12,7 +12,7 @@ use ballast_client::Client;
 use ballast_tests::TestCluster;
 use tracing::info;
 
-use crate::common::{cluster_map, endpoints, put, replica, replica_map, wait_until, WAIT};
+use crate::common::{cluster_map, endpoints, put, replica_builder, replica_map, wait_until, WAIT};
 
 const PREFIX: &str = "/stale/";
 
@@ -30,7 +30,12 @@ async fn a_replica_following_an_isolated_node_reports_stale_and_moves_on() -> Re
     let mut eps = vec![tc.endpoint(follower)];
     eps.extend(tc.others(follower).iter().map(|id| tc.endpoint(*id)));
     let dir = tempfile::tempdir()?;
-    let r = Arc::new(replica(eps, PREFIX, dir.path(), "stale-1").await?);
+    let r = Arc::new(
+        replica_builder(eps, PREFIX, dir.path(), "stale-1")
+            .endpoints_in_order(true)
+            .start()
+            .await?,
+    );
     r.wait_for_revision(first, WAIT).await?;
     let follower_url = tc.endpoint(follower);
     wait_until("the replica to follow the chosen node", WAIT, || {

@@ -117,3 +117,46 @@ async fn replicas_of_a_large_prefix_bootstrap_from_the_compressed_buffer() -> Re
     tc.shutdown().await;
     Ok(())
 }
+
+/// Replicas given the same endpoint list spread over the nodes: each
+/// starts at one of them at random, so a fleet's bootstraps and watch
+/// streams do not all land on the node listed first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_replicas_spreads_over_the_nodes() -> Result<()> {
+    // 45 replicas over 3 nodes: the chance that one node gets none of
+    // them is 3 × (2/3)^45, about 3 in 100 million.
+    const REPLICAS: usize = 45;
+    let tc = TestCluster::start(3).await?;
+    tc.wait_leader(WAIT).await?;
+    let client = Client::new(crate::common::endpoints(&tc))?;
+    for i in 0..5 {
+        put(&client, &format!("/fleet/{i}"), "v").await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let mut fleet = Vec::new();
+    for i in 0..REPLICAS {
+        let cache = dir.path().join(format!("r{i}"));
+        let eps = crate::common::endpoints(&tc);
+        fleet.push(crate::common::replica(eps, "/fleet/", &cache, &format!("fleet-{i}")).await?);
+    }
+    let mut served = Vec::new();
+    for id in tc.ids() {
+        let hits = tc.metric(id, "ballast_bootstrap_buffer_hits_total").await?;
+        let scans = tc
+            .metric(id, "ballast_bootstrap_buffer_scans_total")
+            .await?;
+        served.push((id, hits + scans));
+    }
+    info!(?served, "bootstraps served per node");
+    assert_eq!(
+        served.iter().map(|(_, n)| n).sum::<u64>(),
+        REPLICAS as u64,
+        "{served:?}"
+    );
+    assert!(served.iter().all(|(_, n)| *n > 0), "{served:?}");
+    for r in fleet {
+        r.shutdown().await;
+    }
+    tc.shutdown().await;
+    Ok(())
+}
