@@ -229,12 +229,25 @@ impl SnapshotBuffer {
         self.hit(prefix, need, zstd).await
     }
 
+    /// Build locks the buffer keeps (tests).
+    #[cfg(test)]
+    pub(crate) fn build_locks(&self) -> usize {
+        self.builds.lock().map(|b| b.len()).unwrap_or(0)
+    }
+
     fn build_lock(&self, prefix: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
         let mut builds = self.builds.lock().ok()?;
         Some(builds.entry(prefix.to_owned()).or_default().clone())
     }
 
     fn insert(&self, prefix: &str, entry: Arc<Entry>) {
+        if let Ok(mut builds) = self.builds.lock() {
+            // A build lock that nobody holds or waits for (only the map
+            // refers to it) goes: the map holds the prefixes being built,
+            // not every prefix this node ever built. The caller still holds
+            // its own, so that one stays until its next build.
+            builds.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };

@@ -162,3 +162,26 @@ async fn a_large_entry_goes_zstd_encoded_to_clients_that_accept_it() {
     }
     h.shutdown().await;
 }
+
+/// The per-prefix build locks do not pile up: one that nobody holds or
+/// waits for is dropped at the next build.
+#[tokio::test]
+async fn build_locks_of_finished_builds_are_dropped() {
+    let h = Harness::start(|_| {}).await;
+    for p in ["a", "b", "c", "d", "e"] {
+        h.put_ok(&format!("/v1/kv/locks/{p}/k"), "v").await;
+    }
+    for p in ["a", "b", "c", "d", "e"] {
+        let r = h
+            .get(&format!("/v1/kv/locks/{p}/?prefix=true&bootstrap=true"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(scans(&h), 5);
+    assert!(
+        h.buffer.build_locks() <= 1,
+        "{} build locks kept for 5 finished builds",
+        h.buffer.build_locks()
+    );
+    h.shutdown().await;
+}
