@@ -187,6 +187,9 @@ pub struct Metrics {
     /// Writes refused because a member is short of disk space (a local
     /// measurement or an active `nospace` alarm).
     pub no_space_refusals: Counter,
+    /// Read-index rounds run for linearizable reads (shared by the reads
+    /// waiting when each started).
+    pub read_index_rounds: Counter,
     /// Free bytes on the data directory's filesystem at the last check.
     pub disk_free_bytes: Gauge,
     /// The configured free-space floor (`--min-free-bytes`).
@@ -261,6 +264,7 @@ impl Metrics {
             wal_sync_failures: Counter::default(),
             quota_refusals: Counter::default(),
             no_space_refusals: Counter::default(),
+            read_index_rounds: Counter::default(),
             disk_free_bytes: Gauge::default(),
             disk_min_free_bytes: Gauge::default(),
             disk_reserve_present: Gauge::default(),
@@ -384,7 +388,7 @@ impl Metrics {
             r.register(name, help, g.clone());
         }
         // prometheus-client appends `_total` to counter names.
-        let counters: [(&str, &str, &Counter); 23] = [
+        let counters: [(&str, &str, &Counter); 24] = [
             (
                 "data_plane_connections",
                 "Client connections served on the data plane's lower-priority threads (a replica's bootstrap, watch or reports).",
@@ -394,6 +398,11 @@ impl Metrics {
                 "no_space_refusals",
                 "Writes refused with no_space (a member short of disk space).",
                 &self.no_space_refusals,
+            ),
+            (
+                "read_index_rounds",
+                "Read-index rounds run for linearizable reads; the reads waiting when a round starts share it.",
+                &self.read_index_rounds,
             ),
             (
                 "watch_progress_withheld",

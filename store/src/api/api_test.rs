@@ -1125,3 +1125,33 @@ async fn a_stopped_node_closes_its_database() {
     assert!(report.db_closed);
     drop((watch, watch_h2));
 }
+
+/// Concurrent linearizable reads share read-index rounds: a burst of them
+/// costs far fewer rounds than reads, and every one still sees the writes
+/// acknowledged before it started.
+#[tokio::test]
+async fn concurrent_linearizable_reads_share_read_index_rounds() {
+    const READS: usize = 64;
+    let h = Harness::start(|_| {}).await;
+    let written = h.put_ok("/v1/kv/rounds/k", "v1").await;
+    let before = h.running.hub.metrics().read_index_rounds.get();
+    let replies = futures::future::join_all((0..READS).map(|_| h.get("/v1/kv/rounds/k"))).await;
+    for r in &replies {
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.json()["kv"]["value"], "v1");
+        assert!(r.revision_header() >= written);
+    }
+    let rounds = h.running.hub.metrics().read_index_rounds.get() - before;
+    assert!(rounds >= 1, "no read-index round ran");
+    assert!(
+        rounds <= (READS / 2) as u64,
+        "{rounds} rounds for {READS} concurrent reads"
+    );
+    // A read after a write sees it: the rounds never answer a reader with
+    // an index read before it arrived.
+    let rewritten = h.put_ok("/v1/kv/rounds/k", "v2").await;
+    let after = h.get("/v1/kv/rounds/k").await;
+    assert_eq!(after.json()["kv"]["value"], "v2");
+    assert!(after.revision_header() >= rewritten);
+    h.shutdown().await;
+}

@@ -257,6 +257,39 @@ pub struct Node {
     /// heartbeat) from a leader: what lets a follower vouch that its state
     /// is current (see [`Node::in_contact_with_leader`]).
     leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The linearizable reads waiting for a read-index round, and whether
+    /// one is running (see [`Node::linearizable_barrier`]).
+    read_rounds: std::sync::Mutex<ReadRounds>,
+    /// This node, for the task that runs the read-index rounds.
+    me: std::sync::Weak<Node>,
+    /// The runtime the node was started on (its main threads), where the
+    /// read-index rounds run whichever thread a reader came from.
+    runtime: tokio::runtime::Handle,
+}
+
+/// The linearizable reads of a node waiting for their read index.
+#[derive(Default)]
+struct ReadRounds {
+    /// A task is running rounds.
+    running: bool,
+    /// Readers that arrived since the round in flight (if any) started.
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<u64, NodeError>>>,
+}
+
+/// The same error again, for each reader that shared a failed round.
+fn retell(e: &NodeError) -> NodeError {
+    match e {
+        NodeError::Kv(e) => NodeError::Internal(e.to_string()),
+        NodeError::NoLeader { reason, leader } => NodeError::NoLeader {
+            reason: reason.clone(),
+            leader: leader.clone(),
+        },
+        NodeError::Timeout(s) => NodeError::Timeout(s.clone()),
+        NodeError::Overloaded(s) => NodeError::Overloaded(s.clone()),
+        NodeError::Internal(s) => NodeError::Internal(s.clone()),
+        NodeError::QuotaExceeded(s) => NodeError::QuotaExceeded(s.clone()),
+        NodeError::NoSpace(s) => NodeError::NoSpace(s.clone()),
+    }
 }
 
 /// How long a follower waits for the leader to answer a forwarded write: a
@@ -300,8 +333,11 @@ impl Node {
         let replicas = ReplicaRegistry::new(options.replica_ttl);
         let proposer = Proposer::start(raft.clone());
         super::observe::count_leader_changes(&raft, metrics.clone());
-        Arc::new(Node {
+        Arc::new_cyclic(|me| Node {
             id,
+            read_rounds: std::sync::Mutex::new(ReadRounds::default()),
+            me: me.clone(),
+            runtime: tokio::runtime::Handle::current(),
             proposer,
             forwarder,
             raft,
@@ -1043,14 +1079,80 @@ impl Node {
 
     /// Waits until the read-index barrier has passed on this node: afterwards a
     /// read of local state is linearizable.
+    ///
+    /// Concurrent readers share read-index rounds (as etcd batches its
+    /// reads): a reader joins the next round to start, never one already
+    /// in flight, so the index it gets was read after it arrived. While a
+    /// round runs, the readers arriving meanwhile wait together for the one
+    /// after it: a burst of N linearizable reads (a fleet of replicas
+    /// bootstrapping, say) costs the leader a few rounds, and a follower a
+    /// few calls to the leader, instead of N.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn linearizable_barrier(&self) -> Result<(), NodeError> {
         // Planted bug for the fault-injection checker, compiled in only with
         // the `failpoints` feature: set to `return`, linearizable reads skip
         // the barrier and may be stale.
         fail::fail_point!("unsafe-local-linearizable-reads", |_| Ok(()));
-        let index = match self.leader() {
-            Some((id, _)) if id == self.id => self.read_index().await?,
+        let index = self.shared_read_index().await?;
+        self.wait_applied_index(index, self.options.request_timeout)
+            .await
+    }
+
+    /// A read index from a round that starts after this call.
+    async fn shared_read_index(&self) -> Result<u64, NodeError> {
+        let Some(me) = self.me.upgrade() else {
+            return self.read_index_round().await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut rounds = self
+                .read_rounds
+                .lock()
+                .map_err(|_| NodeError::Internal("read-index rounds lock poisoned".into()))?;
+            rounds.waiting.push(tx);
+            !std::mem::replace(&mut rounds.running, true)
+        };
+        if start {
+            // On the node's own runtime: a round started by a reader on the
+            // data plane's lower-priority threads must not make the readers
+            // of the control plane wait for those threads.
+            self.runtime
+                .spawn(async move { me.run_read_rounds().await });
+        }
+        rx.await
+            .map_err(|_| NodeError::Internal("the read-index round was dropped".into()))?
+    }
+
+    /// Runs rounds until no reader waits: each round takes every reader
+    /// waiting when it starts and answers them all with its index.
+    async fn run_read_rounds(&self) {
+        loop {
+            let readers = match self.read_rounds.lock() {
+                Ok(mut rounds) => {
+                    if rounds.waiting.is_empty() {
+                        rounds.running = false;
+                        return;
+                    }
+                    std::mem::take(&mut rounds.waiting)
+                }
+                // Poisoned: the waiting readers' senders are dropped with
+                // it, and each gets an internal error.
+                Err(_) => return,
+            };
+            let result = self.read_index_round().await;
+            self.metrics.read_index_rounds.inc();
+            for reader in readers {
+                // A reader that went away meanwhile is not waiting any more.
+                let _ = reader.send(result.as_ref().map(|i| *i).map_err(retell));
+            }
+        }
+    }
+
+    /// One read-index round: this node's own when it leads, else the
+    /// leader's, asked for with one call.
+    async fn read_index_round(&self) -> Result<u64, NodeError> {
+        match self.leader() {
+            Some((id, _)) if id == self.id => self.read_index().await,
             Some((id, member)) => {
                 let timeout = self.options.request_timeout;
                 let addr = dial_addr(&self.options.dial, id, &member);
@@ -1058,16 +1160,12 @@ impl Node {
                     .call_leader(&addr, id, &PeerRequest::ReadIndex, timeout, "")
                     .await?
                 {
-                    PeerResponse::ReadIndex(r) => r.map_err(NodeError::from)?,
-                    other => return Err(unexpected(other)),
+                    PeerResponse::ReadIndex(r) => r.map_err(NodeError::from),
+                    other => Err(unexpected(other)),
                 }
             }
-            None => {
-                return Err(self.no_leader("no leader is known (election in progress or no quorum)"))
-            }
-        };
-        self.wait_applied_index(index, self.options.request_timeout)
-            .await
+            None => Err(self.no_leader("no leader is known (election in progress or no quorum)")),
+        }
     }
 
     /// Waits until this node has applied log index `index`.
