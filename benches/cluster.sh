@@ -80,6 +80,31 @@ bench_stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
+# For a script that starts clusters and load generators: makes the
+# temporary directory `tmp` (under TMPDIR, named after PREFIX), empties the
+# PID variables of what the script starts (BENCH_PID, BALLAST_PID,
+# ETCD_PIDS), and on any exit (an error, Ctrl-C, SIGTERM) stops those
+# processes by PID and removes the directory.
+bench_with_cleanup() {
+  tmp="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
+  BENCH_PID=""
+  BALLAST_PID=""
+  ETCD_PIDS=()
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# The exit trap of bench_with_cleanup.
+bench_cleanup() {
+  local rc=$? pid
+  for pid in $BENCH_PID $BALLAST_PID "${ETCD_PIDS[@]}"; do
+    bench_stop_pid "$pid"
+  done
+  rm -rf "$tmp"
+  exit "$rc"
+}
+
 # Ports of `ballastd dev --base-port BASE`: client BASE, BASE+100, BASE+200;
 # peer one above each.
 BENCH_BALLAST_PORTS=(0 1 100 101 200 201)

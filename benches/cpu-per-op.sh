@@ -43,21 +43,7 @@ cargo build --release -p ballast-store -p ballast-bench --bin ballastd --bin bal
 BIN="${CARGO_TARGET_DIR:-target}/release"
 TICKS="$(getconf CLK_TCK)"
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/ballast-cpu.XXXXXX")"
-BENCH_PID=""
-BALLAST_PID=""
-ETCD_PIDS=()
-cleanup() {
-  local rc=$? pid
-  for pid in $BENCH_PID $BALLAST_PID "${ETCD_PIDS[@]}"; do
-    bench_stop_pid "$pid"
-  done
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_with_cleanup ballast-cpu
 
 # CPU ticks (utime + stime) of the given PIDs together.
 ticks() {

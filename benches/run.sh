@@ -66,21 +66,7 @@ if [ "$BALLASTD_BUILD" = release ]; then
   rocksdb_used="compiled from source: $(scripts/release.sh --print-pin)"
 fi
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/ballast-bench.XXXXXX")"
-BENCH_PID=""
-BALLAST_PID=""
-ETCD_PIDS=()
-cleanup() {
-  local rc=$? pid
-  for pid in $BENCH_PID $BALLAST_PID "${ETCD_PIDS[@]}"; do
-    bench_stop_pid "$pid"
-  done
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_with_cleanup ballast-bench
 
 # Runs ballast-bench in the background and waits for it, so that a signal to
 # this script is acted on at once (the cleanup then stops the run too).
